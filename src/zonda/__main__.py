@@ -1,0 +1,3 @@
+from zonda.cli import main
+
+main()

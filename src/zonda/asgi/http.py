@@ -1,0 +1,479 @@
+"""The one ASGI HTTP bridge: core events in, ``scope``/``receive``/``send`` out, for every HTTP version.
+
+``HTTPSession`` belongs to one connection: it turns a core's stream events into ``HTTPCycle`` objects and runs
+the app for each, one at a time in request order when the core is sequential (HTTP/1.1), or concurrently.
+Event handlers are plain methods; only the app-facing ``receive()`` and ``send()`` are ``async``, and they
+await only futures the driver hands them (``Transport.create_future``, ``Transport.drain``).
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, Protocol
+from time import perf_counter
+from urllib.parse import unquote_to_bytes
+
+from zonda.asgi.types import ASGIApp, Message, Scope
+from zonda.errors import AppProtocolError, ClientDisconnected
+from zonda.protocols.events import ConnectionTerminated, Data, Event, Request, StreamReset
+
+error_log = logging.getLogger("zonda.error")
+access_log = logging.getLogger("zonda.access")
+
+ASGI_VERSION = {"version": "3.0", "spec_version": "2.5"}
+HIGH_WATER = 65536  # unread request body per stream above which reading pauses
+_DISCONNECT: Message = {"type": "http.disconnect"}
+
+
+class Core(Protocol):
+    """The response side of a protocol core, as the bridge uses it."""
+
+    closing: bool
+
+    def send_response(self, stream_id: int, status: int, headers: Any) -> None: ...
+    def send_body(self, stream_id: int, data: bytes, end_stream: bool) -> None: ...
+    def send_continue(self) -> None: ...
+
+
+class Transport(Protocol):
+    """What a driver gives the bridge for one connection."""
+
+    core: Core
+    write_paused: bool
+
+    def flush(self) -> None: ...
+    def drain(self) -> Awaitable[None]: ...
+    def create_future(self) -> Any: ...
+    def pause_reading(self) -> None: ...
+    def resume_reading(self) -> None: ...
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None: ...
+    def response_complete(self) -> None: ...
+    def abort(self) -> None: ...
+    def time(self) -> float: ...
+
+
+class ConnectionInfo:
+    """Scope fields fixed for the connection's lifetime, computed once when it opens."""
+
+    __slots__ = ("client", "extensions", "root_path", "scheme", "server")
+
+    def __init__(
+        self,
+        client: tuple[str, int] | None,
+        server: tuple[str, int | None] | None,
+        scheme: str,
+        root_path: str,
+    ) -> None:
+        self.client = client
+        self.server = server
+        self.scheme = scheme
+        self.root_path = root_path
+        self.extensions: dict[str, Any] = {}
+
+
+class SessionContext:
+    """Server-wide, per-app settings every session reads: built once at start-up."""
+
+    __slots__ = ("access_log", "app", "limit_concurrency", "root_path", "state", "stats")
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        state: dict[str, Any],
+        root_path: str = "",
+        access_log: bool = True,
+        limit_concurrency: int | None = None,
+    ) -> None:
+        self.app = app
+        self.state = state
+        self.root_path = root_path
+        self.access_log = access_log
+        self.limit_concurrency = limit_concurrency
+        self.stats = ServerStats()
+
+
+class ServerStats:
+    __slots__ = ("active_requests", "total_requests")
+
+    def __init__(self) -> None:
+        self.active_requests = 0
+        self.total_requests = 0
+
+
+class CycleState(enum.Enum):
+    START = "expecting http.response.start"
+    BODY = "expecting http.response.body"
+    DONE = "response complete"
+
+
+def build_scope(request: Request, info: ConnectionInfo, state: dict[str, Any]) -> Scope:
+    raw_path = request.path
+    if b"%" in raw_path:
+        path = unquote_to_bytes(raw_path).decode("utf-8", "replace")
+    else:
+        path = raw_path.decode("utf-8", "replace")
+    root_path = info.root_path
+    if root_path:
+        path = root_path + path
+        raw_path = root_path.encode() + raw_path
+    return {
+        "type": "http",
+        "asgi": ASGI_VERSION,
+        "http_version": request.http_version,
+        "server": info.server,
+        "client": info.client,
+        "scheme": info.scheme,
+        "method": request.method.decode("ascii"),
+        "root_path": root_path,
+        "path": path,
+        "raw_path": raw_path,
+        "query_string": request.query_string,
+        "headers": request.headers,
+        "state": state.copy(),
+        "extensions": info.extensions,
+    }
+
+
+async def service_unavailable(scope: Scope, receive: Any, send: Any) -> None:
+    """Stands in for the app when ``--limit-concurrency`` is reached."""
+    body = b"Service Unavailable: the server is at its concurrency limit\n"
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 503,
+            "headers": [
+                (b"content-type", b"text/plain; charset=utf-8"),
+                (b"retry-after", b"1"),
+                (b"content-length", b"%d" % len(body)),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class HTTPCycle:
+    """One request and its response: the app's ``receive`` and ``send``."""
+
+    __slots__ = (
+        "_body",
+        "_body_done",
+        "_continue_pending",
+        "_more_body",
+        "_waiter",
+        "app",
+        "bytes_sent",
+        "disconnected",
+        "reading_paused",
+        "scope",
+        "session",
+        "started_at",
+        "state",
+        "status",
+        "stream_id",
+        "transport",
+    )
+
+    def __init__(self, session: HTTPSession, request: Request, scope: Scope, app: ASGIApp) -> None:
+        self.session = session
+        self.transport = session.transport
+        self.stream_id = request.stream_id
+        self.scope = scope
+        self.app = app
+        self.state = CycleState.START
+        self.status = 0
+        self.bytes_sent = 0
+        self.disconnected = False
+        self.reading_paused = False
+        self.started_at = 0.0
+        self._body: bytes | bytearray = b""
+        self._more_body = not request.end_stream
+        self._body_done = False  # the final http.request was delivered
+        self._continue_pending = request.expect_continue and self._more_body
+        self._waiter: Any = None
+
+    # ------------------------------------------------------ events from the core
+
+    def on_data(self, data: bytes, end_stream: bool) -> None:
+        if data:
+            body = self._body
+            if not body:
+                self._body = data
+            elif type(body) is bytearray:
+                body += data
+            else:
+                self._body = bytearray(body) + data
+            if len(self._body) > HIGH_WATER and not self.reading_paused:
+                self.reading_paused = True
+                self.transport.pause_reading()
+        if end_stream:
+            self._more_body = False
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def on_disconnect(self) -> None:
+        self.disconnected = True
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # ------------------------------------------------------ the app's side
+
+    async def receive(self) -> Message:
+        if self._continue_pending:
+            self._continue_pending = False
+            if not self.disconnected and self.state is CycleState.START:
+                self.transport.core.send_continue()
+                self.transport.flush()
+        while True:
+            if self.disconnected or self.state is CycleState.DONE:
+                return _DISCONNECT
+            body = self._body
+            if body or (not self._more_body and not self._body_done):
+                self._body = b""
+                more = self._more_body
+                if not more:
+                    self._body_done = True
+                if self.reading_paused:
+                    self.reading_paused = False
+                    self.transport.resume_reading()
+                return {
+                    "type": "http.request",
+                    "body": body if type(body) is bytes else bytes(body),
+                    "more_body": more,
+                }
+            waiter = self._waiter = self.transport.create_future()
+            try:
+                await waiter
+            finally:
+                self._waiter = None
+
+    async def send(self, message: Message) -> None:
+        if self.disconnected:
+            raise ClientDisconnected(f"client disconnected before {message.get('type')!r} could be sent")
+        try:
+            message_type = message["type"]
+        except (KeyError, TypeError):
+            raise AppProtocolError(f"ASGI message must be a dict with a 'type' key, got {message!r}") from None
+        state = self.state
+        if state is CycleState.BODY:
+            if message_type != "http.response.body":
+                raise AppProtocolError(f"Expected 'http.response.body', got {message_type!r}")
+            body = message.get("body", b"")
+            more_body = message.get("more_body", False)
+            if type(body) is not bytes:
+                if not isinstance(body, bytes | bytearray | memoryview):
+                    raise AppProtocolError(f"http.response.body 'body' must be bytes, got {type(body).__name__}")
+                body = bytes(body)
+            transport = self.transport
+            self.bytes_sent += len(body)
+            if more_body:
+                transport.core.send_body(self.stream_id, body, False)
+                transport.flush()
+                if transport.write_paused:
+                    await transport.drain()
+                    if self.disconnected:
+                        raise ClientDisconnected("client disconnected while the response was being sent")
+            else:
+                self.state = CycleState.DONE
+                try:
+                    transport.core.send_body(self.stream_id, body, True)
+                finally:
+                    transport.flush()
+                    self.session.response_complete(self)
+        elif state is CycleState.START:
+            if message_type != "http.response.start":
+                raise AppProtocolError(f"Expected 'http.response.start', got {message_type!r}")
+            status = message.get("status")
+            if type(status) is not int:
+                raise AppProtocolError(f"http.response.start 'status' must be an int, got {status!r}")
+            self.transport.core.send_response(self.stream_id, status, message.get("headers", ()))
+            self.status = status
+            self.state = CycleState.BODY
+        else:
+            raise AppProtocolError(
+                f"Unexpected {message_type!r}: the response is already complete "
+                "(http.response.body with more_body=False ends it)"
+            )
+
+    async def run(self) -> None:
+        """Call the app and answer for whatever it leaves undone."""
+        try:
+            await self.app(self.scope, self.receive, self.send)
+        except ClientDisconnected:
+            pass  # raised by send() on purpose; not an error (ASGI www spec 2.4)
+        except Exception as exc:
+            self._app_failed(exc)
+        except BaseException as exc:  # cancellation at shutdown; never swallowed
+            if self.state is not CycleState.DONE and not self.disconnected:
+                self.transport.abort()
+            self.session.cycle_finished(self)
+            raise exc
+        else:
+            if self.state is CycleState.START and not self.disconnected:
+                error_log.error("ASGI app returned without sending a response (%s)", self._describe())
+                self._respond_500()
+            elif self.state is CycleState.BODY and not self.disconnected:
+                error_log.error("ASGI app returned without completing the response (%s)", self._describe())
+                self.transport.abort()
+        self.session.cycle_finished(self)
+
+    def _app_failed(self, exc: Exception) -> None:
+        if self.disconnected:
+            error_log.debug("ASGI app raised after the client disconnected (%s)", self._describe(), exc_info=exc)
+            return
+        error_log.error("Exception in ASGI app (%s)", self._describe(), exc_info=exc)
+        if self.state is CycleState.START:
+            self._respond_500()
+        elif self.state is CycleState.BODY:
+            self.transport.abort()  # headers are out: closing is the only honest signal left
+
+    def _respond_500(self) -> None:
+        body = b"Internal Server Error\n"
+        core = self.transport.core
+        self.status = 500
+        self.state = CycleState.DONE
+        self.bytes_sent = len(body)
+        headers = [
+            (b"content-type", b"text/plain; charset=utf-8"),
+            (b"content-length", b"%d" % len(body)),
+            (b"connection", b"close"),
+        ]
+        core.send_response(self.stream_id, 500, headers)
+        core.send_body(self.stream_id, body, True)
+        self.transport.flush()
+        self.session.response_complete(self)
+
+    def _describe(self) -> str:
+        scope = self.scope
+        return f"{scope['method']} {scope['path']}"
+
+
+class HTTPSession:
+    """All the cycles of one connection, fed by its core's events."""
+
+    __slots__ = ("_queue", "context", "current", "cycles", "info", "sequential", "transport")
+
+    def __init__(
+        self, transport: Transport, info: ConnectionInfo, context: SessionContext, sequential: bool = True
+    ) -> None:
+        self.transport = transport
+        self.info = info
+        self.context = context
+        self.sequential = sequential
+        self.cycles: dict[int, HTTPCycle] = {}
+        self.current: HTTPCycle | None = None  # the cycle whose app runs (sequential mode)
+        self._queue: deque[HTTPCycle] = deque()  # pipelined cycles waiting their turn
+
+    def handle_events(self, events: list[Event]) -> bool:
+        """Dispatch core events; return True if the connection is terminating.
+
+        Apps start after the whole batch is dispatched, so body bytes that came with the head are already
+        buffered when the app first calls ``receive()``.
+        """
+        terminated = False
+        for event in events:
+            kind = type(event)
+            if kind is Request:
+                self._on_request(event)  # type: ignore[arg-type]
+            elif kind is Data:
+                cycle = self.cycles.get(event.stream_id)  # type: ignore[union-attr]
+                if cycle is not None:
+                    cycle.on_data(event.data, event.end_stream)  # type: ignore[union-attr]
+            elif kind is StreamReset:
+                cycle = self.cycles.get(event.stream_id)  # type: ignore[union-attr]
+                if cycle is not None:
+                    self._drop(cycle)
+            elif kind is ConnectionTerminated:
+                terminated = True
+        if self._queue:
+            self._start_next()
+        return terminated
+
+    def _on_request(self, request: Request) -> None:
+        context = self.context
+        scope = build_scope(request, self.info, context.state)
+        stats = context.stats
+        app = context.app
+        if context.limit_concurrency is not None and stats.active_requests >= context.limit_concurrency:
+            app = service_unavailable
+        cycle = HTTPCycle(self, request, scope, app)
+        self.cycles[request.stream_id] = cycle
+        stats.active_requests += 1
+        self._queue.append(cycle)
+
+    def _start_next(self) -> None:
+        queue = self._queue
+        if not self.sequential:
+            while queue:
+                self._start(queue.popleft())
+            return
+        if self.current is None:
+            self._start(queue.popleft())
+        if queue:
+            self.transport.pause_reading()  # pipelined: read no further until their turn
+
+    def _start(self, cycle: HTTPCycle) -> None:
+        self.current = cycle
+        if self.context.access_log:
+            cycle.started_at = perf_counter()
+        self.transport.spawn(cycle.run())
+
+    def _drop(self, cycle: HTTPCycle) -> None:
+        cycle.on_disconnect()
+        if cycle in self._queue:
+            self._queue.remove(cycle)
+            self.cycle_finished(cycle)
+
+    def response_complete(self, cycle: HTTPCycle) -> None:
+        """The core sent the last byte of ``cycle``'s response: the next pipelined request may start."""
+        if self.context.access_log:
+            self._log_access(cycle)
+        if self.current is cycle:
+            self.current = None
+        self.transport.response_complete()
+        if self._queue and self.current is None:
+            self._start(self._queue.popleft())
+            if not self._queue:
+                self.transport.resume_reading()
+
+    def cycle_finished(self, cycle: HTTPCycle) -> None:
+        """The app for ``cycle`` returned (or never ran)."""
+        if self.cycles.pop(cycle.stream_id, None) is None:
+            return
+        stats = self.context.stats
+        stats.active_requests -= 1
+        stats.total_requests += 1
+        if self.current is cycle:
+            self.current = None  # it returned without a complete response; the connection is closing
+
+    def connection_lost(self) -> None:
+        for cycle in list(self.cycles.values()):
+            cycle.on_disconnect()
+        while self._queue:
+            self.cycle_finished(self._queue.popleft())
+
+    @property
+    def idle(self) -> bool:
+        return not self.cycles
+
+    def _log_access(self, cycle: HTTPCycle) -> None:
+        scope = cycle.scope
+        client = scope["client"]
+        query = scope["query_string"]
+        access_log.info(
+            '%s - "%s %s%s HTTP/%s" %d %d %.1fms',
+            f"{client[0]}:{client[1]}" if client else "-",
+            scope["method"],
+            scope["path"],
+            "?" + query.decode("latin-1") if query else "",
+            scope["http_version"],
+            cycle.status,
+            cycle.bytes_sent,
+            (perf_counter() - cycle.started_at) * 1000,
+        )
+
+

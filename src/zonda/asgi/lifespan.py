@@ -1,0 +1,122 @@
+"""The ASGI lifespan protocol (lifespan spec 2.0), with state.
+
+The driver runs ``Lifespan.run()`` as a task and awaits ``startup()`` / ``shutdown()`` under its own timeouts.
+Only futures from the driver's ``create_future`` are awaited, so the class serves any event loop.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from zonda.asgi.http import ASGI_VERSION
+from zonda.asgi.types import ASGIApp, Message
+from zonda.errors import AppProtocolError, LifespanFailure
+
+logger = logging.getLogger("zonda.error")
+
+_EXPECTED = {
+    "lifespan.startup": ("lifespan.startup.complete", "lifespan.startup.failed"),
+    "lifespan.shutdown": ("lifespan.shutdown.complete", "lifespan.shutdown.failed"),
+}
+
+
+class Lifespan:
+    """One lifespan conversation with the app. ``mode`` is ``"on"`` or ``"auto"``."""
+
+    def __init__(self, app: ASGIApp, mode: str, create_future: Callable[[], Any]) -> None:
+        self.app = app
+        self.mode = mode
+        self.state: dict[str, Any] = {}
+        self.supported = True  # auto mode turns this off if the app refuses the lifespan scope
+        self._create_future = create_future
+        self._inbox: deque[Message] = deque()
+        self._inbox_waiter: Any = None
+        self._reply: Any = None  # future resolved with the app's answer to the pending event
+        self._pending: str | None = None
+        self._finished = create_future()
+
+    async def run(self) -> None:
+        scope = {"type": "lifespan", "asgi": ASGI_VERSION, "state": self.state}
+        try:
+            await self.app(scope, self.receive, self.send)
+        except BaseException as exc:
+            if self._pending == "lifespan.startup" and self.mode == "auto" and isinstance(exc, Exception):
+                self.supported = False
+                logger.info(
+                    "ASGI 'lifespan' protocol appears unsupported by the app (%s: %s)", type(exc).__name__, exc
+                )
+                self._answer(None)
+            elif isinstance(exc, Exception):
+                logger.error("Exception in ASGI lifespan (%s)", self._pending or "after shutdown", exc_info=exc)
+                self._answer(LifespanFailure(f"{self._pending or 'lifespan'} raised {type(exc).__name__}: {exc}"))
+            else:
+                self._answer(LifespanFailure("lifespan task cancelled"))
+                raise
+        else:
+            if self._pending is not None:
+                self._answer(self._returned_early(self._pending))
+        finally:
+            if not self._finished.done():
+                self._finished.set_result(None)
+
+    async def startup(self) -> None:
+        """Send ``lifespan.startup``; return once the app completes it. Raises LifespanFailure."""
+        await self._ask("lifespan.startup")
+
+    async def shutdown(self) -> None:
+        """Send ``lifespan.shutdown``; return once the app completes it. Raises LifespanFailure."""
+        if self.supported and not self._finished.done():
+            await self._ask("lifespan.shutdown")
+
+    def _returned_early(self, event: str) -> LifespanFailure | None:
+        """The app returned without answering ``event``: in auto mode it does not do lifespan."""
+        if event == "lifespan.startup" and self.mode == "auto":
+            self.supported = False
+            logger.info("ASGI 'lifespan' protocol appears unsupported by the app (it returned)")
+            return None
+        if event == "lifespan.startup":
+            return LifespanFailure("the app returned without answering lifespan.startup")
+        return None
+
+    async def _ask(self, event: str) -> None:
+        if self._finished.done():
+            outcome = self._returned_early(event)
+            if outcome is not None:
+                raise outcome
+            return
+        self._pending = event
+        self._reply = self._create_future()
+        self._inbox.append({"type": event})
+        waiter = self._inbox_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        outcome = await self._reply
+        self._pending = None
+        if isinstance(outcome, LifespanFailure):
+            raise outcome
+
+    def _answer(self, outcome: LifespanFailure | None) -> None:
+        if self._reply is not None and not self._reply.done():
+            self._reply.set_result(outcome)
+
+    async def receive(self) -> Message:
+        while not self._inbox:
+            self._inbox_waiter = self._create_future()
+            await self._inbox_waiter
+        return self._inbox.popleft()
+
+    async def send(self, message: Message) -> None:
+        message_type = message.get("type")
+        if self._pending is None:
+            raise AppProtocolError(f"Unexpected {message_type!r}: no lifespan event is pending")
+        complete, failed = _EXPECTED[self._pending]
+        if message_type == complete:
+            self._answer(None)
+        elif message_type == failed:
+            text = message.get("message", "")
+            self._answer(LifespanFailure(f"{failed}: {text}" if text else failed))
+        else:
+            raise AppProtocolError(f"Expected {complete!r} or {failed!r}, got {message_type!r}")

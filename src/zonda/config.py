@@ -1,0 +1,236 @@
+"""One ``Config``: CLI flags, ``ZONDA_*`` environment variables and a TOML file all fill it.
+
+Each option is one field with its metadata (help, group, choices); the CLI, the env var names and the TOML
+keys are generated from the fields. Precedence: CLI flag > environment variable > TOML file > default.
+Resolving a config (importing the app, setting up logging) happens elsewhere and never mutates it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from zonda.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+ENV_PREFIX = "ZONDA_"
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+
+
+def option(
+    default: Any,
+    help: str,
+    group: str,
+    *,
+    choices: tuple[str, ...] | None = None,
+    flag: str | None = None,
+    metavar: str | None = None,
+    minimum: float | None = 0,
+) -> Any:
+    metadata = {"help": help, "group": group, "choices": choices, "flag": flag, "metavar": metavar,
+                "minimum": minimum}
+    return field(default=default, metadata=metadata)
+
+
+@dataclass(frozen=True)
+class Config:
+    app: Any = option(None, "the app as module:attribute (or the callable itself, from Python)", "Application")
+    factory: bool = option(False, "treat the app as a factory: call it with no arguments to get the app",
+                           "Application")
+    app_dir: str = option(".", "directory put first on sys.path before importing the app", "Application")
+    interface: str = option("auto", "app interface; auto tells ASGI 2 double-callables from ASGI 3",
+                            "Application", choices=("auto", "asgi3", "asgi2"))
+    lifespan: str = option("auto", "lifespan protocol: auto runs it if the app supports it", "Application",
+                           choices=("auto", "on", "off"))
+    root_path: str = option("", "ASGI root_path, for an app mounted below a path prefix", "Application")
+
+    host: str = option("127.0.0.1", "interface to bind (IPv4 or IPv6 address, or a host name)", "Listening")
+    port: int = option(8000, "TCP port to bind; 0 picks a free one", "Listening", minimum=0)
+    uds: str | None = option(None, "bind a unix domain socket at this path instead of TCP", "Listening")
+    uds_permissions: str | None = option(None, "octal file mode for the unix socket, e.g. 660", "Listening")
+    fd: int | None = option(None, "serve an already bound socket passed as this file descriptor", "Listening")
+    backlog: int = option(2048, "listen backlog", "Listening", minimum=1)
+    loop: str = option("auto", "event loop; auto picks uvloop when installed", "Listening",
+                       choices=("auto", "asyncio", "uvloop"))
+
+    timeout_keep_alive: float = option(5.0, "close an idle keep-alive connection after this many seconds",
+                                       "HTTP timeouts and limits")
+    timeout_request_header: float = option(10.0, "answer 408 when a request's headers take longer (seconds)",
+                                           "HTTP timeouts and limits")
+    timeout_request_body: float = option(30.0, "answer 408 when a request body stalls this long (seconds)",
+                                         "HTTP timeouts and limits")
+    limit_request_line: int = option(8190, "longest request target in bytes (longer: 414)",
+                                     "HTTP timeouts and limits", minimum=1)
+    limit_request_headers: int = option(100, "most request headers (more: 431)", "HTTP timeouts and limits",
+                                        minimum=1)
+    limit_request_header_size: int = option(65536, "largest request header block in bytes (larger: 431)",
+                                            "HTTP timeouts and limits", minimum=64)
+    limit_request_body: int = option(100 * 1024 * 1024, "largest request body in bytes, 0 for none (413)",
+                                     "HTTP timeouts and limits")
+    limit_concurrency: int | None = option(None, "most requests in flight; beyond it, 503 with Retry-After",
+                                           "HTTP timeouts and limits", minimum=1)
+    limit_connections: int | None = option(None, "most open connections; beyond it, 503 and close",
+                                           "HTTP timeouts and limits", minimum=1)
+
+    server_header: bool = option(True, "send a Server header", "Response headers")
+    date_header: bool = option(True, "send a Date header", "Response headers")
+    headers: tuple[str, ...] = option((), "a default response header as name:value (repeatable)",
+                                      "Response headers", flag="header", metavar="NAME:VALUE")
+
+    timeout_graceful_shutdown: float = option(30.0, "seconds in-flight requests get to finish on shutdown",
+                                              "Lifespan and shutdown")
+    timeout_lifespan_startup: float = option(60.0, "seconds the app's lifespan startup may take",
+                                             "Lifespan and shutdown")
+    timeout_lifespan_shutdown: float = option(30.0, "seconds the app's lifespan shutdown may take",
+                                              "Lifespan and shutdown")
+
+    log_level: str = option("info", "log level", "Logging", choices=LOG_LEVELS)
+    access_log: bool = option(True, "log one line per response on zonda.access", "Logging")
+    log_config: str | None = option(None, "logging dictConfig file (.json, .toml, .yaml)", "Logging")
+
+    def __post_init__(self) -> None:
+        hints = _field_types()
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name == "app":
+                continue
+            kind = hints[f.name]
+            if value is None and kind.optional:
+                continue
+            coerced = _check_type(f.name, value, kind)
+            if coerced is not value:
+                object.__setattr__(self, f.name, coerced)
+            choices = f.metadata["choices"]
+            if choices and coerced not in choices:
+                raise ConfigError(f"{f.name}: {coerced!r} is not one of {', '.join(choices)}")
+            minimum = f.metadata["minimum"]
+            if minimum is not None and kind.base in (int, float) and coerced < minimum:
+                raise ConfigError(f"{f.name}: {coerced!r} must be at least {minimum}")
+        if self.port > 65535:
+            raise ConfigError(f"port: {self.port} is not a TCP port")
+        for header in self.headers:
+            if ":" not in header:
+                raise ConfigError(f"headers: {header!r} must be NAME:VALUE")
+
+    def replace(self, **changes: Any) -> Config:
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def load(
+        cls,
+        cli: Mapping[str, Any] | None = None,
+        env: Mapping[str, str] | None = None,
+        config_file: str | None = None,
+    ) -> Config:
+        """Merge TOML file < environment < CLI values over the defaults."""
+        values: dict[str, Any] = {}
+        env = os.environ if env is None else env
+        config_file = config_file or env.get(ENV_PREFIX + "CONFIG")
+        if config_file:
+            values.update(read_toml(config_file))
+        values.update(from_env(env))
+        values.update(cli or {})
+        return cls(**values)
+
+
+class _Kind(typing.NamedTuple):
+    base: type
+    optional: bool
+
+
+_KINDS: dict[str, _Kind] = {}
+
+
+def _field_types() -> dict[str, _Kind]:
+    if not _KINDS:
+        for name, hint in typing.get_type_hints(Config).items():
+            args = typing.get_args(hint)
+            optional = type(None) in args
+            base = typing.get_origin(hint) or hint
+            if optional:
+                base = next(a for a in args if a is not type(None))
+            _KINDS[name] = _Kind(base, optional)
+    return _KINDS
+
+
+def _check_type(name: str, value: Any, kind: _Kind) -> Any:
+    base = kind.base
+    if base is float and type(value) is int:
+        return float(value)
+    if base is tuple and isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    if base is int and type(value) is bool:
+        raise ConfigError(f"{name}: expected an integer, got {value!r}")
+    if not isinstance(value, base):
+        raise ConfigError(f"{name}: expected {base.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def parse_text(name: str, text: str) -> Any:
+    """Turn an environment variable's text into the field's type."""
+    kind = _field_types()[name]
+    if kind.optional and text.strip().lower() in ("", "none"):
+        return None
+    base = kind.base
+    try:
+        if base is bool:
+            lowered = text.strip().lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(text)
+        if base is int:
+            return int(text)
+        if base is float:
+            return float(text)
+        if base is tuple:
+            return tuple(item.strip() for item in text.split(",") if item.strip())
+    except ValueError:
+        raise ConfigError(f"{ENV_PREFIX}{name.upper()}: {text!r} is not a valid {base.__name__}") from None
+    return text
+
+
+def field_names() -> list[str]:
+    return [f.name for f in dataclasses.fields(Config)]
+
+
+def from_env(env: Mapping[str, str]) -> dict[str, Any]:
+    values = {}
+    for name in field_names():
+        key = ENV_PREFIX + name.upper()
+        if key in env:
+            values[name] = parse_text(name, env[key])
+    return values
+
+
+def read_toml(path: str) -> dict[str, Any]:
+    """Read a zonda TOML file (flat keys, or ``[tool.zonda]`` in a pyproject.toml)."""
+    try:
+        with open(path, "rb") as file:
+            data = tomllib.load(file)
+    except OSError as exc:
+        raise ConfigError(f"config: cannot read {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config: {path} is not valid TOML: {exc}") from None
+    if os.path.basename(path) == "pyproject.toml":
+        data = data.get("tool", {}).get("zonda", {})
+    known = set(field_names())
+    values = {}
+    for key, value in data.items():
+        name = key.replace("-", "_")
+        if name == "header":
+            name = "headers"
+        if name not in known:
+            raise ConfigError(f"config: unknown key {key!r} in {path}")
+        values[name] = value
+    return values

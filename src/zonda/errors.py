@@ -1,0 +1,71 @@
+"""zonda's one error tree.
+
+Protocol errors carry their wire remedy (the HTTP status to answer with), so the code that catches them only
+has to flush what the core queued and close. App errors name the ASGI message and the rule it broke.
+"""
+
+from __future__ import annotations
+
+
+class ZondaError(Exception):
+    """Base of every error zonda raises on purpose."""
+
+
+class ConfigError(ZondaError):
+    """A configuration key has a bad value; the message names the key."""
+
+
+class AppLoadError(ZondaError):
+    """The app could not be imported or called as configured; the message is one line for the user."""
+
+
+class LifespanFailure(ZondaError):
+    """The app reported (or raised) a lifespan startup or shutdown failure."""
+
+
+class ProtocolError(ZondaError):
+    """The peer broke the protocol. ``status`` is the HTTP status the server answers with."""
+
+    status = 400
+    log_level = "info"  # a peer's mistake is not the server's error
+
+    def __init__(self, detail: str, status: int | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        if status is not None:
+            self.status = status
+
+
+class BadRequest(ProtocolError):
+    status = 400
+
+
+class RequestTimeout(ProtocolError):
+    status = 408
+
+
+class BodyTooLarge(ProtocolError):
+    status = 413
+
+
+class RequestLineTooLong(ProtocolError):
+    status = 414
+
+
+class HeadersTooLarge(ProtocolError):
+    status = 431
+
+
+class UnsupportedTransferCoding(ProtocolError):
+    status = 501
+
+
+class AppProtocolError(ZondaError):
+    """The app sent a message that breaks the ASGI spec ("Expected X, got Y")."""
+
+
+class ClientDisconnected(OSError):
+    """``send()`` was called after the client went away (ASGI www spec 2.4).
+
+    The server raised it, so the server never logs it as an error.
+    """

@@ -1,0 +1,254 @@
+"""The asyncio driver (also uvloop's): ``asyncio.Protocol`` callbacks feeding a sans-io core and the bridge.
+
+``data_received`` -> core -> bridge -> ``transport.write`` runs synchronously. The app coroutine starts eagerly
+inside the callback and becomes a task only if it suspends, so a request whose app never waits costs no task.
+One timer per connection follows the core's ``deadline``, re-armed only when the deadline moves earlier.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import types
+from collections.abc import Coroutine, Generator
+from typing import TYPE_CHECKING, Any
+
+from zonda.asgi.http import ConnectionInfo, HTTPSession
+from zonda.errors import RequestTimeout
+from zonda.protocols.events import ConnectionTerminated, Event
+from zonda.protocols.http1 import H1Connection
+
+if TYPE_CHECKING:
+    from zonda.server import ServerShared
+
+error_log = logging.getLogger("zonda.error")
+
+_TOO_MANY_CONNECTIONS = (
+    b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n"
+    b"content-length: 44\r\nretry-after: 1\r\nconnection: close\r\n\r\n"
+    b"Service Unavailable: too many connections.\r\n"
+)
+
+
+@types.coroutine
+def _adopt(coro: Coroutine[Any, Any, Any], yielded: Any) -> Generator[Any, Any, Any]:
+    """Carry on a coroutine that already ran its first step outside a task; ``yield from`` with a head start."""
+    while True:
+        try:
+            sent = yield yielded
+        except GeneratorExit:
+            coro.close()
+            raise
+        except BaseException as exc:
+            try:
+                yielded = coro.throw(exc)
+            except StopIteration as stop:
+                return stop.value
+        else:
+            try:
+                yielded = coro.send(sent)
+            except StopIteration as stop:
+                return stop.value
+
+
+async def _resume(coro: Coroutine[Any, Any, Any], yielded: Any) -> Any:
+    return await _adopt(coro, yielded)
+
+
+def start_eagerly(
+    loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, None], tasks: set[asyncio.Task[Any]]
+) -> None:
+    """Run ``coro`` up to its first suspension now; only then hand it to a task (tracked in ``tasks``).
+
+    The first step runs in a copy of the current context, which the task then keeps, so context variables
+    an app sets never leak into the connection's callbacks.
+    """
+    context = contextvars.copy_context()
+    try:
+        yielded = context.run(coro.send, None)
+    except StopIteration:
+        return
+    task = context.run(loop.create_task, _resume(coro, yielded))
+    tasks.add(task)
+    task.add_done_callback(tasks.discard)
+
+
+class H1Protocol(asyncio.Protocol):
+    """One HTTP/1.1 connection: the transport side the bridge writes through."""
+
+    def __init__(self, shared: ServerShared, loop: asyncio.AbstractEventLoop) -> None:
+        self.shared = shared
+        self.loop = loop
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.core: H1Connection = None  # type: ignore[assignment]
+        self.session: HTTPSession = None  # type: ignore[assignment]
+        self.write_paused = False
+        self.reading_paused = False
+        self._drain_waiters: list[asyncio.Future[None]] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._closed = False
+
+    # ------------------------------------------------------------ asyncio callbacks
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        shared = self.shared
+        self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not subclasses
+        if shared.limit_connections and len(shared.connections) >= shared.limit_connections:
+            error_log.warning("Connection refused: --limit-connections %d reached", shared.limit_connections)
+            shared.stats_refused += 1
+            transport.write(_TOO_MANY_CONNECTIONS)
+            transport.close()
+            self._closed = True
+            return
+        shared.connections.add(self)
+        self.core = H1Connection(shared.limits, shared.defaults, self.loop.time)
+        self.session = HTTPSession(self, self._connection_info(self.transport), shared.context)
+        self._arm_if_earlier()
+
+    def _connection_info(self, transport: asyncio.Transport) -> ConnectionInfo:
+        peer = transport.get_extra_info("peername")
+        sock = transport.get_extra_info("sockname")
+        client = (peer[0], peer[1]) if isinstance(peer, tuple) else None
+        if isinstance(sock, tuple):
+            server: tuple[str, int | None] | None = (sock[0], sock[1])
+        elif sock:
+            server = (sock if isinstance(sock, str) else sock.decode(), None)
+        else:
+            server = None
+        scheme = "https" if transport.get_extra_info("sslcontext") is not None else "http"
+        return ConnectionInfo(client, server, scheme, self.shared.context.root_path)
+
+    def data_received(self, data: bytes) -> None:
+        events = self.core.receive_data(data)
+        if events and self.session.handle_events(events):
+            self._terminated(events)
+        self._arm_if_earlier()
+
+    def eof_received(self) -> bool | None:
+        if self._closed or self.session.idle:
+            return None  # the transport closes itself
+        self.core.finish_and_close()  # the peer half-closed: answer what it sent, then close
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        self.shared.connections.discard(self)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self.session is not None:
+            self.session.connection_lost()
+        for waiter in self._drain_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._drain_waiters.clear()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        for waiter in self._drain_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._drain_waiters.clear()
+
+    # ------------------------------------------------------------ the bridge's transport
+
+    def flush(self) -> None:
+        core = self.core
+        data = core.data_to_send()
+        if data and not self._closed:
+            self.transport.write(data)
+        if core.closing:
+            self._close()
+
+    def drain(self) -> asyncio.Future[None]:
+        waiter = self.loop.create_future()
+        if self._closed or not self.write_paused:
+            waiter.set_result(None)
+        else:
+            self._drain_waiters.append(waiter)
+        return waiter
+
+    def create_future(self) -> asyncio.Future[Any]:
+        return self.loop.create_future()
+
+    def time(self) -> float:
+        return self.loop.time()
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        start_eagerly(self.loop, coro, self.shared.tasks)
+
+    def pause_reading(self) -> None:
+        if not self.reading_paused and not self._closed:
+            self.reading_paused = True
+            self.transport.pause_reading()
+            self.core.set_reading_paused(True)
+
+    def resume_reading(self) -> None:
+        if self.reading_paused and not self._closed:
+            self.reading_paused = False
+            self.transport.resume_reading()
+            self.core.set_reading_paused(False)
+            self._arm_if_earlier()
+
+    def response_complete(self) -> None:
+        core = self.core
+        if core.closing or self._closed:
+            return
+        if core.has_held_data:
+            self.data_received(b"")
+        else:
+            self._arm_if_earlier()
+
+    def abort(self) -> None:
+        self._closed = True
+        self.transport.abort()
+
+    # ------------------------------------------------------------ shutdown and time
+
+    def shutdown(self) -> None:
+        """Graceful shutdown: finish what was received, then close."""
+        if not self._closed:
+            self.core.finish_and_close()
+            self.flush()
+
+    def _close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self.transport.close()
+
+    def _terminated(self, events: list[Event]) -> None:
+        terminated = events[-1]
+        assert isinstance(terminated, ConnectionTerminated)
+        error = terminated.error
+        if error is not None:
+            level = logging.INFO if isinstance(error, RequestTimeout) else logging.WARNING
+            client = self.session.info.client
+            error_log.log(
+                level,
+                "%d response to %s: %s",
+                error.status,
+                f"{client[0]}:{client[1]}" if client else "client",
+                error.detail,
+            )
+        self.flush()
+
+    def _arm_if_earlier(self) -> None:
+        deadline = self.core.deadline
+        if deadline is not None and (self._timer_at is None or deadline < self._timer_at) and not self._closed:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer_at = deadline
+            self._timer = self.loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        events = self.core.handle_timer(self.loop.time())
+        if events and self.session.handle_events(events):
+            self._terminated(events)
+        self._arm_if_earlier()

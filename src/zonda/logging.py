@@ -1,0 +1,82 @@
+"""Logging set-up: the ``zonda.error`` and ``zonda.access`` loggers, levels, and ``--log-config`` files."""
+
+from __future__ import annotations
+
+import json
+import logging
+import logging.config
+import os
+import sys
+from typing import Any
+
+from zonda.errors import ConfigError
+
+TRACE = 5
+logging.addLevelName(TRACE, "TRACE")
+
+LEVELS = {
+    "critical": logging.CRITICAL,
+    "error": logging.ERROR,
+    "warning": logging.WARNING,
+    "info": logging.INFO,
+    "debug": logging.DEBUG,
+    "trace": TRACE,
+}
+
+DEFAULT_FORMAT = "%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s"
+
+
+def _read_log_config(path: str) -> dict[str, Any]:
+    ext = os.path.splitext(path)[1].lower()
+    try:
+        with open(path, "rb") as file:
+            raw = file.read()
+    except OSError as exc:
+        raise ConfigError(f"log_config: cannot read {path}: {exc.strerror}") from None
+    try:
+        if ext == ".json":
+            data = json.loads(raw)
+        elif ext == ".toml":
+            from zonda.config import tomllib
+
+            data = tomllib.loads(raw.decode())
+        elif ext in (".yaml", ".yml"):
+            try:
+                import yaml
+            except ImportError:
+                raise ConfigError("log_config: YAML files need PyYAML installed") from None
+            data = yaml.safe_load(raw)
+        else:
+            raise ConfigError(f"log_config: {path} must end in .json, .toml, .yaml or .yml")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"log_config: {path} could not be parsed: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"log_config: {path} must hold a dictConfig mapping")
+    data.setdefault("version", 1)
+    data.setdefault("disable_existing_loggers", False)
+    return data
+
+
+def configure_logging(log_level: str = "info", access_log: bool = True, log_config: str | None = None) -> None:
+    """Give zonda's loggers a stderr handler (unless a log config says otherwise) and set their levels."""
+    if log_config:
+        try:
+            logging.config.dictConfig(_read_log_config(log_config))
+        except (ValueError, TypeError, AttributeError, ImportError) as exc:
+            raise ConfigError(f"log_config: {exc}") from None
+    else:
+        root = logging.getLogger("zonda")
+        if not root.handlers:
+            handler = logging.StreamHandler(sys.stderr)
+            handler.setFormatter(logging.Formatter(DEFAULT_FORMAT))
+            root.addHandler(handler)
+            root.propagate = False
+    level = LEVELS[log_level]
+    logging.getLogger("zonda").setLevel(level)
+    logging.getLogger("zonda.error").setLevel(level)
+    logging.getLogger("zonda.access").setLevel(logging.INFO if access_log else logging.CRITICAL + 1)
+
+
+def access_log_enabled() -> bool:
+    """Decided once at start-up: the hot path never asks logging per request."""
+    return logging.getLogger("zonda.access").isEnabledFor(logging.INFO)

@@ -1,0 +1,71 @@
+"""Version-agnostic stream events emitted by every protocol core.
+
+HTTP/1.1, HTTP/2 and HTTP/3 cores all speak in these, each tagged with a ``stream_id`` (HTTP/1.1 numbers its
+requests 1, 2, 3 ... in arrival order), so one ASGI bridge serves every version.
+
+The classes are slotted but not frozen: a frozen dataclass pays ``object.__setattr__`` per field on creation,
+and a Request is created per request on the hot path. Treat them as immutable once emitted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from zonda.errors import ProtocolError
+
+Headers = list[tuple[bytes, bytes]]
+
+
+@dataclass(slots=True)
+class Request:
+    """A request head. ``end_stream`` is set when the request has no body (or the whole body already came)."""
+
+    stream_id: int
+    method: bytes
+    path: bytes  # the raw path, without the query string
+    query_string: bytes
+    headers: Headers
+    http_version: str
+    end_stream: bool = False
+    expect_continue: bool = False
+    upgrade: bytes | None = None  # lowercased Upgrade header token, when the client asks for one
+
+
+@dataclass(slots=True)
+class Data:
+    """A piece of request body. ``end_stream`` marks the last one."""
+
+    stream_id: int
+    data: bytes
+    end_stream: bool = False
+
+
+@dataclass(slots=True)
+class Trailers:
+    """Request trailers; they end the stream."""
+
+    stream_id: int
+    headers: Headers = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class StreamReset:
+    """The peer (or a timeout) ended one stream; its app gets ``http.disconnect``."""
+
+    stream_id: int
+    reason: str = ""
+
+
+@dataclass(slots=True)
+class ConnectionTerminated:
+    """The connection is ending: flush what the core queued; close once the core says ``closing``.
+
+    ``error`` is set when the peer broke the protocol or a deadline passed; the core has already queued its
+    answer (an error response, GOAWAY or close frame).
+    """
+
+    reason: str = ""
+    error: ProtocolError | None = None
+
+
+Event = Request | Data | Trailers | StreamReset | ConnectionTerminated

@@ -1,0 +1,316 @@
+"""Listeners, the connection registry, lifespan and graceful shutdown, for one process.
+
+Shutdown order (SIGINT/SIGTERM or ``Server.shutdown()``): stop accepting, close idle keep-alive connections,
+let in-flight requests finish within ``timeout_graceful_shutdown``, cancel what is left, run lifespan
+shutdown, return. A second SIGINT skips the waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import stat
+import sys
+import threading
+import time
+from collections.abc import Callable, Coroutine
+from email.utils import formatdate
+from typing import Any
+
+from zonda import __version__
+from zonda.asgi.http import SessionContext
+from zonda.asgi.lifespan import Lifespan
+from zonda.asgi.types import ASGIApp
+from zonda.config import Config
+from zonda.errors import ConfigError, LifespanFailure
+from zonda.io.asyncio import H1Protocol
+from zonda.loading import ASGI2Adapter, load_app
+from zonda.logging import access_log_enabled
+from zonda.protocols.http1 import DefaultHeaders, H1Limits
+
+logger = logging.getLogger("zonda.error")
+
+
+class ServerShared:
+    """What every connection of a server shares, built once at start-up."""
+
+    def __init__(self, config: Config, context: SessionContext) -> None:
+        self.context = context
+        self.limits = H1Limits(
+            max_request_line=config.limit_request_line,
+            max_header_count=config.limit_request_headers,
+            max_header_bytes=config.limit_request_header_size,
+            max_body=config.limit_request_body,
+            header_timeout=config.timeout_request_header,
+            body_timeout=config.timeout_request_body,
+            keep_alive_timeout=config.timeout_keep_alive,
+        )
+        extra = []
+        for header in config.headers:
+            name, _, value = header.partition(":")
+            extra.append((name.strip().encode("latin-1"), value.strip().encode("latin-1")))
+        self.defaults = DefaultHeaders(b"zonda" if config.server_header else None, extra)
+        self.date_header = config.date_header
+        self.limit_connections = config.limit_connections
+        self.connections: set[H1Protocol] = set()
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.stats_refused = 0
+
+    def refresh_date(self) -> None:
+        self.defaults.set_date(formatdate(usegmt=True).encode() if self.date_header else None)
+
+
+class _DateTicker:
+    """Refreshes the cached Date header just after each wall-clock second turns."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, shared: ServerShared) -> None:
+        self.loop = loop
+        self.shared = shared
+        self.handle: asyncio.TimerHandle | None = None
+        self.tick()
+
+    def tick(self) -> None:
+        self.shared.refresh_date()
+        self.handle = self.loop.call_later(1.0 - time.time() % 1.0, self.tick)
+
+    def cancel(self) -> None:
+        if self.handle is not None:
+            self.handle.cancel()
+
+
+def bind_socket(config: Config) -> socket.socket:
+    """Create the listening socket the config asks for. Raises OSError or ConfigError."""
+    if config.fd is not None:
+        sock = socket.socket(fileno=config.fd)
+        if sock.type != socket.SOCK_STREAM:
+            raise ConfigError(f"fd: file descriptor {config.fd} is not a stream socket")
+    elif config.uds:
+        path = config.uds
+        with contextlib.suppress(FileNotFoundError):
+            if stat.S_ISSOCK(os.stat(path).st_mode):
+                os.unlink(path)  # a stale socket from an earlier run
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.bind(path)
+        if config.uds_permissions is not None:
+            try:
+                mode = int(config.uds_permissions, 8)
+            except ValueError:
+                raise ConfigError(f"uds_permissions: {config.uds_permissions!r} is not an octal mode") from None
+            os.chmod(path, mode)
+    else:
+        host = config.host.strip("[]")
+        infos = socket.getaddrinfo(host, config.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, kind, proto, _, address = infos[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        try:
+            sock.bind(address)
+        except OSError:
+            sock.close()
+            raise
+    sock.listen(config.backlog)
+    sock.setblocking(False)
+    return sock
+
+
+def describe_address(sock: socket.socket) -> str:
+    address = sock.getsockname()
+    if sock.family == socket.AF_UNIX:
+        return f"unix:{address}"
+    if sock.family == socket.AF_INET6:
+        return f"http://[{address[0]}]:{address[1]}"
+    return f"http://{address[0]}:{address[1]}"
+
+
+class Server:
+    """A zonda server in this process: ``await serve()``, read ``port`` once ``started``, stop with
+    ``shutdown()`` (from any thread)."""
+
+    def __init__(self, config: Config, app: ASGIApp | None = None) -> None:
+        self.config = config
+        self.app = app
+        self.started = threading.Event()  # waitable from another thread, as tests and embedders need
+        self.should_exit = False
+        self.force_exit = False
+        self.sockets: list[socket.socket] = []
+        self.shared: ServerShared | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._exit_waiter: asyncio.Future[None] | None = None
+
+    @property
+    def port(self) -> int:
+        """The bound TCP port of the first listener (useful with ``port=0``)."""
+        return int(self.sockets[0].getsockname()[1])
+
+    def shutdown(self, force: bool = False) -> None:
+        """Ask the server to stop; safe from any thread and from signal handlers."""
+        self.force_exit = self.force_exit or force
+        self.should_exit = True
+        loop, waiter = self._loop, self._exit_waiter
+        if loop is not None and waiter is not None:
+            loop.call_soon_threadsafe(lambda: waiter.done() or waiter.set_result(None))
+
+    async def serve(self, sockets: list[socket.socket] | None = None, install_signal_handlers: bool = True) -> None:
+        """Start, serve until told to stop, shut down. Raises AppLoadError, LifespanFailure or OSError."""
+        config = self.config
+        loop = self._loop = asyncio.get_running_loop()
+        self._exit_waiter = loop.create_future()
+        if self.should_exit:
+            self._exit_waiter.set_result(None)
+        app = self.app or load_app(
+            config.app, factory=config.factory, interface=config.interface, app_dir=config.app_dir
+        )
+        lifespan, lifespan_task = await self._start_lifespan(app)
+        context = SessionContext(
+            app,
+            lifespan.state if lifespan else {},
+            root_path=config.root_path,
+            access_log=access_log_enabled(),
+            limit_concurrency=config.limit_concurrency,
+        )
+        shared = self.shared = ServerShared(config, context)
+        date_timer = _DateTicker(loop, shared)
+        listeners = []
+        try:
+            self.sockets = sockets if sockets is not None else [bind_socket(config)]
+            for sock in self.sockets:
+                listeners.append(
+                    await loop.create_server(
+                        lambda: H1Protocol(shared, loop), sock=sock, backlog=config.backlog
+                    )
+                )
+            if install_signal_handlers:
+                self._install_signal_handlers(loop)
+            self._log_started(app)
+            self.started.set()
+            await self._exit_waiter
+        finally:
+            for listener in listeners:
+                listener.close()
+            await self._drain_connections(shared)
+            date_timer.cancel()
+            if lifespan is not None:
+                await self._stop_lifespan(lifespan, lifespan_task)
+            if config.uds:
+                with contextlib.suppress(OSError):
+                    os.unlink(config.uds)
+            logger.info("Finished server process [%d]", os.getpid())
+
+    async def _start_lifespan(self, app: ASGIApp) -> tuple[Lifespan | None, asyncio.Task[None] | None]:
+        mode = self.config.lifespan
+        if mode == "off":
+            return None, None
+        lifespan = Lifespan(app, mode, asyncio.get_running_loop().create_future)
+        task = asyncio.ensure_future(lifespan.run())
+        logger.info("Waiting for application startup.")
+        try:
+            await asyncio.wait_for(lifespan.startup(), self.config.timeout_lifespan_startup)
+        except asyncio.TimeoutError:
+            task.cancel()
+            raise LifespanFailure(
+                f"lifespan startup did not complete within {self.config.timeout_lifespan_startup:g}s"
+            ) from None
+        except LifespanFailure:
+            await asyncio.gather(task, return_exceptions=True)
+            raise
+        if not lifespan.supported:
+            return None, None
+        logger.info("Application startup complete.")
+        return lifespan, task
+
+    async def _stop_lifespan(self, lifespan: Lifespan, task: asyncio.Task[None] | None) -> None:
+        if self.force_exit:
+            if task is not None:
+                task.cancel()
+            return
+        logger.info("Waiting for application shutdown.")
+        try:
+            await asyncio.wait_for(lifespan.shutdown(), self.config.timeout_lifespan_shutdown)
+            logger.info("Application shutdown complete.")
+        except asyncio.TimeoutError:
+            logger.error("Lifespan shutdown did not complete within %gs", self.config.timeout_lifespan_shutdown)
+        except LifespanFailure as exc:
+            logger.error("Application shutdown failed: %s", exc)
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def _drain_connections(self, shared: ServerShared) -> None:
+        connections = shared.connections
+        for connection in list(connections):
+            connection.shutdown()
+        timeout = self.config.timeout_graceful_shutdown
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        if connections and not self.force_exit:
+            logger.info("Waiting for %d connection(s) to finish (up to %gs).", len(connections), timeout)
+        while connections and not self.force_exit and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        if connections:
+            logger.warning("Closing %d connection(s) still open after the graceful timeout.", len(connections))
+        for task in list(shared.tasks):
+            task.cancel()
+        for connection in list(connections):
+            connection.abort()
+        if shared.tasks:
+            await asyncio.wait(list(shared.tasks), timeout=1.0)
+
+    def _install_signal_handlers(self, loop: asyncio.AbstractEventLoop) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # signals reach only the main thread; an embedding thread stops us with shutdown()
+
+        def on_signal(sig: signal.Signals) -> None:
+            if self.should_exit and sig == signal.SIGINT:
+                logger.warning("Second SIGINT: exiting now.")
+                self.shutdown(force=True)
+            else:
+                logger.info("Received %s: shutting down gracefully.", sig.name)
+                self.shutdown()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, on_signal, sig)
+
+    def _log_started(self, app: ASGIApp) -> None:
+        config = self.config
+        loop_name = type(asyncio.get_running_loop()).__module__.split(".")[0]
+        interface = "ASGI 2" if isinstance(app, ASGI2Adapter) else "ASGI 3"
+        app_name = config.app if isinstance(config.app, str) else getattr(app, "__qualname__", repr(app))
+        logger.info("zonda %s serving %s (%s) with %s, HTTP/1.1 via httptools", __version__, app_name,
+                    interface, loop_name)
+        for sock in self.sockets:
+            logger.info("Listening on %s (press CTRL+C to quit)", describe_address(sock))
+
+
+def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop]:
+    if name in ("auto", "uvloop"):
+        try:
+            import uvloop
+        except ImportError:
+            if name == "uvloop":
+                raise ConfigError("loop: uvloop is not installed (pip install 'zonda[standard]')") from None
+        else:
+            return uvloop.new_event_loop  # type: ignore[no-any-return]
+    return asyncio.new_event_loop
+
+
+def run_in_loop(name: str, main: Coroutine[Any, Any, None]) -> None:
+    factory = loop_factory(name)
+    if sys.version_info >= (3, 11):
+        with asyncio.Runner(loop_factory=factory) as runner:
+            runner.run(main)
+    else:  # pragma: no cover
+        loop = factory()
+        try:
+            asyncio.set_event_loop(loop)
+            loop.run_until_complete(main)
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()

@@ -1,0 +1,238 @@
+"""Test helpers: real servers on loopback ports, raw sockets, tool checks."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+
+from zonda import Config, Server
+from zonda.server import run_in_loop
+
+LISTENING = re.compile(r"Listening on (http://\S+|unix:\S+)")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def require_tool(name: str) -> str:
+    """Path of an external tool; skip the test if it is missing (fail instead in CI)."""
+    path = shutil.which(name)
+    if path is None:
+        reason = f"{name} is not installed"
+        if os.environ.get("ZONDA_REQUIRE_TOOLS") == "1":
+            pytest.fail(f"{reason} (ZONDA_REQUIRE_TOOLS=1)")
+        pytest.skip(reason)
+    return path
+
+
+class RunningServer:
+    """A zonda Server running in a background thread with its own event loop."""
+
+    def __init__(self, server: Server, thread: threading.Thread) -> None:
+        self.server = server
+        self.thread = thread
+        self.host = "127.0.0.1"
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self.server.shutdown()
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "server thread did not stop"
+
+
+@contextmanager
+def run_server(app: Any = None, **options: Any) -> Iterator[RunningServer]:
+    """Start a real zonda on 127.0.0.1:0 in a thread; yield it once it listens; stop it after."""
+    options.setdefault("port", 0)
+    options.setdefault("lifespan", "auto")
+    options.setdefault("loop", "uvloop")
+    config = Config(app=app, **options)
+    server = Server(config)
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            run_in_loop(config.loop, server.serve(install_signal_handlers=False))
+        except BaseException as exc:  # surfaced to the test below
+            errors.append(exc)
+            server.started.set()
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    if not server.started.wait(10):
+        raise RuntimeError("zonda did not start within 10s")
+    if errors:
+        raise errors[0]
+    running = RunningServer(server, thread)
+    try:
+        yield running
+    finally:
+        if thread.is_alive():
+            running.stop()
+        if errors:
+            raise errors[0]
+
+
+class ZondaProcess:
+    """``python -m zonda`` as a child process; ``url`` is read back from its start-up log line."""
+
+    def __init__(self, args: list[str], env: dict[str, str] | None = None, cwd: str | None = None) -> None:
+        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "zonda", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=full_env,
+            cwd=cwd or REPO,
+            text=True,
+        )
+        self.lines: list[str] = []
+        self.url: str | None = None
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._listening = threading.Event()
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line)
+            match = LISTENING.search(line)
+            if match and self.url is None:
+                self.url = match.group(1)
+                self._listening.set()
+        self._listening.set()
+
+    def wait_listening(self, timeout: float = 10.0) -> str:
+        self._listening.wait(timeout)
+        if self.url is None:
+            raise RuntimeError("zonda did not start:\n" + self.output)
+        return self.url
+
+    @property
+    def port(self) -> int:
+        assert self.url is not None
+        return int(self.url.rsplit(":", 1)[1])
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def signal(self, sig: int = signal.SIGTERM) -> None:
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout: float = 15.0) -> int:
+        code = self.proc.wait(timeout)
+        self._reader.join(2)
+        return code
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+@contextmanager
+def zonda_process(*args: str, **kwargs: Any) -> Iterator[ZondaProcess]:
+    process = ZondaProcess(list(args), **kwargs)
+    try:
+        yield process
+    finally:
+        process.kill()
+
+
+def raw_request(port: int, data: bytes, timeout: float = 5.0, host: str = "127.0.0.1") -> bytes:
+    """Send raw bytes, read until the server closes (or the timeout passes); return all it sent."""
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        sock.sendall(data)
+        return read_until_closed(sock, timeout)
+
+
+def read_until_closed(sock: socket.socket, timeout: float = 5.0) -> bytes:
+    chunks = []
+    deadline = time.monotonic() + timeout
+    sock.settimeout(timeout)
+    while time.monotonic() < deadline:
+        try:
+            chunk = sock.recv(65536)
+        except (socket.timeout, ConnectionResetError):
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def read_response(sock: socket.socket, timeout: float = 5.0) -> bytes:
+    """Read one response with a content-length or chunked body from a keep-alive socket."""
+    sock.settimeout(timeout)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lower = head.lower()
+    match = re.search(rb"content-length: (\d+)", lower)
+    if match:
+        length = int(match.group(1))
+        while len(body) < length:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            body += chunk
+        return head + b"\r\n\r\n" + body
+    if b"transfer-encoding: chunked" in lower:
+        while not body.endswith(b"0\r\n\r\n"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            body += chunk
+    return head + b"\r\n\r\n" + body
+
+
+def status_of(response: bytes) -> int:
+    return int(response.split(b" ", 2)[1])
+
+
+async def simple_app(scope: Any, receive: Any, send: Any) -> None:
+    """Answers every request with 200 and the method and path."""
+    if scope["type"] != "http":
+        return
+    body = f"{scope['method']} {scope['path']}".encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"text/plain"), (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def assert_still_serving(port: int) -> None:
+    """The server answers a good request after whatever the test did to it."""
+    response = raw_request(port, b"GET /alive HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert status_of(response) == 200, response
+
+
+def run_async(coro: Any) -> Any:
+    return asyncio.run(coro)
