@@ -46,7 +46,10 @@ async def echo(scope, receive, send):
         {
             "type": "http.response.start",
             "status": 200,
-            "headers": [(b"content-type", b"application/octet-stream"), (b"content-length", str(len(body)).encode())],
+            "headers": [
+                (b"content-type", b"application/octet-stream"),
+                (b"content-length", str(len(body)).encode()),
+            ],
         }
     )
     await send({"type": "http.response.body", "body": body})

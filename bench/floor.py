@@ -1,4 +1,5 @@
 """The raw floor: a uvloop Protocol answering every read with a fixed response (no HTTP parsing)."""
+
 import asyncio
 import sys
 

@@ -46,7 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
             group.add_argument("app", nargs="?", default=argparse.SUPPRESS, help=meta["help"])
             continue
         flag = "--" + (meta["flag"] or f.name).replace("_", "-")
-        kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": meta["help"] + default_text}
+        kwargs: dict[str, Any] = {
+            "dest": f.name,
+            "default": argparse.SUPPRESS,
+            "help": meta["help"] + default_text,
+        }
         base = kinds[f.name].base
         if base is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
@@ -58,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
             kwargs["choices"] = meta["choices"]
         if meta["metavar"]:
             kwargs["metavar"] = meta["metavar"]
-        elif base in (int, float, str):
+        elif base in (int, float, str) and not meta["choices"]:
             kwargs["metavar"] = base.__name__.upper()
         group.add_argument(flag, **kwargs)
     return parser

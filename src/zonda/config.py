@@ -9,18 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from zonda._compat import tomllib
 from zonda.errors import ConfigError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 ENV_PREFIX = "ZONDA_"
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
@@ -36,21 +31,38 @@ def option(
     metavar: str | None = None,
     minimum: float | None = 0,
 ) -> Any:
-    metadata = {"help": help, "group": group, "choices": choices, "flag": flag, "metavar": metavar,
-                "minimum": minimum}
+    metadata = {
+        "help": help,
+        "group": group,
+        "choices": choices,
+        "flag": flag,
+        "metavar": metavar,
+        "minimum": minimum,
+    }
     return field(default=default, metadata=metadata)
 
 
 @dataclass(frozen=True)
 class Config:
-    app: Any = option(None, "the app as module:attribute (or the callable itself, from Python)", "Application")
-    factory: bool = option(False, "treat the app as a factory: call it with no arguments to get the app",
-                           "Application")
+    app: Any = option(
+        None, "the app as module:attribute (or the callable itself, from Python)", "Application"
+    )
+    factory: bool = option(
+        False, "treat the app as a factory: call it with no arguments to get the app", "Application"
+    )
     app_dir: str = option(".", "directory put first on sys.path before importing the app", "Application")
-    interface: str = option("auto", "app interface; auto tells ASGI 2 double-callables from ASGI 3",
-                            "Application", choices=("auto", "asgi3", "asgi2"))
-    lifespan: str = option("auto", "lifespan protocol: auto runs it if the app supports it", "Application",
-                           choices=("auto", "on", "off"))
+    interface: str = option(
+        "auto",
+        "app interface; auto tells ASGI 2 double-callables from ASGI 3",
+        "Application",
+        choices=("auto", "asgi3", "asgi2"),
+    )
+    lifespan: str = option(
+        "auto",
+        "lifespan protocol: auto runs it if the app supports it",
+        "Application",
+        choices=("auto", "on", "off"),
+    )
     root_path: str = option("", "ASGI root_path, for an app mounted below a path prefix", "Application")
 
     host: str = option("127.0.0.1", "interface to bind (IPv4 or IPv6 address, or a host name)", "Listening")
@@ -59,39 +71,63 @@ class Config:
     uds_permissions: str | None = option(None, "octal file mode for the unix socket, e.g. 660", "Listening")
     fd: int | None = option(None, "serve an already bound socket passed as this file descriptor", "Listening")
     backlog: int = option(2048, "listen backlog", "Listening", minimum=1)
-    loop: str = option("auto", "event loop; auto picks uvloop when installed", "Listening",
-                       choices=("auto", "asyncio", "uvloop"))
+    loop: str = option(
+        "auto",
+        "event loop; auto picks uvloop when installed",
+        "Listening",
+        choices=("auto", "asyncio", "uvloop"),
+    )
 
-    timeout_keep_alive: float = option(5.0, "close an idle keep-alive connection after this many seconds",
-                                       "HTTP timeouts and limits")
-    timeout_request_header: float = option(10.0, "answer 408 when a request's headers take longer (seconds)",
-                                           "HTTP timeouts and limits")
-    timeout_request_body: float = option(30.0, "answer 408 when a request body stalls this long (seconds)",
-                                         "HTTP timeouts and limits")
-    limit_request_line: int = option(8190, "longest request target in bytes (longer: 414)",
-                                     "HTTP timeouts and limits", minimum=1)
-    limit_request_headers: int = option(100, "most request headers (more: 431)", "HTTP timeouts and limits",
-                                        minimum=1)
-    limit_request_header_size: int = option(65536, "largest request header block in bytes (larger: 431)",
-                                            "HTTP timeouts and limits", minimum=64)
-    limit_request_body: int = option(100 * 1024 * 1024, "largest request body in bytes, 0 for none (413)",
-                                     "HTTP timeouts and limits")
-    limit_concurrency: int | None = option(None, "most requests in flight; beyond it, 503 with Retry-After",
-                                           "HTTP timeouts and limits", minimum=1)
-    limit_connections: int | None = option(None, "most open connections; beyond it, 503 and close",
-                                           "HTTP timeouts and limits", minimum=1)
+    timeout_keep_alive: float = option(
+        5.0, "close an idle keep-alive connection after this many seconds", "HTTP timeouts and limits"
+    )
+    timeout_request_header: float = option(
+        10.0, "answer 408 when a request's headers take longer (seconds)", "HTTP timeouts and limits"
+    )
+    timeout_request_body: float = option(
+        30.0, "answer 408 when a request body stalls this long (seconds)", "HTTP timeouts and limits"
+    )
+    limit_request_line: int = option(
+        8190, "longest request target in bytes (longer: 414)", "HTTP timeouts and limits", minimum=1
+    )
+    limit_request_headers: int = option(
+        100, "most request headers (more: 431)", "HTTP timeouts and limits", minimum=1
+    )
+    limit_request_header_size: int = option(
+        65536, "largest request header block in bytes (larger: 431)", "HTTP timeouts and limits", minimum=64
+    )
+    limit_request_body: int = option(
+        100 * 1024 * 1024, "largest request body in bytes, 0 for none (413)", "HTTP timeouts and limits"
+    )
+    limit_concurrency: int | None = option(
+        None,
+        "most requests in flight; beyond it, 503 with Retry-After",
+        "HTTP timeouts and limits",
+        minimum=1,
+    )
+    limit_connections: int | None = option(
+        None, "most open connections; beyond it, 503 and close", "HTTP timeouts and limits", minimum=1
+    )
 
     server_header: bool = option(True, "send a Server header", "Response headers")
     date_header: bool = option(True, "send a Date header", "Response headers")
-    headers: tuple[str, ...] = option((), "a default response header as name:value (repeatable)",
-                                      "Response headers", flag="header", metavar="NAME:VALUE")
+    headers: tuple[str, ...] = option(
+        (),
+        "a default response header as name:value (repeatable)",
+        "Response headers",
+        flag="header",
+        metavar="NAME:VALUE",
+    )
 
-    timeout_graceful_shutdown: float = option(30.0, "seconds in-flight requests get to finish on shutdown",
-                                              "Lifespan and shutdown")
-    timeout_lifespan_startup: float = option(60.0, "seconds the app's lifespan startup may take",
-                                             "Lifespan and shutdown")
-    timeout_lifespan_shutdown: float = option(30.0, "seconds the app's lifespan shutdown may take",
-                                              "Lifespan and shutdown")
+    timeout_graceful_shutdown: float = option(
+        30.0, "seconds in-flight requests get to finish on shutdown", "Lifespan and shutdown"
+    )
+    timeout_lifespan_startup: float = option(
+        60.0, "seconds the app's lifespan startup may take", "Lifespan and shutdown"
+    )
+    timeout_lifespan_shutdown: float = option(
+        30.0, "seconds the app's lifespan shutdown may take", "Lifespan and shutdown"
+    )
 
     log_level: str = option("info", "log level", "Logging", choices=LOG_LEVELS)
     access_log: bool = option(True, "log one line per response on zonda.access", "Logging")
@@ -120,6 +156,11 @@ class Config:
         for header in self.headers:
             if ":" not in header:
                 raise ConfigError(f"headers: {header!r} must be NAME:VALUE")
+        if self.uds_permissions is not None:
+            try:
+                int(self.uds_permissions, 8)
+            except ValueError:
+                raise ConfigError(f"uds_permissions: {self.uds_permissions!r} is not an octal mode") from None
 
     def replace(self, **changes: Any) -> Config:
         return dataclasses.replace(self, **changes)
@@ -166,7 +207,9 @@ def _check_type(name: str, value: Any, kind: _Kind) -> Any:
     base = kind.base
     if base is float and type(value) is int:
         return float(value)
-    if base is tuple and isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+    if base is tuple and isinstance(value, list | tuple):
+        if not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{name}: expected a list of strings, got {value!r}")
         return tuple(value)
     if base is int and type(value) is bool:
         raise ConfigError(f"{name}: expected an integer, got {value!r}")

@@ -24,7 +24,9 @@ def import_from_string(target: str) -> Any:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         if exc.name == module_name or module_name.startswith(f"{exc.name}."):
-            raise AppLoadError(f"could not import module {module_name!r}: no module named {exc.name!r}") from None
+            raise AppLoadError(
+                f"could not import module {module_name!r}: no module named {exc.name!r}"
+            ) from None
         raise AppLoadError(f"importing module {module_name!r} failed: {exc}") from None
     except Exception as exc:
         raise AppLoadError(f"importing module {module_name!r} failed: {type(exc).__name__}: {exc}") from None
@@ -52,9 +54,9 @@ def _takes_one_argument(func: Any) -> bool:
 def is_asgi2(app: Any) -> bool:
     if inspect.isclass(app):
         return True
-    if inspect.iscoroutinefunction(app) or inspect.iscoroutinefunction(getattr(app, "__call__", None)):
+    if inspect.iscoroutinefunction(app) or inspect.iscoroutinefunction(getattr(app, "__call__", None)):  # noqa: B004
         return False
-    call = app if inspect.isfunction(app) or inspect.ismethod(app) else getattr(app, "__call__", None)
+    call = app if inspect.isfunction(app) or inspect.ismethod(app) else getattr(app, "__call__", None)  # noqa: B004
     return call is not None and _takes_one_argument(call)
 
 

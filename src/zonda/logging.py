@@ -9,6 +9,7 @@ import os
 import sys
 from typing import Any
 
+from zonda._compat import tomllib
 from zonda.errors import ConfigError
 
 TRACE = 5
@@ -37,8 +38,6 @@ def _read_log_config(path: str) -> dict[str, Any]:
         if ext == ".json":
             data = json.loads(raw)
         elif ext == ".toml":
-            from zonda.config import tomllib
-
             data = tomllib.loads(raw.decode())
         elif ext in (".yaml", ".yml"):
             try:
@@ -57,7 +56,9 @@ def _read_log_config(path: str) -> dict[str, Any]:
     return data
 
 
-def configure_logging(log_level: str = "info", access_log: bool = True, log_config: str | None = None) -> None:
+def configure_logging(
+    log_level: str = "info", access_log: bool = True, log_config: str | None = None
+) -> None:
     """Give zonda's loggers a stderr handler (unless a log config says otherwise) and set their levels."""
     if log_config:
         try:
@@ -74,7 +75,8 @@ def configure_logging(log_level: str = "info", access_log: bool = True, log_conf
     level = LEVELS[log_level]
     logging.getLogger("zonda").setLevel(level)
     logging.getLogger("zonda.error").setLevel(level)
-    logging.getLogger("zonda.access").setLevel(logging.INFO if access_log else logging.CRITICAL + 1)
+    # access lines are INFO records: a level above info (e.g. warning) hides them too, as it does in uvicorn
+    logging.getLogger("zonda.access").setLevel(max(level, logging.INFO) if access_log else logging.CRITICAL + 1)
 
 
 def access_log_enabled() -> bool:

@@ -64,6 +64,11 @@ class ServerShared:
         self.defaults.set_date(formatdate(usegmt=True).encode() if self.date_header else None)
 
 
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
 class _DateTicker:
     """Refreshes the cached Date header just after each wall-clock second turns."""
 
@@ -99,7 +104,9 @@ def bind_socket(config: Config) -> socket.socket:
             try:
                 mode = int(config.uds_permissions, 8)
             except ValueError:
-                raise ConfigError(f"uds_permissions: {config.uds_permissions!r} is not an octal mode") from None
+                raise ConfigError(
+                    f"uds_permissions: {config.uds_permissions!r} is not an octal mode"
+                ) from None
             os.chmod(path, mode)
     else:
         host = config.host.strip("[]")
@@ -154,9 +161,11 @@ class Server:
         self.should_exit = True
         loop, waiter = self._loop, self._exit_waiter
         if loop is not None and waiter is not None:
-            loop.call_soon_threadsafe(lambda: waiter.done() or waiter.set_result(None))
+            loop.call_soon_threadsafe(_resolve, waiter)
 
-    async def serve(self, sockets: list[socket.socket] | None = None, install_signal_handlers: bool = True) -> None:
+    async def serve(
+        self, sockets: list[socket.socket] | None = None, install_signal_handlers: bool = True
+    ) -> None:
         """Start, serve until told to stop, shut down. Raises AppLoadError, LifespanFailure or OSError."""
         config = self.config
         loop = self._loop = asyncio.get_running_loop()
@@ -197,7 +206,8 @@ class Server:
             date_timer.cancel()
             if lifespan is not None:
                 await self._stop_lifespan(lifespan, lifespan_task)
-            if config.uds:
+            # unlink only a socket this server bound, never a file that was in the way
+            if config.uds and sockets is None and self.sockets:
                 with contextlib.suppress(OSError):
                     os.unlink(config.uds)
             logger.info("Finished server process [%d]", os.getpid())
@@ -234,7 +244,9 @@ class Server:
             await asyncio.wait_for(lifespan.shutdown(), self.config.timeout_lifespan_shutdown)
             logger.info("Application shutdown complete.")
         except asyncio.TimeoutError:
-            logger.error("Lifespan shutdown did not complete within %gs", self.config.timeout_lifespan_shutdown)
+            logger.error(
+                "Lifespan shutdown did not complete within %gs", self.config.timeout_lifespan_shutdown
+            )
         except LifespanFailure as exc:
             logger.error("Application shutdown failed: %s", exc)
         if task is not None and not task.done():
@@ -253,7 +265,9 @@ class Server:
         while connections and not self.force_exit and loop.time() < deadline:
             await asyncio.sleep(0.05)
         if connections:
-            logger.warning("Closing %d connection(s) still open after the graceful timeout.", len(connections))
+            logger.warning(
+                "Closing %d connection(s) still open after the graceful timeout.", len(connections)
+            )
         for task in list(shared.tasks):
             task.cancel()
         for connection in list(connections):
@@ -282,8 +296,13 @@ class Server:
         loop_name = type(asyncio.get_running_loop()).__module__.split(".")[0]
         interface = "ASGI 2" if isinstance(app, ASGI2Adapter) else "ASGI 3"
         app_name = config.app if isinstance(config.app, str) else getattr(app, "__qualname__", repr(app))
-        logger.info("zonda %s serving %s (%s) with %s, HTTP/1.1 via httptools", __version__, app_name,
-                    interface, loop_name)
+        logger.info(
+            "zonda %s serving %s (%s) with %s, HTTP/1.1 via httptools",
+            __version__,
+            app_name,
+            interface,
+            loop_name,
+        )
         for sock in self.sockets:
             logger.info("Listening on %s (press CTRL+C to quit)", describe_address(sock))
 
@@ -296,7 +315,7 @@ def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop]:
             if name == "uvloop":
                 raise ConfigError("loop: uvloop is not installed (pip install 'zonda[standard]')") from None
         else:
-            return uvloop.new_event_loop  # type: ignore[no-any-return]
+            return uvloop.new_event_loop
     return asyncio.new_event_loop
 
 

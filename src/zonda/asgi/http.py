@@ -11,9 +11,9 @@ from __future__ import annotations
 import enum
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, Protocol
+from collections.abc import Awaitable, Coroutine
 from time import perf_counter
+from typing import Any, Protocol
 from urllib.parse import unquote_to_bytes
 
 from zonda.asgi.types import ASGIApp, Message, Scope
@@ -41,8 +41,10 @@ class Core(Protocol):
 class Transport(Protocol):
     """What a driver gives the bridge for one connection."""
 
-    core: Core
     write_paused: bool
+
+    @property
+    def core(self) -> Core: ...
 
     def flush(self) -> None: ...
     def drain(self) -> Awaitable[None]: ...
@@ -109,6 +111,15 @@ class CycleState(enum.Enum):
     DONE = "response complete"
 
 
+# Module-level aliases: an identity check against a global is cheaper than a class attribute lookup.
+_START = CycleState.START
+_BODY = CycleState.BODY
+_DONE = CycleState.DONE
+_METHODS = {
+    m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE")
+}
+
+
 def build_scope(request: Request, info: ConnectionInfo, state: dict[str, Any]) -> Scope:
     raw_path = request.path
     if b"%" in raw_path:
@@ -126,7 +137,7 @@ def build_scope(request: Request, info: ConnectionInfo, state: dict[str, Any]) -
         "server": info.server,
         "client": info.client,
         "scheme": info.scheme,
-        "method": request.method.decode("ascii"),
+        "method": _METHODS.get(request.method) or request.method.decode("ascii"),
         "root_path": root_path,
         "path": path,
         "raw_path": raw_path,
@@ -182,7 +193,7 @@ class HTTPCycle:
         self.stream_id = request.stream_id
         self.scope = scope
         self.app = app
-        self.state = CycleState.START
+        self.state = _START
         self.status = 0
         self.bytes_sent = 0
         self.disconnected = False
@@ -225,11 +236,11 @@ class HTTPCycle:
     async def receive(self) -> Message:
         if self._continue_pending:
             self._continue_pending = False
-            if not self.disconnected and self.state is CycleState.START:
+            if not self.disconnected and self.state is _START:
                 self.transport.core.send_continue()
                 self.transport.flush()
         while True:
-            if self.disconnected or self.state is CycleState.DONE:
+            if self.disconnected or self.state is _DONE:
                 return _DISCONNECT
             body = self._body
             if body or (not self._more_body and not self._body_done):
@@ -257,16 +268,20 @@ class HTTPCycle:
         try:
             message_type = message["type"]
         except (KeyError, TypeError):
-            raise AppProtocolError(f"ASGI message must be a dict with a 'type' key, got {message!r}") from None
+            raise AppProtocolError(
+                f"ASGI message must be a dict with a 'type' key, got {message!r}"
+            ) from None
         state = self.state
-        if state is CycleState.BODY:
+        if state is _BODY:
             if message_type != "http.response.body":
                 raise AppProtocolError(f"Expected 'http.response.body', got {message_type!r}")
             body = message.get("body", b"")
             more_body = message.get("more_body", False)
             if type(body) is not bytes:
                 if not isinstance(body, bytes | bytearray | memoryview):
-                    raise AppProtocolError(f"http.response.body 'body' must be bytes, got {type(body).__name__}")
+                    raise AppProtocolError(
+                        f"http.response.body 'body' must be bytes, got {type(body).__name__}"
+                    )
                 body = bytes(body)
             transport = self.transport
             self.bytes_sent += len(body)
@@ -278,13 +293,13 @@ class HTTPCycle:
                     if self.disconnected:
                         raise ClientDisconnected("client disconnected while the response was being sent")
             else:
-                self.state = CycleState.DONE
+                self.state = _DONE
                 try:
                     transport.core.send_body(self.stream_id, body, True)
                 finally:
                     transport.flush()
                     self.session.response_complete(self)
-        elif state is CycleState.START:
+        elif state is _START:
             if message_type != "http.response.start":
                 raise AppProtocolError(f"Expected 'http.response.start', got {message_type!r}")
             status = message.get("status")
@@ -292,7 +307,7 @@ class HTTPCycle:
                 raise AppProtocolError(f"http.response.start 'status' must be an int, got {status!r}")
             self.transport.core.send_response(self.stream_id, status, message.get("headers", ()))
             self.status = status
-            self.state = CycleState.BODY
+            self.state = _BODY
         else:
             raise AppProtocolError(
                 f"Unexpected {message_type!r}: the response is already complete "
@@ -308,34 +323,36 @@ class HTTPCycle:
         except Exception as exc:
             self._app_failed(exc)
         except BaseException as exc:  # cancellation at shutdown; never swallowed
-            if self.state is not CycleState.DONE and not self.disconnected:
+            if self.state is not _DONE and not self.disconnected:
                 self.transport.abort()
             self.session.cycle_finished(self)
             raise exc
         else:
-            if self.state is CycleState.START and not self.disconnected:
+            if self.state is _START and not self.disconnected:
                 error_log.error("ASGI app returned without sending a response (%s)", self._describe())
                 self._respond_500()
-            elif self.state is CycleState.BODY and not self.disconnected:
+            elif self.state is _BODY and not self.disconnected:
                 error_log.error("ASGI app returned without completing the response (%s)", self._describe())
                 self.transport.abort()
         self.session.cycle_finished(self)
 
     def _app_failed(self, exc: Exception) -> None:
         if self.disconnected:
-            error_log.debug("ASGI app raised after the client disconnected (%s)", self._describe(), exc_info=exc)
+            error_log.debug(
+                "ASGI app raised after the client disconnected (%s)", self._describe(), exc_info=exc
+            )
             return
         error_log.error("Exception in ASGI app (%s)", self._describe(), exc_info=exc)
-        if self.state is CycleState.START:
+        if self.state is _START:
             self._respond_500()
-        elif self.state is CycleState.BODY:
+        elif self.state is _BODY:
             self.transport.abort()  # headers are out: closing is the only honest signal left
 
     def _respond_500(self) -> None:
         body = b"Internal Server Error\n"
         core = self.transport.core
         self.status = 500
-        self.state = CycleState.DONE
+        self.state = _DONE
         self.bytes_sent = len(body)
         headers = [
             (b"content-type", b"text/plain; charset=utf-8"),
@@ -389,8 +406,16 @@ class HTTPSession:
                     self._drop(cycle)
             elif kind is ConnectionTerminated:
                 terminated = True
-        if self._queue:
-            self._start_next()
+        queue = self._queue
+        if queue:
+            if self.current is None:
+                self._start(queue.popleft())
+            if queue:
+                if self.sequential:
+                    self.transport.pause_reading()  # pipelined: read no further until their turn
+                else:
+                    while queue:
+                        self._start(queue.popleft())
         return terminated
 
     def _on_request(self, request: Request) -> None:
@@ -404,17 +429,6 @@ class HTTPSession:
         self.cycles[request.stream_id] = cycle
         stats.active_requests += 1
         self._queue.append(cycle)
-
-    def _start_next(self) -> None:
-        queue = self._queue
-        if not self.sequential:
-            while queue:
-                self._start(queue.popleft())
-            return
-        if self.current is None:
-            self._start(queue.popleft())
-        if queue:
-            self.transport.pause_reading()  # pipelined: read no further until their turn
 
     def _start(self, cycle: HTTPCycle) -> None:
         self.current = cycle
@@ -475,5 +489,3 @@ class HTTPSession:
             cycle.bytes_sent,
             (perf_counter() - cycle.started_at) * 1000,
         )
-
-

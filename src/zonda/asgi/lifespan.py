@@ -34,8 +34,11 @@ class Lifespan:
         self._create_future = create_future
         self._inbox: deque[Message] = deque()
         self._inbox_waiter: Any = None
-        self._reply: Any = None  # future resolved with the app's answer to the pending event
-        self._pending: str | None = None
+        # lifespan.startup is queued before the app runs, so whatever the app does first (even raising on
+        # the lifespan scope before calling receive()) is its answer to startup
+        self._reply: Any = create_future()  # future resolved with the app's answer to the pending event
+        self._pending: str | None = "lifespan.startup"
+        self._inbox.append({"type": "lifespan.startup"})
         self._finished = create_future()
 
     async def run(self) -> None:
@@ -46,12 +49,18 @@ class Lifespan:
             if self._pending == "lifespan.startup" and self.mode == "auto" and isinstance(exc, Exception):
                 self.supported = False
                 logger.info(
-                    "ASGI 'lifespan' protocol appears unsupported by the app (%s: %s)", type(exc).__name__, exc
+                    "ASGI 'lifespan' protocol appears unsupported by the app (%s: %s)",
+                    type(exc).__name__,
+                    exc,
                 )
                 self._answer(None)
             elif isinstance(exc, Exception):
-                logger.error("Exception in ASGI lifespan (%s)", self._pending or "after shutdown", exc_info=exc)
-                self._answer(LifespanFailure(f"{self._pending or 'lifespan'} raised {type(exc).__name__}: {exc}"))
+                logger.error(
+                    "Exception in ASGI lifespan (%s)", self._pending or "after shutdown", exc_info=exc
+                )
+                self._answer(
+                    LifespanFailure(f"{self._pending or 'lifespan'} raised {type(exc).__name__}: {exc}")
+                )
             else:
                 self._answer(LifespanFailure("lifespan task cancelled"))
                 raise
@@ -64,7 +73,7 @@ class Lifespan:
 
     async def startup(self) -> None:
         """Send ``lifespan.startup``; return once the app completes it. Raises LifespanFailure."""
-        await self._ask("lifespan.startup")
+        await self._await_reply()  # queued in __init__
 
     async def shutdown(self) -> None:
         """Send ``lifespan.shutdown``; return once the app completes it. Raises LifespanFailure."""
@@ -93,6 +102,9 @@ class Lifespan:
         waiter = self._inbox_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+        await self._await_reply()
+
+    async def _await_reply(self) -> None:
         outcome = await self._reply
         self._pending = None
         if isinstance(outcome, LifespanFailure):

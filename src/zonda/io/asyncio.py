@@ -98,8 +98,8 @@ class H1Protocol(asyncio.Protocol):
         if shared.limit_connections and len(shared.connections) >= shared.limit_connections:
             error_log.warning("Connection refused: --limit-connections %d reached", shared.limit_connections)
             shared.stats_refused += 1
-            transport.write(_TOO_MANY_CONNECTIONS)
-            transport.close()
+            self.transport.write(_TOO_MANY_CONNECTIONS)
+            self.transport.close()
             self._closed = True
             return
         shared.connections.add(self)
@@ -127,10 +127,9 @@ class H1Protocol(asyncio.Protocol):
         self._arm_if_earlier()
 
     def eof_received(self) -> bool | None:
-        if self._closed or self.session.idle:
-            return None  # the transport closes itself
-        self.core.finish_and_close()  # the peer half-closed: answer what it sent, then close
-        return True
+        # A peer's EOF is taken as a disconnect (as uvicorn does): a half-closed client cannot be told apart
+        # from a gone one, and apps waiting on receive() need their http.disconnect promptly.
+        return None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
@@ -180,7 +179,16 @@ class H1Protocol(asyncio.Protocol):
         return self.loop.time()
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        start_eagerly(self.loop, coro, self.shared.tasks)
+        # start_eagerly(), inlined: this runs once per request.
+        context = contextvars.copy_context()
+        try:
+            yielded = context.run(coro.send, None)
+        except StopIteration:
+            return
+        task = context.run(self.loop.create_task, _resume(coro, yielded))
+        tasks = self.shared.tasks
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
 
     def pause_reading(self) -> None:
         if not self.reading_paused and not self._closed:
@@ -201,7 +209,9 @@ class H1Protocol(asyncio.Protocol):
             return
         if core.has_held_data:
             self.data_received(b"")
-        else:
+            return
+        deadline = core.deadline
+        if deadline is not None and (self._timer_at is None or deadline < self._timer_at):
             self._arm_if_earlier()
 
     def abort(self) -> None:
@@ -239,7 +249,11 @@ class H1Protocol(asyncio.Protocol):
 
     def _arm_if_earlier(self) -> None:
         deadline = self.core.deadline
-        if deadline is not None and (self._timer_at is None or deadline < self._timer_at) and not self._closed:
+        if (
+            deadline is not None
+            and (self._timer_at is None or deadline < self._timer_at)
+            and not self._closed
+        ):
             if self._timer is not None:
                 self._timer.cancel()
             self._timer_at = deadline

@@ -27,6 +27,7 @@ class Request:
     headers: Headers
     http_version: str
     end_stream: bool = False
+    keep_alive: bool = True  # HTTP/1.x: the connection may carry another request after this one
     expect_continue: bool = False
     upgrade: bytes | None = None  # lowercased Upgrade header token, when the client asks for one
 

@@ -61,6 +61,10 @@ class DefaultHeaders:
         self.date_line = b"date: " + http_date + b"\r\n" if http_date else b""
 
 
+class _StopParsing(Exception):
+    """Raised from a callback to make httptools stop without an error."""
+
+
 class ReadState(enum.Enum):
     IDLE = "idle"  # between requests
     HEADERS = "headers"  # request line and headers arriving
@@ -79,6 +83,9 @@ def _status_line(status: int) -> bytes:
 
 _STATUS_LINES = {status.value: _status_line(status.value) for status in HTTPStatus}
 _NO_BODY_STATUSES = frozenset({204, 304}) | frozenset(range(100, 200))
+_SPECIAL_RESPONSE_HEADERS = frozenset(
+    (b"content-length", b"connection", b"transfer-encoding", b"date", b"server")
+)
 _TOKEN_CHARS = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz")
 _valid_names: set[bytes] = set()  # response header names already checked, shared by all connections
 
@@ -90,12 +97,6 @@ def _check_header_name(name: bytes) -> None:
         )
     if len(_valid_names) < 4096:
         _valid_names.add(name)
-
-
-def _parse_content_length(value: bytes) -> int:
-    if not value.isdigit():
-        raise AppProtocolError(f"http.response.start: invalid content-length {value!r}")
-    return int(value)
 
 
 def error_response(exc: ProtocolError, defaults: DefaultHeaders) -> bytes:
@@ -114,20 +115,59 @@ def error_response(exc: ProtocolError, defaults: DefaultHeaders) -> bytes:
     )
 
 
-class _Exchange:
-    """What a response needs to know about the request it answers."""
-
-    __slots__ = ("head", "http10", "keep_alive", "stream_id")
-
-    def __init__(self, stream_id: int, head: bool, keep_alive: bool, http10: bool) -> None:
-        self.stream_id = stream_id
-        self.head = head
-        self.keep_alive = keep_alive
-        self.http10 = http10
+_IDLE = ReadState.IDLE
+_HEADERS = ReadState.HEADERS
+_BODY = ReadState.BODY
+_ERROR = ReadState.ERROR
+_STOPPED = ReadState.STOPPED
+_SPECIAL_REQUEST_HEADERS = frozenset(
+    (b"connection", b"content-length", b"transfer-encoding", b"expect", b"upgrade")
+)
 
 
 class H1Connection:
     """One HTTP/1.1 server connection. The ``on_*`` methods are httptools callbacks, not API."""
+
+    __slots__ = (
+        "_body_bytes",
+        "_connection_tokens",
+        "_deadline_state",
+        "_deferred_error",
+        "_error",
+        "_events",
+        "_exchanges",
+        "_expect_continue",
+        "_head_fed",
+        "_header_bytes",
+        "_headers",
+        "_held",
+        "_max_body",
+        "_max_header_bytes",
+        "_max_header_count",
+        "_max_url",
+        "_next_stream_id",
+        "_out",
+        "_parser",
+        "_reading_paused",
+        "_request",
+        "_resp_chunked",
+        "_resp_close",
+        "_resp_length",
+        "_resp_lines",
+        "_resp_no_body",
+        "_resp_sent",
+        "_resp_started",
+        "_stop_after_message",
+        "_upgrade",
+        "_upgrade_pending",
+        "_url",
+        "clock",
+        "closing",
+        "deadline",
+        "defaults",
+        "limits",
+        "read_state",
+    )
 
     def __init__(
         self,
@@ -138,15 +178,20 @@ class H1Connection:
         self.limits = limits
         self.defaults = defaults
         self.clock = clock
-        self.read_state = ReadState.IDLE
+        self.read_state = _IDLE
         self.closing = False  # set once the last byte to send is queued: flush, then close
         self.deadline: float | None = clock() + limits.keep_alive_timeout
         self._parser = httptools.HttpRequestParser(self)
         self._events: list[Event] = []
         self._out: list[bytes] = []
         self._next_stream_id = 1
-        self._exchanges: deque[_Exchange] = deque()
+        self._exchanges: deque[Request] = deque()  # requests still owed a response, oldest first
         self._reading_paused = False
+        self._max_url = limits.max_request_line
+        self._max_header_count = limits.max_header_count
+        self._max_header_bytes = limits.max_header_bytes
+        self._max_body = limits.max_body
+        self._deadline_state: ReadState | None = _IDLE  # the state ``deadline`` was computed for
         self._error: ProtocolError | None = None  # raised from inside a callback
         self._deferred_error: bytes | None = None  # error response owed after earlier responses
         self._held: bytes = b""  # bytes after an Upgrade request, parsed once its answer is known
@@ -156,6 +201,7 @@ class H1Connection:
         self._url = b""
         self._headers: Headers = []
         self._header_bytes = 0
+        self._head_fed = 0  # bytes fed while a multi-read head was arriving (bounds a header in flight)
         self._body_bytes = 0
         self._request: Request | None = None
         self._connection_tokens = b""
@@ -173,15 +219,16 @@ class H1Connection:
     # ----------------------------------------------------------------- input
 
     def receive_data(self, data: bytes) -> list[Event]:
-        """Feed bytes from the peer; return the events they complete. Raises ProtocolError."""
+        """Feed bytes from the peer; return the events they complete (errors end in ConnectionTerminated)."""
         state = self.read_state
-        if state is ReadState.ERROR or state is ReadState.STOPPED:
+        if state is _ERROR or state is _STOPPED:
             return []
         if self._held or self._upgrade_pending:
             self._held += data
             if self._upgrade_pending:
                 return []  # hold everything until the upgrade request is answered
             data, self._held = self._held, b""
+        started_in_headers = state is _HEADERS
         events = self._events = []
         try:
             self._parser.feed_data(data)
@@ -189,50 +236,68 @@ class H1Connection:
             self._held = data[exc.args[0] :]
             self._upgrade_pending = True
         except httptools.HttpParserCallbackError:
-            assert self._error is not None
-            self._fail(self._error)
-            self._error = None
-        except httptools.HttpParserInvalidMethodError as exc:
-            self._fail(BadRequest(f"invalid method: {exc}"))
+            if self._error is not None:  # else a callback stopped parsing on purpose
+                self._fail(self._error)
+                self._error = None
         except httptools.HttpParserError as exc:
-            self._fail(BadRequest(str(exc)))
-        if self.read_state is ReadState.HEADERS and self._header_bytes + len(self._url) > (
-            self.limits.max_header_bytes
-        ):
-            self._fail(HeadersTooLarge("request headers are too large"))  # a header still arriving
+            if self.read_state is not _STOPPED:  # bytes after a `Connection: close` request are ignored
+                kind = "invalid method: " if isinstance(exc, httptools.HttpParserInvalidMethodError) else ""
+                self._fail(BadRequest(f"{kind}{exc}"))
+        state = self.read_state
+        if state is _IDLE:
+            if self._exchanges:
+                self.deadline = None  # the server owes a response; no client deadline meanwhile
+        elif state is _HEADERS:
+            if started_in_headers:
+                # Every byte of this feed belongs to the head, including a header httptools still holds.
+                self._head_fed += len(data)
+            if max(self._head_fed, self._header_bytes + len(self._url)) > self._max_header_bytes:
+                self._fail(HeadersTooLarge("request headers are too large"))
+            elif self._deadline_state is not _HEADERS and not self._reading_paused:
+                self.deadline = self.clock() + self.limits.header_timeout  # counted from the first bytes
+        elif state is _BODY:
+            self.deadline = None if self._reading_paused else self.clock() + self.limits.body_timeout
+        self._deadline_state = self.read_state
         return events
 
     def on_message_begin(self) -> None:
-        self.read_state = ReadState.HEADERS
-        self.deadline = self.clock() + self.limits.header_timeout
+        if self.read_state is _STOPPED:
+            raise _StopParsing  # the previous request was the connection's last
+        self.read_state = _HEADERS
+        self._deadline_state = None
         self._url = b""
         self._headers = []
         self._header_bytes = 0
+        self._head_fed = 0
         self._body_bytes = 0
         self._connection_tokens = b""
         self._expect_continue = False
         self._upgrade = None
 
     def on_url(self, url: bytes) -> None:
-        self._url += url
-        if len(self._url) > self.limits.max_request_line:
-            self._raise(RequestLineTooLong(f"request target longer than {self.limits.max_request_line} bytes"))
+        url = self._url = self._url + url
+        if len(url) > self._max_url:
+            self._raise(RequestLineTooLong(f"request target longer than {self._max_url} bytes"))
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if self.read_state is ReadState.BODY:
+        if self.read_state is _BODY:
             return  # a chunked trailer: dropped, as no ASGI message carries request trailers
         headers = self._headers
-        self._header_bytes += len(name) + len(value) + 4
-        if self._header_bytes > self.limits.max_header_bytes:
-            self._raise(HeadersTooLarge(f"request headers exceed {self.limits.max_header_bytes} bytes"))
-        if len(headers) >= self.limits.max_header_count:
-            self._raise(HeadersTooLarge(f"more than {self.limits.max_header_count} request headers"))
+        size = self._header_bytes = self._header_bytes + len(name) + len(value) + 4
+        if size > self._max_header_bytes:
+            self._raise(HeadersTooLarge(f"request headers exceed {self._max_header_bytes} bytes"))
+        if len(headers) >= self._max_header_count:
+            self._raise(HeadersTooLarge(f"more than {self._max_header_count} request headers"))
         name = name.lower()
         headers.append((name, value))
+        if name in _SPECIAL_REQUEST_HEADERS:
+            self._special_header(name, value)
+
+    def _special_header(self, name: bytes, value: bytes) -> None:
         if name == b"connection":
             self._connection_tokens += value.lower()
         elif name == b"content-length":
-            max_body = self.limits.max_body
+            max_body = self._max_body
             if max_body and value.isdigit() and int(value) > max_body:
                 self._raise(BodyTooLarge(f"content-length {int(value)} exceeds the {max_body}-byte limit"))
         elif name == b"transfer-encoding":
@@ -265,34 +330,29 @@ class H1Connection:
             except httptools.HttpParserInvalidURLError:
                 self._raise(BadRequest(f"invalid request target {url[:64]!r}"))
             path, query = parsed.path or b"/", parsed.query or b""
-        method = parser.get_method()
         stream_id = self._next_stream_id
         self._next_stream_id = stream_id + 1
-        self._exchanges.append(_Exchange(stream_id, method == b"HEAD", keep_alive, http_version == "1.0"))
         request = self._request = Request(
             stream_id,
-            method,
+            parser.get_method(),
             path,
             query,
             self._headers,
             http_version,
             False,
+            keep_alive,
             self._expect_continue,
             self._upgrade,
         )
+        self._exchanges.append(request)
         self._events.append(request)
-        self.read_state = ReadState.BODY
-        self.deadline = None if self._reading_paused else self.clock() + self.limits.body_timeout
+        self.read_state = _BODY
 
     def on_body(self, body: bytes) -> None:
-        self._body_bytes += len(body)
-        max_body = self.limits.max_body
-        if max_body and self._body_bytes > max_body:
-            self._raise(BodyTooLarge(f"request body exceeds {max_body} bytes"))
-        assert self._request is not None
-        self._events.append(Data(self._request.stream_id, body))
-        if not self._reading_paused:
-            self.deadline = self.clock() + self.limits.body_timeout
+        received = self._body_bytes = self._body_bytes + len(body)
+        if received > self._max_body and self._max_body:
+            self._raise(BodyTooLarge(f"request body exceeds {self._max_body} bytes"))
+        self._events.append(Data(self._request.stream_id, body))  # type: ignore[union-attr]
 
     def on_message_complete(self) -> None:
         request = self._request
@@ -300,15 +360,14 @@ class H1Connection:
         events = self._events
         last = events[-1] if events else None
         if last is request or (type(last) is Data and last.stream_id == request.stream_id):
-            last.end_stream = True  # type: ignore[union-attr]
+            last.end_stream = True
         else:
             events.append(Data(request.stream_id, b"", True))
         self._request = None
-        if self._exchanges[-1].keep_alive and not self._stop_after_message:
-            self.read_state = ReadState.IDLE
-            self.deadline = None  # the server owes a response; no client deadline meanwhile
+        if request.keep_alive and not self._stop_after_message:
+            self.read_state = _IDLE
         else:
-            self.read_state = ReadState.STOPPED
+            self.read_state = _STOPPED
             self.deadline = None
 
     def _raise(self, error: ProtocolError) -> None:
@@ -317,7 +376,7 @@ class H1Connection:
 
     def _fail(self, error: ProtocolError) -> None:
         """Stop parsing; queue (or defer) the error response; tell the caller the connection ends."""
-        self.read_state = ReadState.ERROR
+        self.read_state = _ERROR
         self.deadline = None
         self._held = b""
         events = self._events
@@ -348,9 +407,9 @@ class H1Connection:
 
     def send_response(self, stream_id: int, status: int, headers: Iterable[tuple[bytes, bytes]]) -> None:
         """Start the response to ``stream_id``, the oldest unanswered request. Framing waits for the body."""
-        exchange = self._exchanges[0]
-        if exchange.stream_id != stream_id:
-            raise AppProtocolError(f"response for stream {stream_id} sent before stream {exchange.stream_id}")
+        request = self._exchanges[0]
+        if request.stream_id != stream_id:
+            raise AppProtocolError(f"response for stream {stream_id} sent before stream {request.stream_id}")
         status_line = _STATUS_LINES.get(status)
         if status_line is None:
             if not 100 <= status <= 999:
@@ -358,31 +417,34 @@ class H1Connection:
             status_line = _status_line(status)
         lines = [status_line]
         length = None
-        close = not exchange.keep_alive
+        close = not request.keep_alive
         has_date = has_server = False
         try:
             for name, value in headers:
                 if name not in _valid_names:
                     _check_header_name(name)
-                if name == b"content-length":
-                    length = _parse_content_length(value)
-                elif name == b"connection":
-                    if value.lower() == b"close":
-                        close = True
-                    continue
-                elif name == b"transfer-encoding":
-                    continue  # the server frames the body itself (ASGI www spec)
-                elif name == b"date":
-                    has_date = True
-                elif name == b"server":
-                    has_server = True
+                if name in _SPECIAL_RESPONSE_HEADERS:
+                    if name == b"content-length":
+                        if not value.isdigit():
+                            raise AppProtocolError(f"http.response.start: invalid content-length {value!r}")
+                        length = int(value)
+                    elif name == b"connection":
+                        close = close or value.lower() == b"close"
+                        continue
+                    elif name == b"transfer-encoding":
+                        continue  # the server frames the body itself (ASGI www spec)
+                    elif name == b"date":
+                        has_date = True
+                    else:
+                        has_server = True
                 lines.append(name + b": " + value + b"\r\n")
         except (TypeError, ValueError) as exc:
             raise AppProtocolError(
                 "http.response.start: 'headers' must be an iterable of [bytes, bytes] pairs"
             ) from exc
         block = b"".join(lines)
-        if block.count(b"\n") != len(lines) or block.count(b"\r") != len(lines) or b"\x00" in block:
+        count = len(lines)
+        if block.count(b"\n") != count or block.count(b"\r") != count or b"\x00" in block:
             raise AppProtocolError("http.response.start: header values must not contain CR, LF or NUL")
         defaults = self.defaults
         lines = [block, defaults.extra_lines]
@@ -394,7 +456,7 @@ class H1Connection:
         self._resp_length = length
         self._resp_sent = 0
         self._resp_close = close
-        self._resp_no_body = exchange.head or status in _NO_BODY_STATUSES
+        self._resp_no_body = status in _NO_BODY_STATUSES or request.method == b"HEAD"
         self._resp_chunked = False
         self._resp_started = True
 
@@ -403,57 +465,68 @@ class H1Connection:
         lines = self._resp_lines
         if lines is not None:
             self._resp_lines = None
-            self._write_head(lines, data, end_stream)
+            self._frame_head(lines, len(data), end_stream)
+            out = lines  # the head and the first body piece go out as one write
+        else:
+            out = self._out
         if data and not self._resp_no_body:
             length = self._resp_length
             if length is not None:
                 sent = self._resp_sent = self._resp_sent + len(data)
                 if sent > length:
-                    self._resp_close = True
-                    self._finish_response()
+                    self._abort_response(lines)
                     raise AppProtocolError(
                         f"http.response.body: more body than the declared content-length ({length})"
                     )
-                self._out.append(data)
+                out.append(data)
             elif self._resp_chunked:
-                self._out.append(b"%x\r\n%b\r\n" % (len(data), data))
+                out.append(b"%x\r\n%b\r\n" % (len(data), data))
             else:
-                self._out.append(data)
+                out.append(data)
         if end_stream:
             if self._resp_chunked:
-                self._out.append(b"0\r\n\r\n")
+                out.append(b"0\r\n\r\n")
             elif (
                 self._resp_length is not None
                 and self._resp_sent != self._resp_length
                 and not self._resp_no_body
             ):
-                self._resp_close = True
-                self._finish_response()
+                self._abort_response(lines)
                 raise AppProtocolError(
                     f"http.response.body: response ended after {self._resp_sent} of "
                     f"{self._resp_length} declared content-length bytes"
                 )
+        if lines is not None:
+            self._out.append(b"".join(lines))
+        if end_stream:
             self._finish_response()
 
-    def _write_head(self, lines: list[bytes], first_body: bytes, end_stream: bool) -> None:
-        exchange = self._exchanges[0]
+    def _frame_head(self, lines: list[bytes], first_length: int, end_stream: bool) -> None:
+        """Choose the body framing (RFC 9112 §6) and close the header block."""
+        http10 = self._exchanges[0].http_version == "1.0"
         if self._resp_no_body or self._resp_length is not None:
             pass
         elif end_stream:
-            self._resp_length = len(first_body)
-            lines.append(b"content-length: %d\r\n" % self._resp_length)
-        elif exchange.http10:
+            self._resp_length = first_length
+            lines.append(b"content-length: %d\r\n" % first_length)
+        elif http10:
             self._resp_close = True  # close-delimited body (RFC 9112 §6.3)
         else:
             self._resp_chunked = True
             lines.append(b"transfer-encoding: chunked\r\n")
         if self._resp_close:
             lines.append(b"connection: close\r\n\r\n")
-        elif exchange.http10:
+        elif http10:
             lines.append(b"connection: keep-alive\r\n\r\n")
         else:
             lines.append(b"\r\n")
-        self._out.append(b"".join(lines))
+
+    def _abort_response(self, head: list[bytes] | None) -> None:
+        """The app broke its own framing: send what is honest (the head, if unsent), then close."""
+        if head is not None:
+            self._out.append(b"".join(head))
+        self._resp_close = True
+        self._finish_response()
 
     def _finish_response(self) -> None:
         self._exchanges.popleft()
@@ -461,16 +534,18 @@ class H1Connection:
         self._resp_lines = None
         if self._resp_close:
             self.closing = True
-            self.read_state = ReadState.STOPPED if self.read_state is not ReadState.ERROR else ReadState.ERROR
+            if self.read_state is not _ERROR:
+                self.read_state = _STOPPED
             self.deadline = None
         elif not self._exchanges:
+            state = self.read_state
             if self._deferred_error is not None:
                 self._out.append(self._deferred_error)
                 self._deferred_error = None
                 self.closing = True
-            elif self.read_state is ReadState.IDLE:
+            elif state is _IDLE:
                 self.deadline = self.clock() + self.limits.keep_alive_timeout
-            elif self.read_state is ReadState.STOPPED:
+            elif state is _STOPPED:
                 self.closing = True
         if self._upgrade_pending and not self.closing:
             self._upgrade_pending = False  # declined: what followed the upgrade request is HTTP/1.1 again
@@ -500,22 +575,22 @@ class H1Connection:
         """The driver stopped (or resumed) reading for the server's sake: client deadlines wait meanwhile."""
         self._reading_paused = paused
         state = self.read_state
-        if state is ReadState.BODY:
+        if state is _BODY:
             self.deadline = None if paused else self.clock() + self.limits.body_timeout
-        elif state is ReadState.HEADERS:
+        elif state is _HEADERS:
             self.deadline = None if paused else self.clock() + self.limits.header_timeout
 
     def finish_and_close(self) -> None:
         """Graceful shutdown: finish the requests already received (and the body in flight), then close."""
-        for exchange in self._exchanges:
-            exchange.keep_alive = False
+        if self._exchanges:
+            self._exchanges[-1].keep_alive = False  # the last request owed a response closes the connection
         state = self.read_state
-        if state is ReadState.BODY:
+        if state is _BODY:
             self._stop_after_message = True
-        elif state is ReadState.IDLE and self._exchanges:
-            self.read_state = ReadState.STOPPED
-        elif state is not ReadState.STOPPED or not self._exchanges:
-            self.read_state = ReadState.STOPPED
+        elif state is _IDLE and self._exchanges:
+            self.read_state = _STOPPED
+        elif state is not _STOPPED or not self._exchanges:
+            self.read_state = _STOPPED
             self.deadline = None
             self.closing = not self._resp_started
 
@@ -526,11 +601,11 @@ class H1Connection:
             return []
         self.deadline = None
         state = self.read_state
-        if state is ReadState.IDLE:
+        if state is _IDLE:
             self.closing = True
-            self.read_state = ReadState.STOPPED
+            self.read_state = _STOPPED
             return [ConnectionTerminated("keep-alive timeout")]
-        if state is ReadState.HEADERS:
+        if state is _HEADERS:
             error = RequestTimeout(f"request headers not received within {self.limits.header_timeout:g}s")
         else:
             error = RequestTimeout(f"request body stalled for {self.limits.body_timeout:g}s")
