@@ -8,11 +8,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from zonda import __version__
-from zonda.config import Config, _field_types
+from zonda.config import Config, _field_types, parse_text
 from zonda.errors import AppLoadError, ConfigError, LifespanFailure
 from zonda.logging import configure_logging
 from zonda.server import Server, run_in_loop
@@ -21,6 +21,17 @@ logger = logging.getLogger("zonda.error")
 
 EXIT_OK = 0
 EXIT_STARTUP_FAILURE = 1
+
+
+def _text_parser(name: str) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        try:
+            return parse_text(name, text)
+        except ConfigError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    parse.__name__ = name  # argparse names the type in its error line
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
         elif base is tuple:
             kwargs["action"] = "append"
         else:
-            kwargs["type"] = base
+            kwargs["type"] = _text_parser(f.name)
         if meta["choices"]:
             kwargs["choices"] = meta["choices"]
         if meta["metavar"]:

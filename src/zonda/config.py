@@ -53,9 +53,12 @@ class Config:
     app_dir: str = option(".", "directory put first on sys.path before importing the app", "Application")
     interface: str = option(
         "auto",
-        "app interface; auto tells ASGI 2 double-callables from ASGI 3",
+        "app interface; auto tells WSGI, ASGI 2 and ASGI 3 apps apart by their call signature",
         "Application",
-        choices=("auto", "asgi3", "asgi2"),
+        choices=("auto", "asgi3", "asgi2", "wsgi"),
+    )
+    wsgi_threads: int = option(
+        16, "threads per process that run a WSGI app; more requests wait for one", "Application", minimum=1
     )
     lifespan: str = option(
         "auto",
@@ -107,6 +110,28 @@ class Config:
     )
     limit_connections: int | None = option(
         None, "most open connections; beyond it, 503 and close", "HTTP timeouts and limits", minimum=1
+    )
+
+    ws: str = option(
+        "auto",
+        "WebSocket support; none serves upgrade requests as plain HTTP",
+        "WebSocket",
+        choices=("auto", "none"),
+    )
+    ws_max_size: int = option(
+        16 * 1024 * 1024, "largest incoming WebSocket message in bytes (larger: 1009)", "WebSocket", minimum=1
+    )
+    ws_max_queue: int = option(
+        32, "incoming messages queued for the app before reading pauses", "WebSocket", minimum=1
+    )
+    ws_ping_interval: float | None = option(
+        20.0, "seconds between keep-alive pings; none to disable", "WebSocket"
+    )
+    ws_ping_timeout: float | None = option(
+        20.0, "seconds to wait for a pong before closing; none to disable", "WebSocket"
+    )
+    ws_per_message_deflate: bool = option(
+        True, "negotiate permessage-deflate compression (RFC 7692)", "WebSocket"
     )
 
     server_header: bool = option(True, "send a Server header", "Response headers")
@@ -237,9 +262,15 @@ def parse_text(name: str, text: str) -> Any:
         if base is float:
             return float(text)
         if base is tuple:
-            return tuple(item.strip() for item in text.split(",") if item.strip())
+            items: list[str] = []
+            for item in text.split(","):
+                if items and ":" not in item:  # a comma inside a header value: "cache-control: a, b"
+                    items[-1] += "," + item
+                else:
+                    items.append(item)
+            return tuple(item.strip() for item in items if item.strip())
     except ValueError:
-        raise ConfigError(f"{ENV_PREFIX}{name.upper()}: {text!r} is not a valid {base.__name__}") from None
+        raise ConfigError(f"{name}: {text!r} is not a valid {base.__name__}") from None
     return text
 
 
@@ -252,7 +283,10 @@ def from_env(env: Mapping[str, str]) -> dict[str, Any]:
     for name in field_names():
         key = ENV_PREFIX + name.upper()
         if key in env:
-            values[name] = parse_text(name, env[key])
+            try:
+                values[name] = parse_text(name, env[key])
+            except ConfigError as exc:
+                raise ConfigError(f"{key}: {exc}") from None  # name the variable the bad value came from
     return values
 
 

@@ -1,8 +1,15 @@
-"""Import the app (``module:attr`` or ``module:attr.sub``), call factories, and tell ASGI 2 from ASGI 3.
+"""Import the app (``module:attr`` or ``module:attr.sub``), call factories, tell WSGI, ASGI 2 and ASGI 3 apart.
 
-Detection rule (``--interface auto``): a class, or a callable whose ``__call__`` takes a single parameter
-(``scope``), is an ASGI 2 double-callable; a coroutine function (or an object whose ``__call__`` is one) is
-ASGI 3. Anything else is treated as ASGI 3. The flag always wins over detection.
+Detection rule (``--interface auto``): a class (unless awaitable, as uvicorn decides), or a callable whose
+``__call__`` takes a single parameter (``scope``), is an ASGI 2 double-callable; a coroutine function (or an
+object whose ``__call__`` is one) is ASGI 3. Anything else is treated as ASGI 3. The flag always wins over detection.
+
+WSGI (checked first): a callable that is not a coroutine function and takes exactly two positional parameters
+without defaults, ``(environ, start_response)`` (a function, a method, an object's ``__call__`` as for Flask
+and Django, or a class's ``__init__`` as in PEP 3333's ``AppClass``). Limits: a WSGI callable that hides its
+signature (``*args``, a C callable, a decorator without ``functools.wraps``) is taken for ASGI 3, and a sync
+ASGI 3 callable with a third parameter defaulted looks like WSGI; name the interface (``--interface wsgi``
+or ``asgi3``) for those. A WSGI app is served through ``zonda.asgi.wsgi.WSGIAdapter``.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ import sys
 from typing import Any
 
 from zonda.asgi.types import ASGIApp, Receive, Scope, Send
+from zonda.asgi.wsgi import DEFAULT_THREADS, WSGIAdapter
 from zonda.errors import AppLoadError
 
 
@@ -53,11 +61,29 @@ def _takes_one_argument(func: Any) -> bool:
 
 def is_asgi2(app: Any) -> bool:
     if inspect.isclass(app):
-        return True
+        return not hasattr(app, "__await__")  # an awaitable class is ASGI 3: App(scope, receive, send)
     if inspect.iscoroutinefunction(app) or inspect.iscoroutinefunction(getattr(app, "__call__", None)):  # noqa: B004
         return False
     call = app if inspect.isfunction(app) or inspect.ismethod(app) else getattr(app, "__call__", None)  # noqa: B004
     return call is not None and _takes_one_argument(call)
+
+
+def is_wsgi(app: Any) -> bool:
+    """A plain callable of two positional parameters, ``(environ, start_response)``: see the module docstring."""
+    if inspect.iscoroutinefunction(app) or inspect.iscoroutinefunction(getattr(app, "__call__", None)):  # noqa: B004
+        return False
+    if inspect.isclass(app) and hasattr(app, "__await__"):
+        return False
+    try:
+        parameters = inspect.signature(app).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    required = [
+        p
+        for p in parameters
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
+    ]
+    return len(required) == 2
 
 
 class ASGI2Adapter:
@@ -72,7 +98,12 @@ class ASGI2Adapter:
 
 
 def load_app(
-    app: Any, *, factory: bool = False, interface: str = "auto", app_dir: str | None = None
+    app: Any,
+    *,
+    factory: bool = False,
+    interface: str = "auto",
+    app_dir: str | None = None,
+    wsgi_threads: int = DEFAULT_THREADS,
 ) -> ASGIApp:
     """Turn the configured app (a string or an object) into an ASGI 3 callable. Raises AppLoadError."""
     if isinstance(app, str):
@@ -90,6 +121,8 @@ def load_app(
         raise AppLoadError(f"{app.__qualname__} takes no arguments: is it a factory? (use --factory)")
     if not callable(app):
         raise AppLoadError(f"the app {app!r} is not callable")
+    if interface == "wsgi" or (interface == "auto" and is_wsgi(app)):
+        return WSGIAdapter(app, wsgi_threads)
     if interface == "asgi2" or (interface == "auto" and is_asgi2(app)):
         return ASGI2Adapter(app)
     return app  # type: ignore[no-any-return]

@@ -76,7 +76,8 @@ def configure_logging(
     logging.getLogger("zonda").setLevel(level)
     logging.getLogger("zonda.error").setLevel(level)
     # access lines are INFO records: a level above info (e.g. warning) hides them too, as it does in uvicorn
-    logging.getLogger("zonda.access").setLevel(max(level, logging.INFO) if access_log else logging.CRITICAL + 1)
+    access_level = max(level, logging.INFO) if access_log else logging.CRITICAL + 1
+    logging.getLogger("zonda.access").setLevel(access_level)
 
 
 def access_log_enabled() -> bool:

@@ -25,12 +25,14 @@ from zonda import __version__
 from zonda.asgi.http import SessionContext
 from zonda.asgi.lifespan import Lifespan
 from zonda.asgi.types import ASGIApp
+from zonda.asgi.wsgi import WSGIAdapter
 from zonda.config import Config
 from zonda.errors import ConfigError, LifespanFailure
 from zonda.io.asyncio import H1Protocol
 from zonda.loading import ASGI2Adapter, load_app
 from zonda.logging import access_log_enabled
 from zonda.protocols.http1 import DefaultHeaders, H1Limits
+from zonda.protocols.websocket import WSSettings
 
 logger = logging.getLogger("zonda.error")
 
@@ -67,6 +69,18 @@ class ServerShared:
 def _resolve(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_result(None)
+
+
+def ws_settings(config: Config) -> WSSettings | None:
+    if config.ws == "none":
+        return None
+    return WSSettings(
+        max_size=config.ws_max_size,
+        max_queue=config.ws_max_queue,
+        per_message_deflate=config.ws_per_message_deflate,
+        ping_interval=config.ws_ping_interval or None,
+        ping_timeout=config.ws_ping_timeout or None,
+    )
 
 
 class _DateTicker:
@@ -173,7 +187,11 @@ class Server:
         if self.should_exit:
             self._exit_waiter.set_result(None)
         app = self.app or load_app(
-            config.app, factory=config.factory, interface=config.interface, app_dir=config.app_dir
+            config.app,
+            factory=config.factory,
+            interface=config.interface,
+            app_dir=config.app_dir,
+            wsgi_threads=config.wsgi_threads,
         )
         lifespan, lifespan_task = await self._start_lifespan(app)
         context = SessionContext(
@@ -182,6 +200,7 @@ class Server:
             root_path=config.root_path,
             access_log=access_log_enabled(),
             limit_concurrency=config.limit_concurrency,
+            ws=ws_settings(config),
         )
         shared = self.shared = ServerShared(config, context)
         date_timer = _DateTicker(loop, shared)
@@ -294,7 +313,13 @@ class Server:
     def _log_started(self, app: ASGIApp) -> None:
         config = self.config
         loop_name = type(asyncio.get_running_loop()).__module__.split(".")[0]
-        interface = "ASGI 2" if isinstance(app, ASGI2Adapter) else "ASGI 3"
+        interface = (
+            "ASGI 2"
+            if isinstance(app, ASGI2Adapter)
+            else "WSGI"
+            if isinstance(app, WSGIAdapter)
+            else "ASGI 3"
+        )
         app_name = config.app if isinstance(config.app, str) else getattr(app, "__qualname__", repr(app))
         logger.info(
             "zonda %s serving %s (%s) with %s, HTTP/1.1 via httptools",

@@ -12,13 +12,16 @@ import enum
 import logging
 from collections import deque
 from collections.abc import Awaitable, Coroutine
+from http import HTTPStatus
 from time import perf_counter
 from typing import Any, Protocol
 from urllib.parse import unquote_to_bytes
 
 from zonda.asgi.types import ASGIApp, Message, Scope
-from zonda.errors import AppProtocolError, ClientDisconnected
+from zonda.asgi.websocket import WebSocketCycle
+from zonda.errors import AppProtocolError, ClientDisconnected, ProtocolError
 from zonda.protocols.events import ConnectionTerminated, Data, Event, Request, StreamReset
+from zonda.protocols.websocket import WSSettings, check_handshake
 
 error_log = logging.getLogger("zonda.error")
 access_log = logging.getLogger("zonda.access")
@@ -36,6 +39,7 @@ class Core(Protocol):
     def send_response(self, stream_id: int, status: int, headers: Any) -> None: ...
     def send_body(self, stream_id: int, data: bytes, end_stream: bool) -> None: ...
     def send_continue(self) -> None: ...
+    def accept_upgrade(self, stream_id: int, headers: Any) -> bytes: ...
 
 
 class Transport(Protocol):
@@ -55,6 +59,18 @@ class Transport(Protocol):
     def response_complete(self) -> None: ...
     def abort(self) -> None: ...
     def time(self) -> float: ...
+    def upgrade(self, stream_id: int, headers: Any, core: Any, handler: Any) -> None: ...
+
+
+class Cycle(Protocol):
+    """One request's app run, HTTP or WebSocket, as the session drives it."""
+
+    stream_id: int
+    started_at: float
+
+    def run(self) -> Coroutine[Any, Any, None]: ...
+    def on_disconnect(self) -> None: ...
+    def log_access(self) -> None: ...
 
 
 class ConnectionInfo:
@@ -79,7 +95,7 @@ class ConnectionInfo:
 class SessionContext:
     """Server-wide, per-app settings every session reads: built once at start-up."""
 
-    __slots__ = ("access_log", "app", "limit_concurrency", "root_path", "state", "stats")
+    __slots__ = ("access_log", "app", "limit_concurrency", "root_path", "state", "stats", "ws")
 
     def __init__(
         self,
@@ -88,8 +104,10 @@ class SessionContext:
         root_path: str = "",
         access_log: bool = True,
         limit_concurrency: int | None = None,
+        ws: WSSettings | None = None,
     ) -> None:
         self.app = app
+        self.ws = ws  # None: WebSocket is off, upgrade requests are plain HTTP
         self.state = state
         self.root_path = root_path
         self.access_log = access_log
@@ -148,21 +166,27 @@ def build_scope(request: Request, info: ConnectionInfo, state: dict[str, Any]) -
     }
 
 
-async def service_unavailable(scope: Scope, receive: Any, send: Any) -> None:
-    """Stands in for the app when ``--limit-concurrency`` is reached."""
-    body = b"Service Unavailable: the server is at its concurrency limit\n"
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 503,
-            "headers": [
-                (b"content-type", b"text/plain; charset=utf-8"),
-                (b"retry-after", b"1"),
-                (b"content-length", b"%d" % len(body)),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+def plain_response_app(status: int, text: str, headers: list[tuple[bytes, bytes]]) -> ASGIApp:
+    """An app that answers every request with ``status`` and a line of text, then closes the connection."""
+    body = f"{HTTPStatus(status).phrase}: {text}\n".encode()
+    response_headers = [
+        (b"content-type", b"text/plain; charset=utf-8"),
+        (b"content-length", b"%d" % len(body)),
+        (b"connection", b"close"),
+        *headers,
+    ]
+
+    async def respond(scope: Scope, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": status, "headers": response_headers})
+        await send({"type": "http.response.body", "body": body})
+
+    return respond
+
+
+# Stands in for the app when --limit-concurrency is reached.
+service_unavailable = plain_response_app(
+    503, "the server is at its concurrency limit", [(b"retry-after", b"1")]
+)
 
 
 class HTTPCycle:
@@ -368,6 +392,22 @@ class HTTPCycle:
         scope = self.scope
         return f"{scope['method']} {scope['path']}"
 
+    def log_access(self) -> None:
+        scope = self.scope
+        client = scope["client"]
+        query = scope["query_string"]
+        access_log.info(
+            '%s - "%s %s%s HTTP/%s" %d %d %.1fms',
+            f"{client[0]}:{client[1]}" if client else "-",
+            scope["method"],
+            scope["path"],
+            "?" + query.decode("latin-1") if query else "",
+            scope["http_version"],
+            self.status,
+            self.bytes_sent,
+            (perf_counter() - self.started_at) * 1000,
+        )
+
 
 class HTTPSession:
     """All the cycles of one connection, fed by its core's events."""
@@ -381,9 +421,9 @@ class HTTPSession:
         self.info = info
         self.context = context
         self.sequential = sequential
-        self.cycles: dict[int, HTTPCycle] = {}
-        self.current: HTTPCycle | None = None  # the cycle whose app runs (sequential mode)
-        self._queue: deque[HTTPCycle] = deque()  # pipelined cycles waiting their turn
+        self.cycles: dict[int, Cycle] = {}
+        self.current: Cycle | None = None  # the cycle whose app runs (sequential mode)
+        self._queue: deque[Cycle] = deque()  # pipelined cycles waiting their turn
 
     def handle_events(self, events: list[Event]) -> bool:
         """Dispatch core events; return True if the connection is terminating.
@@ -399,7 +439,7 @@ class HTTPSession:
             elif kind is Data:
                 cycle = self.cycles.get(event.stream_id)  # type: ignore[union-attr]
                 if cycle is not None:
-                    cycle.on_data(event.data, event.end_stream)  # type: ignore[union-attr]
+                    cycle.on_data(event.data, event.end_stream)  # type: ignore[attr-defined,union-attr]
             elif kind is StreamReset:
                 cycle = self.cycles.get(event.stream_id)  # type: ignore[union-attr]
                 if cycle is not None:
@@ -423,29 +463,53 @@ class HTTPSession:
         scope = build_scope(request, self.info, context.state)
         stats = context.stats
         app = context.app
+        cycle: Cycle
         if context.limit_concurrency is not None and stats.active_requests >= context.limit_concurrency:
-            app = service_unavailable
-        cycle = HTTPCycle(self, request, scope, app)
+            cycle = HTTPCycle(self, request, scope, service_unavailable)
+        elif request.upgrade == b"websocket" and context.ws is not None:
+            cycle = self._websocket_cycle(request, scope, context.ws)
+        else:
+            cycle = HTTPCycle(self, request, scope, app)
         self.cycles[request.stream_id] = cycle
         stats.active_requests += 1
         self._queue.append(cycle)
 
-    def _start(self, cycle: HTTPCycle) -> None:
+    def _websocket_cycle(self, request: Request, scope: Scope, settings: WSSettings) -> Cycle:
+        try:
+            handshake = check_handshake(request)
+        except ProtocolError as exc:
+            client = self.info.client
+            error_log.warning(
+                "%d response to WebSocket handshake from %s: %s",
+                exc.status,
+                f"{client[0]}:{client[1]}" if client else "client",
+                exc.detail,
+            )
+            extra = [(b"sec-websocket-version", b"13")] if exc.status == 426 else []
+            return HTTPCycle(self, request, scope, plain_response_app(exc.status, exc.detail, extra))
+        scope["type"] = "websocket"
+        scope["scheme"] = "wss" if self.info.scheme == "https" else "ws"
+        del scope["method"]
+        scope["subprotocols"] = handshake.subprotocols
+        scope["extensions"] = {**self.info.extensions, "websocket.http.response": {}}
+        return WebSocketCycle(self, request, scope, handshake, settings)
+
+    def _start(self, cycle: Cycle) -> None:
         self.current = cycle
         if self.context.access_log:
             cycle.started_at = perf_counter()
         self.transport.spawn(cycle.run())
 
-    def _drop(self, cycle: HTTPCycle) -> None:
+    def _drop(self, cycle: Cycle) -> None:
         cycle.on_disconnect()
         if cycle in self._queue:
             self._queue.remove(cycle)
             self.cycle_finished(cycle)
 
-    def response_complete(self, cycle: HTTPCycle) -> None:
+    def response_complete(self, cycle: Cycle) -> None:
         """The core sent the last byte of ``cycle``'s response: the next pipelined request may start."""
         if self.context.access_log:
-            self._log_access(cycle)
+            cycle.log_access()
         if self.current is cycle:
             self.current = None
         self.transport.response_complete()
@@ -454,7 +518,7 @@ class HTTPSession:
             if not self._queue:
                 self.transport.resume_reading()
 
-    def cycle_finished(self, cycle: HTTPCycle) -> None:
+    def cycle_finished(self, cycle: Cycle) -> None:
         """The app for ``cycle`` returned (or never ran)."""
         if self.cycles.pop(cycle.stream_id, None) is None:
             return
@@ -473,19 +537,3 @@ class HTTPSession:
     @property
     def idle(self) -> bool:
         return not self.cycles
-
-    def _log_access(self, cycle: HTTPCycle) -> None:
-        scope = cycle.scope
-        client = scope["client"]
-        query = scope["query_string"]
-        access_log.info(
-            '%s - "%s %s%s HTTP/%s" %d %d %.1fms',
-            f"{client[0]}:{client[1]}" if client else "-",
-            scope["method"],
-            scope["path"],
-            "?" + query.decode("latin-1") if query else "",
-            scope["http_version"],
-            cycle.status,
-            cycle.bytes_sent,
-            (perf_counter() - cycle.started_at) * 1000,
-        )

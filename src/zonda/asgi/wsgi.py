@@ -2,7 +2,7 @@
 
 ``WSGIAdapter.__call__`` runs on the event loop. Per request it submits one job to the process's
 ``ThreadPoolExecutor`` (``--wsgi-threads`` workers; requests beyond them queue there, and the loop never
-blocks) and then pumps a ``_Channel``, a small mailbox shared with the app thread:
+blocks) and then pumps a ``Channel``, a small mailbox shared with the app thread:
 
 - thread -> loop: ``http.response.start``, body chunks, ``http.response.zerocopysend``, "more request body
   please", the end of the body and the end of the job (with the app's exception, if any);
@@ -35,13 +35,15 @@ import logging
 import os
 import stat
 import threading
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
+from zonda.asgi._wsgi_channel import BODY_END, NO_BODY, ZEROCOPY, Channel, WSGIInput
 from zonda.asgi.types import Message, Receive, Scope, Send
-from zonda.errors import AppProtocolError, ClientDisconnected
+from zonda.errors import AppProtocolError
 
 error_log = logging.getLogger("zonda.error")
 
@@ -52,10 +54,7 @@ DEFAULT_THREADS = 16
 CPU count keeps the process busy; 16 matches what common WSGI servers use (mod_wsgi 15, uvicorn 10) while
 bounding the memory and GIL contention of idle threads. Raise it for apps that wait a lot."""
 
-HIGH_WATER = 512 * 1024  # response body bytes queued between the app thread and the loop before it blocks
 FILE_BLOCK = 256 * 1024  # read size for wsgi.file_wrapper when the server cannot send the file itself
-_COALESCE = 64 * 1024  # small chunks waiting together are joined into one write up to this size
-ZEROCOPY = "http.response.zerocopysend"
 
 # RFC 9110 §7.6.1 / PEP 3333: hop-by-hop headers belong to the server, never to the app
 HOP_BY_HOP = frozenset(
@@ -66,316 +65,6 @@ _TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHI
 _CACHE_LIMIT = 4096
 _header_names: dict[str, bytes] = {}  # response header name -> checked, lowercased bytes
 _environ_keys: dict[bytes, str] = {}  # request header name -> environ key ("" to drop it)
-_DISCONNECT: Message = {"type": "http.disconnect"}
-
-
-class _End:
-    """The app thread's job ended; ``error`` is what it raised."""
-
-    __slots__ = ("error",)
-
-    def __init__(self, error: BaseException | None) -> None:
-        self.error = error
-
-
-_BODY_END = object()  # the response body is complete (close() may still be running)
-_NEED_INPUT = object()  # the app thread waits for the next request body message
-
-
-def _wake(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
-
-
-class _Channel:
-    """The mailbox between one request's app thread (producer) and its pump on the loop (consumer)."""
-
-    __slots__ = ("_input", "_input_waiter", "_items", "_lock", "_loop", "_parked", "_pending", "_waiter",
-                 "buffered", "closed")  # fmt: skip
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._lock = threading.Lock()
-        self._items: list[Any] = []
-        self._pending = 0  # items put and not yet fully handled by the loop
-        self._waiter: asyncio.Future[None] | None = None  # the pump waits for items
-        self._parked: Any = None  # a lock the app thread blocks on until the pump makes progress
-        self._input_waiter: Any = None  # a lock the app thread blocks on until _input is set
-        self._input: Message | None = None
-        self.buffered = 0  # response body bytes put and not yet sent
-        self.closed = False  # the client is gone or the pump stopped: the app thread must unwind
-
-    # ------------------------------------------------------------ app thread side
-
-    def _park(self) -> None:
-        """Block until the pump makes progress; called and returns with ``_lock`` held."""
-        parked = threading.Lock()
-        parked.acquire()
-        self._parked = parked
-        self._lock.release()
-        try:
-            parked.acquire()
-        finally:
-            self._lock.acquire()
-
-    def _append(self, item: Any) -> None:
-        """Queue ``item`` (``_lock`` held) and say whether the pump needs waking."""
-        self._items.append(item)
-        self._pending += 1
-
-    def put(self, item: Any, size: int = 0) -> None:
-        """Queue a response item; block while too much body is queued. Raises ClientDisconnected."""
-        with self._lock:
-            while self.buffered >= HIGH_WATER and not self.closed:
-                self._park()
-            if self.closed:
-                raise ClientDisconnected("the client disconnected before the response was sent")
-            self._items.append(item)
-            self._pending += 1
-            self.buffered += size
-            waiter, self._waiter = self._waiter, None
-        if waiter is not None:
-            self._loop.call_soon_threadsafe(_wake, waiter)
-
-    def receive(self) -> Message:
-        """Ask the loop for the next request message and block until it comes."""
-        with self._lock:
-            if self.closed:
-                return _DISCONNECT
-            answered = self._input_waiter = threading.Lock()
-            answered.acquire()
-            self._items.append(_NEED_INPUT)
-            self._pending += 1
-            waiter, self._waiter = self._waiter, None
-        if waiter is not None:
-            self._loop.call_soon_threadsafe(_wake, waiter)
-        answered.acquire()
-        with self._lock:
-            message, self._input = self._input, None
-        return message if message is not None else _DISCONNECT
-
-    def drain(self) -> None:
-        """Block until the loop has handled everything queued so far (or the channel closed)."""
-        with self._lock:
-            while self._pending and not self.closed:
-                self._park()
-
-    def finish(self, error: BaseException | None) -> None:
-        """The job is over. Never blocks, never raises."""
-        with self._lock:
-            self._items.append(_End(error))
-            self._pending += 1
-            waiter, self._waiter = self._waiter, None
-        if waiter is not None:
-            self._loop.call_soon_threadsafe(_wake, waiter)
-
-    # ------------------------------------------------------------ loop side
-
-    async def pump(self, receive: Receive, send: Send) -> None:
-        """Forward the app thread's items until its job ends; raise what the app raised."""
-        lock = self._lock
-        try:
-            while True:
-                with lock:
-                    batch = self._items
-                    if batch:
-                        self._items = []
-                    else:
-                        waiter = self._waiter = self._loop.create_future()
-                if not batch:
-                    await waiter
-                    continue
-                end = await self._forward(batch, receive, send)
-                if end is not None:
-                    error = end.error
-                    if error is None or (self.closed and isinstance(error, ClientDisconnected)):
-                        return
-                    if isinstance(error, Exception):
-                        raise error
-                    raise RuntimeError(f"the WSGI app raised {type(error).__name__}") from error
-        finally:
-            self.close()
-
-    async def _forward(self, batch: list[Any], receive: Receive, send: Send) -> _End | None:
-        size = 0
-        count = len(batch)
-        i = 0
-        try:
-            while i < count:
-                item = batch[i]
-                i += 1
-                if type(item) is bytes:
-                    size += len(item)
-                    if i < count and type(batch[i]) is bytes and len(item) < _COALESCE:
-                        parts = [item]
-                        total = len(item)
-                        while i < count and type(batch[i]) is bytes and total < _COALESCE:
-                            parts.append(batch[i])
-                            total += len(batch[i])
-                            i += 1
-                        size += total - len(item)
-                        item = b"".join(parts)
-                    last = i < count and batch[i] is _BODY_END
-                    i += last
-                    await self._send(send, {"type": "http.response.body", "body": item, "more_body": not last})
-                elif type(item) is dict:
-                    if item["type"] == ZEROCOPY and i < count and batch[i] is _BODY_END:
-                        item["more_body"] = False
-                        i += 1
-                    await self._send(send, item)
-                elif item is _BODY_END:
-                    await self._send(send, {"type": "http.response.body", "body": b"", "more_body": False})
-                elif item is _NEED_INPUT:
-                    await self._fetch_input(receive)
-                else:
-                    return item  # type: ignore[no-any-return]  # an _End, always the last item
-        finally:
-            with self._lock:
-                self.buffered -= size
-                self._pending -= count
-                self._unpark()
-        return None
-
-    async def _send(self, send: Send, message: Message) -> None:
-        if not self.closed:
-            try:
-                await send(message)
-            except ClientDisconnected:
-                self.close()
-
-    async def _fetch_input(self, receive: Receive) -> None:
-        if self.closed:
-            return
-        message = await receive()
-        if message.get("type") != "http.request":
-            self.close()
-            return
-        with self._lock:
-            answered, self._input_waiter = self._input_waiter, None
-            self._input = message
-        if answered is not None:
-            answered.release()
-
-    def _unpark(self) -> None:
-        parked, self._parked = self._parked, None
-        if parked is not None:
-            parked.release()
-
-    def close(self) -> None:
-        """The client is gone or the pump stopped: release the app thread from any wait."""
-        with self._lock:
-            self.closed = True
-            self._waiter = None
-            self._unpark()
-            answered, self._input_waiter = self._input_waiter, None
-            if answered is not None:
-                self._input = _DISCONNECT
-                answered.release()
-
-
-class WSGIInput:
-    """``wsgi.input``: the request body as it arrives; a read blocks the app thread until the loop delivers.
-
-    ``read(n)`` returns ``n`` bytes unless the body ends first. At most one body message is held besides what
-    the caller asked for. A client that disconnects mid-body makes reads raise ``ClientDisconnected``.
-    """
-
-    __slots__ = ("_buf", "_channel", "_more", "_pos")
-
-    def __init__(self, channel: _Channel | None, first: Message | None = None, more: bool = True) -> None:
-        self._channel = channel
-        self._buf = b""
-        self._pos = 0
-        self._more = more and channel is not None
-        if first is not None:
-            self._buf = first.get("body", b"")
-            self._more = bool(first.get("more_body", False))
-
-    def _next_chunk(self) -> bytes | None:
-        """The next non-empty piece of body, or None at its end. Raises ClientDisconnected."""
-        while self._more:
-            assert self._channel is not None
-            message = self._channel.receive()
-            if message["type"] != "http.request":
-                self._more = False
-                raise ClientDisconnected("the client disconnected before the request body was complete")
-            self._more = bool(message.get("more_body", False))
-            body: bytes = message.get("body", b"")
-            if body:
-                return body
-        return None
-
-    def _take_rest(self) -> list[bytes]:
-        rest = self._buf[self._pos :]
-        self._buf = b""
-        self._pos = 0
-        return [rest] if rest else []
-
-    def read(self, size: int | None = -1) -> bytes:
-        buf, pos = self._buf, self._pos
-        if size is not None and size >= 0 and pos + size <= len(buf):
-            self._pos = pos + size
-            return buf[pos : pos + size]
-        parts = self._take_rest()
-        need = -1 if size is None or size < 0 else size - (len(buf) - pos)
-        while need != 0:
-            chunk = self._next_chunk()
-            if chunk is None:
-                break
-            if 0 <= need < len(chunk):
-                parts.append(chunk[:need])
-                self._buf, self._pos = chunk, need
-                break
-            parts.append(chunk)
-            if need > 0:
-                need -= len(chunk)
-        return b"".join(parts)
-
-    def readline(self, size: int | None = -1) -> bytes:
-        buf, pos = self._buf, self._pos
-        limit = -1 if size is None or size < 0 else size
-        end = len(buf) if limit < 0 else min(len(buf), pos + limit)
-        newline = buf.find(b"\n", pos, end)
-        if newline >= 0 or end < len(buf):
-            self._pos = newline + 1 if newline >= 0 else end
-            return buf[pos : self._pos]
-        parts = self._take_rest()
-        got = len(buf) - pos
-        while limit < 0 or got < limit:
-            chunk = self._next_chunk()
-            if chunk is None:
-                break
-            room = len(chunk) if limit < 0 else min(len(chunk), limit - got)
-            newline = chunk.find(b"\n", 0, room)
-            take = newline + 1 if newline >= 0 else room
-            parts.append(chunk[:take] if take < len(chunk) else chunk)
-            got += take
-            if take < len(chunk):
-                self._buf, self._pos = chunk, take
-            if newline >= 0:
-                break
-        return b"".join(parts)
-
-    def readlines(self, hint: int | None = -1) -> list[bytes]:
-        lines = []
-        total = 0
-        while True:
-            line = self.readline()
-            if not line:
-                return lines
-            lines.append(line)
-            total += len(line)
-            if hint is not None and 0 < hint <= total:
-                return lines
-
-    def __iter__(self) -> Iterator[bytes]:
-        return self
-
-    def __next__(self) -> bytes:
-        line = self.readline()
-        if not line:
-            raise StopIteration
-        return line
 
 
 class ErrorStream:
@@ -434,3 +123,391 @@ def _file_span(filelike: Any) -> tuple[int, int] | None:
     except (AttributeError, OSError, ValueError):
         return None
     return offset, max(0, info.st_size - offset)
+
+
+# ---------------------------------------------------------------------------------------------- responses
+
+
+def _check_status(status: Any) -> int:
+    if type(status) is not str or len(status) < 3 or not status[:3].isdigit() or status[3:4] not in ("", " "):
+        raise AppProtocolError(f"start_response: status must be a str like '200 OK', got {status!r}")
+    try:
+        status.encode("latin-1")
+    except UnicodeEncodeError:
+        raise AppProtocolError(f"start_response: status {status!r} is not latin-1") from None
+    code = int(status[:3])
+    if code < 100:
+        raise AppProtocolError(f"start_response: invalid status {status!r}")
+    return code
+
+
+def _header_name(name: Any) -> bytes:
+    if type(name) is not str or not name or not all(c in _TOKEN for c in name):
+        raise AppProtocolError(f"start_response: header name {name!r} is not a token (RFC 9110 §5.1)")
+    lowered = name.lower()
+    if lowered in HOP_BY_HOP:
+        raise AppProtocolError(f"start_response: hop-by-hop header {name!r} is not allowed (PEP 3333)")
+    encoded = lowered.encode("ascii")
+    if len(_header_names) < _CACHE_LIMIT:
+        _header_names[name] = encoded
+    return encoded
+
+
+def _encode_headers(headers: Any) -> tuple[list[tuple[bytes, bytes]], int | None]:
+    """Check and encode start_response headers; return them and the Content-Length, if any."""
+    encoded = []
+    length = None
+    try:
+        for name, value in headers:
+            key = _header_names.get(name) or _header_name(name)
+            if type(value) is not str:
+                raise AppProtocolError(f"start_response: header {name!r} value must be a str, got {value!r}")
+            if "\n" in value or "\r" in value or "\0" in value:
+                raise AppProtocolError(f"start_response: header {name!r} value contains CR, LF or NUL")
+            raw = value.encode("latin-1")
+            if key == b"content-length":
+                if not raw.strip().isdigit():
+                    raise AppProtocolError(f"start_response: invalid Content-Length {value!r}")
+                length = int(raw)
+                raw = raw.strip()
+            encoded.append((key, raw))
+    except UnicodeEncodeError as exc:
+        raise AppProtocolError(f"start_response: a header value is not latin-1 ({exc})") from None
+    except (TypeError, ValueError) as exc:
+        raise AppProtocolError(
+            f"start_response: headers must be a list of (str, str) tuples ({exc})"
+        ) from None
+    return encoded, length
+
+
+def _as_bytes(chunk: Any) -> bytes:
+    if isinstance(chunk, bytearray | memoryview):
+        return bytes(chunk)
+    raise TypeError(f"a WSGI app must yield bytes, not {type(chunk).__name__} (PEP 3333)")
+
+
+class _Responder:
+    """The app thread's side of one response: ``start_response``, ``write`` and iterating the result."""
+
+    __slots__ = ("channel", "content_length", "done", "head", "headers_sent", "sent", "start", "zerocopy")
+
+    def __init__(self, channel: Channel, head: bool, zerocopy: bool) -> None:
+        self.channel = channel
+        self.head = head
+        self.zerocopy = zerocopy
+        self.start: Message | None = None
+        self.headers_sent = False
+        self.content_length: int | None = None
+        self.sent = 0
+        self.done = False  # no more body goes out (HEAD, or Content-Length reached)
+
+    def start_response(
+        self, status: str, headers: list[tuple[str, str]], exc_info: Any = None
+    ) -> Callable[[bytes], None]:
+        if exc_info is not None and exc_info[1] is not None:
+            try:
+                if self.headers_sent:
+                    raise exc_info[1].with_traceback(exc_info[2])  # PEP 3333: too late to change them
+            finally:
+                exc_info = None  # no reference cycle through the traceback
+        elif self.start is not None:
+            raise AppProtocolError("start_response() was called a second time without exc_info (PEP 3333)")
+        code = _check_status(status)
+        encoded, self.content_length = _encode_headers(headers)
+        self.start = {"type": "http.response.start", "status": code, "headers": encoded}
+        return self.write
+
+    def write(self, data: bytes) -> None:
+        """The legacy ``write()`` callable: queued for sending before it returns."""
+        if self.start is None:
+            raise AppProtocolError("write() was called before start_response()")
+        if type(data) is not bytes:
+            data = _as_bytes(data)
+        length = self.content_length
+        if length is not None and self.sent + len(data) > length:
+            raise AppProtocolError(f"write() past the declared Content-Length ({length})")
+        if data:
+            self._send(data)
+
+    def _send_headers(self) -> None:
+        if self.start is None:
+            raise AppProtocolError("the WSGI app returned a body without calling start_response()")
+        self.headers_sent = True
+        self.channel.put(self.start)
+        if self.head:
+            self.done = True
+
+    def _send(self, data: bytes) -> None:
+        if not self.headers_sent:
+            self._send_headers()
+        if self.done:
+            return
+        length = self.content_length
+        if length is not None and self.sent + len(data) >= length:
+            self.done = True  # PEP 3333: stop iterating once Content-Length bytes are out
+            if self.sent + len(data) > length:
+                error_log.warning(
+                    "WSGI app gave more than its Content-Length (%d); the rest is dropped", length
+                )
+                data = data[: length - self.sent]
+        self.sent += len(data)
+        self.channel.put(data, len(data))
+
+    def stream(self, result: Iterable[bytes]) -> None:
+        """Send the response body from the app's iterable; the caller closes it."""
+        if isinstance(result, bytes | str):
+            raise TypeError("a WSGI app must return an iterable of bytes, not a bare bytes or str (PEP 3333)")
+        if type(result) is FileWrapper:
+            self._send_file(result)
+        else:
+            for chunk in result:
+                if chunk:
+                    self._send(chunk if type(chunk) is bytes else _as_bytes(chunk))
+                    if self.done:
+                        break
+                elif type(chunk) is not bytes:
+                    _as_bytes(chunk)
+        if not self.headers_sent:
+            self._send_headers()
+        self.channel.put(BODY_END)
+
+    def _send_file(self, wrapper: FileWrapper) -> None:
+        filelike = wrapper.filelike
+        span = _file_span(filelike) if self.zerocopy and not self.head and self.start is not None else None
+        if span is not None:
+            offset, count = span
+            if self.content_length is not None:
+                count = min(count, self.content_length - self.sent)
+            if not self.headers_sent:
+                self._send_headers()
+            if count > 0:
+                self.sent += count
+                message = {
+                    "type": ZEROCOPY,
+                    "file": filelike,
+                    "offset": offset,
+                    "count": count,
+                    "more_body": True,
+                }
+                self.channel.put(message)
+                self.channel.put(BODY_END)
+                self.channel.drain()  # the file must stay open until the server has sent it
+            self.done = True
+            return
+        read = filelike.read
+        block = max(wrapper.block_size, FILE_BLOCK)
+        while not self.done:
+            chunk = read(block)
+            if not chunk:
+                break
+            self._send(chunk if type(chunk) is bytes else _as_bytes(chunk))
+
+
+# ---------------------------------------------------------------------------------------------- environ
+
+
+def _environ_key(name: bytes) -> str:
+    text = name.decode("latin-1")
+    if "_" in text:
+        key = ""  # dropped: HTTP_X_FOO must not be spoofable by sending X_Foo next to a proxy's X-Foo
+    elif text == "content-type":
+        key = "CONTENT_TYPE"
+    elif text == "content-length":
+        key = "CONTENT_LENGTH"
+    else:
+        key = "HTTP_" + text.upper().replace("-", "_")
+    if len(_environ_keys) < _CACHE_LIMIT:
+        _environ_keys[name] = key
+    return key
+
+
+def _split_host(host: str, scheme: str) -> tuple[str, str]:
+    default = "443" if scheme == "https" else "80"
+    if host.startswith("["):  # an IPv6 literal
+        name, _, rest = host.partition("]")
+        return name + "]", rest[1:] if rest.startswith(":") else default
+    name, _, port = host.partition(":")
+    return name, port or default
+
+
+def build_environ(scope: Scope, wsgi_input: Any, multithread: bool, multiprocess: bool) -> dict[str, Any]:
+    """The PEP 3333 environ for an ASGI ``http`` scope. Native strings are latin-1 decoded bytes."""
+    root_path: str = scope.get("root_path", "")
+    raw_path: bytes | None = scope.get("raw_path")
+    if raw_path is None:
+        raw_path = scope["path"].encode("utf-8")
+    script_name = ""
+    if root_path:
+        root = root_path.encode("utf-8")
+        if raw_path.startswith(root):
+            raw_path = raw_path[len(root) :]
+        script_name = root.decode("latin-1")
+    path_info = (unquote_to_bytes(raw_path) if b"%" in raw_path else raw_path).decode("latin-1")
+    scheme = scope.get("scheme", "http")
+    environ: dict[str, Any] = {
+        "REQUEST_METHOD": scope["method"],
+        "SCRIPT_NAME": script_name,
+        "PATH_INFO": path_info,
+        "QUERY_STRING": scope.get("query_string", b"").decode("latin-1"),
+        "SERVER_PROTOCOL": "HTTP/" + scope.get("http_version", "1.1"),
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": scheme,
+        "wsgi.input": wsgi_input,
+        "wsgi.errors": ERRORS,
+        "wsgi.multithread": multithread,
+        "wsgi.multiprocess": multiprocess,
+        "wsgi.run_once": False,
+        "wsgi.input_terminated": True,
+        "wsgi.file_wrapper": FileWrapper,
+    }
+    for name, value in scope["headers"]:
+        key = _environ_keys.get(name)
+        if key is None:
+            key = _environ_key(name)
+        if key:
+            text = value.decode("latin-1")
+            if key in environ:  # RFC 9110 §5.3; cookies are joined with "; " (RFC 6265 §5.4)
+                text = environ[key] + ("; " if key == "HTTP_COOKIE" else ", ") + text
+            environ[key] = text
+    server = scope.get("server")
+    if server and server[1] is not None:
+        environ["SERVER_NAME"], environ["SERVER_PORT"] = server[0], str(server[1])
+    else:  # a unix socket: the Host header is all there is
+        environ["SERVER_NAME"], environ["SERVER_PORT"] = _split_host(
+            environ.get("HTTP_HOST", "localhost"), scheme
+        )
+    client = scope.get("client")
+    if client:
+        environ["REMOTE_ADDR"], environ["REMOTE_PORT"] = client[0], str(client[1])
+    return environ
+
+
+# ---------------------------------------------------------------------------------------------- the adapter
+
+
+class WSGIAdapter:
+    """Serves a PEP 3333 callable as an ASGI 3 app, in a thread pool of ``threads`` workers per process.
+
+    It also answers the ASGI lifespan protocol: startup creates the pool, shutdown stops it.
+    """
+
+    def __init__(self, app: WSGIApp, threads: int = DEFAULT_THREADS, *, multiprocess: bool = False) -> None:
+        if threads < 1:
+            raise ValueError(f"threads must be at least 1, got {threads}")
+        self.app = app
+        self.threads = threads
+        self.multiprocess = multiprocess
+        self._executor: ThreadPoolExecutor | None = None
+        self._pid = 0
+        self._lock = threading.Lock()
+        self._jobs: deque[tuple[Scope, Channel, bool, Message | None]] = deque()
+        self._drainers = 0  # pool tasks running jobs from _jobs, at most ``threads``
+        self._dispatching = False
+
+    @property
+    def executor(self) -> ThreadPoolExecutor:
+        """This process's pool (created on first use, and again in a forked child)."""
+        executor = self._executor
+        if executor is None or self._pid != os.getpid():
+            with self._lock:
+                if self._executor is None or self._pid != os.getpid():
+                    self._executor = ThreadPoolExecutor(self.threads, thread_name_prefix="zonda-wsgi")
+                    self._pid = os.getpid()
+                executor = self._executor
+        return executor
+
+    def shutdown(self, wait: bool = False) -> None:
+        """Stop the pool once the jobs already queued are done."""
+        with self._lock:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=wait)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind != "http":
+            await self._not_http(kind, receive, send)
+            return
+        has_body = expect = False
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                has_body = bool(value.strip().lstrip(b"0"))
+            elif name == b"transfer-encoding":
+                has_body = True
+            elif name == b"expect":
+                expect = True
+        first = None
+        if has_body and not expect:  # the first body bytes usually came with the head: no thread hop for them
+            first = await receive()
+            if first["type"] != "http.request":
+                return
+        loop = asyncio.get_running_loop()
+        channel = Channel(loop)
+        with self._lock:
+            self._jobs.append((scope, channel, has_body, first))
+        if not self._dispatching:
+            self._dispatching = True
+            loop.call_soon(self._dispatch)
+        await channel.pump(receive, send)
+
+    def _dispatch(self) -> None:
+        """Hand the jobs queued during this loop iteration to the pool: one wake-up per batch, not per job."""
+        self._dispatching = False
+        executor = self.executor
+        with self._lock:
+            wanted = min(len(self._jobs), self.threads - self._drainers)
+            self._drainers += wanted
+        for _ in range(wanted):
+            executor.submit(self._drain)
+
+    def _drain(self) -> None:
+        """A pool thread: run queued jobs until none is left."""
+        jobs = self._jobs
+        lock = self._lock
+        while True:
+            with lock:
+                if not jobs:
+                    self._drainers -= 1
+                    return
+                job = jobs.popleft()
+            self._run(*job)
+
+    def _run(self, scope: Scope, channel: Channel, has_body: bool, first: Message | None) -> None:
+        """The app thread's whole job for one request. Never raises: the outcome goes to the channel."""
+        if channel.closed:  # the client left while the request waited for a thread
+            channel.finish(None)
+            return
+        try:
+            wsgi_input = WSGIInput(channel, first) if has_body else NO_BODY
+            extensions = scope.get("extensions") or {}
+            responder = _Responder(channel, scope["method"] == "HEAD", ZEROCOPY in extensions)
+            environ = build_environ(scope, wsgi_input, self.threads > 1, self.multiprocess)
+            result = self.app(environ, responder.start_response)
+            try:
+                responder.stream(result)
+            finally:
+                close = getattr(result, "close", None)
+                if close is not None:
+                    close()
+        except BaseException as exc:
+            channel.finish(exc)
+        else:
+            channel.finish(None)
+
+    async def _not_http(self, kind: str, receive: Receive, send: Send) -> None:
+        if kind == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    self.executor  # noqa: B018  # the pool is made in the serving process
+                    error_log.info("Serving a WSGI app in up to %d threads per process.", self.threads)
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    self.shutdown()
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        elif kind == "websocket":
+            await receive()
+            await send({"type": "websocket.close", "code": 1000})  # refused: WSGI has no WebSocket
+        else:
+            raise AppProtocolError(f"a WSGI app cannot serve {kind!r} scopes")

@@ -81,8 +81,9 @@ class H1Protocol(asyncio.Protocol):
         self.shared = shared
         self.loop = loop
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
-        self.core: H1Connection = None  # type: ignore[assignment]
-        self.session: HTTPSession = None  # type: ignore[assignment]
+        # HTTP/1.1 first; after a WebSocket upgrade, the frame core and the WebSocket cycle
+        self.core: H1Connection | Any = None
+        self.session: HTTPSession | Any = None
         self.write_paused = False
         self.reading_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
@@ -161,6 +162,9 @@ class H1Protocol(asyncio.Protocol):
         data = core.data_to_send()
         if data and not self._closed:
             self.transport.write(data)
+            if self.transport.is_closing() and not core.closing:
+                # The write failed (peer gone): make send() wait for connection_lost, then raise.
+                self.write_paused = True
         if core.closing:
             self._close()
 
@@ -217,6 +221,20 @@ class H1Protocol(asyncio.Protocol):
     def abort(self) -> None:
         self._closed = True
         self.transport.abort()
+
+    def upgrade(self, stream_id: int, headers: Any, core: Any, handler: Any) -> None:
+        """Answer the upgrade request with 101; from now on ``core`` parses and ``handler`` gets its events."""
+        held = self.core.accept_upgrade(stream_id, headers)
+        self.flush()
+        self.core = core
+        self.session = handler
+        if self.reading_paused:  # paused for pipelining, which is over: the new protocol reads from here
+            self.reading_paused = False
+            self.transport.resume_reading()
+        if held:
+            self.data_received(held)
+        else:
+            self._arm_if_earlier()
 
     # ------------------------------------------------------------ shutdown and time
 

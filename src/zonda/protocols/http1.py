@@ -99,6 +99,12 @@ def _check_header_name(name: bytes) -> None:
         _valid_names.add(name)
 
 
+def _check_header_block(block: bytes, line_count: int) -> None:
+    """Each line ends in the one CRLF we added: a CR, LF or NUL inside a value would split the response."""
+    if block.count(b"\n") != line_count or block.count(b"\r") != line_count or b"\x00" in block:
+        raise AppProtocolError("response header values must not contain CR, LF or NUL")
+
+
 def error_response(exc: ProtocolError, defaults: DefaultHeaders) -> bytes:
     """A complete response for a protocol error, ending the connection."""
     body = f"{HTTPStatus(exc.status).phrase}: {exc.detail}\n".encode("utf-8", "replace")
@@ -229,6 +235,7 @@ class H1Connection:
                 return []  # hold everything until the upgrade request is answered
             data, self._held = self._held, b""
         started_in_headers = state is _HEADERS
+        next_stream_id = self._next_stream_id
         events = self._events = []
         try:
             self._parser.feed_data(data)
@@ -248,8 +255,9 @@ class H1Connection:
             if self._exchanges:
                 self.deadline = None  # the server owes a response; no client deadline meanwhile
         elif state is _HEADERS:
-            if started_in_headers:
-                # Every byte of this feed belongs to the head, including a header httptools still holds.
+            if started_in_headers and self._next_stream_id == next_stream_id:
+                # Every byte of this feed belongs to the head, including a header httptools still holds
+                # (unless that head completed and this one began within the feed, after a body perhaps).
                 self._head_fed += len(data)
             if max(self._head_fed, self._header_bytes + len(self._url)) > self._max_header_bytes:
                 self._fail(HeadersTooLarge("request headers are too large"))
@@ -257,6 +265,12 @@ class H1Connection:
                 self.deadline = self.clock() + self.limits.header_timeout  # counted from the first bytes
         elif state is _BODY:
             self.deadline = None if self._reading_paused else self.clock() + self.limits.body_timeout
+            if events:
+                self._head_fed = 0
+            else:  # no body byte in this feed: chunk framing or trailers, which httptools buffers
+                self._head_fed += len(data)
+                if self._head_fed > self._max_header_bytes:
+                    self._fail(HeadersTooLarge("request trailers are too large"))
         self._deadline_state = self.read_state
         return events
 
@@ -400,6 +414,34 @@ class H1Connection:
 
     # ----------------------------------------------------------------- output
 
+    def accept_upgrade(self, stream_id: int, headers: Iterable[tuple[bytes, bytes]]) -> bytes:
+        """Answer the upgrade request ``stream_id`` with 101 and ``headers``; the connection leaves HTTP/1.1.
+
+        Returns the bytes that followed the request: the first bytes of the new protocol.
+        """
+        request = self._exchanges[0]
+        if request.stream_id != stream_id or not self._upgrade_pending:
+            raise AppProtocolError(f"stream {stream_id} is not an upgrade request awaiting its answer")
+        lines = [b"HTTP/1.1 101 Switching Protocols\r\n"]
+        try:
+            for name, value in headers:
+                if name not in _valid_names:
+                    _check_header_name(name)
+                lines.append(name + b": " + value + b"\r\n")
+        except (TypeError, ValueError) as exc:
+            raise AppProtocolError("upgrade response headers must be [bytes, bytes] pairs") from exc
+        _check_header_block(b"".join(lines), len(lines))
+        lines.append(self.defaults.server_line)
+        lines.append(self.defaults.date_line)
+        lines.append(b"\r\n")
+        self._out.append(b"".join(lines))
+        self._exchanges.popleft()
+        self.read_state = _STOPPED
+        self.deadline = None
+        self._upgrade_pending = False
+        held, self._held = self._held, b""
+        return held
+
     def send_continue(self) -> None:
         """Queue ``100 Continue`` for the request being answered (RFC 9110 §10.1.1)."""
         if not self._resp_started:
@@ -443,9 +485,7 @@ class H1Connection:
                 "http.response.start: 'headers' must be an iterable of [bytes, bytes] pairs"
             ) from exc
         block = b"".join(lines)
-        count = len(lines)
-        if block.count(b"\n") != count or block.count(b"\r") != count or b"\x00" in block:
-            raise AppProtocolError("http.response.start: header values must not contain CR, LF or NUL")
+        _check_header_block(block, len(lines))
         defaults = self.defaults
         lines = [block, defaults.extra_lines]
         if not has_server:

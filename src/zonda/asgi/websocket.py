@@ -1,0 +1,315 @@
+"""The ASGI WebSocket bridge (www spec 2.5 and the ``websocket.http.response`` extension).
+
+A ``WebSocketCycle`` starts as one request of an HTTP session: the app gets ``websocket.connect`` while the
+handshake is pending. ``websocket.accept`` switches the connection to the frame-level core and makes the
+cycle the connection's event handler; ``websocket.close`` before accepting answers 403, and
+``websocket.http.response.*`` sends the app's own HTTP response. Messages from the peer wait in a bounded
+queue; when it is full, the connection stops being read.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections import deque
+from time import perf_counter
+from typing import TYPE_CHECKING, Any
+
+from zonda.asgi.types import ASGIApp, Message, Scope
+from zonda.errors import AppProtocolError, ClientDisconnected
+from zonda.protocols.events import ConnectionTerminated, Request
+from zonda.protocols.websocket import Handshake, PeerClosed, WSConnection, WSSettings
+from zonda.protocols.websocket import Message as WSMessage
+
+if TYPE_CHECKING:
+    from zonda.asgi.http import HTTPSession
+
+error_log = logging.getLogger("zonda.error")
+access_log = logging.getLogger("zonda.access")
+
+
+class WSState(enum.Enum):
+    CONNECTING = "handshake pending"
+    RESPONDING = "sending an HTTP denial response"
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+class WebSocketCycle:
+    """One WebSocket: the app's ``receive``/``send``, then the connection's event handler once accepted."""
+
+    def __init__(
+        self, session: HTTPSession, request: Request, scope: Scope, handshake: Handshake, settings: WSSettings
+    ) -> None:
+        self.session = session
+        self.transport = session.transport
+        self.info = session.info
+        self.stream_id = request.stream_id
+        self.scope = scope
+        self.app: ASGIApp = session.context.app
+        self.handshake = handshake
+        self.settings = settings
+        self.state = WSState.CONNECTING
+        self.status = 0
+        self.bytes_sent = 0
+        self.started_at = 0.0
+        self.disconnected = False
+        self.core: WSConnection | None = None
+        self._connect_sent = False
+        self._inbox: deque[Message] = deque()
+        self._waiter: Any = None
+        self._paused = False
+
+    # ------------------------------------------------------ events from the core (after accept)
+
+    def handle_events(self, events: list[Any]) -> bool:
+        terminated = False
+        for event in events:
+            kind = type(event)
+            if kind is WSMessage:
+                data = event.data
+                if type(data) is str:
+                    self._deliver({"type": "websocket.receive", "text": data})
+                else:
+                    self._deliver({"type": "websocket.receive", "bytes": data})
+            elif kind is PeerClosed:
+                if event.failure:
+                    client = self.info.client
+                    error_log.info(
+                        "WebSocket %s from %s closed with %d: %s",
+                        self.path,
+                        f"{client[0]}:{client[1]}" if client else "client",
+                        event.code,
+                        event.reason,
+                    )
+                self._disconnect(event.code, event.reason)
+            elif kind is ConnectionTerminated:
+                terminated = True
+        if len(self._inbox) >= self.settings.max_queue and not self._paused:
+            self._paused = True
+            self.transport.pause_reading()  # the app is behind: stop reading until it catches up
+        self.transport.flush()  # pongs and close replies the core queued
+        return terminated
+
+    def connection_lost(self) -> None:
+        self._disconnect(1006, "")
+        self.session.connection_lost()
+
+    def on_disconnect(self) -> None:
+        self._disconnect(1006, "")
+
+    @property
+    def idle(self) -> bool:
+        return False
+
+    def _deliver(self, message: Message) -> None:
+        self._inbox.append(message)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _disconnect(self, code: int, reason: str) -> None:
+        if not self.disconnected:
+            self.disconnected = True
+            self._deliver({"type": "websocket.disconnect", "code": code, "reason": reason})
+
+    # ------------------------------------------------------ the app's side
+
+    async def receive(self) -> Message:
+        if not self._connect_sent:
+            self._connect_sent = True
+            return {"type": "websocket.connect"}
+        while not self._inbox:
+            if self.state is WSState.CLOSED and self.disconnected:
+                return {"type": "websocket.disconnect", "code": 1006, "reason": ""}
+            waiter = self._waiter = self.transport.create_future()
+            try:
+                await waiter
+            finally:
+                self._waiter = None
+        message = self._inbox.popleft()
+        if self._paused and len(self._inbox) < self.settings.max_queue // 2:
+            self._paused = False
+            self.transport.resume_reading()
+        return message
+
+    async def send(self, message: Message) -> None:
+        try:
+            message_type = message["type"]
+        except (KeyError, TypeError):
+            raise AppProtocolError(
+                f"ASGI message must be a dict with a 'type' key, got {message!r}"
+            ) from None
+        state = self.state
+        if state is WSState.OPEN:
+            await self._send_open(message_type, message)
+        elif state is WSState.CONNECTING:
+            self._send_connecting(message_type, message)
+        elif state is WSState.RESPONDING:
+            self._send_http_body(message_type, message)
+        else:
+            raise ClientDisconnected(f"WebSocket is closed; cannot send {message_type!r}")
+
+    async def _send_open(self, message_type: str, message: Message) -> None:
+        core = self.core
+        assert core is not None
+        if self.disconnected or not core.open:
+            raise ClientDisconnected(f"WebSocket is closed; cannot send {message_type!r}")
+        if message_type == "websocket.send":
+            data = _payload(message)
+            core.send_message(data)
+            self.bytes_sent += len(data)
+            self.transport.flush()
+            if self.transport.write_paused:
+                await self.transport.drain()
+        elif message_type == "websocket.close":
+            code = message.get("code", 1000)
+            reason = message.get("reason") or ""
+            if type(code) is not int:
+                raise AppProtocolError(f"websocket.close 'code' must be an int, got {code!r}")
+            try:
+                core.send_close(code, reason)
+            except Exception as exc:  # websockets rejects reserved codes and over-long reasons
+                raise AppProtocolError(f"websocket.close: {exc}") from exc
+            self.transport.flush()
+        else:
+            raise AppProtocolError(f"Expected 'websocket.send' or 'websocket.close', got {message_type!r}")
+
+    def _send_connecting(self, message_type: str, message: Message) -> None:
+        if message_type == "websocket.accept":
+            self._accept(message)
+        elif message_type == "websocket.close":
+            self._respond(403, [(b"content-type", b"text/plain; charset=utf-8")], b"Forbidden\n")
+        elif message_type == "websocket.http.response.start":
+            status = message.get("status")
+            if type(status) is not int:
+                raise AppProtocolError(
+                    f"websocket.http.response.start 'status' must be an int, got {status!r}"
+                )
+            headers = [*message.get("headers", ()), (b"connection", b"close")]
+            self.transport.core.send_response(self.stream_id, status, headers)
+            self.status = status
+            self.state = WSState.RESPONDING
+        else:
+            raise AppProtocolError(
+                "Expected 'websocket.accept', 'websocket.close' or 'websocket.http.response.start', "
+                f"got {message_type!r}"
+            )
+
+    def _send_http_body(self, message_type: str, message: Message) -> None:
+        if message_type != "websocket.http.response.body":
+            raise AppProtocolError(f"Expected 'websocket.http.response.body', got {message_type!r}")
+        body = message.get("body", b"")
+        more = message.get("more_body", False)
+        self.bytes_sent += len(body)
+        self.transport.core.send_body(self.stream_id, body, not more)
+        self.transport.flush()
+        if not more:
+            self.state = WSState.CLOSED
+            self.session.response_complete(self)
+
+    def _accept(self, message: Message) -> None:
+        subprotocol = message.get("subprotocol")
+        if subprotocol is not None and subprotocol not in self.handshake.subprotocols:
+            raise AppProtocolError(
+                f"websocket.accept: subprotocol {subprotocol!r} was not offered by the client"
+            )
+        headers, extensions = self.handshake.accept_headers(self.settings, subprotocol)
+        for name, value in message.get("headers", ()):
+            if name.lower() in (
+                b"sec-websocket-protocol",
+                b"sec-websocket-accept",
+                b"upgrade",
+                b"connection",
+            ):
+                raise AppProtocolError(f"websocket.accept: header {name!r} is the server's to send")
+            headers.append((name, value))
+        self.core = WSConnection(self.settings, extensions, self.transport.time)
+        self.status = 101
+        self.state = WSState.OPEN
+        self.transport.upgrade(self.stream_id, headers, self.core, self)
+        if self.session.context.access_log:
+            self.log_access()  # the 101: the HTTP session has handed the connection over
+
+    def _respond(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        core = self.transport.core
+        core.send_response(
+            self.stream_id,
+            status,
+            [*headers, (b"content-length", b"%d" % len(body)), (b"connection", b"close")],
+        )
+        core.send_body(self.stream_id, body, True)
+        self.status = status
+        self.bytes_sent = len(body)
+        self.state = WSState.CLOSED
+        self.transport.flush()
+        self.session.response_complete(self)
+
+    async def run(self) -> None:
+        """Call the app; close or answer for whatever it leaves undone."""
+        try:
+            await self.app(self.scope, self.receive, self.send)
+        except ClientDisconnected:
+            pass
+        except Exception as exc:
+            self._app_failed(exc)
+        except BaseException:
+            if self.state is WSState.OPEN and self.core is not None:
+                self.core.send_close(1012, "server restarting")  # cancelled at shutdown
+                self.transport.flush()
+            self.session.cycle_finished(self)
+            raise
+        else:
+            if self.state is WSState.CONNECTING:
+                error_log.error(
+                    "ASGI app returned without accepting or closing the WebSocket (%s)", self.path
+                )
+                self._respond(500, [], b"Internal Server Error\n")
+            elif self.state is WSState.OPEN and self.core is not None and self.core.open:
+                self.core.send_close(1000)  # the app is done with the socket
+                self.transport.flush()
+            elif self.state is WSState.RESPONDING:
+                self.transport.abort()
+        self.session.cycle_finished(self)
+
+    def _app_failed(self, exc: Exception) -> None:
+        if self.disconnected:
+            error_log.debug("ASGI app raised after the WebSocket closed (%s)", self.path, exc_info=exc)
+            return
+        error_log.error("Exception in ASGI app (WebSocket %s)", self.path, exc_info=exc)
+        if self.state is WSState.CONNECTING:
+            self._respond(500, [], b"Internal Server Error\n")
+        elif self.state is WSState.OPEN and self.core is not None:
+            self.core.send_close(1011, "internal error")
+            self.transport.flush()
+        elif self.state is WSState.RESPONDING:
+            self.transport.abort()
+
+    @property
+    def path(self) -> str:
+        return str(self.scope["path"])
+
+    def log_access(self) -> None:
+        scope = self.scope
+        client = scope["client"]
+        access_log.info(
+            '%s - "WebSocket %s" %d %.1fms',
+            f"{client[0]}:{client[1]}" if client else "-",
+            scope["path"],
+            self.status,
+            (perf_counter() - self.started_at) * 1000,
+        )
+
+
+def _payload(message: Message) -> bytes | str:
+    data = message.get("bytes")
+    text = message.get("text")
+    if data is not None and text is None:
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise AppProtocolError(f"websocket.send 'bytes' must be bytes, got {type(data).__name__}")
+        return bytes(data)
+    if text is not None and data is None:
+        if not isinstance(text, str):
+            raise AppProtocolError(f"websocket.send 'text' must be str, got {type(text).__name__}")
+        return text
+    raise AppProtocolError("websocket.send needs exactly one of 'bytes' and 'text'")
