@@ -10,12 +10,12 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Callable
 
 from websockets.extensions.permessage_deflate import PerMessageDeflate
-from websockets.frames import BINARY as OP_BINARY, TEXT as OP_TEXT, Frame
-from websockets.protocol import OPEN, Protocol
-from websockets.protocol import Side
+from websockets.frames import BINARY as OP_BINARY
+from websockets.frames import TEXT as OP_TEXT
+from websockets.frames import Frame
+from websockets.protocol import OPEN, Protocol, Side
 from wsproto.connection import Connection, ConnectionType
 from wsproto.events import BytesMessage, TextMessage
 from wsproto.extensions import PerMessageDeflate as WsprotoDeflate

@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Coroutine
 from email.utils import formatdate
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from zonda import __version__
 from zonda.asgi.http import SessionContext
@@ -32,7 +32,9 @@ from zonda.io.asyncio import H1Protocol
 from zonda.loading import ASGI2Adapter, load_app
 from zonda.logging import access_log_enabled
 from zonda.protocols.http1 import DefaultHeaders, H1Limits
-from zonda.protocols.websocket import WSSettings
+
+if TYPE_CHECKING:
+    from zonda.protocols.websocket import WSSettings
 
 logger = logging.getLogger("zonda.error")
 
@@ -72,7 +74,13 @@ def _resolve(waiter: asyncio.Future[None]) -> None:
 
 
 def ws_settings(config: Config) -> WSSettings | None:
+    """WebSocket settings, or None when it is off or the websockets package is missing."""
     if config.ws == "none":
+        return None
+    try:
+        from zonda.protocols.websocket import WSSettings
+    except ImportError:
+        logger.warning("WebSocket is off: install the websockets package (pip install 'zonda[standard]')")
         return None
     return WSSettings(
         max_size=config.ws_max_size,

@@ -14,14 +14,15 @@ from collections import deque
 from collections.abc import Awaitable, Coroutine
 from http import HTTPStatus
 from time import perf_counter
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import unquote_to_bytes
 
 from zonda.asgi.types import ASGIApp, Message, Scope
-from zonda.asgi.websocket import WebSocketCycle
 from zonda.errors import AppProtocolError, ClientDisconnected, ProtocolError
 from zonda.protocols.events import ConnectionTerminated, Data, Event, Request, StreamReset
-from zonda.protocols.websocket import WSSettings, check_handshake
+
+if TYPE_CHECKING:
+    from zonda.protocols.websocket import WSSettings
 
 error_log = logging.getLogger("zonda.error")
 access_log = logging.getLogger("zonda.access")
@@ -475,6 +476,10 @@ class HTTPSession:
         self._queue.append(cycle)
 
     def _websocket_cycle(self, request: Request, scope: Scope, settings: WSSettings) -> Cycle:
+        # Imported here: WebSocket support is optional (the websockets package comes with zonda[standard]).
+        from zonda.asgi.websocket import WebSocketCycle
+        from zonda.protocols.websocket import check_handshake
+
         try:
             handshake = check_handshake(request)
         except ProtocolError as exc:
@@ -527,6 +532,9 @@ class HTTPSession:
         stats.total_requests += 1
         if self.current is cycle:
             self.current = None  # it returned without a complete response; the connection is closing
+        if getattr(cycle, "reading_paused", False):
+            cycle.reading_paused = False  # type: ignore[union-attr]
+            self.transport.resume_reading()  # nobody reads this body now: read on, discarding the rest
 
     def connection_lost(self) -> None:
         for cycle in list(self.cycles.values()):
