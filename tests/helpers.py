@@ -94,7 +94,13 @@ def run_server(app: Any = None, **options: Any) -> Iterator[RunningServer]:
 class ZondaProcess:
     """``python -m zonda`` as a child process; ``url`` is read back from its start-up log line."""
 
-    def __init__(self, args: list[str], env: dict[str, str] | None = None, cwd: str | None = None) -> None:
+    def __init__(
+        self,
+        args: list[str],
+        env: dict[str, str] | None = None,
+        cwd: str | None = None,
+        pass_fds: tuple[int, ...] = (),
+    ) -> None:
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "zonda", *args],
@@ -103,6 +109,7 @@ class ZondaProcess:
             env=full_env,
             cwd=cwd or REPO,
             text=True,
+            pass_fds=pass_fds,
         )
         self.lines: list[str] = []
         self.url: str | None = None
@@ -172,7 +179,7 @@ def read_until_closed(sock: socket.socket, timeout: float = 5.0) -> bytes:
     while time.monotonic() < deadline:
         try:
             chunk = sock.recv(65536)
-        except (socket.timeout, ConnectionResetError):
+        except (TimeoutError, ConnectionResetError):
             break
         if not chunk:
             break

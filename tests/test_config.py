@@ -1,0 +1,368 @@
+"""Config: defaults, precedence (CLI > ZONDA_* env > TOML file > default), validation and the CLI surface."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from helpers import REPO, run_server, simple_app
+from zonda import Config
+from zonda.cli import build_parser, config_from_args
+from zonda.errors import ConfigError
+
+
+def write(path: Path, text: str) -> str:
+    path.write_text(text)
+    return str(path)
+
+
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, cwd: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``python -m zonda ARGS`` for commands that exit on their own (help, bad flags)."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("ZONDA_")}
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "zonda", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        cwd=cwd or REPO,
+        timeout=20,
+    )
+
+
+# ------------------------------------------------------------------ defaults
+
+
+def test_defaults() -> None:
+    config = Config()
+    assert config.app is None
+    assert config.factory is False
+    assert config.app_dir == "."
+    assert config.interface == "auto"
+    assert config.lifespan == "auto"
+    assert config.root_path == ""
+    assert config.host == "127.0.0.1"
+    assert config.port == 8000
+    assert config.uds is None
+    assert config.uds_permissions is None
+    assert config.fd is None
+    assert config.backlog == 2048
+    assert config.loop == "auto"
+    assert config.timeout_keep_alive == 5.0
+    assert config.timeout_request_header == 10.0
+    assert config.timeout_request_body == 30.0
+    assert config.limit_request_line == 8190
+    assert config.limit_request_headers == 100
+    assert config.limit_request_header_size == 65536
+    assert config.limit_request_body == 100 * 1024 * 1024
+    assert config.limit_concurrency is None
+    assert config.limit_connections is None
+    assert config.server_header is True
+    assert config.date_header is True
+    assert config.headers == ()
+    assert config.timeout_graceful_shutdown == 30.0
+    assert config.timeout_lifespan_startup == 60.0
+    assert config.timeout_lifespan_shutdown == 30.0
+    assert config.log_level == "info"
+    assert config.access_log is True
+    assert config.log_config is None
+
+
+def test_config_is_frozen_and_replace_returns_a_new_one() -> None:
+    config = Config(port=1234)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.port = 1  # type: ignore[misc]
+    other = config.replace(port=4321)
+    assert (config.port, other.port) == (1234, 4321)
+
+
+def test_int_is_accepted_for_a_float_option() -> None:
+    config = Config(timeout_keep_alive=3)
+    assert config.timeout_keep_alive == 3.0
+    assert type(config.timeout_keep_alive) is float
+
+
+def test_load_with_nothing_gives_the_defaults() -> None:
+    assert Config.load(cli={}, env={}) == Config()
+
+
+# ------------------------------------------------------------------ precedence
+
+
+def test_env_overrides_default() -> None:
+    config = Config.load(env={"ZONDA_PORT": "9001", "ZONDA_ACCESS_LOG": "false", "ZONDA_LOOP": "asyncio"})
+    assert config.port == 9001
+    assert config.access_log is False
+    assert config.loop == "asyncio"
+
+
+def test_env_parses_every_kind() -> None:
+    env = {
+        "ZONDA_TIMEOUT_KEEP_ALIVE": "2.5",
+        "ZONDA_LIMIT_CONCURRENCY": "none",
+        "ZONDA_FD": "",
+        "ZONDA_HEADERS": "x-a: 1, x-b: 2",
+        "ZONDA_FACTORY": "yes",
+        "ZONDA_APP": "examples.hello:app",
+    }
+    config = Config.load(env=env)
+    assert config.timeout_keep_alive == 2.5
+    assert config.limit_concurrency is None
+    assert config.fd is None
+    assert config.headers == ("x-a: 1", "x-b: 2")
+    assert config.factory is True
+    assert config.app == "examples.hello:app"
+
+
+def test_env_header_values_may_contain_commas() -> None:
+    config = Config.load(env={"ZONDA_HEADERS": "cache-control: no-cache, no-store, x-b: 2"})
+    assert config.headers == ("cache-control: no-cache, no-store", "x-b: 2")
+
+
+def test_app_from_the_config_file(tmp_path: Path) -> None:
+    path = write(tmp_path / "zonda.toml", 'app = "examples.hello:app"\nfactory = false\n')
+    assert config_from_args(["--config", path]).app == "examples.hello:app"
+    assert config_from_args(["--config", path, "other:app"]).app == "other:app"
+
+
+def test_toml_overrides_default(tmp_path: Path) -> None:
+    path = write(tmp_path / "zonda.toml", 'app = "examples.hello:app"\nport = 9100\nlog-level = "debug"\n')
+    config = Config.load(env={}, config_file=path)
+    assert config.app == "examples.hello:app"
+    assert config.port == 9100
+    assert config.log_level == "debug"
+
+
+def test_toml_keys_with_dashes_or_underscores(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "zonda.toml", 'timeout-keep-alive = 7\ntimeout_request_header = 3.5\nheader = ["x: 1"]\n'
+    )
+    config = Config.load(env={}, config_file=path)
+    assert config.timeout_keep_alive == 7.0
+    assert config.timeout_request_header == 3.5
+    assert config.headers == ("x: 1",)
+
+
+def test_env_overrides_toml(tmp_path: Path) -> None:
+    path = write(tmp_path / "zonda.toml", "port = 9100\nbacklog = 10\n")
+    config = Config.load(env={"ZONDA_PORT": "9200"}, config_file=path)
+    assert config.port == 9200
+    assert config.backlog == 10
+
+
+def test_cli_overrides_env_and_toml(tmp_path: Path) -> None:
+    path = write(tmp_path / "zonda.toml", "port = 9100\nbacklog = 10\ntimeout-keep-alive = 1\n")
+    config = Config.load(
+        cli={"port": 9300}, env={"ZONDA_PORT": "9200", "ZONDA_BACKLOG": "20"}, config_file=path
+    )
+    assert config.port == 9300
+    assert config.backlog == 20
+    assert config.timeout_keep_alive == 1.0
+
+
+def test_zonda_config_env_names_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path / "zonda.toml", "port = 9400\n")
+    assert Config.load(env={"ZONDA_CONFIG": path}).port == 9400
+
+
+def test_pyproject_tool_zonda_table(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "pyproject.toml",
+        '[project]\nname = "x"\n\n[tool.zonda]\nport = 9500\ntimeout-graceful-shutdown = 2\n\n[tool.other]\nfoo = 1\n',
+    )
+    config = Config.load(env={}, config_file=path)
+    assert config.port == 9500
+    assert config.timeout_graceful_shutdown == 2.0
+
+
+def test_pyproject_without_tool_zonda_gives_defaults(tmp_path: Path) -> None:
+    path = write(tmp_path / "pyproject.toml", '[project]\nname = "x"\n')
+    assert Config.load(env={}, config_file=path) == Config()
+
+
+def test_pyproject_unknown_key_is_an_error(tmp_path: Path) -> None:
+    path = write(tmp_path / "pyproject.toml", "[tool.zonda]\nprot = 1\n")
+    with pytest.raises(ConfigError, match="prot"):
+        Config.load(env={}, config_file=path)
+
+
+def test_cli_precedence_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real command line: flag > env > file, via config_from_args."""
+    path = write(tmp_path / "zonda.toml", "port = 9100\nbacklog = 10\nlimit-concurrency = 5\n")
+    monkeypatch.setenv("ZONDA_BACKLOG", "20")
+    monkeypatch.setenv("ZONDA_LIMIT_CONCURRENCY", "6")
+    config = config_from_args(["--config", path, "--limit-concurrency", "7", "examples.hello:app"])
+    assert config.app == "examples.hello:app"
+    assert config.port == 9100
+    assert config.backlog == 20
+    assert config.limit_concurrency == 7
+
+
+# ------------------------------------------------------------------ errors name the key
+
+
+def test_unknown_toml_key_names_the_key(tmp_path: Path) -> None:
+    path = write(tmp_path / "zonda.toml", "port = 1\ntimeout-keepalive = 3\n")
+    with pytest.raises(ConfigError, match="timeout-keepalive"):
+        Config.load(env={}, config_file=path)
+
+
+def test_missing_and_invalid_toml_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="config"):
+        Config.load(env={}, config_file=str(tmp_path / "missing.toml"))
+    path = write(tmp_path / "zonda.toml", "port = = 1\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        Config.load(env={}, config_file=path)
+
+
+@pytest.mark.parametrize(
+    ("changes", "key"),
+    [
+        ({"port": "80"}, "port"),
+        ({"port": 1.5}, "port"),
+        ({"port": True}, "port"),
+        ({"port": -1}, "port"),
+        ({"port": 70000}, "port"),
+        ({"backlog": 0}, "backlog"),
+        ({"timeout_keep_alive": -1}, "timeout_keep_alive"),
+        ({"timeout_keep_alive": "5"}, "timeout_keep_alive"),
+        ({"limit_request_headers": 0}, "limit_request_headers"),
+        ({"limit_concurrency": 0}, "limit_concurrency"),
+        ({"access_log": "yes"}, "access_log"),
+        ({"loop": "trio-ish"}, "loop"),
+        ({"lifespan": "maybe"}, "lifespan"),
+        ({"interface": "wsgi-ish"}, "interface"),
+        ({"log_level": "loud"}, "log_level"),
+        ({"headers": ("no-colon",)}, "headers"),
+        ({"headers": (1,)}, "headers"),
+        ({"host": 127}, "host"),
+        ({"uds_permissions": "999"}, "uds_permissions"),
+    ],
+)
+def test_bad_values_name_the_key(changes: dict[str, object], key: str) -> None:
+    with pytest.raises(ConfigError, match=key):
+        Config(**changes)
+
+
+def test_bad_toml_value_names_the_key(tmp_path: Path) -> None:
+    path = write(tmp_path / "zonda.toml", 'port = "eighty"\n')
+    with pytest.raises(ConfigError, match="port"):
+        Config.load(env={}, config_file=path)
+
+
+@pytest.mark.parametrize(
+    ("env", "key"),
+    [
+        ({"ZONDA_PORT": "eighty"}, "ZONDA_PORT"),
+        ({"ZONDA_ACCESS_LOG": "perhaps"}, "ZONDA_ACCESS_LOG"),
+        ({"ZONDA_TIMEOUT_KEEP_ALIVE": "soon"}, "ZONDA_TIMEOUT_KEEP_ALIVE"),
+        ({"ZONDA_LOOP": "nope"}, "loop"),
+    ],
+)
+def test_bad_env_values_name_the_key(env: dict[str, str], key: str) -> None:
+    with pytest.raises(ConfigError, match=key):
+        Config.load(env=env)
+
+
+# ------------------------------------------------------------------ the command line
+
+
+def test_header_flag_is_repeatable() -> None:
+    config = config_from_args(["app:app", "--header", "x-a: 1", "--header", "x-b:2"])
+    assert config.headers == ("x-a: 1", "x-b:2")
+
+
+def test_default_headers_are_sent() -> None:
+    config = config_from_args(["--header", "X-Frame-Options: DENY", "--header", "x-team:zonda"])
+    with run_server(simple_app, headers=config.headers) as server:
+        response = httpx.get(server.url + "/")
+    assert response.headers["x-frame-options"] == "DENY"
+    assert response.headers["x-team"] == "zonda"
+
+
+def test_boolean_flags_have_no_forms() -> None:
+    config = config_from_args(["app:app", "--no-access-log", "--no-server-header", "--factory"])
+    assert config.access_log is False
+    assert config.server_header is False
+    assert config.factory is True
+
+
+def test_every_option_has_a_flag() -> None:
+    flags = {opt for action in build_parser()._actions for opt in action.option_strings}
+    for f in dataclasses.fields(Config):
+        if f.name == "app":
+            continue
+        flag = "--" + (f.metadata["flag"] or f.name).replace("_", "-")
+        assert flag in flags, flag
+
+
+@pytest.mark.parametrize(
+    ("args", "key"),
+    [
+        (["--port", "eighty"], "--port"),
+        (["--port", "70000"], "port"),
+        (["--backlog", "0"], "backlog"),
+        (["--loop", "nope"], "--loop"),
+        (["--header", "no-colon"], "headers"),
+        (["--timeout-keep-alive", "-3"], "timeout_keep_alive"),
+    ],
+)
+def test_bad_flag_exits_2_naming_the_key(args: list[str], key: str) -> None:
+    result = run_cli("examples.hello:app", *args)
+    assert result.returncode == 2, result.stderr
+    assert key in result.stderr
+    assert "usage: zonda" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_env_value_exits_2_naming_the_key() -> None:
+    result = run_cli("examples.hello:app", env={"ZONDA_PORT": "eighty"})
+    assert result.returncode == 2
+    assert "ZONDA_PORT" in result.stderr
+
+
+def test_unknown_key_in_config_file_exits_2(tmp_path: Path) -> None:
+    path = write(tmp_path / "zonda.toml", "prot = 1\n")
+    result = run_cli("examples.hello:app", "--config", path)
+    assert result.returncode == 2
+    assert "'prot'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_help_shows_the_groups() -> None:
+    result = run_cli("--help")
+    assert result.returncode == 0
+    out = result.stdout
+    for group in (
+        "Application",
+        "Listening",
+        "HTTP timeouts and limits",
+        "Response headers",
+        "Lifespan and shutdown",
+        "Logging",
+    ):
+        assert f"{group}:" in out, group
+    for flag in ("--factory", "--uds-permissions", "--timeout-keep-alive", "--header NAME:VALUE", "--config"):
+        assert flag in out
+    assert "(default: 8000)" in out
+    assert "{auto,asyncio,uvloop}" in out
+
+
+def test_version_flag() -> None:
+    result = run_cli("--version")
+    assert result.returncode == 0
+    assert result.stdout.startswith("zonda ")
+
+
+def test_no_app_is_a_clear_error() -> None:
+    result = run_cli("--port", "0")
+    assert result.returncode == 1
+    assert "no app given" in result.stdout + result.stderr
