@@ -72,6 +72,10 @@ def configure_logging(
             handler.setFormatter(logging.Formatter(DEFAULT_FORMAT))
             root.addHandler(handler)
             root.propagate = False
+    if log_config:
+        if not access_log:
+            logging.getLogger("zonda.access").setLevel(logging.CRITICAL + 1)
+        return  # the file owns the levels
     level = LEVELS[log_level]
     logging.getLogger("zonda").setLevel(level)
     logging.getLogger("zonda.error").setLevel(level)

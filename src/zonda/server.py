@@ -201,6 +201,8 @@ class Server:
             app_dir=config.app_dir,
             wsgi_threads=config.wsgi_threads,
         )
+        if install_signal_handlers:  # before startup, so a SIGTERM during a slow startup still stops cleanly
+            self._install_signal_handlers(loop)
         lifespan, lifespan_task = await self._start_lifespan(app)
         context = SessionContext(
             app,
@@ -221,8 +223,6 @@ class Server:
                         lambda: H1Protocol(shared, loop), sock=sock, backlog=config.backlog
                     )
                 )
-            if install_signal_handlers:
-                self._install_signal_handlers(loop)
             self._log_started(app)
             self.started.set()
             await self._exit_waiter

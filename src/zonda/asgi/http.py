@@ -61,6 +61,7 @@ class Transport(Protocol):
     def abort(self) -> None: ...
     def time(self) -> float: ...
     def upgrade(self, stream_id: int, headers: Any, core: Any, handler: Any) -> None: ...
+    def rearm(self) -> None: ...
 
 
 class Cycle(Protocol):
@@ -151,7 +152,7 @@ def build_scope(request: Request, info: ConnectionInfo, state: dict[str, Any]) -
         raw_path = root_path.encode() + raw_path
     return {
         "type": "http",
-        "asgi": ASGI_VERSION,
+        "asgi": {"version": "3.0", "spec_version": "2.5"},  # fresh per request: apps may write to scopes
         "http_version": request.http_version,
         "server": info.server,
         "client": info.client,
@@ -163,7 +164,7 @@ def build_scope(request: Request, info: ConnectionInfo, state: dict[str, Any]) -
         "query_string": request.query_string,
         "headers": request.headers,
         "state": state.copy(),
-        "extensions": info.extensions,
+        "extensions": info.extensions.copy(),
     }
 
 
@@ -413,7 +414,17 @@ class HTTPCycle:
 class HTTPSession:
     """All the cycles of one connection, fed by its core's events."""
 
-    __slots__ = ("_queue", "context", "current", "cycles", "info", "sequential", "transport")
+    __slots__ = (
+        "_queue",
+        "_start_again",
+        "_starting",
+        "context",
+        "current",
+        "cycles",
+        "info",
+        "sequential",
+        "transport",
+    )
 
     def __init__(
         self, transport: Transport, info: ConnectionInfo, context: SessionContext, sequential: bool = True
@@ -425,6 +436,8 @@ class HTTPSession:
         self.cycles: dict[int, Cycle] = {}
         self.current: Cycle | None = None  # the cycle whose app runs (sequential mode)
         self._queue: deque[Cycle] = deque()  # pipelined cycles waiting their turn
+        self._starting = False  # _start_queued() is looping: a nested response_complete() leaves it to it
+        self._start_again = False
 
     def handle_events(self, events: list[Event]) -> bool:
         """Dispatch core events; return True if the connection is terminating.
@@ -519,9 +532,23 @@ class HTTPSession:
             self.current = None
         self.transport.response_complete()
         if self._queue and self.current is None:
-            self._start(self._queue.popleft())
-            if not self._queue:
-                self.transport.resume_reading()
+            if self._starting:
+                self._start_again = True  # the loop in _start_queued() starts it: the stack stays flat
+            else:
+                self._start_queued()
+
+    def _start_queued(self) -> None:
+        """Start pipelined cycles in turn: a loop, not recursion, while their apps answer without suspending."""
+        queue = self._queue
+        self._starting = self._start_again = True
+        try:
+            while self._start_again and queue and self.current is None:
+                self._start_again = False
+                self._start(queue.popleft())
+        finally:
+            self._starting = False
+        if not queue:
+            self.transport.resume_reading()
 
     def cycle_finished(self, cycle: Cycle) -> None:
         """The app for ``cycle`` returned (or never ran)."""
@@ -532,8 +559,8 @@ class HTTPSession:
         stats.total_requests += 1
         if self.current is cycle:
             self.current = None  # it returned without a complete response; the connection is closing
-        if getattr(cycle, "reading_paused", False):
-            cycle.reading_paused = False  # type: ignore[union-attr]
+        if isinstance(cycle, HTTPCycle) and cycle.reading_paused:
+            cycle.reading_paused = False
             self.transport.resume_reading()  # nobody reads this body now: read on, discarding the rest
 
     def connection_lost(self) -> None:
