@@ -355,7 +355,7 @@ class H1Connection:
             http_version,
             False,
             keep_alive,
-            self._expect_continue,
+            self._expect_continue and http_version == "1.1",  # HTTP/1.0: ignored (RFC 9110 §10.1.1)
             self._upgrade,
         )
         self._exchanges.append(request)
@@ -399,7 +399,10 @@ class H1Connection:
         if request is not None:
             # The failing request was already handed out: its app gets a disconnect, never a response slot.
             events.append(StreamReset(request.stream_id, error.detail))
-            if self._exchanges[0].stream_id == request.stream_id and self._resp_started:
+            exchanges = self._exchanges
+            if not exchanges or exchanges[-1] is not request:
+                self.closing = True  # the app already answered it in full: nothing more to send
+            elif exchanges[0] is request and self._resp_started:
                 self.closing = True  # the app is mid-response: no error response can follow it
             else:
                 self._exchanges.pop()
@@ -446,6 +449,7 @@ class H1Connection:
         """Queue ``100 Continue`` for the request being answered (RFC 9110 §10.1.1)."""
         if not self._resp_started:
             self._out.append(b"HTTP/1.1 100 Continue\r\n\r\n")
+            self._expect_continue = False  # from now on a body stall is the client's
 
     def send_response(self, stream_id: int, status: int, headers: Iterable[tuple[bytes, bytes]]) -> None:
         """Start the response to ``stream_id``, the oldest unanswered request. Framing waits for the body."""
@@ -467,7 +471,7 @@ class H1Connection:
                     _check_header_name(name)
                 if name in _SPECIAL_RESPONSE_HEADERS:
                     if name == b"content-length":
-                        if not value.isdigit():
+                        if not value.isdigit() or (length is not None and int(value) != length):
                             raise AppProtocolError(f"http.response.start: invalid content-length {value!r}")
                         length = int(value)
                     elif name == b"connection":
@@ -647,6 +651,10 @@ class H1Connection:
             return [ConnectionTerminated("keep-alive timeout")]
         if state is _HEADERS:
             error = RequestTimeout(f"request headers not received within {self.limits.header_timeout:g}s")
+        elif self._expect_continue and not self._body_bytes and self._request in self._exchanges:
+            # The client waits for the 100 Continue the app has not asked for yet: not a client stall.
+            self.deadline = now + self.limits.body_timeout
+            return []
         else:
             error = RequestTimeout(f"request body stalled for {self.limits.body_timeout:g}s")
         events = self._events = []
