@@ -1078,3 +1078,15 @@ def test_any_response_sequence_is_framed_parseably(bodies: list[tuple[list[bytes
     httptools.HttpResponseParser(Client()).feed_data(wire)
     assert got == [b"".join(pieces) for pieces, _ in bodies]
     assert re.findall(rb"HTTP/1.1 200 OK", wire) == [b"HTTP/1.1 200 OK"] * len(bodies)
+
+
+@pytest.mark.parametrize(
+    ("connection", "keep_alive"),
+    [(b"x-not-closed", True), (b"keep-alive, close", False), (b"Upgrade,  CLOSE ", False), (b"closed", True)],
+)
+def test_connection_header_is_a_token_list(connection: bytes, keep_alive: bool) -> None:
+    conn = make()
+    events = conn.receive_data(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: " + connection + b"\r\n\r\n")
+    request = events[0]
+    assert isinstance(request, Request)
+    assert request.keep_alive is keep_alive

@@ -126,6 +126,7 @@ _HEADERS = ReadState.HEADERS
 _BODY = ReadState.BODY
 _ERROR = ReadState.ERROR
 _STOPPED = ReadState.STOPPED
+_NO_TOKENS: frozenset[bytes] = frozenset()
 _SPECIAL_REQUEST_HEADERS = frozenset(
     (b"connection", b"content-length", b"transfer-encoding", b"expect", b"upgrade")
 )
@@ -210,7 +211,7 @@ class H1Connection:
         self._head_fed = 0  # bytes fed while a multi-read head was arriving (bounds a header in flight)
         self._body_bytes = 0
         self._request: Request | None = None
-        self._connection_tokens = b""
+        self._connection_tokens: frozenset[bytes] = _NO_TOKENS
         self._expect_continue = False
         self._upgrade: bytes | None = None
         # the response being sent
@@ -284,7 +285,7 @@ class H1Connection:
         self._header_bytes = 0
         self._head_fed = 0
         self._body_bytes = 0
-        self._connection_tokens = b""
+        self._connection_tokens = _NO_TOKENS
         self._expect_continue = False
         self._upgrade = None
 
@@ -309,7 +310,10 @@ class H1Connection:
 
     def _special_header(self, name: bytes, value: bytes) -> None:
         if name == b"connection":
-            self._connection_tokens += value.lower()
+            # RFC 9110 §7.6.1: a comma-separated list of tokens, possibly over several header lines
+            self._connection_tokens = self._connection_tokens.union(
+                token.strip() for token in value.lower().split(b",")
+            )
         elif name == b"content-length":
             max_body = self._max_body
             if max_body and value.isdigit() and int(value) > max_body:
