@@ -56,6 +56,7 @@ class WebSocketCycle:
         self.disconnected = False
         self.core: WSConnection | None = None
         self._connect_sent = False
+        self._disconnect_message: Message | None = None
         self._inbox: deque[Message] = deque()
         self._waiter: Any = None
         self._paused = False
@@ -111,7 +112,9 @@ class WebSocketCycle:
     def _disconnect(self, code: int, reason: str) -> None:
         if not self.disconnected:
             self.disconnected = True
-            self._deliver({"type": "websocket.disconnect", "code": code, "reason": reason})
+            message = {"type": "websocket.disconnect", "code": code, "reason": reason}
+            self._disconnect_message = message
+            self._deliver(message)
 
     # ------------------------------------------------------ the app's side
 
@@ -120,15 +123,15 @@ class WebSocketCycle:
             self._connect_sent = True
             return {"type": "websocket.connect"}
         while not self._inbox:
-            if self.state is WSState.CLOSED and self.disconnected:
-                return {"type": "websocket.disconnect", "code": 1006, "reason": ""}
+            if self._disconnect_message is not None:
+                return dict(self._disconnect_message)  # asked again after the disconnect: the same answer
             waiter = self._waiter = self.transport.create_future()
             try:
                 await waiter
             finally:
                 self._waiter = None
         message = self._inbox.popleft()
-        if self._paused and len(self._inbox) < self.settings.max_queue // 2:
+        if self._paused and len(self._inbox) <= self.settings.max_queue // 2:
             self._paused = False
             self.transport.resume_reading()
         return message
@@ -169,13 +172,15 @@ class WebSocketCycle:
                 raise AppProtocolError(f"websocket.close 'code' must be an int, got {code!r}")
             try:
                 core.send_close(code, reason)
-            except Exception as exc:  # websockets rejects reserved codes and over-long reasons
-                raise AppProtocolError(f"websocket.close: {exc}") from exc
-            self.transport.flush()
+            except ValueError as exc:  # a reserved code or a reason over 123 bytes
+                raise AppProtocolError(f"websocket.close: {exc} ({code}, {reason!r})") from exc
+            self._flush_close()
         else:
             raise AppProtocolError(f"Expected 'websocket.send' or 'websocket.close', got {message_type!r}")
 
     def _send_connecting(self, message_type: str, message: Message) -> None:
+        if self.disconnected:
+            raise ClientDisconnected(f"client disconnected before {message_type!r} could be sent")
         if message_type == "websocket.accept":
             self._accept(message)
         elif message_type == "websocket.close":
@@ -256,7 +261,7 @@ class WebSocketCycle:
         except BaseException:
             if self.state is WSState.OPEN and self.core is not None:
                 self.core.send_close(1012, "server restarting")  # cancelled at shutdown
-                self.transport.flush()
+                self._flush_close()
             self.session.cycle_finished(self)
             raise
         else:
@@ -267,7 +272,7 @@ class WebSocketCycle:
                 self._respond(500, [], b"Internal Server Error\n")
             elif self.state is WSState.OPEN and self.core is not None and self.core.open:
                 self.core.send_close(1000)  # the app is done with the socket
-                self.transport.flush()
+                self._flush_close()
             elif self.state is WSState.RESPONDING:
                 self.transport.abort()
         self.session.cycle_finished(self)
@@ -281,9 +286,14 @@ class WebSocketCycle:
             self._respond(500, [], b"Internal Server Error\n")
         elif self.state is WSState.OPEN and self.core is not None:
             self.core.send_close(1011, "internal error")
-            self.transport.flush()
+            self._flush_close()
         elif self.state is WSState.RESPONDING:
             self.transport.abort()
+
+    def _flush_close(self) -> None:
+        """Write the close frame just queued and arm the timer for the peer's answer."""
+        self.transport.flush()
+        self.transport.rearm()
 
     @property
     def path(self) -> str:
@@ -305,6 +315,8 @@ def _payload(message: Message) -> bytes | str:
     data = message.get("bytes")
     text = message.get("text")
     if data is not None and text is None:
+        if type(data) is bytes:  # the common case, without building a union type per message
+            return data
         if not isinstance(data, bytes | bytearray | memoryview):
             raise AppProtocolError(f"websocket.send 'bytes' must be bytes, got {type(data).__name__}")
         return bytes(data)

@@ -243,6 +243,11 @@ class H1Protocol(asyncio.Protocol):
         if not self._closed:
             self.core.finish_and_close()
             self.flush()
+            self._arm_if_earlier()  # e.g. the deadline for a WebSocket peer's answer to Going Away
+
+    def rearm(self) -> None:
+        """The core's deadline moved earlier outside a read or a timer (a close frame sent): arm for it."""
+        self._arm_if_earlier()
 
     def _close(self) -> None:
         if not self._closed:

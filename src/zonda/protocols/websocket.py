@@ -17,7 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from websockets.exceptions import InvalidState, NegotiationError
+from websockets.exceptions import NegotiationError, PayloadTooBig
+from websockets.exceptions import ProtocolError as WSProtocolError
 from websockets.extensions.base import Extension
 from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
 from websockets.frames import Close, CloseCode, Frame, Opcode
@@ -134,6 +135,14 @@ class Message:
 
 
 @dataclass(slots=True)
+class Ping:
+    """A ping came in (its pong is queued) or a keep-alive ping went out: output for the driver to flush."""
+
+    data: bytes
+    outgoing: bool = False
+
+
+@dataclass(slots=True)
 class PeerClosed:
     """The peer sent a close frame (already answered), or the connection failed with ``code``.
 
@@ -145,14 +154,90 @@ class PeerClosed:
     failure: bool = False
 
 
-WSEvent = Message | PeerClosed | ConnectionTerminated
+WSEvent = Message | Ping | PeerClosed | ConnectionTerminated
+# A control frame's payload is at most 125 bytes (RFC 6455 §5.5).
+_MAX_CONTROL = 125
+
+
+class _MessageTooBig(PayloadTooBig):
+    """A whole message over the limit: websockets' parser fails the connection with 1009."""
+
+    def __init__(self, limit: int) -> None:
+        Exception.__init__(self)
+        self.limit = limit
+
+    def set_current_size(self, current_size: int | None) -> None:
+        pass  # the size in the message is the message's, not the frame's
+
+    def __str__(self) -> str:
+        return f"message over {self.limit} bytes"
+
+
+class _ServerProtocol(Protocol):
+    """websockets' server ``Protocol`` that assembles whole messages while it parses.
+
+    A data frame is checked (UTF-8, size) as soon as it is parsed, so an invalid or oversized message fails the
+    connection (1007, 1009) at once, before any later frame in the same read is looked at. Complete messages
+    replace data frames in ``events_received()``.
+    """
+
+    def __init__(self, max_size: int) -> None:
+        # websockets checks every frame against the message budget left, control frames included, so a ping
+        # between the fragments of a message near the limit would fail with 1009: give it a control frame's
+        # worth of slack and enforce the exact limit here. Inflating stays capped (websockets bounds it).
+        super().__init__(Side.SERVER, state=OPEN, max_size=max_size + _MAX_CONTROL, logger=_protocol_log)
+        self.limit = max_size
+        self._fragments: list[Any] = []  # str pieces of a fragmented text message, or bytes pieces
+        self._size = 0  # bytes of the fragmented message so far
+        self._decoder: Any = None  # the incremental UTF-8 decoder of a fragmented text message
+
+    def recv_frame(self, frame: Frame) -> None:
+        opcode = frame.opcode
+        if opcode is Opcode.CLOSE:
+            # RFC 6455 §5.4: control frames may come between the fragments of a message, a close frame too;
+            # the unfinished message is dropped, not a protocol error. (websockets < 16: cur_size.)
+            self._fragments = []
+            for name in ("current_size", "cur_size"):
+                if getattr(self, name, None) is not None:
+                    setattr(self, name, None)
+        super().recv_frame(frame)  # checks the order of fragments, answers pings and closes
+        if opcode is Opcode.TEXT or opcode is Opcode.BINARY or opcode is Opcode.CONT:
+            self.events.pop()
+            message = self._assemble(frame)
+            if message is not None:
+                self.events.append(Message(message))  # type: ignore[arg-type]
+
+    def _assemble(self, frame: Frame) -> bytes | str | None:
+        """The whole message once ``frame`` ends it. Raises UnicodeDecodeError (1007), _MessageTooBig (1009)."""
+        payload = frame.data
+        if frame.opcode is not Opcode.CONT:  # the first frame of a message
+            if len(payload) > self.limit:
+                raise _MessageTooBig(self.limit)
+            if frame.fin:
+                return str(payload, "utf-8") if frame.opcode is Opcode.TEXT else bytes(payload)
+            self._decoder = codecs.getincrementaldecoder("utf-8")() if frame.opcode is Opcode.TEXT else None
+            self._fragments = []
+            self._size = 0
+        self._size += len(payload)
+        if self._size > self.limit:
+            raise _MessageTooBig(self.limit)
+        if self._decoder is not None:  # fail fast on invalid UTF-8 inside a fragmented message (Autobahn 6.4)
+            self._fragments.append(self._decoder.decode(payload, frame.fin))
+        else:
+            self._fragments.append(bytes(payload))
+        if not frame.fin:
+            return None
+        fragments, self._fragments = self._fragments, []
+        return "".join(fragments) if self._decoder is not None else b"".join(fragments)
 
 
 class WSConnection:
     """The server side of one open WebSocket: frames in, whole messages out, frames to send out.
 
-    Pings are answered by the protocol layer; keep-alive pings are sent on ``deadline``, and a peer that
-    does not answer within ``ping_timeout`` fails the connection (1006 to the app).
+    Pings are answered by the protocol layer. Keep-alive pings go out every ``ping_interval``; a peer that does
+    not answer within ``ping_timeout`` fails the connection (1011 on the wire, 1006 to the app). While reading
+    is paused for back-pressure the peer's pong cannot be read, so the keep-alive waits too. One ``deadline``
+    covers the keep-alive and the closing handshake.
     """
 
     def __init__(self, settings: WSSettings, extensions: list[Extension], clock: Callable[[], float]) -> None:
@@ -160,84 +245,71 @@ class WSConnection:
         self.clock = clock
         self.closing = False  # the TCP connection should close once the output is flushed
         self.deadline: float | None = None
-        self._proto = Protocol(Side.SERVER, state=OPEN, max_size=settings.max_size, logger=_protocol_log)
+        self._proto = _ServerProtocol(settings.max_size)
         self._proto.extensions = extensions
-        self._fragments: list[bytes] = []
-        self._text: Any = None  # the incremental UTF-8 decoder of a fragmented text message
-        self._awaiting_pong: bytes | None = None
         self._out: list[bytes] = []
-        self._failure_reported = False
-        self._schedule_ping()
+        self._failed = False
+        self._failure: tuple[int, str] | None = None  # the code and reason to report once
+        self._paused = False
+        self._pings = 0
+        self._ping_at: float | None = None
+        self._pong_by: float | None = None
+        self._awaiting_pong: bytes | None = None
+        self._close_by: float | None = None
+        if settings.ping_interval:
+            self._ping_at = clock() + settings.ping_interval
+        self._update_deadline()
 
     # ------------------------------------------------------------------ input
 
     def receive_data(self, data: bytes) -> list[Event | WSEvent]:
         proto = self._proto
-        if proto.state is CLOSED:
+        if self.closing or proto.state is CLOSED:
             return []
         proto.receive_data(data)
         events: list[Event | WSEvent] = []
-        for frame in proto.events_received():
-            self._on_frame(frame, events)  # type: ignore[arg-type]  # a server Protocol yields only Frames
+        received: list[Any] = proto.events_received()  # whole Messages and control Frames
+        for event in received:
+            if type(event) is Message:
+                events.append(event)
+            else:
+                self._on_control(event, events)
         self._collect_output(events)
         return events
 
     def receive_eof(self) -> list[Event | WSEvent]:
+        """The peer closed TCP: an abrupt loss (1006) unless the closing handshake had finished."""
+        if self.closing or self._proto.state is CLOSED:
+            return []
         self._proto.receive_eof()
         events: list[Event | WSEvent] = []
         self._collect_output(events)
         return events
 
-    def _on_frame(self, frame: Frame, events: list[Event | WSEvent]) -> None:
+    def _on_control(self, frame: Frame, events: list[Event | WSEvent]) -> None:
         opcode = frame.opcode
-        if opcode is Opcode.TEXT or opcode is Opcode.BINARY or opcode is Opcode.CONT:
-            self._on_data_frame(frame, events)
+        if opcode is Opcode.PING:
+            events.append(Ping(bytes(frame.data)))  # websockets queued the pong
         elif opcode is Opcode.PONG:
             if self._awaiting_pong is not None and frame.data == self._awaiting_pong:
                 self._awaiting_pong = None
-                self._schedule_ping()
+                self._pong_by = None
+                interval = self.settings.ping_interval
+                if interval and self._proto.state is OPEN:
+                    self._ping_at = self.clock() + interval
+                self._update_deadline()
         elif opcode is Opcode.CLOSE:
             received = self._proto.close_rcvd
             if received is None:
-                events.append(PeerClosed(CloseCode.NO_STATUS_RCVD))
-            else:
-                code = received.code
-                events.append(PeerClosed(code, received.reason))
-
-    def _on_data_frame(self, frame: Frame, events: list[Event | WSEvent]) -> None:
-        opcode = frame.opcode
-        payload = bytes(frame.data)
-        if opcode is Opcode.TEXT:
-            if frame.fin:
-                try:
-                    events.append(Message(payload.decode()))
-                except UnicodeDecodeError as exc:
-                    self._fail(CloseCode.INVALID_DATA, f"invalid UTF-8 at byte {exc.start}")
-                return
-            self._text = codecs.getincrementaldecoder("utf-8")()
-            self._fragments = []
-        elif opcode is Opcode.BINARY:
-            if frame.fin:
-                events.append(Message(payload))
-                return
-            self._text = None
-            self._fragments = []
-        if self._text is not None:
-            try:  # fail fast on invalid UTF-8 inside a fragmented message (Autobahn 6.4)
-                self._fragments.append(self._text.decode(payload, frame.fin).encode())
-            except UnicodeDecodeError as exc:
-                self._fail(CloseCode.INVALID_DATA, f"invalid UTF-8 at byte {exc.start}")
-                return
-        else:
-            self._fragments.append(payload)
-        if frame.fin:
-            data = b"".join(self._fragments)
-            self._fragments = []
-            events.append(Message(data.decode() if self._text is not None else data))
-            self._text = None
+                events.append(PeerClosed(1005))
+            else:  # an empty close frame parses as 1005 (RFC 6455 §7.1.5)
+                events.append(PeerClosed(int(received.code), received.reason))
 
     def _fail(self, code: int, reason: str) -> None:
+        """Fail the connection (RFC 6455 §7.1.7): close frame with ``code``, then close TCP."""
         self._proto.fail(code, reason)
+        self._failed = True
+        self._failure = (int(code), reason)
 
     def _collect_output(self, events: list[Event | WSEvent]) -> None:
         proto = self._proto
@@ -246,13 +318,18 @@ class WSConnection:
                 self._out.append(chunk)
             else:
                 self.closing = True  # websockets' EOF marker: the server closes TCP now
+                self.deadline = None
         exc = proto.parser_exc
-        if exc is not None and not self._failure_reported:
-            self._failure_reported = True
+        if exc is not None and not self._failed:
+            self._failed = True
             sent = proto.close_sent
-            code = sent.code if sent is not None else CloseCode.ABNORMAL_CLOSURE
-            events.append(PeerClosed(code if code != CloseCode.NO_STATUS_RCVD else 1006, str(exc), True))
-            events.append(ConnectionTerminated(str(exc)))
+            code = sent.code if sent is not None and sent.code != CloseCode.NO_STATUS_RCVD else 1006
+            self._failure = (int(code), str(exc))
+        if self._failed and self._failure is not None:
+            code, reason = self._failure
+            self._failure = None  # reported once
+            events.append(PeerClosed(code, reason, True))
+            events.append(ConnectionTerminated(reason))
 
     # ------------------------------------------------------------------ output
 
@@ -265,13 +342,21 @@ class WSConnection:
         self._collect_output([])
 
     def send_close(self, code: int = 1000, reason: str = "") -> None:
-        """Start the closing handshake; a no-op if it has already begun."""
+        """Start the closing handshake; a no-op if it has already begun.
+
+        Raises ValueError for a code that may not be sent (RFC 6455 §7.4) or a reason over 123 bytes.
+        """
+        if self._proto.state is not OPEN:
+            return
         try:
             self._proto.send_close(code, reason)
-        except InvalidState:
-            return
+        except WSProtocolError as exc:
+            raise ValueError(str(exc)) from None
         self._collect_output([])
-        self.deadline = self.clock() + (self.settings.ping_timeout or 5.0)  # the peer has this long to answer
+        # The peer has this long to answer with its close frame; keep-alive pings stop.
+        self._ping_at = self._pong_by = None
+        self._close_by = self.clock() + (self.settings.ping_timeout or 5.0)
+        self._update_deadline()
 
     @property
     def open(self) -> bool:
@@ -291,40 +376,51 @@ class WSConnection:
 
     # ------------------------------------------------------------------ time
 
-    def _schedule_ping(self) -> None:
-        interval = self.settings.ping_interval
-        self.deadline = None if not interval else self.clock() + interval
+    def _update_deadline(self) -> None:
+        if self.closing:
+            self.deadline = None
+            return
+        candidates = [self._close_by]
+        if not self._paused:
+            candidates += (self._ping_at, self._pong_by)
+        times = [t for t in candidates if t is not None]
+        self.deadline = min(times) if times else None
 
     def handle_timer(self, now: float) -> list[Event | WSEvent]:
         deadline = self.deadline
         if deadline is None or now < deadline:
             return []
-        proto = self._proto
         events: list[Event | WSEvent] = []
-        if proto.state is not OPEN:
-            self.closing = True  # the peer never finished the closing handshake
-            self.deadline = None
+        if self._close_by is not None and now >= self._close_by:
+            self.closing = True  # the peer never finished the closing handshake (RFC 6455 §7.1.1)
             events.append(ConnectionTerminated("closing handshake timed out"))
-        elif self._awaiting_pong is not None:
-            self.closing = True
-            self.deadline = None
-            events.append(PeerClosed(CloseCode.ABNORMAL_CLOSURE, "keep-alive ping timed out", True))
-            events.append(ConnectionTerminated("keep-alive ping timed out"))
-        else:
-            payload = now.hex().encode()[:16]
-            self._awaiting_pong = payload
-            proto.send_ping(payload)
+        elif self._pong_by is not None and now >= self._pong_by:
+            self._pong_by = None
+            self._fail(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
+            self._failure = (1006, "keep-alive ping timed out")
             self._collect_output(events)
-            timeout = self.settings.ping_timeout
+        elif self._ping_at is not None and now >= self._ping_at and self._proto.state is OPEN:
+            payload = b"%08x" % (self._pings % 0xFFFFFFFF)
+            self._pings += 1
+            self._proto.send_ping(payload)
+            self._collect_output(events)
+            events.append(Ping(payload, outgoing=True))
+            timeout, interval = self.settings.ping_timeout, self.settings.ping_interval
             if timeout:
-                self.deadline = now + timeout
-            else:
-                self._awaiting_pong = None  # pings without a timeout only keep NAT mappings warm
-                self._schedule_ping()
+                self._awaiting_pong = payload
+                self._pong_by = now + timeout
+                self._ping_at = None
+            else:  # pings without a timeout only keep NAT mappings warm
+                self._ping_at = now + interval if interval else None
+        self._update_deadline()
         return events
 
     def set_reading_paused(self, paused: bool) -> None:
-        """Reading paused for back-pressure says nothing about the peer; pings go on regardless."""
+        """While reading is paused for back-pressure, a pong could not be read: keep-alive waits."""
+        self._paused = paused
+        if not paused and self._pong_by is not None and self.settings.ping_timeout:
+            self._pong_by = self.clock() + self.settings.ping_timeout  # a fresh wait for the pong
+        self._update_deadline()
 
     def finish_and_close(self) -> None:
         """Server shutdown: Going Away (1001)."""

@@ -1,0 +1,68 @@
+"""Raw-frame WebSocket conformance cases, laid out like the Autobahn testsuite's sections, against a real zonda
+running an echo app on loopback, over both loops. Each case does the handshake by hand (``wsframes.WSClient``)
+and asserts the exact bytes or close code RFC 6455 and RFC 7692 require."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from helpers import run_server
+from wsframes import SMALL, WSClient
+
+
+async def echo_app(scope: Any, receive: Any, send: Any) -> None:
+    """Echoes every message as it came (text as text, bytes as bytes)."""
+    if scope["type"] != "websocket":
+        return
+    await receive()
+    await send({"type": "websocket.accept"})
+    while True:
+        message = await receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        await send({"type": "websocket.send", "bytes": message.get("bytes"), "text": message.get("text")})
+
+
+@pytest.fixture(scope="session", params=["asyncio", "uvloop"])
+def loop_name(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture(scope="session")
+def echo_port(loop_name: str) -> Iterator[int]:
+    with run_server(echo_app, loop=loop_name, ws_ping_interval=None, lifespan="off") as server:
+        yield server.port
+
+
+@pytest.fixture(scope="session")
+def small_port(loop_name: str) -> Iterator[int]:
+    with run_server(
+        echo_app, loop=loop_name, ws_ping_interval=None, ws_max_size=SMALL, lifespan="off"
+    ) as server:
+        yield server.port
+
+
+@pytest.fixture(scope="session")
+def no_deflate_port(loop_name: str) -> Iterator[int]:
+    with run_server(
+        echo_app, loop=loop_name, ws_per_message_deflate=False, ws_ping_interval=None, lifespan="off"
+    ) as server:
+        yield server.port
+
+
+@pytest.fixture
+def ws(echo_port: int) -> Iterator[WSClient]:
+    """A client with no extensions offered: the server's frames are exactly predictable."""
+    with WSClient(echo_port) as client:
+        assert client.status == 101
+        yield client
+
+
+@pytest.fixture
+def small(small_port: int) -> Iterator[WSClient]:
+    with WSClient(small_port) as client:
+        assert client.status == 101
+        yield client
