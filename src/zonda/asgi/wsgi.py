@@ -1,8 +1,8 @@
 """WSGI (PEP 3333) apps served natively: an ASGI 3 app that runs a WSGI callable in a bounded thread pool.
 
-``WSGIAdapter.__call__`` runs on the event loop. Per request it submits one job to the process's
-``ThreadPoolExecutor`` (``--wsgi-threads`` workers; requests beyond them queue there, and the loop never
-blocks) and then pumps a ``Channel``, a small mailbox shared with the app thread:
+``WSGIAdapter.__call__`` runs on the event loop. Per request it queues one job for the process's
+``ThreadPoolExecutor`` of ``--wsgi-threads`` workers (``JobPool``: requests beyond them wait in its queue,
+and the loop never blocks) and then pumps a ``Channel``, a small mailbox shared with the app thread:
 
 - thread -> loop: ``http.response.start``, body chunks, ``http.response.zerocopysend``, "more request body
   please", the end of the body and the end of the job (with the app's exception, if any);
@@ -10,8 +10,8 @@ blocks) and then pumps a ``Channel``, a small mailbox shared with the app thread
 
 Invariants:
 
-- The loop only awaits futures that the app thread resolves with ``loop.call_soon_threadsafe``; the thread
-  blocks on plain locks. Neither side holds the channel lock while it waits.
+- The loop only awaits futures that app threads resolve with ``loop.call_soon_threadsafe`` (one call per
+  burst, through ``Waker``); app threads block on plain locks. Neither side holds a lock while it waits.
 - At most ``HIGH_WATER`` bytes of response body (plus the one chunk being handed over) sit in the channel.
   Above that the app thread blocks until the loop has passed the bytes to ``send()``, which itself waits while
   the transport's writes are paused: a slow client slows the app thread, and memory stays bounded.
@@ -34,14 +34,12 @@ import asyncio
 import logging
 import os
 import stat
-import threading
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
-from zonda.asgi._wsgi_channel import BODY_END, NO_BODY, ZEROCOPY, Channel, WSGIInput
+from zonda.asgi._wsgi_threads import BODY_END, NO_BODY, ZEROCOPY, Channel, JobPool, Waker, WSGIInput
 from zonda.asgi.types import Message, Receive, Scope, Send
 from zonda.errors import AppProtocolError
 
@@ -63,6 +61,7 @@ HOP_BY_HOP = frozenset(
 )  # fmt: skip
 _TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 _CACHE_LIMIT = 4096
+_status_codes: dict[str, int] = {}  # status line -> checked code
 _header_names: dict[str, bytes] = {}  # response header name -> checked, lowercased bytes
 _environ_keys: dict[bytes, str] = {}  # request header name -> environ key ("" to drop it)
 
@@ -129,6 +128,9 @@ def _file_span(filelike: Any) -> tuple[int, int] | None:
 
 
 def _check_status(status: Any) -> int:
+    code = _status_codes.get(status)
+    if code is not None:
+        return code
     if type(status) is not str or len(status) < 3 or not status[:3].isdigit() or status[3:4] not in ("", " "):
         raise AppProtocolError(f"start_response: status must be a str like '200 OK', got {status!r}")
     try:
@@ -138,6 +140,8 @@ def _check_status(status: Any) -> int:
     code = int(status[:3])
     if code < 100:
         raise AppProtocolError(f"start_response: invalid status {status!r}")
+    if len(_status_codes) < _CACHE_LIMIT:
+        _status_codes[status] = code
     return code
 
 
@@ -187,19 +191,27 @@ def _as_bytes(chunk: Any) -> bytes:
 
 
 class _Responder:
-    """The app thread's side of one response: ``start_response``, ``write`` and iterating the result."""
+    """The app thread's side of one response: ``start_response``, ``write`` and iterating the result.
 
-    __slots__ = ("channel", "content_length", "done", "head", "headers_sent", "sent", "start", "zerocopy")
+    Items wait in ``outbox`` and go to the channel in one ``put`` before anything that may block: after each
+    chunk of a lazy iterable, but only once for a list (already in memory: nothing to wait for).
+    """
+
+    __slots__ = ("channel", "content_length", "done", "head", "headers_sent", "outbox", "outbox_size", "sent",
+                 "start", "zerocopy", "zerocopy_sent")  # fmt: skip
 
     def __init__(self, channel: Channel, head: bool, zerocopy: bool) -> None:
         self.channel = channel
         self.head = head
         self.zerocopy = zerocopy
+        self.zerocopy_sent = False
         self.start: Message | None = None
         self.headers_sent = False
         self.content_length: int | None = None
         self.sent = 0
         self.done = False  # no more body goes out (HEAD, or Content-Length reached)
+        self.outbox: list[Any] = []
+        self.outbox_size = 0
 
     def start_response(
         self, status: str, headers: list[tuple[str, str]], exc_info: Any = None
@@ -227,19 +239,21 @@ class _Responder:
         if length is not None and self.sent + len(data) > length:
             raise AppProtocolError(f"write() past the declared Content-Length ({length})")
         if data:
-            self._send(data)
+            self._add(data)
+            self.flush()
 
-    def _send_headers(self) -> None:
+    def _add_headers(self) -> None:
         if self.start is None:
-            raise AppProtocolError("the WSGI app returned a body without calling start_response()")
+            raise AppProtocolError("the WSGI app returned without calling start_response()")
         self.headers_sent = True
-        self.channel.put(self.start)
+        self.outbox.append(self.start)
         if self.head:
             self.done = True
 
-    def _send(self, data: bytes) -> None:
+    def _add(self, data: bytes) -> None:
+        """Queue a non-empty chunk (after the headers, if they are not out yet)."""
         if not self.headers_sent:
-            self._send_headers()
+            self._add_headers()
         if self.done:
             return
         length = self.content_length
@@ -251,25 +265,43 @@ class _Responder:
                 )
                 data = data[: length - self.sent]
         self.sent += len(data)
-        self.channel.put(data, len(data))
+        self.outbox.append(data)
+        self.outbox_size += len(data)
+
+    def flush(self) -> None:
+        if self.outbox:
+            items, size = self.outbox, self.outbox_size
+            self.outbox = []
+            self.outbox_size = 0
+            self.channel.put(items, size)
 
     def stream(self, result: Iterable[bytes]) -> None:
         """Send the response body from the app's iterable; the caller closes it."""
-        if isinstance(result, bytes | str):
+        kind = type(result)
+        if kind is list or kind is tuple:
+            for chunk in result:
+                if chunk:
+                    self._add(chunk if type(chunk) is bytes else _as_bytes(chunk))
+                    if self.done:
+                        break
+                elif type(chunk) is not bytes:
+                    _as_bytes(chunk)
+        elif kind is FileWrapper:
+            self._send_file(result)  # type: ignore[arg-type]
+        elif isinstance(result, bytes | str):
             raise TypeError("a WSGI app must return an iterable of bytes, not a bare bytes or str (PEP 3333)")
-        if type(result) is FileWrapper:
-            self._send_file(result)
         else:
             for chunk in result:
                 if chunk:
-                    self._send(chunk if type(chunk) is bytes else _as_bytes(chunk))
+                    self._add(chunk if type(chunk) is bytes else _as_bytes(chunk))
+                    self.flush()
                     if self.done:
                         break
                 elif type(chunk) is not bytes:
                     _as_bytes(chunk)
         if not self.headers_sent:
-            self._send_headers()
-        self.channel.put(BODY_END)
+            self._add_headers()
+        self.outbox.append(BODY_END)  # the caller flushes it, alone or with the end of the job
 
     def _send_file(self, wrapper: FileWrapper) -> None:
         filelike = wrapper.filelike
@@ -279,19 +311,13 @@ class _Responder:
             if self.content_length is not None:
                 count = min(count, self.content_length - self.sent)
             if not self.headers_sent:
-                self._send_headers()
+                self._add_headers()
             if count > 0:
                 self.sent += count
-                message = {
-                    "type": ZEROCOPY,
-                    "file": filelike,
-                    "offset": offset,
-                    "count": count,
-                    "more_body": True,
-                }
-                self.channel.put(message)
-                self.channel.put(BODY_END)
-                self.channel.drain()  # the file must stay open until the server has sent it
+                self.zerocopy_sent = True
+                self.outbox.append(
+                    {"type": ZEROCOPY, "file": filelike, "offset": offset, "count": count, "more_body": True}
+                )
             self.done = True
             return
         read = filelike.read
@@ -300,7 +326,8 @@ class _Responder:
             chunk = read(block)
             if not chunk:
                 break
-            self._send(chunk if type(chunk) is bytes else _as_bytes(chunk))
+            self._add(chunk if type(chunk) is bytes else _as_bytes(chunk))
+            self.flush()
 
 
 # ---------------------------------------------------------------------------------------------- environ
@@ -330,6 +357,16 @@ def _split_host(host: str, scheme: str) -> tuple[str, str]:
     return name, port or default
 
 
+_ENVIRON: dict[str, Any] = {
+    "wsgi.version": (1, 0),
+    "wsgi.errors": ERRORS,
+    "wsgi.run_once": False,
+    "wsgi.input_terminated": True,
+    "wsgi.file_wrapper": FileWrapper,
+}
+_PROTOCOLS = {"1.1": "HTTP/1.1", "1.0": "HTTP/1.0", "2": "HTTP/2", "3": "HTTP/3"}
+
+
 def build_environ(scope: Scope, wsgi_input: Any, multithread: bool, multiprocess: bool) -> dict[str, Any]:
     """The PEP 3333 environ for an ASGI ``http`` scope. Native strings are latin-1 decoded bytes."""
     root_path: str = scope.get("root_path", "")
@@ -344,22 +381,18 @@ def build_environ(scope: Scope, wsgi_input: Any, multithread: bool, multiprocess
         script_name = root.decode("latin-1")
     path_info = (unquote_to_bytes(raw_path) if b"%" in raw_path else raw_path).decode("latin-1")
     scheme = scope.get("scheme", "http")
-    environ: dict[str, Any] = {
-        "REQUEST_METHOD": scope["method"],
-        "SCRIPT_NAME": script_name,
-        "PATH_INFO": path_info,
-        "QUERY_STRING": scope.get("query_string", b"").decode("latin-1"),
-        "SERVER_PROTOCOL": "HTTP/" + scope.get("http_version", "1.1"),
-        "wsgi.version": (1, 0),
-        "wsgi.url_scheme": scheme,
-        "wsgi.input": wsgi_input,
-        "wsgi.errors": ERRORS,
-        "wsgi.multithread": multithread,
-        "wsgi.multiprocess": multiprocess,
-        "wsgi.run_once": False,
-        "wsgi.input_terminated": True,
-        "wsgi.file_wrapper": FileWrapper,
-    }
+    environ = _ENVIRON.copy()
+    environ["REQUEST_METHOD"] = scope["method"]
+    environ["SCRIPT_NAME"] = script_name
+    environ["PATH_INFO"] = path_info
+    environ["QUERY_STRING"] = scope.get("query_string", b"").decode("latin-1")
+    environ["SERVER_PROTOCOL"] = (
+        _PROTOCOLS.get(scope.get("http_version", "1.1")) or "HTTP/" + scope["http_version"]
+    )
+    environ["wsgi.url_scheme"] = scheme
+    environ["wsgi.input"] = wsgi_input
+    environ["wsgi.multithread"] = multithread
+    environ["wsgi.multiprocess"] = multiprocess
     for name, value in scope["headers"]:
         key = _environ_keys.get(name)
         if key is None:
@@ -397,31 +430,17 @@ class WSGIAdapter:
         self.app = app
         self.threads = threads
         self.multiprocess = multiprocess
-        self._executor: ThreadPoolExecutor | None = None
-        self._pid = 0
-        self._lock = threading.Lock()
-        self._jobs: deque[tuple[Scope, Channel, bool, Message | None]] = deque()
-        self._drainers = 0  # pool tasks running jobs from _jobs, at most ``threads``
-        self._dispatching = False
+        self.pool = JobPool(threads, self._run)
+        self._waker: Waker | None = None
 
     @property
     def executor(self) -> ThreadPoolExecutor:
-        """This process's pool (created on first use, and again in a forked child)."""
-        executor = self._executor
-        if executor is None or self._pid != os.getpid():
-            with self._lock:
-                if self._executor is None or self._pid != os.getpid():
-                    self._executor = ThreadPoolExecutor(self.threads, thread_name_prefix="zonda-wsgi")
-                    self._pid = os.getpid()
-                executor = self._executor
-        return executor
+        """This process's thread pool (made on first use)."""
+        return self.pool.executor
 
     def shutdown(self, wait: bool = False) -> None:
-        """Stop the pool once the jobs already queued are done."""
-        with self._lock:
-            executor, self._executor = self._executor, None
-        if executor is not None:
-            executor.shutdown(wait=wait)
+        """Stop the pool's threads once the requests already queued are done."""
+        self.pool.shutdown(wait)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -442,35 +461,12 @@ class WSGIAdapter:
             if first["type"] != "http.request":
                 return
         loop = asyncio.get_running_loop()
-        channel = Channel(loop)
-        with self._lock:
-            self._jobs.append((scope, channel, has_body, first))
-        if not self._dispatching:
-            self._dispatching = True
-            loop.call_soon(self._dispatch)
+        waker = self._waker
+        if waker is None or waker.loop is not loop:
+            waker = self._waker = Waker(loop)
+        channel = Channel(waker)
+        self.pool.submit(loop, scope, channel, has_body, first)
         await channel.pump(receive, send)
-
-    def _dispatch(self) -> None:
-        """Hand the jobs queued during this loop iteration to the pool: one wake-up per batch, not per job."""
-        self._dispatching = False
-        executor = self.executor
-        with self._lock:
-            wanted = min(len(self._jobs), self.threads - self._drainers)
-            self._drainers += wanted
-        for _ in range(wanted):
-            executor.submit(self._drain)
-
-    def _drain(self) -> None:
-        """A pool thread: run queued jobs until none is left."""
-        jobs = self._jobs
-        lock = self._lock
-        while True:
-            with lock:
-                if not jobs:
-                    self._drainers -= 1
-                    return
-                job = jobs.popleft()
-            self._run(*job)
 
     def _run(self, scope: Scope, channel: Channel, has_body: bool, first: Message | None) -> None:
         """The app thread's whole job for one request. Never raises: the outcome goes to the channel."""
@@ -479,27 +475,33 @@ class WSGIAdapter:
             return
         try:
             wsgi_input = WSGIInput(channel, first) if has_body else NO_BODY
-            extensions = scope.get("extensions") or {}
-            responder = _Responder(channel, scope["method"] == "HEAD", ZEROCOPY in extensions)
+            extensions = scope.get("extensions")
+            responder = _Responder(
+                channel, scope["method"] == "HEAD", extensions is not None and ZEROCOPY in extensions
+            )
             environ = build_environ(scope, wsgi_input, self.threads > 1, self.multiprocess)
             result = self.app(environ, responder.start_response)
+            close = getattr(result, "close", None)
             try:
                 responder.stream(result)
+                if close is not None or responder.zerocopy_sent:
+                    responder.flush()  # the response is complete before close() runs
+                    if responder.zerocopy_sent:
+                        channel.drain()  # the file must stay open until the server has sent it
             finally:
-                close = getattr(result, "close", None)
                 if close is not None:
                     close()
         except BaseException as exc:
             channel.finish(exc)
         else:
-            channel.finish(None)
+            channel.finish(None, responder.outbox, responder.outbox_size)  # one hand-over for a list
 
     async def _not_http(self, kind: str, receive: Receive, send: Send) -> None:
         if kind == "lifespan":
             while True:
                 message = await receive()
                 if message["type"] == "lifespan.startup":
-                    self.executor  # noqa: B018  # the pool is made in the serving process
+                    self.executor  # noqa: B018  # the pool is made in the serving process, before requests
                     error_log.info("Serving a WSGI app in up to %d threads per process.", self.threads)
                     await send({"type": "lifespan.startup.complete"})
                 elif message["type"] == "lifespan.shutdown":
