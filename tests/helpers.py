@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -243,3 +244,47 @@ def assert_still_serving(port: int) -> None:
 
 def run_async(coro: Any) -> Any:
     return asyncio.run(coro)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free a moment ago (for tools that must be told their port up front)."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, host: str = "127.0.0.1", timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
+@contextmanager
+def child_process(argv: list[str], port: int, log: str | None = None) -> Iterator[subprocess.Popen[bytes]]:
+    """Run an external tool (haproxy, nginx) in the foreground until ``port`` listens; stop it by pid after."""
+    with open(log or os.devnull, "wb") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        try:
+            wait_for_port(port)
+        except OSError:
+            proc.poll()
+            text = Path(log).read_text() if log else ""
+            raise RuntimeError(
+                f"{argv[0]} did not listen on {port} (exit {proc.returncode}):\n{text}"
+            ) from None
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)

@@ -16,6 +16,7 @@ from zonda.config import Config, _field_types, parse_text
 from zonda.errors import AppLoadError, ConfigError, LifespanFailure
 from zonda.logging import configure_logging
 from zonda.server import Server, run_in_loop
+from zonda.supervisor import needs_supervisor, run_supervisor
 
 logger = logging.getLogger("zonda.error")
 
@@ -96,6 +97,12 @@ def serve(config: Config) -> int:
         configure_logging(config.log_level, config.access_log, config.log_config)
         if config.app is None:
             raise ConfigError("no app given: zonda MODULE:APP (or app = ... in the config file)")
+        if needs_supervisor(config):  # workers, reload, recycling, systemd: a supervisor process
+            if config.metrics_bind:
+                from zonda.metrics import prepare_multiprocess
+
+                prepare_multiprocess()  # before any worker, and before prometheus_client is imported
+            return run_supervisor(config)
         server = Server(config)
         run_in_loop(config.loop, server.serve())
     except (AppLoadError, ConfigError) as exc:

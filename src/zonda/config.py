@@ -30,6 +30,7 @@ def option(
     flag: str | None = None,
     metavar: str | None = None,
     minimum: float | None = 0,
+    aliases: Mapping[str, Any] | None = None,
 ) -> Any:
     metadata = {
         "help": help,
@@ -38,6 +39,7 @@ def option(
         "flag": flag,
         "metavar": metavar,
         "minimum": minimum,
+        "aliases": aliases,  # words accepted for a value, e.g. workers "auto" for 0
     }
     return field(default=default, metadata=metadata)
 
@@ -157,6 +159,109 @@ class Config:
     log_level: str = option("info", "log level", "Logging", choices=LOG_LEVELS)
     access_log: bool = option(True, "log one line per response on zonda.access", "Logging")
     log_config: str | None = option(None, "logging dictConfig file (.json, .toml, .yaml)", "Logging")
+    access_log_format: str | None = option(
+        None,
+        "access line from named fields, e.g. '{client} \"{method} {target}\" {status} {duration_ms:.1f}ms' "
+        "(see README); written to stderr or --access-log-file, not through zonda.access",
+        "Logging",
+        metavar="FORMAT",
+    )
+    access_log_json: bool = option(
+        False,
+        "access log as one JSON object per line (keys: the format's fields, or a default set)",
+        "Logging",
+    )
+    access_log_file: str | None = option(
+        None, "append access lines to this file instead of stderr", "Logging", metavar="FILE"
+    )
+    request_id: bool = option(
+        False,
+        "give every request an id (a trusted peer's X-Request-ID, or a new one) in scope['state']['request_id']; "
+        "on by itself when the access log shows {request_id} or is JSON",
+        "Logging",
+    )
+
+    forwarded_allow_ips: str = option(
+        "127.0.0.1",
+        "trusted proxies: comma-separated IPs, CIDRs, 'unix' (unix-socket peers) or '*'",
+        "Proxies",
+        metavar="LIST",
+    )
+    proxy_headers: bool = option(
+        True,
+        "apply Forwarded / X-Forwarded-{For,Proto,Host,Port,Prefix} from trusted proxies to the scope",
+        "Proxies",
+    )
+    proxy_protocol: str = option(
+        "off",
+        "expect a PROXY protocol header (v1, v2 or either) on connections from trusted proxies",
+        "Proxies",
+        choices=("off", "v1", "v2", "auto"),
+    )
+
+    metrics_bind: str | None = option(
+        None,
+        "serve Prometheus /metrics, /healthz and /readyz on this HOST:PORT (needs zonda[metrics])",
+        "Metrics",
+        metavar="HOST:PORT",
+    )
+
+    workers: int = option(
+        1,
+        "worker processes under a supervisor; 0 or auto: one per CPU",
+        "Workers",
+        metavar="N",
+        aliases={"auto": 0},
+    )
+    reuse_port: bool = option(
+        False, "each worker binds its own listener with SO_REUSEPORT instead of sharing one", "Workers"
+    )
+    timeout_worker_healthcheck: float = option(
+        10.0, "kill and replace a worker whose event loop is silent this many seconds", "Workers", minimum=0.1
+    )
+    max_requests: int | None = option(
+        None, "recycle a worker after this many requests (replaced first, then drained)", "Workers", minimum=1
+    )
+    max_requests_jitter: int = option(
+        0, "add a random 0..N to --max-requests per worker, so workers do not recycle together", "Workers"
+    )
+    max_worker_lifetime: float | None = option(
+        None, "recycle a worker after this many seconds (plus a random 0-10 percent)", "Workers", minimum=1
+    )
+    max_worker_memory: int | None = option(
+        None,
+        "recycle a worker whose resident memory passes this many MiB (checked every second)",
+        "Workers",
+        minimum=1,
+    )
+    pid: str | None = option(
+        None, "write the supervisor's process id to this file", "Workers", metavar="FILE"
+    )
+
+    reload: bool = option(
+        False, "restart the workers when a watched file changes (development; needs zonda[reload])", "Reload"
+    )
+    reload_dirs: tuple[str, ...] = option(
+        (),
+        "directory to watch (repeatable; default: the app directory)",
+        "Reload",
+        flag="reload-dir",
+        metavar="DIR",
+    )
+    reload_includes: tuple[str, ...] = option(
+        (),
+        "glob of files whose changes reload (repeatable; default: *.py)",
+        "Reload",
+        flag="reload-include",
+        metavar="GLOB",
+    )
+    reload_excludes: tuple[str, ...] = option(
+        (),
+        "glob of files or directories to ignore (repeatable)",
+        "Reload",
+        flag="reload-exclude",
+        metavar="GLOB",
+    )
 
     def __post_init__(self) -> None:
         hints = _field_types()
@@ -165,10 +270,13 @@ class Config:
             if f.name == "app":
                 continue
             kind = hints[f.name]
+            aliases = f.metadata["aliases"]
+            if aliases and isinstance(value, str) and value.strip().lower() in aliases:
+                value = aliases[value.strip().lower()]
             if value is None and kind.optional:
                 continue
             coerced = _check_type(f.name, value, kind)
-            if coerced is not value:
+            if coerced is not getattr(self, f.name):
                 object.__setattr__(self, f.name, coerced)
             choices = f.metadata["choices"]
             if choices and coerced not in choices:
@@ -186,6 +294,7 @@ class Config:
                 int(self.uds_permissions, 8)
             except ValueError:
                 raise ConfigError(f"uds_permissions: {self.uds_permissions!r} is not an octal mode") from None
+        _check_observability(self)
 
     def replace(self, **changes: Any) -> Config:
         return dataclasses.replace(self, **changes)
@@ -206,6 +315,19 @@ class Config:
         values.update(from_env(env))
         values.update(cli or {})
         return cls(**values)
+
+
+def _check_observability(config: Config) -> None:
+    """Proxy, access log and metrics options: parsed here so a bad value is an error at start-up."""
+    from zonda.accesslog import parse_format
+    from zonda.metrics import parse_bind
+    from zonda.proxy import TrustList
+
+    TrustList(config.forwarded_allow_ips)
+    if config.access_log_format is not None:
+        parse_format(config.access_log_format)
+    if config.metrics_bind is not None:
+        parse_bind(config.metrics_bind)
 
 
 class _Kind(typing.NamedTuple):
@@ -246,6 +368,9 @@ def _check_type(name: str, value: Any, kind: _Kind) -> Any:
 def parse_text(name: str, text: str) -> Any:
     """Turn an environment variable's text into the field's type."""
     kind = _field_types()[name]
+    aliases = Config.__dataclass_fields__[name].metadata["aliases"]
+    if aliases and text.strip().lower() in aliases:
+        return aliases[text.strip().lower()]
     if kind.optional and text.strip().lower() in ("", "none"):
         return None
     base = kind.base
@@ -264,7 +389,8 @@ def parse_text(name: str, text: str) -> Any:
         if base is tuple:
             items: list[str] = []
             for item in text.split(","):
-                if items and ":" not in item:  # a comma inside a header value: "cache-control: a, b"
+                # a comma inside a header value: "cache-control: a, b"
+                if name == "headers" and items and ":" not in item:
                     items[-1] += "," + item
                 else:
                     items.append(item)
@@ -272,6 +398,11 @@ def parse_text(name: str, text: str) -> Any:
     except ValueError:
         raise ConfigError(f"{name}: {text!r} is not a valid {base.__name__}") from None
     return text
+
+
+_FLAG_NAMES = {
+    f.metadata["flag"].replace("-", "_"): f.name for f in dataclasses.fields(Config) if f.metadata["flag"]
+}  # TOML keys may be the flag's name too: header = [...], reload-dir = [...]
 
 
 def field_names() -> list[str]:
@@ -305,8 +436,7 @@ def read_toml(path: str) -> dict[str, Any]:
     values = {}
     for key, value in data.items():
         name = key.replace("-", "_")
-        if name == "header":
-            name = "headers"
+        name = _FLAG_NAMES.get(name, name)
         if name not in known:
             raise ConfigError(f"config: unknown key {key!r} in {path}")
         values[name] = value

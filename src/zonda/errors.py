@@ -69,3 +69,7 @@ class ClientDisconnected(OSError):
 
     The server raised it, so the server never logs it as an error.
     """
+
+
+class ProxyProtocolError(ZondaError):
+    """A trusted peer's PROXY protocol header was missing or malformed: the connection is closed."""

@@ -22,6 +22,7 @@ from email.utils import formatdate
 from typing import TYPE_CHECKING, Any
 
 from zonda import __version__
+from zonda.accesslog import AccessLogWriter, build_access_log, uses_request_id
 from zonda.asgi.http import SessionContext
 from zonda.asgi.lifespan import Lifespan
 from zonda.asgi.types import ASGIApp
@@ -29,11 +30,14 @@ from zonda.asgi.wsgi import WSGIAdapter
 from zonda.config import Config
 from zonda.errors import ConfigError, LifespanFailure
 from zonda.io.asyncio import H1Protocol
+from zonda.io.observed import ObservedH1Protocol
 from zonda.loading import ASGI2Adapter, load_app
 from zonda.logging import access_log_enabled
 from zonda.protocols.http1 import DefaultHeaders, H1Limits
+from zonda.proxy import ProxySettings, TrustList
 
 if TYPE_CHECKING:
+    from zonda.metrics import Metrics, Tally
     from zonda.protocols.websocket import WSSettings
 
 logger = logging.getLogger("zonda.error")
@@ -63,6 +67,13 @@ class ServerShared:
         self.connections: set[H1Protocol] = set()
         self.tasks: set[asyncio.Task[Any]] = set()
         self.stats_refused = 0
+        self.rejections: dict[str, int] = {}  # ProtocolError class name -> count (metrics)
+        self.tally: Tally | None = None  # byte counts, when metrics are on
+        request_id = uses_request_id(config)
+        self.proxy: ProxySettings | None = None  # None: no per-connection proxy or request-id work at all
+        if config.proxy_headers or request_id or config.proxy_protocol != "off":
+            trust = TrustList(config.forwarded_allow_ips)
+            self.proxy = ProxySettings(trust, config.proxy_headers, config.proxy_protocol, request_id)
 
     def refresh_date(self) -> None:
         self.defaults.set_date(formatdate(usegmt=True).encode() if self.date_header else None)
@@ -169,6 +180,12 @@ class Server:
         self.force_exit = False
         self.sockets: list[socket.socket] = []
         self.shared: ServerShared | None = None
+        self.metrics: Metrics | None = None
+        self.metrics_port: int | None = None  # the bound --metrics-bind port, once listening
+        # Seconds between closing the listeners and closing idle connections on a graceful stop. A worker
+        # under the supervisor sets it: a connection accepted just before the stop gets to send its first
+        # request (another worker serves the shared listener meanwhile), instead of being closed unread.
+        self.drain_grace = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._exit_waiter: asyncio.Future[None] | None = None
 
@@ -188,7 +205,33 @@ class Server:
     async def serve(
         self, sockets: list[socket.socket] | None = None, install_signal_handlers: bool = True
     ) -> None:
-        """Start, serve until told to stop, shut down. Raises AppLoadError, LifespanFailure or OSError."""
+        """Start, serve until told to stop, shut down. Raises AppLoadError, LifespanFailure or OSError.
+
+        With ``--metrics-bind``, the metrics listener runs from before the app loads until after shutdown,
+        so ``/readyz`` says 503 while lifespan startup runs and while draining.
+        """
+        if not self.config.metrics_bind:
+            await self._serve(sockets, install_signal_handlers)
+            return
+        from zonda.metrics import Metrics, MetricsListener, multiprocess
+
+        self.metrics = Metrics()
+        listener = MetricsListener(self.metrics, self._not_ready)
+        # under the supervisor every worker binds the same address (multiprocess mode: any answers for all)
+        await listener.start(self.config.metrics_bind, reuse_port=multiprocess())
+        self.metrics_port = listener.port
+        try:
+            await self._serve(sockets, install_signal_handlers)
+        finally:
+            await listener.close()
+            self.metrics.close()
+
+    def _not_ready(self) -> str | None:
+        if self.should_exit:
+            return "draining"
+        return None if self.started.is_set() else "starting"
+
+    async def _serve(self, sockets: list[socket.socket] | None, install_signal_handlers: bool) -> None:
         config = self.config
         loop = self._loop = asyncio.get_running_loop()
         self._exit_waiter = loop.create_future()
@@ -203,16 +246,29 @@ class Server:
         )
         if install_signal_handlers:  # before startup, so a SIGTERM during a slow startup still stops cleanly
             self._install_signal_handlers(loop)
-        lifespan, lifespan_task = await self._start_lifespan(app)
+        on_response, access_writer = self._response_hook(loop)  # a bad --access-log-file fails before startup
+        try:
+            lifespan, lifespan_task = await self._start_lifespan(app)
+        except BaseException:
+            if access_writer is not None:
+                access_writer.close()
+            raise
         context = SessionContext(
             app,
             lifespan.state if lifespan else {},
             root_path=config.root_path,
-            access_log=access_log_enabled(),
+            access_log=on_response is not None,
             limit_concurrency=config.limit_concurrency,
             ws=ws_settings(config),
+            on_response=on_response,
         )
         shared = self.shared = ServerShared(config, context)
+        protocol: type[H1Protocol] = H1Protocol
+        if self.metrics is not None:
+            self.metrics.attach(shared, loop)
+            protocol = ObservedH1Protocol
+        elif config.proxy_protocol != "off":
+            protocol = ObservedH1Protocol
         date_timer = _DateTicker(loop, shared)
         listeners = []
         try:
@@ -220,7 +276,7 @@ class Server:
             for sock in self.sockets:
                 listeners.append(
                     await loop.create_server(
-                        lambda: H1Protocol(shared, loop), sock=sock, backlog=config.backlog
+                        lambda: protocol(shared, loop), sock=sock, backlog=config.backlog
                     )
                 )
             self._log_started(app)
@@ -229,8 +285,12 @@ class Server:
         finally:
             for listener in listeners:
                 listener.close()
+            if self.drain_grace and shared.connections and not self.force_exit:
+                await asyncio.sleep(self.drain_grace)
             await self._drain_connections(shared)
             date_timer.cancel()
+            if access_writer is not None:
+                access_writer.close()
             if lifespan is not None:
                 await self._stop_lifespan(lifespan, lifespan_task)
             # unlink only a socket this server bound, never a file that was in the way
@@ -238,6 +298,21 @@ class Server:
                 with contextlib.suppress(OSError):
                     os.unlink(config.uds)
             logger.info("Finished server process [%d]", os.getpid())
+
+    def _response_hook(
+        self, loop: asyncio.AbstractEventLoop
+    ) -> tuple[Callable[[Any], None] | None, AccessLogWriter | None]:
+        """The per-response hook: the access log and/or metrics, or None when both are off."""
+        access, writer = build_access_log(self.config, loop, access_log_enabled())
+        record = self.metrics.record if self.metrics is not None else None
+        if access is None or record is None:
+            return access or record, writer
+
+        def both(cycle: Any) -> None:
+            access(cycle)
+            record(cycle)
+
+        return both, writer
 
     async def _start_lifespan(self, app: ASGIApp) -> tuple[Lifespan | None, asyncio.Task[None] | None]:
         mode = self.config.lifespan

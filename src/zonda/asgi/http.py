@@ -11,12 +11,13 @@ from __future__ import annotations
 import enum
 import logging
 from collections import deque
-from collections.abc import Awaitable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from http import HTTPStatus
 from time import perf_counter
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import unquote_to_bytes
 
+from zonda.accesslog import log_default
 from zonda.asgi.types import ASGIApp, Message, Scope
 from zonda.errors import AppProtocolError, ClientDisconnected, ProtocolError
 from zonda.protocols.events import ConnectionTerminated, Data, Event, Request, StreamReset
@@ -25,7 +26,6 @@ if TYPE_CHECKING:
     from zonda.protocols.websocket import WSSettings
 
 error_log = logging.getLogger("zonda.error")
-access_log = logging.getLogger("zonda.access")
 
 ASGI_VERSION = {"version": "3.0", "spec_version": "2.5"}
 HIGH_WATER = 65536  # unread request body per stream above which reading pauses
@@ -78,7 +78,7 @@ class Cycle(Protocol):
 class ConnectionInfo:
     """Scope fields fixed for the connection's lifetime, computed once when it opens."""
 
-    __slots__ = ("client", "extensions", "root_path", "scheme", "server")
+    __slots__ = ("client", "extensions", "rewrite", "root_path", "scheme", "server")
 
     def __init__(
         self,
@@ -92,12 +92,15 @@ class ConnectionInfo:
         self.scheme = scheme
         self.root_path = root_path
         self.extensions: dict[str, Any] = {}
+        # Per-request scope work decided once per connection (zonda.proxy: forwarded headers from a trusted
+        # peer, request ids); None, the usual case, costs nothing per request.
+        self.rewrite: Callable[[Scope], None] | None = None
 
 
 class SessionContext:
     """Server-wide, per-app settings every session reads: built once at start-up."""
 
-    __slots__ = ("access_log", "app", "limit_concurrency", "root_path", "state", "stats", "ws")
+    __slots__ = ("access_log", "app", "limit_concurrency", "on_response", "root_path", "state", "stats", "ws")
 
     def __init__(
         self,
@@ -107,22 +110,33 @@ class SessionContext:
         access_log: bool = True,
         limit_concurrency: int | None = None,
         ws: WSSettings | None = None,
+        on_response: Callable[[Any], None] | None = None,
     ) -> None:
         self.app = app
         self.ws = ws  # None: WebSocket is off, upgrade requests are plain HTTP
         self.state = state
         self.root_path = root_path
-        self.access_log = access_log
+        self.access_log = access_log  # the per-response hook runs (access log and/or metrics)
+        self.on_response = on_response or log_default
         self.limit_concurrency = limit_concurrency
         self.stats = ServerStats()
 
 
 class ServerStats:
-    __slots__ = ("active_requests", "total_requests")
+    __slots__ = (
+        "active_requests",
+        "rejected_concurrency",
+        "total_requests",
+        "ws_messages_in",
+        "ws_messages_out",
+    )
 
     def __init__(self) -> None:
         self.active_requests = 0
         self.total_requests = 0
+        self.rejected_concurrency = 0
+        self.ws_messages_in = 0
+        self.ws_messages_out = 0
 
 
 class CycleState(enum.Enum):
@@ -204,6 +218,7 @@ class HTTPCycle:
         "bytes_sent",
         "disconnected",
         "reading_paused",
+        "response_headers",
         "scope",
         "session",
         "started_at",
@@ -331,7 +346,9 @@ class HTTPCycle:
             status = message.get("status")
             if type(status) is not int:
                 raise AppProtocolError(f"http.response.start 'status' must be an int, got {status!r}")
-            self.transport.core.send_response(self.stream_id, status, message.get("headers", ()))
+            headers = message.get("headers", ())
+            self.transport.core.send_response(self.stream_id, status, headers)
+            self.response_headers = headers  # for the access log; unset (not read) when no app response
             self.status = status
             self.state = _BODY
         else:
@@ -395,20 +412,8 @@ class HTTPCycle:
         return f"{scope['method']} {scope['path']}"
 
     def log_access(self) -> None:
-        scope = self.scope
-        client = scope["client"]
-        query = scope["query_string"]
-        access_log.info(
-            '%s - "%s %s%s HTTP/%s" %d %d %.1fms',
-            f"{client[0]}:{client[1]}" if client else "-",
-            scope["method"],
-            scope["path"],
-            "?" + query.decode("latin-1") if query else "",
-            scope["http_version"],
-            self.status,
-            self.bytes_sent,
-            (perf_counter() - self.started_at) * 1000,
-        )
+        """The per-response hook (access log, metrics), called only when one is on."""
+        self.session.context.on_response(self)
 
 
 class HTTPSession:
@@ -475,10 +480,14 @@ class HTTPSession:
     def _on_request(self, request: Request) -> None:
         context = self.context
         scope = build_scope(request, self.info, context.state)
+        rewrite = self.info.rewrite
+        if rewrite is not None:
+            rewrite(scope)
         stats = context.stats
         app = context.app
         cycle: Cycle
         if context.limit_concurrency is not None and stats.active_requests >= context.limit_concurrency:
+            stats.rejected_concurrency += 1
             cycle = HTTPCycle(self, request, scope, service_unavailable)
         elif request.upgrade == b"websocket" and context.ws is not None:
             cycle = self._websocket_cycle(request, scope, context.ws)
@@ -506,10 +515,10 @@ class HTTPSession:
             extra = [(b"sec-websocket-version", b"13")] if exc.status == 426 else []
             return HTTPCycle(self, request, scope, plain_response_app(exc.status, exc.detail, extra))
         scope["type"] = "websocket"
-        scope["scheme"] = "wss" if self.info.scheme == "https" else "ws"
+        scope["scheme"] = "wss" if scope["scheme"] == "https" else "ws"  # as a trusted proxy may have set it
         del scope["method"]
         scope["subprotocols"] = handshake.subprotocols
-        scope["extensions"] = {**self.info.extensions, "websocket.http.response": {}}
+        scope["extensions"]["websocket.http.response"] = {}  # a fresh copy per request (build_scope)
         return WebSocketCycle(self, request, scope, handshake, settings)
 
     def _start(self, cycle: Cycle) -> None:

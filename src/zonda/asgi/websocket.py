@@ -12,7 +12,6 @@ from __future__ import annotations
 import enum
 import logging
 from collections import deque
-from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 from zonda.asgi.types import ASGIApp, Message, Scope
@@ -25,7 +24,6 @@ if TYPE_CHECKING:
     from zonda.asgi.http import HTTPSession
 
 error_log = logging.getLogger("zonda.error")
-access_log = logging.getLogger("zonda.access")
 
 
 class WSState(enum.Enum):
@@ -47,6 +45,7 @@ class WebSocketCycle:
         self.stream_id = request.stream_id
         self.scope = scope
         self.app: ASGIApp = session.context.app
+        self.stats = session.context.stats
         self.handshake = handshake
         self.settings = settings
         self.state = WSState.CONNECTING
@@ -68,6 +67,7 @@ class WebSocketCycle:
         for event in events:
             kind = type(event)
             if kind is WSMessage:
+                self.stats.ws_messages_in += 1
                 data = event.data
                 if type(data) is str:
                     self._deliver({"type": "websocket.receive", "text": data})
@@ -162,6 +162,7 @@ class WebSocketCycle:
             data = _payload(message)
             core.send_message(data)
             self.bytes_sent += len(data)
+            self.stats.ws_messages_out += 1
             self.transport.flush()
             if self.transport.write_paused:
                 await self.transport.drain()
@@ -300,15 +301,8 @@ class WebSocketCycle:
         return str(self.scope["path"])
 
     def log_access(self) -> None:
-        scope = self.scope
-        client = scope["client"]
-        access_log.info(
-            '%s - "WebSocket %s" %d %.1fms',
-            f"{client[0]}:{client[1]}" if client else "-",
-            scope["path"],
-            self.status,
-            (perf_counter() - self.started_at) * 1000,
-        )
+        """The per-response hook (access log, metrics): for the 101, or the HTTP answer to a denial."""
+        self.session.context.on_response(self)
 
 
 def _payload(message: Message) -> bytes | str:

@@ -119,7 +119,16 @@ class H1Protocol(asyncio.Protocol):
         else:
             server = None
         scheme = "https" if transport.get_extra_info("sslcontext") is not None else "http"
-        return ConnectionInfo(client, server, scheme, self.shared.context.root_path)
+        return self._make_info(client, server, scheme)
+
+    def _make_info(
+        self, client: tuple[str, int] | None, server: tuple[str, int | None] | None, scheme: str
+    ) -> ConnectionInfo:
+        info = ConnectionInfo(client, server, scheme, self.shared.context.root_path)
+        proxy = self.shared.proxy
+        if proxy is not None:  # the peer is judged once, here: trusted or not (zonda.proxy)
+            info.rewrite = proxy.rewriter(client[0] if client else None)
+        return info
 
     def data_received(self, data: bytes) -> None:
         events = self.core.receive_data(data)
@@ -259,6 +268,9 @@ class H1Protocol(asyncio.Protocol):
         assert isinstance(terminated, ConnectionTerminated)
         error = terminated.error
         if error is not None:
+            rejections = self.shared.rejections
+            name = type(error).__name__
+            rejections[name] = rejections.get(name, 0) + 1
             level = logging.INFO if isinstance(error, RequestTimeout) else logging.WARNING
             client = self.session.info.client
             error_log.log(

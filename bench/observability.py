@@ -1,0 +1,379 @@
+"""What observability costs: zonda's hello throughput with the access log off, in the default ``zonda.access``
+logger line, in a custom format, as JSON, and with metrics on, as ratios to "off".
+
+Run from the repo root with the project's virtualenv (prometheus_client installed for the metrics row)::
+
+    .venv/bin/python bench/observability.py                      # 3 rounds x 5 variants x 10 s, ~3 minutes
+    .venv/bin/python bench/observability.py --append-results     # also append a section to bench/RESULTS.md
+    .venv/bin/python bench/observability.py --duration 3 --rounds 1
+
+How it measures:
+
+- ``python -m zonda bench.apps:hello`` runs alone, pinned with ``taskset -c 0``, one process, uvloop, with
+  ``--log-level warning`` except for the ``logger`` variant (the stdlib ``zonda.access`` line needs info).
+  ``wrk -t1 -c64 -d10s`` runs pinned with ``taskset -c 1``; its Lua ``done()`` prints the request count.
+- Rounds are interleaved (round 1 runs every variant, then round 2 ...), a fresh server each time, with a
+  2 s unmeasured warm-up, so a drift of the shared machine spreads over all variants. Medians of the rounds.
+- Server CPU is utime+stime from ``/proc/PID/stat`` read right before and after wrk: µs per request is the
+  steadier number when the machine is noisy.
+- The access log variants write to a file in a temporary directory (``--access-log-file``); the script
+  checks afterwards that it holds one line per request served.
+- Then, unless ``--no-in-process``, the same variants in process, without sockets: the real driver, bridge,
+  core and hooks fed ``GET /`` through a fake transport, 40,000 requests per run (the loop runs every 32, so
+  the access log writes in batches), 7 interleaved runs, thread CPU time, best run. On a shared machine this
+  is the steadier number; it leaves out the kernel's share, so its percentages are of a smaller base.
+
+Only processes this script starts are stopped, by pid. All traffic goes to 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.client
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+LUA = """
+done = function(summary, latency, requests)
+  io.write(string.format('BENCH_SUMMARY {"requests": %d, "duration_us": %d, "errors": %d}\\n',
+    summary.requests, summary.duration,
+    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.status
+    + summary.errors.timeout))
+end
+"""
+PLAIN = '{time} {client} - "{method} {target} {protocol}" {status} {bytes} {duration_ms:.1f}ms'
+VARIANTS: dict[str, list[str]] = {
+    "off": ["--no-access-log"],
+    "logger": ["--log-level", "info"],  # the default zonda.access line through stdlib logging
+    "plain": ["--access-log-format", PLAIN, "--access-log-file", "{log}"],
+    "json": ["--access-log-json", "--access-log-file", "{log}"],
+    "metrics": ["--no-access-log", "--metrics-bind", "127.0.0.1:0"],
+}
+LABELS = {
+    "off": "access log off",
+    "logger": "default `zonda.access` logger line",
+    "plain": "`--access-log-format` (plain line, to a file)",
+    "json": "`--access-log-json` (to a file)",
+    "metrics": "`--metrics-bind` (metrics on, access log off)",
+}
+
+
+@dataclass
+class Round:
+    requests: int
+    seconds: float
+    cpu_s: float
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds
+
+    @property
+    def us_per_request(self) -> float:
+        return self.cpu_s * 1e6 / self.requests
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def cpu_seconds(pid: int) -> float:
+    raw = Path(f"/proc/{pid}/stat").read_text()
+    fields = raw[raw.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def wait_ready(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"zonda exited with {proc.returncode}:\n{log.read_text()[-2000:]}")
+        with contextlib.suppress(OSError, http.client.HTTPException):
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+            try:
+                conn.request("GET", "/")
+                if conn.getresponse().read() == b"Hello, world!":
+                    return
+            finally:
+                conn.close()
+        time.sleep(0.05)
+    raise RuntimeError("zonda did not answer within 20 s")
+
+
+def wrk(port: int, script: Path, seconds: int, args: argparse.Namespace) -> dict[str, int]:
+    argv = ["taskset", "-c", args.client_cpu, "wrk", "-t1", f"-c{args.connections}", f"-d{seconds}s"]
+    argv += ["-s", str(script), f"http://127.0.0.1:{port}/"]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, check=True).stdout
+    for line in out.splitlines():
+        if line.startswith("BENCH_SUMMARY "):
+            summary: dict[str, int] = json.loads(line.removeprefix("BENCH_SUMMARY "))
+            return summary
+    raise RuntimeError(f"no summary from wrk:\n{out}")
+
+
+def measure(variant: str, args: argparse.Namespace, workdir: Path) -> Round:
+    port = free_port()
+    access_log = workdir / f"{variant}-{port}.access.log"
+    server_log = workdir / f"{variant}-{port}.out"
+    flags = [flag.replace("{log}", str(access_log)) for flag in VARIANTS[variant]]
+    argv = ["taskset", "-c", args.server_cpu, sys.executable, "-m", "zonda", "bench.apps:hello"]
+    argv += ["--port", str(port), "--loop", "uvloop", "--log-level", "warning", *flags]
+    with open(server_log, "wb") as out:
+        proc = subprocess.Popen(
+            argv, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
+    try:
+        wait_ready(port, proc, server_log)
+        script = workdir / "summary.lua"
+        script.write_text(LUA)
+        wrk(port, script, args.warmup, args)
+        before = cpu_seconds(proc.pid)
+        summary = wrk(port, script, args.duration, args)
+        used = cpu_seconds(proc.pid) - before
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    if summary["errors"]:
+        print(f"  warning: wrk reported {summary['errors']} errors", file=sys.stderr)
+    if variant in ("plain", "json"):
+        lines = sum(1 for _ in access_log.open("rb"))
+        if lines < summary["requests"]:  # warm-up and readiness requests are in the file too
+            raise RuntimeError(f"{variant}: {lines} access lines for {summary['requests']} requests")
+        access_log.unlink()
+    return Round(summary["requests"], summary["duration_us"] / 1e6, used)
+
+
+IN_PROCESS: dict[str, dict[str, object]] = {
+    "off": {"access_log": False},
+    "logger": {},
+    "plain": {"access_log_format": PLAIN, "access_log_file": "{log}"},
+    "json": {"access_log_json": True, "access_log_file": "{log}"},
+    "metrics": {"access_log": False, "metrics_bind": "127.0.0.1:0"},
+}
+REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8000\r\n\r\n"
+
+
+class FakeTransport:
+    """Enough of an asyncio transport for one connection's callbacks; counts the writes."""
+
+    def __init__(self) -> None:
+        self.writes = 0
+
+    def write(self, data: bytes) -> None:
+        self.writes += 1
+
+    def is_closing(self) -> bool:
+        return False
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return {"peername": ("127.0.0.1", 5555), "sockname": ("127.0.0.1", 8000)}.get(name, default)
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+
+async def in_process_run(variant: str, count: int, workdir: Path) -> float:
+    """Thread CPU µs per request for ``count`` requests through one connection's real callbacks."""
+    import asyncio
+    import logging
+
+    from bench.apps import hello
+    from zonda import Config, Server
+    from zonda.asgi.http import SessionContext
+    from zonda.io.asyncio import H1Protocol
+    from zonda.io.observed import ObservedH1Protocol
+    from zonda.server import ServerShared
+
+    options = {
+        key: value.replace("{log}", str(workdir / f"{variant}.log")) if isinstance(value, str) else value
+        for key, value in IN_PROCESS[variant].items()
+    }
+    logging.getLogger("zonda.access").setLevel(logging.INFO if variant == "logger" else logging.WARNING)
+    server = Server(Config(app=hello, **options))
+    loop = asyncio.get_running_loop()
+    if server.config.metrics_bind:
+        from zonda.metrics import Metrics
+
+        server.metrics = Metrics()
+    hook, writer = server._response_hook(loop)
+    context = SessionContext(hello, {}, access_log=hook is not None, on_response=hook)
+    shared = ServerShared(server.config, context)
+    shared.refresh_date()
+    protocol: type[H1Protocol] = H1Protocol
+    if server.metrics is not None:
+        server.metrics.attach(shared, loop)
+        protocol = ObservedH1Protocol
+    connection = protocol(shared, loop)
+    transport = FakeTransport()
+    connection.connection_made(transport)  # type: ignore[arg-type]
+    start = time.thread_time()
+    for i in range(count):
+        connection.data_received(REQUEST)
+        if i % 32 == 31:
+            await asyncio.sleep(0)  # the loop turns: the access log writes its batch
+    await asyncio.sleep(0)
+    used = time.thread_time() - start
+    if transport.writes < count:
+        raise RuntimeError(f"{variant}: {transport.writes} responses for {count} requests")
+    if writer is not None:
+        writer.close()
+    if server.metrics is not None:
+        server.metrics.close()
+    return used / count * 1e6
+
+
+def in_process(variants: list[str], workdir: Path) -> dict[str, float]:
+    import logging
+
+    import uvloop
+
+    access = logging.getLogger("zonda.access")
+    access.handlers[:] = [logging.FileHandler(workdir / "logger.log")]
+    access.propagate = False
+
+    async def runs() -> dict[str, float]:
+        best: dict[str, float] = {}
+        for _ in range(7):
+            for variant in variants:
+                result = await in_process_run(variant, 40_000, workdir)
+                best[variant] = min(best.get(variant, result), result)
+        return best
+
+    return uvloop.run(runs())
+
+
+def report(results: dict[str, list[Round]], args: argparse.Namespace, cpu: dict[str, float]) -> str:
+    base_rps = statistics.median(r.rps for r in results["off"])
+    base_cpu = statistics.median(r.us_per_request for r in results["off"])
+    rows = [
+        "| variant | req/s (median) | ratio to off | server CPU µs/req | CPU vs off |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for variant, rounds in results.items():
+        rps = statistics.median(r.rps for r in rounds)
+        us = statistics.median(r.us_per_request for r in rounds)
+        rows.append(
+            f"| {LABELS[variant]} | {rps:,.0f} | {rps / base_rps:.3f} | {us:.2f} | {us / base_cpu - 1:+.1%} |"
+        )
+    if cpu:
+        rows += [
+            "",
+            "In process, no sockets (thread CPU per request, best of 7 runs of 40,000 requests):",
+            "",
+            "| variant | µs/req | added µs/req | vs off |",
+            "|---|---:|---:|---:|",
+        ]
+        for variant, us in cpu.items():
+            rows.append(
+                f"| {LABELS[variant]} | {us:.2f} | {us - cpu['off']:+.2f} | {us / cpu['off'] - 1:+.1%} |"
+            )
+    every = "; ".join(
+        f"{variant}: " + ", ".join(f"{r.rps:,.0f}" for r in rounds) for variant, rounds in results.items()
+    )
+    return "\n".join(
+        [
+            "## Observability",
+            "",
+            f"`bench/observability.py`: hello app, zonda pinned `taskset -c {args.server_cpu}`, "
+            f"`wrk -t1 -c{args.connections} -d{args.duration}s` pinned `taskset -c {args.client_cpu}`, "
+            f"{args.rounds} interleaved rounds, fresh server each, medians. "
+            f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+            f"{time.strftime('%Y-%m-%d')}.",
+            "",
+            *rows,
+            "",
+            f"Every round's req/s: {every}.",
+            "",
+        ]
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--in-process-only"]:  # a fresh interpreter, pinned to the server's core
+        _, workdir, variants, core = argv
+        sys.path.insert(0, str(REPO))  # for bench.apps
+        os.sched_setaffinity(0, {int(core)})
+        print(json.dumps(in_process(variants.split(","), Path(workdir))))
+        return 0
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--server-cpu", default="0")
+    parser.add_argument("--client-cpu", default="1")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset")
+    parser.add_argument(
+        "--append-results", action="store_true", help="append the section to bench/RESULTS.md"
+    )
+    parser.add_argument("--no-in-process", dest="in_process", action="store_false")
+    args = parser.parse_args(argv)
+    variants = [v for v in args.variants.split(",") if v]
+    if "off" not in variants:
+        variants.insert(0, "off")
+    results: dict[str, list[Round]] = {v: [] for v in variants}
+    with tempfile.TemporaryDirectory(prefix="zonda-bench-obs-") as tmp:
+        for number in range(1, args.rounds + 1):
+            for variant in variants:
+                result = measure(variant, args, Path(tmp))
+                results[variant].append(result)
+                print(
+                    f"round {number} {variant:8} {result.rps:10,.0f} req/s {result.us_per_request:6.2f} µs/req",
+                    flush=True,
+                )
+        cpu: dict[str, float] = {}
+        if args.in_process:
+            command = [
+                sys.executable,
+                __file__,
+                "--in-process-only",
+                tmp,
+                ",".join(variants),
+                args.server_cpu,
+            ]
+            out = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=True).stdout
+            cpu = json.loads(out.strip().splitlines()[-1])
+    text = report(results, args, cpu)
+    print()
+    print(text)
+    if args.append_results:
+        path = REPO / "bench" / "RESULTS.md"
+        with open(path, "a") as out:  # other sections belong to other benchmarks: append, never rewrite
+            out.write(("\n" if path.exists() and path.stat().st_size else "") + text)
+        print(f"appended to {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

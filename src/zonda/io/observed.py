@@ -1,0 +1,97 @@
+"""``H1Protocol`` with the fleet features that cost per read: a PROXY protocol header first, and byte counts.
+
+The server uses this subclass only when ``--proxy-protocol`` is not ``off`` or ``--metrics-bind`` is set, so
+the plain driver pays nothing for either. Protocol logic stays out of here: the PROXY header is parsed by
+``zonda.proxy.parse_proxy_header``; this class only buffers the first bytes, calls it, and installs a new
+``ConnectionInfo`` built from the addresses the header carried before the HTTP/1.1 core sees a byte.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+from zonda.errors import ProxyProtocolError
+from zonda.io.asyncio import H1Protocol
+from zonda.proxy import ProxyHeader, parse_proxy_header
+
+if TYPE_CHECKING:
+    from zonda.metrics import Tally
+    from zonda.server import ServerShared
+
+error_log = logging.getLogger("zonda.error")
+
+
+class _CountingTransport:
+    """Counts the bytes written; everything else goes to the real transport."""
+
+    __slots__ = ("_tally", "_transport")
+
+    def __init__(self, transport: Any, tally: Tally) -> None:
+        self._transport = transport
+        self._tally = tally
+
+    def write(self, data: bytes) -> None:
+        self._tally.bytes_out += len(data)
+        self._transport.write(data)
+
+    def is_closing(self) -> bool:
+        return bool(self._transport.is_closing())
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
+class ObservedH1Protocol(H1Protocol):
+    def __init__(self, shared: ServerShared, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(shared, loop)
+        self._tally: Tally | None = shared.tally
+        self._proxy_buffer: bytes | None = None  # bytes while a PROXY header is expected
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        if self._closed:
+            return
+        if self._tally is not None:
+            self.transport = _CountingTransport(self.transport, self._tally)  # type: ignore[assignment]
+        proxy = self.shared.proxy
+        client = self.session.info.client
+        if proxy is not None and proxy.expects_proxy_header(client[0] if client else None):
+            self._proxy_buffer = b""
+
+    def data_received(self, data: bytes) -> None:
+        tally = self._tally
+        if tally is not None:
+            tally.bytes_in += len(data)
+        if self._proxy_buffer is None:
+            H1Protocol.data_received(self, data)
+            return
+        data = self._proxy_buffer + data
+        try:
+            header = parse_proxy_header(data, self.shared.proxy.proxy_protocol)  # type: ignore[union-attr]
+        except ProxyProtocolError as exc:
+            client = self.session.info.client
+            error_log.warning(
+                "Closing connection from %s: %s", f"{client[0]}:{client[1]}" if client else "client", exc
+            )
+            self._proxy_buffer = None
+            self._close()
+            return
+        if header is None:
+            self._proxy_buffer = data  # bounded: the parser fails past a header's largest size
+            return
+        self._proxy_buffer = None
+        self._use_proxy_header(header)
+        rest = data[header.length :]
+        if rest:
+            H1Protocol.data_received(self, rest)
+
+    def _use_proxy_header(self, header: ProxyHeader) -> None:
+        info = self.session.info
+        if header.client is None and header.server is None:
+            if header.ssl and info.scheme == "http":
+                info.scheme = "https"
+            return  # LOCAL (a health check) or unknown addresses: the connection's own stand
+        scheme = "https" if header.ssl else info.scheme
+        self.session.info = self._make_info(header.client, header.server, scheme)

@@ -1,0 +1,379 @@
+"""Prometheus metrics, ``/healthz`` and ``/readyz`` on their own listener (``--metrics-bind HOST:PORT``).
+
+Only active with ``--metrics-bind``; needs ``prometheus_client`` (``pip install 'zonda[metrics]'``), imported
+lazily so that ``PROMETHEUS_MULTIPROC_DIR`` can be set first.
+
+Cost: updating a ``prometheus_client`` metric takes 0.5-1.5 µs (more in multiprocess mode, where every update
+writes a memory-mapped file under a lock), several per request. So the per-response hook only bumps plain
+Python counters (a ``Tally``), and ``Metrics.flush()`` moves them into ``prometheus_client`` every
+``FLUSH_INTERVAL`` seconds, before every scrape this process answers, and at exit. Gauges (in-flight
+requests, open connections) are read from the server's own counts at flush time.
+
+Workers: under the supervisor (``--workers N`` and friends) ``prepare_multiprocess()``, called by the CLI
+before the supervisor starts, points ``PROMETHEUS_MULTIPROC_DIR`` at a fresh directory (prometheus_client's
+multiprocess mode). Every worker serves the metrics listener itself, bound with ``SO_REUSEPORT`` to the same
+address, and answers a scrape with the sum over all workers, live and dead (counters survive a worker; its
+gauges go with it), plus the supervisor's ``zonda_worker_restarts_total``. ``/healthz`` and ``/readyz``
+answer for the worker that took the connection: ready once its lifespan startup is done, 503 while it
+drains. A listener in the supervisor would need a thread there (it has no event loop) and a readiness
+report from each worker; a worker's own answer is what a load balancer's probe of that port needs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import logging
+import os
+import shutil
+import tempfile
+from bisect import bisect_left
+from collections.abc import Callable
+from time import perf_counter
+from types import NoneType
+from typing import TYPE_CHECKING, Any
+
+from zonda.asgi.http import HTTPSession
+from zonda.errors import ConfigError
+
+if TYPE_CHECKING:
+    from zonda.server import ServerShared
+
+logger = logging.getLogger("zonda.error")
+
+FLUSH_INTERVAL = 0.5
+BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, float("inf"))
+METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE"))
+REJECTION_REASONS = {  # ProtocolError class name -> reason label
+    "BodyTooLarge": "request_body",
+    "HeadersTooLarge": "request_headers",
+    "RequestLineTooLong": "request_line",
+    "RequestTimeout": "timeout",
+}
+_CREATED_DIR: list[str] = []
+
+
+def parse_bind(text: str) -> tuple[str, int]:
+    """``HOST:PORT``, ``[::1]:PORT`` or ``:PORT`` (127.0.0.1). Raises ConfigError."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"metrics_bind: {text!r} is not HOST:PORT")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def prepare_multiprocess() -> None:
+    """In the supervisor, before any worker starts (and before prometheus_client is imported): point
+    ``PROMETHEUS_MULTIPROC_DIR`` at a fresh directory, removed when this process exits. A directory the
+    environment already names is used as it is."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return
+    import sys
+
+    if "prometheus_client" in sys.modules:
+        logger.warning(
+            "prometheus_client was imported before zonda set PROMETHEUS_MULTIPROC_DIR: "
+            "metrics will cover one worker each"
+        )
+    path = tempfile.mkdtemp(prefix="zonda-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    _CREATED_DIR.append(path)
+    owner = os.getpid()
+
+    def remove() -> None:
+        if os.getpid() == owner:  # not in a forked worker
+            shutil.rmtree(path, ignore_errors=True)
+
+    atexit.register(remove)
+
+
+def multiprocess() -> bool:
+    return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+
+
+def _import_prometheus() -> Any:
+    try:
+        import prometheus_client
+    except ImportError:
+        raise ConfigError(
+            "metrics_bind: prometheus_client is not installed (pip install 'zonda[metrics]')"
+        ) from None
+    return prometheus_client
+
+
+def count_worker_restart() -> None:
+    """For the supervisor: a worker died and was replaced."""
+    _families().worker_restarts.inc()
+
+
+def worker_exited(pid: int) -> None:
+    """For the supervisor (and each worker at exit): drop a gone process's live gauges."""
+    if multiprocess():
+        from prometheus_client import multiprocess as mp
+
+        mp.mark_process_dead(pid)  # type: ignore[no-untyped-call]
+
+
+class _Families:
+    """The metric families in a registry of their own (in multiprocess mode their values live in files)."""
+
+    def __init__(self) -> None:
+        prom = _import_prometheus()
+        self.registry = prom.CollectorRegistry(auto_describe=True)
+        reg = self.registry
+        self.requests = prom.Counter(
+            "zonda_requests", "Responses sent", ["method", "status_class", "protocol"], registry=reg
+        )
+        self.latency = prom.Histogram(
+            "zonda_request_duration_seconds",
+            "Time from the request head to the last byte of the response (the 101, for WebSocket)",
+            ["protocol"],
+            buckets=BUCKETS,
+            registry=reg,
+        )
+        self.in_flight = prom.Gauge(
+            "zonda_requests_in_flight", "Requests being served", registry=reg, multiprocess_mode="livesum"
+        )
+        self.connections = prom.Gauge(
+            "zonda_connections_open",
+            "Open client connections",
+            ["protocol"],
+            registry=reg,
+            multiprocess_mode="livesum",
+        )
+        self.ws_connections = prom.Counter(
+            "zonda_websocket_connections", "WebSocket handshakes accepted", registry=reg
+        )
+        self.ws_messages = prom.Counter(
+            "zonda_websocket_messages", "WebSocket messages", ["direction"], registry=reg
+        )
+        self.bytes = prom.Counter("zonda_bytes", "Bytes on client connections", ["direction"], registry=reg)
+        self.rejections = prom.Counter(
+            "zonda_rejections",
+            "Requests or connections refused by a limit or a timeout",
+            ["reason"],
+            registry=reg,
+        )
+        self.worker_restarts = prom.Counter(
+            "zonda_worker_restarts", "Workers the supervisor replaced", registry=reg
+        )
+        child = self.latency.labels("1.1")
+        if not hasattr(child, "_buckets") or not hasattr(child, "_sum"):  # pragma: no cover
+            raise ConfigError("metrics_bind: this prometheus_client version is not supported")
+
+
+_FAMILIES: list[_Families] = []
+
+
+def _families() -> _Families:
+    if not _FAMILIES:
+        _FAMILIES.append(_Families())
+    return _FAMILIES[0]
+
+
+class Tally:
+    """Plain counters the server bumps; ``Metrics.flush()`` drains them."""
+
+    __slots__ = ("bytes_in", "bytes_out", "latency", "requests", "ws_opened")
+
+    def __init__(self) -> None:
+        self.requests: dict[tuple[str, int, str], int] = {}
+        self.latency: dict[str, list[float]] = {}  # protocol -> count per bucket, then the sum
+        self.bytes_in: int = 0
+        self.bytes_out: int = 0
+        self.ws_opened: int = 0
+
+
+class Metrics:
+    """This process's metrics: the per-response hook, the flush, the exposition."""
+
+    def __init__(self) -> None:
+        self.families = _Families()  # per server: two servers in one process (tests, embedding) stay apart
+        self.tally = Tally()
+        self.shared: ServerShared | None = None
+        self._seen: dict[str, int] = {}  # last values of the server's cumulative counters
+        self._timer: asyncio.TimerHandle | None = None
+        self.record = self._make_record()
+
+    def attach(self, shared: ServerShared, loop: asyncio.AbstractEventLoop) -> None:
+        """Start following a server's counts (once its connections are about to be accepted)."""
+        self.shared = shared
+        shared.tally = self.tally
+
+        def tick() -> None:
+            self.flush()
+            self._timer = loop.call_later(FLUSH_INTERVAL, tick)
+
+        self._timer = loop.call_later(FLUSH_INTERVAL, tick)
+
+    def _make_record(self) -> Callable[[Any], None]:
+        tally = self.tally
+        requests, latency = tally.requests, tally.latency
+        bounds = BUCKETS
+        size = len(bounds)
+
+        def record(cycle: Any) -> None:
+            scope = cycle.scope
+            status = cycle.status
+            if scope["type"] == "http":
+                protocol = scope["http_version"]
+                key = (scope["method"], status // 100, protocol)
+            else:
+                protocol = "websocket"
+                key = ("GET", status // 100, protocol)
+                if status == 101:
+                    tally.ws_opened += 1
+            requests[key] = requests.get(key, 0) + 1
+            elapsed = perf_counter() - cycle.started_at
+            counts = latency.get(protocol)
+            if counts is None:
+                counts = latency[protocol] = [0.0] * (size + 1)
+            counts[bisect_left(bounds, elapsed)] += 1
+            counts[size] += elapsed
+
+        return record
+
+    def flush(self) -> None:
+        """Move the tallies into prometheus_client; read the gauges."""
+        families, tally = self.families, self.tally
+        for (method, status_class, protocol), count in tally.requests.items():
+            label = method if method in METHODS else "other"
+            families.requests.labels(label, f"{status_class}xx", protocol).inc(count)
+        tally.requests.clear()
+        for protocol, counts in tally.latency.items():
+            child = families.latency.labels(protocol)
+            for index, observed in enumerate(counts[:-1]):
+                if observed:
+                    child._buckets[index].inc(observed)  # a batched observe(): one write per bucket
+            child._sum.inc(counts[-1])
+        tally.latency.clear()
+        if tally.ws_opened:
+            families.ws_connections.inc(tally.ws_opened)
+            tally.ws_opened = 0
+        for direction in ("in", "out"):
+            name = "bytes_" + direction
+            count = getattr(tally, name)
+            if count:
+                families.bytes.labels(direction).inc(count)
+                setattr(tally, name, 0)
+        if self.shared is not None:
+            self._flush_server(self.shared)
+
+    def _flush_server(self, shared: ServerShared) -> None:
+        families = self.families
+        stats = shared.context.stats
+        websockets = sum(1 for c in shared.connections if not isinstance(c.session, (HTTPSession, NoneType)))
+        families.connections.labels("http1").set(len(shared.connections) - websockets)
+        families.connections.labels("websocket").set(websockets)
+        families.in_flight.set(max(stats.active_requests - websockets, 0))
+        counters = {
+            "ws_in": stats.ws_messages_in,
+            "ws_out": stats.ws_messages_out,
+            "limit_connections": shared.stats_refused,
+            "limit_concurrency": stats.rejected_concurrency,
+        }
+        for name, count in shared.rejections.items():
+            counters[REJECTION_REASONS.get(name, "bad_request")] = (
+                counters.get(REJECTION_REASONS.get(name, "bad_request"), 0) + count
+            )
+        for name, total in counters.items():
+            delta = total - self._seen.get(name, 0)
+            if delta <= 0:
+                continue
+            self._seen[name] = total
+            if name.startswith("ws_"):
+                families.ws_messages.labels(name[3:]).inc(delta)
+            else:
+                families.rejections.labels(name).inc(delta)
+
+    def expose(self) -> tuple[bytes, str]:
+        """The text exposition: every worker's metrics in multiprocess mode, else this process's."""
+        prom = _import_prometheus()
+        self.flush()
+        if multiprocess():
+            from prometheus_client import multiprocess as mp
+
+            registry = prom.CollectorRegistry()
+            mp.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            return prom.generate_latest(registry), prom.CONTENT_TYPE_LATEST
+        # zonda's own families, then the default registry: the app's metrics and the process collectors
+        body = prom.generate_latest(self.families.registry) + prom.generate_latest(prom.REGISTRY)
+        return body, prom.CONTENT_TYPE_LATEST
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.flush()
+        if self.shared is not None:
+            self.families.in_flight.set(0)
+            self.families.connections.labels("http1").set(0)
+            self.families.connections.labels("websocket").set(0)
+        worker_exited(os.getpid())
+
+
+class MetricsListener:
+    """A tiny HTTP/1.1 server for ``/metrics``, ``/healthz`` and ``/readyz``: one request per connection."""
+
+    def __init__(self, metrics: Metrics, ready: Callable[[], str | None]) -> None:
+        self.metrics = metrics
+        self.ready = ready  # None when ready, else the reason it is not
+        self.server: asyncio.Server | None = None
+
+    async def start(self, bind: str, reuse_port: bool = False) -> None:
+        host, port = parse_bind(bind)
+        loop = asyncio.get_running_loop()
+        self.server = await asyncio.start_server(
+            self._handle, host, port, reuse_address=True, reuse_port=reuse_port or None
+        )
+        assert loop is not None
+        address = self.server.sockets[0].getsockname()
+        shown = f"[{address[0]}]" if ":" in address[0] else address[0]
+        logger.info("Metrics on http://%s:%d/metrics (also /healthz, /readyz)", shown, address[1])
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.server.wait_closed(), 1.0)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5.0)
+            status, content_type, body = self._respond(head.split(b"\r\n", 1)[0])
+            writer.write(
+                b"HTTP/1.1 %d %s\r\ncontent-type: %s\r\ncontent-length: %d\r\nconnection: close\r\n\r\n"
+                % (status, _REASONS[status], content_type.encode(), len(body))
+                + (b"" if head.startswith(b"HEAD ") else body)
+            )
+            await writer.drain()
+        except (asyncio.TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, OSError):
+            pass
+        finally:
+            writer.close()
+
+    def _respond(self, request_line: bytes) -> tuple[int, str, bytes]:
+        parts = request_line.split(b" ")
+        text = "text/plain; charset=utf-8"
+        if len(parts) != 3 or parts[0] not in (b"GET", b"HEAD"):
+            return 405, text, b"GET /metrics, /healthz or /readyz\n"
+        path = parts[1].split(b"?", 1)[0]
+        if path == b"/metrics":
+            body, content_type = self.metrics.expose()
+            return 200, content_type, body
+        if path == b"/healthz":
+            return 200, text, b"ok\n"
+        if path == b"/readyz":
+            reason = self.ready()
+            if reason is None:
+                return 200, text, b"ready\n"
+            return 503, text, f"not ready: {reason}\n".encode()
+        return 404, text, b"not found: GET /metrics, /healthz or /readyz\n"
+
+
+_REASONS = {200: b"OK", 404: b"Not Found", 405: b"Method Not Allowed", 503: b"Service Unavailable"}

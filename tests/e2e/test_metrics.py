@@ -1,0 +1,303 @@
+"""``--metrics-bind``: Prometheus /metrics with exact counts (one process, and two workers under the
+supervisor), /healthz, and /readyz through lifespan startup, serving and drain."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import re
+import signal
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from helpers import free_port, raw_request, read_response, run_server, status_of, zonda_process
+from zonda import Config, Server
+from zonda.server import run_in_loop
+
+prometheus_client = pytest.importorskip("prometheus_client")
+from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
+
+
+async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] == "websocket":
+        await receive()
+        await send({"type": "websocket.accept"})
+        while True:
+            message = await receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            await send({"type": "websocket.send", "text": message.get("text") or ""})
+    if scope["type"] != "http":
+        return
+    if scope["path"] == "/slow":
+        await asyncio.sleep(0.5)
+    status = 404 if scope["path"] == "/missing" else 200
+    body = b"%d" % os.getpid()
+    await send(
+        {"type": "http.response.start", "status": status, "headers": [(b"content-length", b"%d" % len(body))]}
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def fetch(port: int, path: str, method: str = "GET") -> tuple[int, str]:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """name and sorted labels -> value, for every sample of a scrape."""
+    result = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            result[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return result
+
+
+def scrape(port: int) -> dict[Any, float]:
+    return samples(fetch(port, "/metrics")[1])
+
+
+def value(scraped: dict[Any, float], name: str, **labels: str) -> float:
+    return scraped.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def total(scraped: dict[Any, float], name: str) -> float:
+    return sum(v for (n, _), v in scraped.items() if n == name)
+
+
+def websocket_echo(port: int, messages: int) -> None:
+    key = base64.b64encode(os.urandom(16)).decode()
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(
+            f"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += sock.recv(4096)
+        assert data.startswith(b"HTTP/1.1 101"), data
+        rest = data.partition(b"\r\n\r\n")[2]
+        for _ in range(messages):
+            mask = os.urandom(4)
+            payload = b"hi"
+            sock.sendall(
+                bytes([0x81, 0x80 | len(payload)])
+                + mask
+                + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+            )
+            while len(rest) < 4:
+                rest += sock.recv(4096)
+            assert rest[:4] == b"\x81\x02hi"
+            rest = rest[4:]
+        sock.sendall(bytes([0x88, 0x82]) + b"\x00\x00\x00\x00" + b"\x03\xe8")  # close 1000
+        while sock.recv(4096):
+            pass
+
+
+def test_metrics_single_process() -> None:
+    with run_server(app, metrics_bind="127.0.0.1:0", limit_request_body=10) as running:
+        port, metrics_port = running.port, running.server.metrics_port
+        assert metrics_port is not None
+        for _ in range(5):
+            assert (
+                status_of(raw_request(port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")) == 200
+            )
+        for _ in range(3):
+            assert status_of(raw_request(port, b"POST /missing HTTP/1.0\r\nContent-Length: 0\r\n\r\n")) == 404
+        big = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n"
+        assert status_of(raw_request(port, big)) == 413
+        websocket_echo(port, 4)
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as slow:
+            slow.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+            time.sleep(0.1)
+            status, text = fetch(metrics_port, "/metrics")
+            assert status == 200
+            during = samples(text)
+            assert status_of(read_response(slow)) == 200
+        wait_until(lambda: value(scrape(metrics_port), "zonda_connections_open", protocol="http1") == 0)
+        after = scrape(metrics_port)
+    assert value(during, "zonda_requests_in_flight") == 1
+    assert value(during, "zonda_connections_open", protocol="http1") == 1
+    assert value(after, "zonda_requests_total", method="GET", status_class="2xx", protocol="1.1") == 6
+    assert value(after, "zonda_requests_total", method="POST", status_class="4xx", protocol="1.0") == 3
+    assert value(after, "zonda_requests_total", method="GET", status_class="1xx", protocol="websocket") == 1
+    assert value(after, "zonda_request_duration_seconds_count", protocol="1.1") == 6
+    assert value(after, "zonda_request_duration_seconds_count", protocol="1.0") == 3
+    assert (
+        value(after, "zonda_request_duration_seconds_bucket", protocol="1.1", le="0.25") == 5
+    )  # /slow: 0.5s
+    assert value(after, "zonda_request_duration_seconds_bucket", protocol="1.1", le="+Inf") == 6
+    assert value(after, "zonda_request_duration_seconds_sum", protocol="1.1") >= 0.5
+    assert value(after, "zonda_rejections_total", reason="request_body") == 1
+    assert value(after, "zonda_websocket_connections_total") == 1
+    assert value(after, "zonda_websocket_messages_total", direction="in") == 4
+    assert value(after, "zonda_websocket_messages_total", direction="out") == 4
+    assert value(after, "zonda_bytes_total", direction="in") > 300
+    assert value(after, "zonda_bytes_total", direction="out") > 500
+    assert value(after, "zonda_requests_in_flight") == 0
+    assert value(after, "zonda_connections_open", protocol="http1") == 0
+    assert "process_cpu_seconds_total" in text  # the default registry: process and app metrics too
+
+
+def test_limit_rejections_are_counted() -> None:
+    with run_server(app, metrics_bind="127.0.0.1:0", limit_connections=1, limit_concurrency=1) as running:
+        port, metrics_port = running.port, running.server.metrics_port
+        assert metrics_port is not None
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as held:
+            held.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+            time.sleep(0.1)
+            assert status_of(raw_request(port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")) == 503
+            read_response(held)
+        scraped = samples(fetch(metrics_port, "/metrics")[1])
+    assert value(scraped, "zonda_rejections_total", reason="limit_connections") == 1
+
+
+def test_health_endpoints() -> None:
+    with run_server(app, metrics_bind="127.0.0.1:0") as running:
+        metrics_port = running.server.metrics_port
+        assert metrics_port is not None
+        assert fetch(metrics_port, "/healthz") == (200, "ok\n")
+        assert fetch(metrics_port, "/readyz") == (200, "ready\n")
+        assert fetch(metrics_port, "/other")[0] == 404
+        assert fetch(metrics_port, "/metrics", method="POST")[0] == 405
+        assert fetch(metrics_port, "/metrics", method="HEAD")[0] == 200
+        with socket.create_connection(("127.0.0.1", metrics_port), timeout=5) as sock:  # nonsense: closed
+            sock.sendall(b"\x00\x01garbage\r\n\r\n")
+            assert sock.recv(100).startswith(b"HTTP/1.1 405")
+
+
+class SlowStartApp:
+    """Lifespan startup waits for ``release``; requests to /slow wait for ``finish``."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.finish = threading.Event()
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await receive()
+            while not self.release.is_set():
+                await asyncio.sleep(0.01)
+            await send({"type": "lifespan.startup.complete"})
+            await receive()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        while scope["path"] == "/slow" and not self.finish.is_set():
+            await asyncio.sleep(0.01)
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+
+def wait_until(condition: Any, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_readyz_during_startup_and_drain() -> None:
+    slow = SlowStartApp()
+    server = Server(Config(app=slow, port=0, metrics_bind="127.0.0.1:0", loop="uvloop", lifespan="on"))
+    thread = threading.Thread(
+        target=run_in_loop, args=("uvloop", server.serve(install_signal_handlers=False)), daemon=True
+    )
+    thread.start()
+    try:
+        wait_until(lambda: server.metrics_port is not None)
+        metrics_port = server.metrics_port
+        assert metrics_port is not None
+        assert fetch(metrics_port, "/readyz") == (503, "not ready: starting\n")
+        assert fetch(metrics_port, "/healthz") == (200, "ok\n")
+        slow.release.set()
+        wait_until(server.started.is_set)
+        assert fetch(metrics_port, "/readyz") == (200, "ready\n")
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+            sock.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+            time.sleep(0.1)
+            server.shutdown()
+            time.sleep(0.1)
+            assert fetch(metrics_port, "/readyz") == (503, "not ready: draining\n")
+            slow.finish.set()
+            assert status_of(read_response(sock)) == 200
+    finally:
+        slow.release.set()
+        slow.finish.set()
+        server.shutdown()
+        thread.join(10)
+    assert not thread.is_alive()
+
+
+# --------------------------------------------------------------------------- two workers
+
+WORKER_APP = """
+import os
+
+
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    body = str(os.getpid()).encode()
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+"""
+
+
+def requests_total(metrics_port: int) -> float:
+    return total(samples(fetch(metrics_port, "/metrics")[1]), "zonda_requests_total")
+
+
+def test_metrics_across_two_workers(tmp_path: Path) -> None:
+    (tmp_path / "mapp.py").write_text(WORKER_APP)
+    metrics_port = free_port()
+    args = ["mapp:app", "--port", "0", "--app-dir", str(tmp_path), "--workers", "2"]
+    args += ["--metrics-bind", f"127.0.0.1:{metrics_port}", "--no-access-log"]
+    with zonda_process(*args) as proc:
+        proc.wait_listening(20)
+        port = proc.port
+        wait_until(lambda: len(re.findall(r"Metrics on http://", proc.output)) >= 2, timeout=20)
+        wait_until(lambda: fetch(metrics_port, "/readyz")[0] == 200, timeout=20)
+
+        def one(_: int) -> str:
+            response = raw_request(port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert status_of(response) == 200
+            return response.partition(b"\r\n\r\n")[2].decode()
+
+        sent = 0
+        pids: set[str] = set()
+        with ThreadPoolExecutor(8) as pool:
+            while len(pids) < 2 or sent < 200:
+                pids.update(pool.map(one, range(50)))
+                sent += 50
+                assert sent <= 2000, f"only worker(s) {pids} answered"
+        # each worker moves its counts into the shared files every 0.5 s; a scrape sums every worker
+        deadline = time.monotonic() + 5
+        while requests_total(metrics_port) != sent and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert requests_total(metrics_port) == sent
+        time.sleep(0.6)  # a further flush changes nothing: no request is counted twice
+        scraped = samples(fetch(metrics_port, "/metrics")[1])
+        assert total(scraped, "zonda_requests_total") == sent
+        assert value(scraped, "zonda_request_duration_seconds_count", protocol="1.1") == sent
+        assert value(scraped, "zonda_worker_restarts_total") == 0
+        os.kill(int(min(pids)), signal.SIGKILL)  # a worker of the supervisor this test started
+        wait_until(lambda: "restarting it" in proc.output and proc.output.count("is ready") >= 3, timeout=20)
+        scraped = samples(fetch(metrics_port, "/metrics")[1])
+        assert value(scraped, "zonda_worker_restarts_total") == 1
+        assert total(scraped, "zonda_requests_total") == sent  # a dead worker's counts stay
+        proc.signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+    assert len(pids) == 2
