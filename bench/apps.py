@@ -53,3 +53,22 @@ async def echo(scope, receive, send):
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+async def ws_echo(scope, receive, send):
+    """WebSocket echo: accept, then send every message back as it came, text as text, bytes as bytes."""
+    if scope["type"] != "websocket":
+        return
+    message = await receive()
+    if message["type"] != "websocket.connect":
+        return
+    await send({"type": "websocket.accept"})
+    while True:
+        message = await receive()
+        if message["type"] != "websocket.receive":
+            return  # websocket.disconnect
+        text = message.get("text")
+        if text is not None:
+            await send({"type": "websocket.send", "text": text})
+        else:
+            await send({"type": "websocket.send", "bytes": message["bytes"]})

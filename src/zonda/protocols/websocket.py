@@ -4,6 +4,12 @@ The core knows nothing of how the connection was opened (HTTP/1.1 Upgrade now; e
 HTTP/3 later): it takes frames in and emits whole messages, over the ``websockets`` library's sans-io
 ``Protocol`` (chosen over wsproto by bench/ws_libs.py: 3-4x less CPU per echoed message, and its
 permessage-deflate decoder honours the size limit, so a small compressed frame cannot inflate past it).
+
+Fast path: without extensions, ``WSConnection`` cuts the stream into frames itself (headers only) and hands
+websockets whole frames, so websockets' parser always sits at a frame boundary. A whole unfragmented TEXT or BINARY
+frame while the connection is OPEN is unmasked and becomes a ``Message`` directly, and outgoing messages are framed
+directly (RFC 6455 §5.2); everything else (control frames, fragments, RSV bits, errors) goes through websockets.
+bench/ws.py: ~25% less server CPU per echoed message.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import binascii
 import codecs
 import hashlib
 import logging
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +31,11 @@ from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFact
 from websockets.frames import Close, CloseCode, Frame, Opcode
 from websockets.headers import build_extension, parse_extension
 from websockets.protocol import CLOSED, OPEN, Protocol, Side
+
+try:
+    from websockets.speedups import apply_mask
+except ImportError:  # websockets built without its C extension
+    from websockets.utils import apply_mask
 
 from zonda.errors import BadRequest, ProtocolError
 from zonda.protocols.events import ConnectionTerminated, Event, Headers, Request
@@ -157,6 +169,41 @@ class PeerClosed:
 WSEvent = Message | Ping | PeerClosed | ConnectionTerminated
 # A control frame's payload is at most 125 bytes (RFC 6455 §5.5).
 _MAX_CONTROL = 125
+_TEXT_FIN, _BINARY_FIN = 0x81, 0x82  # the first header byte of a whole message: FIN, no RSV bits (§5.2)
+_unpack_u16 = struct.Struct("!H").unpack_from
+_unpack_u64 = struct.Struct("!Q").unpack_from
+_pack_header16 = struct.Struct("!BBH").pack
+_pack_header64 = struct.Struct("!BBQ").pack
+
+
+def _frame_bounds(data: bytes | bytearray, pos: int) -> tuple[int, int]:
+    """Where the masking key of the frame at ``pos`` starts and where the frame ends; (-1, -1) if the header is
+    incomplete (RFC 6455 §5.2). The frame is taken to be masked; the caller checks."""
+    end = len(data)
+    if end - pos < 2:
+        return -1, -1
+    length = data[pos + 1] & 0x7F
+    key = pos + 2
+    if length == 126:
+        if end - key < 2:
+            return -1, -1
+        length = _unpack_u16(data, key)[0]
+        key += 2
+    elif length == 127:
+        if end - key < 8:
+            return -1, -1
+        length = _unpack_u64(data, key)[0]
+        key += 8
+    return key, key + 4 + length
+
+
+def _frame_header(first: int, length: int) -> bytes:
+    """An unmasked server frame's header (RFC 6455 §5.2)."""
+    if length < 126:
+        return bytes((first, length))
+    if length < 65536:
+        return _pack_header16(first, 126, length)
+    return _pack_header64(first, 127, length)
 
 
 class _MessageTooBig(PayloadTooBig):
@@ -247,6 +294,9 @@ class WSConnection:
         self.deadline: float | None = None
         self._proto = _ServerProtocol(settings.max_size)
         self._proto.extensions = extensions
+        self._fast = not extensions  # frames cut here while True; see the module docstring
+        self._held = bytearray()  # the start of an incomplete whole-message frame (fast path)
+        self._owed = 0  # bytes of a frame websockets is parsing that are still to come (fast path)
         self._out: list[bytes] = []
         self._failed = False
         self._failure: tuple[int, str] | None = None  # the code and reason to report once
@@ -266,16 +316,96 @@ class WSConnection:
         proto = self._proto
         if self.closing or proto.state is CLOSED:
             return []
-        proto.receive_data(data)
         events: list[Event | WSEvent] = []
+        if self._fast:
+            self._receive_frames(data, events)
+        else:
+            self._feed(data, events)
+        self._collect_output(events)
+        return events
+
+    def _feed(self, data: bytes, events: list[Event | WSEvent]) -> None:
+        """websockets parses ``data``: whole Messages and control frames come back."""
+        proto = self._proto
+        proto.receive_data(data)
         received: list[Any] = proto.events_received()  # whole Messages and control Frames
         for event in received:
             if type(event) is Message:
                 events.append(event)
             else:
                 self._on_control(event, events)
-        self._collect_output(events)
-        return events
+
+    def _receive_frames(self, data: bytes, events: list[Event | WSEvent]) -> None:
+        """The fast path: whole messages here; any other frame goes to websockets from its header on."""
+        proto = self._proto
+        if self._owed:  # the rest of a frame websockets is parsing
+            owed = self._owed
+            self._owed = max(0, owed - len(data))
+            self._feed(data[:owed], events)
+            data = data[owed:]
+            if proto.state is not OPEN:
+                self._leave_fast_path(data, events)
+                return
+        held = self._held
+        buffered = bool(held)
+        if buffered:
+            held += data
+        buf = held if buffered else data
+        pos = 0
+        while pos < len(buf):
+            key, stop = _frame_bounds(buf, pos)
+            if key < 0:
+                break
+            length = stop - key - 4
+            if (
+                buf[pos] in (_BINARY_FIN, _TEXT_FIN)
+                and buf[pos + 1] & 0x80  # masked (RFC 6455 §5.3)
+                and length <= proto.limit
+                and proto.current_size is None  # not inside a fragmented message
+                and proto.state is OPEN
+            ):
+                if stop > len(buf):
+                    break  # held until the rest comes
+                if not self._fast_message(
+                    buf[pos], apply_mask(buf[key + 4 : stop], buf[key : key + 4]), events
+                ):
+                    pos = len(buf)
+                    break
+            else:  # a control frame, a fragment, RSV bits, an error: websockets checks it as the bytes come
+                known = min(stop, len(buf))
+                self._feed(bytes(buf[pos:known]), events)
+                if proto.state is not OPEN:  # closing or failed: websockets takes the rest as it comes
+                    self._leave_fast_path(bytes(buf[known:]), events)
+                    pos = len(buf)
+                    break
+                if stop > known:
+                    self._owed = stop - known
+                    pos = known
+                    break
+            pos = stop
+        if buffered:
+            del held[:pos]
+        elif pos < len(buf):
+            held += buf[pos:]
+
+    def _fast_message(self, first: int, payload: bytes, events: list[Event | WSEvent]) -> bool:
+        if first == _BINARY_FIN:
+            events.append(Message(payload))
+            return True
+        try:
+            events.append(Message(payload.decode()))
+            return True
+        except UnicodeDecodeError as exc:  # as websockets' parser fails it (RFC 6455 §8.1)
+            self._fast = False
+            self._fail(CloseCode.INVALID_DATA, f"{exc.reason} at position {exc.start}")
+            self._failure = (int(CloseCode.INVALID_DATA), str(exc))
+            return False
+
+    def _leave_fast_path(self, rest: bytes, events: list[Event | WSEvent]) -> None:
+        self._fast = False
+        self._held = bytearray()
+        if rest:
+            self._feed(rest, events)
 
     def receive_eof(self) -> list[Event | WSEvent]:
         """The peer closed TCP: an abrupt loss (1006) unless the closing handshake had finished."""
@@ -335,6 +465,13 @@ class WSConnection:
 
     def send_message(self, data: bytes | str) -> None:
         """Queue one whole message (text for ``str``). Raises InvalidState once closing."""
+        if self._fast and self._proto.state is OPEN:  # framed here; websockets' output is always drained
+            if isinstance(data, str):
+                payload, first = data.encode(), _TEXT_FIN
+            else:
+                payload, first = data, _BINARY_FIN
+            self._out.append(_frame_header(first, len(payload)) + payload)
+            return
         if isinstance(data, str):
             self._proto.send_text(data.encode())
         else:
