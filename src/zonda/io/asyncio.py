@@ -15,20 +15,14 @@ from collections.abc import Coroutine, Generator
 from typing import TYPE_CHECKING, Any
 
 from zonda.asgi.http import ConnectionInfo, HTTPSession
-from zonda.errors import RequestTimeout
+from zonda.errors import ProtocolError, RequestTimeout
 from zonda.protocols.events import ConnectionTerminated, Event
-from zonda.protocols.http1 import H1Connection
+from zonda.protocols.http1 import H1Connection, error_response
 
 if TYPE_CHECKING:
     from zonda.server import ServerShared
 
 error_log = logging.getLogger("zonda.error")
-
-_TOO_MANY_CONNECTIONS = (
-    b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n"
-    b"content-length: 44\r\nretry-after: 1\r\nconnection: close\r\n\r\n"
-    b"Service Unavailable: too many connections.\r\n"
-)
 
 
 @types.coroutine
@@ -99,7 +93,8 @@ class H1Protocol(asyncio.Protocol):
         if shared.limit_connections and len(shared.connections) >= shared.limit_connections:
             error_log.warning("Connection refused: --limit-connections %d reached", shared.limit_connections)
             shared.stats_refused += 1
-            self.transport.write(_TOO_MANY_CONNECTIONS)
+            refusal = ProtocolError("too many connections", status=503)
+            self.transport.write(error_response(refusal, shared.defaults, b"retry-after: 1\r\n"))
             self.transport.close()
             self._closed = True
             return

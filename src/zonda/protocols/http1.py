@@ -31,6 +31,7 @@ from zonda.errors import (
     RequestTimeout,
     UnsupportedTransferCoding,
 )
+from zonda.protocols._output import OutputBuffer
 from zonda.protocols.events import ConnectionTerminated, Data, Event, Headers, Request, StreamReset
 
 
@@ -105,14 +106,15 @@ def _check_header_block(block: bytes, line_count: int) -> None:
         raise AppProtocolError("response header values must not contain CR, LF or NUL")
 
 
-def error_response(exc: ProtocolError, defaults: DefaultHeaders) -> bytes:
-    """A complete response for a protocol error, ending the connection."""
+def error_response(exc: ProtocolError, defaults: DefaultHeaders, extra_lines: bytes = b"") -> bytes:
+    """A complete response for a protocol error, ending the connection (``extra_lines``: more header lines)."""
     body = f"{HTTPStatus(exc.status).phrase}: {exc.detail}\n".encode("utf-8", "replace")
     return b"".join(
         (
             _STATUS_LINES[exc.status],
             b"content-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\nconnection: close\r\n"
             % len(body),
+            extra_lines,
             defaults.server_line,
             defaults.date_line,
             b"\r\n",
@@ -132,7 +134,7 @@ _SPECIAL_REQUEST_HEADERS = frozenset(
 )
 
 
-class H1Connection:
+class H1Connection(OutputBuffer):
     """One HTTP/1.1 server connection. The ``on_*`` methods are httptools callbacks, not API."""
 
     __slots__ = (
@@ -598,15 +600,6 @@ class H1Connection:
         if self._upgrade_pending and not self.closing:
             self._upgrade_pending = False  # declined: what followed the upgrade request is HTTP/1.1 again
             self._parser = httptools.HttpRequestParser(self)
-
-    def data_to_send(self) -> bytes:
-        """Drain the queued output."""
-        out = self._out
-        if not out:
-            return b""
-        data = out[0] if len(out) == 1 else b"".join(out)
-        out.clear()
-        return data
 
     @property
     def response_started(self) -> bool:

@@ -38,6 +38,7 @@ except ImportError:  # websockets built without its C extension
     from websockets.utils import apply_mask
 
 from zonda.errors import BadRequest, ProtocolError
+from zonda.protocols._output import OutputBuffer
 from zonda.protocols.events import ConnectionTerminated, Event, Headers, Request
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -278,7 +279,7 @@ class _ServerProtocol(Protocol):
         return "".join(fragments) if self._decoder is not None else b"".join(fragments)
 
 
-class WSConnection:
+class WSConnection(OutputBuffer):
     """The server side of one open WebSocket: frames in, whole messages out, frames to send out.
 
     Pings are answered by the protocol layer. Keep-alive pings go out every ``ping_interval``; a peer that does
@@ -502,14 +503,6 @@ class WSConnection:
     @property
     def close_sent(self) -> Close | None:
         return self._proto.close_sent
-
-    def data_to_send(self) -> bytes:
-        out = self._out
-        if not out:
-            return b""
-        data = out[0] if len(out) == 1 else b"".join(out)
-        out.clear()
-        return data
 
     # ------------------------------------------------------------------ time
 
