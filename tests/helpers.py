@@ -22,7 +22,7 @@ import pytest
 from zonda import Config, Server
 from zonda.server import run_in_loop
 
-LISTENING = re.compile(r"Listening on (http://\S+|unix:\S+)")
+LISTENING = re.compile(r"Listening on (https?://\S+|unix:\S+)")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -51,7 +51,8 @@ class RunningServer:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        scheme = "https" if self.server.config.ssl_certfile else "http"
+        return f"{scheme}://{self.host}:{self.port}"
 
     def stop(self, timeout: float = 10.0) -> None:
         self.server.shutdown()

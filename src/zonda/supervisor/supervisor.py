@@ -42,6 +42,7 @@ from zonda.supervisor.worker import (
     bind_reuse_port,
     worker_main,
 )
+from zonda.tls import create_ssl_context
 
 logger = logging.getLogger("zonda.supervisor")
 
@@ -169,6 +170,7 @@ class Listeners:
 
 def open_listeners(config: Config, env: MutableMapping[str, str]) -> Listeners:
     """Bind once, here: from systemd (LISTEN_FDS), a reserved SO_REUSEPORT port, or bind_socket()."""
+    scheme = "https" if config.ssl_certfile else "http"
     fds = systemd.listen_fds(env)
     if fds:
         systemd.forget_listen_fds(env)
@@ -180,7 +182,7 @@ def open_listeners(config: Config, env: MutableMapping[str, str]) -> Listeners:
         )
         if config.reuse_port:
             logger.warning("reuse_port is ignored: the listeners come from systemd")
-        return Listeners(sockets, urls=[describe_address(s) for s in sockets])
+        return Listeners(sockets, urls=[describe_address(s, scheme) for s in sockets])
     if config.reuse_port:
         if config.uds or config.fd is not None:
             raise ConfigError("reuse_port: needs a TCP host and port (not --uds or --fd)")
@@ -190,12 +192,12 @@ def open_listeners(config: Config, env: MutableMapping[str, str]) -> Listeners:
         reservation = bind_reuse_port(config, config.port, listen=False)
         port = int(reservation.getsockname()[1])
         host = config.host.strip("[]")
-        url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+        url = f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
         return Listeners([], reuse_port=port, reservation=reservation, urls=[url])
     sock = bind_socket(config)
     os.set_inheritable(sock.fileno(), True)
     unlink = config.uds if config.uds and config.fd is None else None
-    return Listeners([sock], urls=[describe_address(sock)], unlink=unlink)
+    return Listeners([sock], urls=[describe_address(sock, scheme)], unlink=unlink)
 
 
 class Supervisor:
@@ -248,6 +250,7 @@ class Supervisor:
             raise ConfigError("workers: the supervisor needs a POSIX system (signals, fork or spawn)")
         self.notifier = systemd.Notifier.from_env(self.env)
         self.watchdog_interval = systemd.watchdog_interval(self.env)
+        create_ssl_context(config)  # a bad certificate or key: one error here, not a boot failure per worker
         try:
             if config.pid:
                 self.pidfile = PidFile(config.pid)
