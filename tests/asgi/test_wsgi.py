@@ -424,6 +424,44 @@ def test_start_response_rejects_bad_headers_and_status(status: Any, headers: Any
     assert exchange.messages == []  # nothing went out: the bridge answers 500
 
 
+def test_checked_header_pairs_are_remembered_and_bad_ones_never() -> None:
+    def app(environ: Environ, start_response: Any) -> list[bytes]:
+        size = environ["QUERY_STRING"]
+        headers: list[Any] = [("Content-Type", "text/plain"), ["X-List", "pair"], ("Content-Length", size)]
+        if environ["PATH_INFO"] == "/bad":
+            headers.append(("X-Split", "a\r\nb"))
+        start_response("200 OK", headers)
+        return [b"abcdef"[: int(size)]]
+
+    for _ in range(2):  # the second time from the remembered pairs
+        for size in ("3", "6"):
+            exchange = call(app, make_scope(query=size.encode()))
+            assert exchange.body == b"abcdef"[: int(size)]
+            assert exchange.headers[b"content-length"] == size.encode()
+            assert exchange.headers[b"x-list"] == b"pair"
+        exchange = call(app, make_scope(raw_path=b"/bad", query=b"3"))
+        assert isinstance(exchange.error, AppProtocolError) and "CR, LF" in str(exchange.error)
+
+
+@pytest.mark.parametrize(
+    ("method", "result", "headers", "body"),
+    [
+        ("GET", [bytearray(b"bytes-like")], [], b"bytes-like"),
+        ("GET", [b""], [], b""),
+        ("GET", [b"cut to five"], [("Content-Length", "5")], b"cut t"),
+        ("GET", [b"cut to nothing"], [("Content-Length", "0")], b""),
+        ("HEAD", [b"not sent"], [], b""),
+    ],
+)
+def test_single_chunk_results(method: str, result: list[Any], headers: list[Any], body: bytes) -> None:
+    def app(environ: Environ, start_response: Any) -> list[Any]:
+        start_response("200 OK", [("Content-Type", "text/plain"), *headers])
+        return result
+
+    exchange = call(app, make_scope(method))
+    assert exchange.status == 200 and exchange.body == body and exchange.complete and exchange.error is None
+
+
 def test_start_response_twice_without_exc_info_is_an_error() -> None:
     def app(environ: Environ, start_response: Any) -> list[bytes]:
         start_response("200 OK", [])
@@ -773,13 +811,17 @@ def test_lifespan_creates_and_stops_the_pool() -> None:
         async def send(message: dict[str, Any]) -> None:
             sent.append(message["type"])
             if message["type"] == "lifespan.startup.complete":
-                assert adapter.pool._executor is not None
+                await _drive(adapter, make_scope(), [], None, Exchange())  # a request starts a pool thread
+                assert adapter.pool.threads == 1
 
         await adapter({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, receive, send)
 
     asyncio.run(main())
     assert sent == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
-    assert adapter.pool._executor is None
+    deadline = time.monotonic() + 5
+    while adapter.pool.threads and time.monotonic() < deadline:  # the parked thread leaves
+        time.sleep(0.01)
+    assert adapter.pool.threads == 0
 
 
 def test_websocket_scopes_are_refused() -> None:

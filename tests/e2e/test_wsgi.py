@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -21,7 +22,16 @@ from wsgiref.validate import validator
 import httpx
 import pytest
 
-from helpers import REPO, raw_request, read_response, require_tool, run_server, status_of, zonda_process
+from helpers import (
+    REPO,
+    assert_still_serving,
+    raw_request,
+    read_response,
+    require_tool,
+    run_server,
+    status_of,
+    zonda_process,
+)
 
 E2E = str(Path(__file__).parent)
 Environ = dict[str, Any]
@@ -392,6 +402,104 @@ def test_django_with_httpx_and_curl(tmp_path: Path, big_file: Path) -> None:
         assert out.read_bytes() == big_file.read_bytes()
 
 
+# ------------------------------------------------------------------ wsgi.file_wrapper: zerocopysend on plaintext
+
+
+class FileWrapperApp:
+    """``/file?name=N``: the file through ``wsgi.file_wrapper``; ``&cl=L`` declares L bytes (PEP 3333: only L
+    go out), ``&seek=S`` starts at S. ``closed`` records the files whose ``close()`` ran."""
+
+    def __init__(self, files: dict[str, Path]) -> None:
+        self.files = files
+        self.closed: list[str] = []
+        self.all_closed = threading.Event()
+
+    def __call__(self, environ: Environ, start_response: Any) -> Any:
+        query = dict(part.split("=") for part in environ["QUERY_STRING"].split("&") if part)
+        if environ["PATH_INFO"] != "/file":
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            return [b"alive"]
+        name = query["name"]
+        filelike = self.files[name].open("rb")
+        filelike.seek(int(query.get("seek", "0")))
+        size = self.files[name].stat().st_size - filelike.tell()
+        original_close = filelike.close
+
+        def close() -> None:
+            original_close()
+            self.closed.append(name)
+            self.all_closed.set()
+
+        filelike.close = close  # type: ignore[method-assign]
+        start_response(
+            "200 OK",
+            [("Content-Type", "application/octet-stream"), ("Content-Length", query.get("cl", str(size)))],
+        )
+        return environ["wsgi.file_wrapper"](filelike)
+
+
+@pytest.fixture(scope="module")
+def wrapper_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    directory = tmp_path_factory.mktemp("file_wrapper")
+    random = directory / "random"
+    with random.open("wb") as out:
+        for _ in range(24):
+            out.write(os.urandom(MIB))
+    sparse = directory / "sparse"
+    with sparse.open("wb") as out:
+        out.truncate(64 * MIB)
+    return {"random": random, "sparse": sparse}
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_file_wrapper_downloads_by_sendfile_with_httpx_and_curl(
+    wrapper_files: dict[str, Path], loop: str, tmp_path: Path
+) -> None:
+    from zonda.io import _sendfile
+
+    data = wrapper_files["random"].read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    with run_server(FileWrapperApp(wrapper_files), loop=loop) as server:
+        with (
+            httpx.Client(base_url=server.url) as client,
+            client.stream("GET", "/file?name=random") as response,
+        ):
+            streamed = hashlib.sha256()
+            for chunk in response.iter_bytes():
+                streamed.update(chunk)
+            assert response.headers["content-length"] == str(len(data)) and streamed.hexdigest() == digest
+            (connection,) = server.server.shared.connections
+            assert connection._file_way == _sendfile.OS  # sent by os.sendfile, not read in the app thread
+        with httpx.Client(base_url=server.url) as client:
+            assert client.get("/file?name=random&cl=1000").content == data[:1000]  # PEP 3333 truncation
+            assert client.get("/file?name=random&seek=5000&cl=70000").content == data[5000:75000]
+            assert client.get("/file?name=random&seek=100").content == data[100:]
+            assert client.get("/").text == "alive"  # the same connection, still in step
+        out = tmp_path / "out.bin"
+        curl("-o", str(out), server.url + "/file?name=random")
+        assert hashlib.sha256(out.read_bytes()).hexdigest() == digest
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_client_gone_mid_file_wrapper_closes_the_file_and_logs_nothing(
+    wrapper_files: dict[str, Path], loop: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="zonda")
+    app = FileWrapperApp(wrapper_files)
+    with run_server(app, loop=loop) as server:
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        sock.sendall(b"GET /file?name=sparse HTTP/1.1\r\nHost: x\r\n\r\n")
+        received = 0
+        while received < 2 * MIB:
+            received += len(sock.recv(65536))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()  # a reset mid-file
+        assert app.all_closed.wait(10) and app.closed == ["sparse"]
+        assert_still_serving(server.port)
+    assert not [r for r in caplog.records if r.name == "zonda.error" and r.levelno >= logging.WARNING]
+
+
 # ------------------------------------------------------------------ memory with 200 MiB bodies
 
 
@@ -491,3 +599,40 @@ def test_200_mib_download_keeps_rss_flat_even_with_a_stalled_client(big_server: 
     assert received == SIZE
     assert growth < RSS_LIMIT, f"RSS grew by {growth / MIB:.1f} MiB during a 200 MiB download"
     print(f"200 MiB download in {elapsed:.2f}s, RSS growth {growth / MIB:.1f} MiB", file=sys.stderr)
+
+
+def test_200_mib_file_wrapper_download_keeps_rss_flat_even_with_a_stalled_client(
+    big_server: Any, tmp_path: Path
+) -> None:
+    path = tmp_path / "200mib.bin"
+    with path.open("wb") as out:
+        out.truncate(SIZE)  # sparse: nothing on disk, and os.sendfile never brings it into the process
+    rss = PeakRss(big_server.proc.pid)
+    started = time.monotonic()
+    buffer = bytearray(MIB)
+    with socket.create_connection(("127.0.0.1", big_server.port), timeout=30) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 256 * 1024)
+        sock.sendall(b"GET /file?path=%s HTTP/1.1\r\nHost: x\r\n\r\n" % str(path).encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += sock.recv(4096)
+        head, _, rest = head.partition(b"\r\n\r\n")
+        assert status_of(head) == 200 and b"content-length: %d" % SIZE in head.lower()
+        received = len(rest)
+        stalled = False
+        while received < SIZE:
+            if not stalled and received > 20 * MIB:
+                stalled = True
+                time.sleep(
+                    0.5
+                )  # the client stops reading: the server waits for the socket, reads nothing ahead
+            count = sock.recv_into(buffer)
+            assert count, "the server closed early"
+            received += count
+    elapsed = time.monotonic() - started
+    growth = rss.growth()
+    assert received == SIZE
+    assert growth < RSS_LIMIT, f"RSS grew by {growth / MIB:.1f} MiB during a 200 MiB file download"
+    print(
+        f"200 MiB file_wrapper download in {elapsed:.2f}s, RSS growth {growth / MIB:.1f} MiB", file=sys.stderr
+    )

@@ -6,6 +6,7 @@ whose ``lint_app(*args, **kw)`` hides its signature, so it needs ``--interface w
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qs
@@ -20,6 +21,8 @@ def app(environ: dict[str, Any], start_response: Any) -> Any:
         return sink(environ, start_response)
     if path == "/stream":
         return stream(environ, start_response)
+    if path == "/file":
+        return file(environ, start_response)
     body = f"hello from {environ['REQUEST_METHOD']} {path}".encode()
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
     return [body]
@@ -49,6 +52,15 @@ def stream(environ: dict[str, Any], start_response: Any) -> Iterator[bytes]:
     )
     for _ in range(count):
         yield CHUNK
+
+
+def file(environ: dict[str, Any], start_response: Any) -> Any:
+    """``?path=P``: the file through ``wsgi.file_wrapper`` (zerocopysend on plaintext), with its length."""
+    path = parse_qs(environ["QUERY_STRING"])["path"][0]
+    filelike = open(path, "rb")  # noqa: SIM115  # the wrapper's close() closes it
+    size = os.fstat(filelike.fileno()).st_size
+    start_response("200 OK", [("Content-Type", "application/octet-stream"), ("Content-Length", str(size))])
+    return environ["wsgi.file_wrapper"](filelike)
 
 
 checked = validator(app)

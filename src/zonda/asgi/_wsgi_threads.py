@@ -1,11 +1,12 @@
 """Threads and the event loop for WSGI apps: the per-process job pool, the per-request channel, wsgi.input.
 
-``JobPool`` runs jobs in a ``ThreadPoolExecutor`` of ``size`` threads. Jobs wait in a deque; the loop hands
-them over once per loop iteration, so a burst of requests wakes one pool thread rather than one per request
-(each wake-up of a thread that then waits for the GIL costs the loop two context switches). A pool thread
-(a "drainer") runs queued jobs until none is left. More drainers, up to ``size``, start only once the running
-ones have started no job for ``STALL`` seconds, i.e. they are blocked inside the app: a fast app runs on one
-thread per burst, a blocking one gets all ``size`` threads within a few milliseconds.
+``JobPool`` runs jobs in up to ``size`` threads of its own. Jobs wait in a deque; the loop hands them over once
+per loop iteration, so a burst of requests wakes one pool thread rather than one per request (each wake-up of
+a thread that then waits for the GIL costs the loop two context switches). A pool thread (a "drainer") runs
+queued jobs until none is left, then parks. More drainers, up to ``size``, start only once every running one
+has been inside its current job for ``STALL`` seconds, i.e. is blocked in the app: a fast app runs on one
+thread per burst, a blocking one gets all ``size`` threads within a few milliseconds. (A drainer that has not
+picked up a job yet is waiting for the GIL while the loop works; more threads would only wait with it.)
 
 ``Channel`` is the mailbox between one request's app thread (producer) and its pump on the loop (consumer).
 Neither side holds the channel lock while it waits: the loop awaits a future that the thread resolves through
@@ -18,15 +19,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import threading
+import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from zonda.asgi.types import Message, Receive, Send
 from zonda.errors import ClientDisconnected
+
+error_log = logging.getLogger("zonda.error")
 
 HIGH_WATER = 512 * 1024  # response body bytes queued between the app thread and the loop before it blocks
 STALL = 0.001  # seconds in which no queued job started: the running ones block, so start more threads
@@ -37,72 +42,94 @@ BODY_END = object()  # the response body is complete (close() may still be runni
 _NEED_INPUT = object()  # the app thread waits for the next request body message
 
 
+class _Worker:
+    """One pool thread: ``wake`` is held while it is parked; ``since`` says when the job in hand started."""
+
+    __slots__ = ("exit", "since", "wake")
+
+    def __init__(self) -> None:
+        self.since = 0.0  # time.monotonic() when the job in hand started; 0.0 between jobs
+        self.exit = False  # set with a wake-up: leave instead of draining (shutdown)
+        self.wake = threading.Lock()
+        self.wake.acquire()
+
+
 class JobPool:
-    """Runs ``run(*job)`` for each submitted job in at most ``size`` threads of this process."""
+    """Runs ``run(*job)`` for each submitted job in at most ``size`` threads of this process.
+
+    The pool keeps its own threads rather than a ``ThreadPoolExecutor``: waking a parked thread is one lock
+    release, where ``executor.submit()`` made a future, a condition and a semaphore round for every burst.
+    Threads are daemons (a thread stuck in the app never holds up the exit), started on demand and parked
+    while the queue is empty; ``shutdown()`` lets them finish the queued jobs and stop.
+    """
 
     def __init__(self, size: int, run: Callable[..., None], name: str = "zonda-wsgi") -> None:
         self.size = size
         self._run = run
         self._name = name
-        self._lock = threading.Lock()
+        self._reset()
+        _pools.add(self)
+
+    def _reset(self) -> None:
+        """No threads and no jobs (at start, and in a forked child, which inherits neither)."""
         self._jobs: deque[tuple[Any, ...]] = deque()
-        self._executor: ThreadPoolExecutor | None = None
-        self._pid = 0
-        self._drainers = 0  # pool tasks running jobs from _jobs
-        self._started = 0  # jobs taken by drainers, ever
-        self._seen = 0  # _started at the last dispatch that saw progress
-        self._progress_at = 0.0
+        self._lock = threading.Lock()
+        self._busy: list[_Worker] = []  # awake threads, running jobs from _jobs
+        self._idle: list[_Worker] = []  # parked threads, the most recently parked last
+        self._threads: set[threading.Thread] = set()
+        self._closed = False
         self._dispatching = False
         self._recheck: tuple[asyncio.AbstractEventLoop, asyncio.TimerHandle] | None = None
 
     @property
-    def executor(self) -> ThreadPoolExecutor:
-        """This process's executor, made on first use (again in a forked child)."""
-        with self._lock:
-            if self._executor is None or self._pid != os.getpid():
-                if self._pid != os.getpid():
-                    self._drainers = 0  # a forked child has none of the parent's threads
-                self._executor = ThreadPoolExecutor(self.size, thread_name_prefix=self._name)
-                self._pid = os.getpid()
-            return self._executor
+    def threads(self) -> int:
+        """Threads alive in this process, busy or parked."""
+        return len(self._threads)
 
     def submit(self, loop: asyncio.AbstractEventLoop, *job: Any) -> None:
         """Queue a job (on the loop); it starts once a pool thread is free."""
-        with self._lock:
-            self._jobs.append(job)
+        self._jobs.append(job)  # atomic; the dispatcher counts under the lock
         if not self._dispatching:
             self._dispatching = True
             loop.call_soon(self._dispatch, loop)
 
     def _dispatch(self, loop: asyncio.AbstractEventLoop) -> None:
         self._dispatching = False
-        executor = self.executor
-        now = loop.time()
+        wake: list[_Worker] = []
+        new: list[_Worker] = []
         with self._lock:
             queued = len(self._jobs)
-            spare = self.size - self._drainers
+            busy = self._busy
+            spare = self.size - len(busy)
             if not queued or spare <= 0:
                 return
-            if self._drainers == 0:
+            self._closed = False
+            wanted = min(queued, spare)
+            if not busy:
                 wanted = 1
-                self._seen, self._progress_at = self._started, now
-            elif self._started != self._seen:
-                wanted = 0
-                self._seen, self._progress_at = self._started, now
-            elif now - self._progress_at >= STALL:
-                wanted = min(queued, spare)  # every running drainer is stuck in the app
-                self._progress_at = now
             else:
-                wanted = 0
-            self._drainers += wanted
-            recheck = queued > wanted and self._drainers < self.size
-        for started in range(wanted):
-            try:
-                executor.submit(self._drain)
-            except RuntimeError:  # the interpreter is shutting down
-                with self._lock:
-                    self._drainers -= wanted - started
-                raise
+                # More threads only once every awake one is inside a job that started STALL ago, i.e. blocked
+                # in the app. One yet to pick up a job is waiting for the GIL, as a new thread would.
+                now = time.monotonic()
+                for worker in busy:
+                    if not worker.since or now - worker.since < STALL:
+                        wanted = 0
+                        break
+            idle = self._idle
+            for _ in range(wanted):
+                if idle:
+                    wake.append(idle.pop())
+                else:
+                    new.append(_Worker())
+            busy += wake
+            busy += new
+            recheck = queued > wanted and len(busy) < self.size
+        for worker in wake:
+            worker.wake.release()
+        for worker in new:
+            thread = threading.Thread(target=self._work, args=(worker,), name=self._name, daemon=True)
+            self._threads.add(thread)
+            thread.start()
         if recheck and (self._recheck is None or self._recheck[0] is not loop):
             self._recheck = (loop, loop.call_later(STALL, self._recheck_now, loop))
 
@@ -110,34 +137,64 @@ class JobPool:
         self._recheck = None
         self._dispatch(loop)
 
-    def _drain(self) -> None:
-        """A pool thread: run queued jobs until none is left."""
+    def _work(self, worker: _Worker) -> None:
+        """A pool thread: run queued jobs until none is left, park, repeat until told to exit."""
         jobs = self._jobs
-        lock = self._lock
         run = self._run
+        monotonic = time.monotonic
         while True:
-            with lock:
-                if not jobs:
-                    self._drainers -= 1
-                    return
+            try:
                 job = jobs.popleft()
-                self._started += 1
+            except IndexError:
+                with self._lock:
+                    if jobs:
+                        continue  # queued meanwhile, as the dispatcher saw this thread still busy
+                    self._busy.remove(worker)
+                    if self._closed:
+                        self._threads.discard(threading.current_thread())
+                        return
+                    self._idle.append(worker)
+                worker.wake.acquire()  # parked until dispatched (or shut down)
+                if worker.exit:
+                    with self._lock:
+                        self._threads.discard(threading.current_thread())
+                    return
+                continue
+            worker.since = monotonic()
             try:
                 run(*job)
-            except BaseException:  # run() reports its own outcome; never let a drainer vanish uncounted
-                with lock:
-                    self._drainers -= 1
-                raise
+            except BaseException:  # run() reports its own outcome: this is a bug, and the thread carries on
+                error_log.exception("A WSGI job failed outside the app")
+            worker.since = 0.0
 
     def shutdown(self, wait: bool = False) -> None:
-        """Stop the threads once the jobs already queued are done."""
+        """Stop the threads once the jobs already queued are done (``wait``: until they have stopped)."""
         with self._lock:
-            executor, self._executor = self._executor, None
-        if executor is not None:
-            executor.shutdown(wait=wait)
+            self._closed = True
+            idle, self._idle = self._idle, []
+            threads = list(self._threads)
+        for worker in idle:
+            worker.exit = True
+            worker.wake.release()
         if self._recheck is not None:
             self._recheck[1].cancel()
             self._recheck = None
+        if wait:
+            for thread in threads:
+                if thread is not threading.current_thread():
+                    thread.join()
+
+
+_pools: weakref.WeakSet[JobPool] = weakref.WeakSet()
+
+
+def _after_fork() -> None:
+    for pool in _pools:
+        pool._reset()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)
 
 
 class _End:
@@ -153,29 +210,32 @@ _DONE = _End(None)  # the end of every job that raised nothing
 
 
 class Waker:
-    """Resolves one loop's futures from other threads: one ``call_soon_threadsafe`` per burst, not per future."""
+    """Resolves one loop's futures from other threads: one ``call_soon_threadsafe`` per burst, not per future.
 
-    __slots__ = ("_lock", "_pending", "loop")
+    No lock: ``deque`` appends and pops are atomic, and ``_run`` clears ``_scheduled`` before it drains, so a
+    waiter added after the drain began sees the flag down and schedules another run (at worst a spare one).
+    """
+
+    __slots__ = ("_pending", "_scheduled", "loop")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self._lock = threading.Lock()
-        self._pending: list[asyncio.Future[None]] = []
+        self._pending: deque[asyncio.Future[None]] = deque()
+        self._scheduled = False
 
     def wake(self, waiter: asyncio.Future[None]) -> None:
         """From any thread: resolve ``waiter`` on the loop soon."""
-        with self._lock:
-            pending = self._pending
-            pending.append(waiter)
-            first = len(pending) == 1
-        if first:
+        self._pending.append(waiter)
+        if not self._scheduled:
+            self._scheduled = True
             with contextlib.suppress(RuntimeError):  # a closed loop has nobody left to wake
                 self.loop.call_soon_threadsafe(self._run)
 
     def _run(self) -> None:
-        with self._lock:
-            pending, self._pending = self._pending, []
-        for waiter in pending:
+        self._scheduled = False
+        pending = self._pending
+        while pending:
+            waiter = pending.popleft()
             if not waiter.done():
                 waiter.set_result(None)
 
@@ -191,7 +251,9 @@ class Channel:
         self._lock = threading.Lock()
         self._items: list[Any] = []
         self._pending = 0  # items put and not yet fully handled by the loop
-        self._waiter: asyncio.Future[None] | None = None  # the pump waits for items
+        # The pump waits for items; the first waiter exists before the job is queued, so the app thread cannot
+        # finish before there is something to wake (and the pump needs no lock to start waiting).
+        self._waiter: asyncio.Future[None] | None = waker.loop.create_future()
         self._parked: Any = None  # a lock the app thread blocks on until the pump makes progress
         self._input_waiter: Any = None  # a lock the app thread blocks on until _input is set
         self._input: Message | None = None
@@ -253,13 +315,24 @@ class Channel:
 
     def finish(self, error: BaseException | None, items: list[Any] | None = None, size: int = 0) -> None:
         """The job is over, after ``items`` (the last response items, if any). Never blocks or raises."""
+        end = _DONE if error is None else _End(error)
         with self._lock:
             if items and not self.closed:
+                items.append(end)
                 self._items += items
                 self._pending += len(items)
                 self.buffered += size
-            self._items.append(_End(error) if error is not None else _DONE)
-            self._pending += 1
+            else:
+                self._items.append(end)
+                self._pending += 1
+            waiter, self._waiter = self._waiter, None
+        if waiter is not None:
+            self._waker.wake(waiter)
+
+    def finish_whole(self, whole: tuple[Message, bytes]) -> None:
+        """The job is over with the usual response, whole: ``(start message, body)``, one item to hand over."""
+        with self._lock:
+            self._items.append(whole)
             waiter, self._waiter = self._waiter, None
         if waiter is not None:
             self._waker.wake(waiter)
@@ -269,39 +342,36 @@ class Channel:
     async def pump(self, receive: Receive, send: Send) -> None:
         """Forward the app thread's items until its job ends; raise what the app raised."""
         lock = self._lock
+        waiter = self._waiter
         end = None
         try:
-            while end is None:
+            while True:
+                if waiter is not None:
+                    await waiter
                 with lock:
                     batch = self._items
-                    if batch:
-                        self._items = []
-                    else:
+                    if not batch:
                         waiter = self._waiter = self._waker.loop.create_future()
-                if not batch:
-                    await waiter
-                    continue
+                        continue
+                    self._items = []
+                    waiter = None
+                whole = batch[0]
+                if type(whole) is tuple:
+                    # The usual response, whole (finish_whole): the thread is done with the channel.
+                    end = _DONE
+                    await send(whole[0])
+                    await send({"type": "http.response.body", "body": whole[1], "more_body": False})
+                    return
                 size = 0
                 try:
-                    if (
-                        len(batch) == 4
-                        and batch[3] is _DONE
-                        and batch[2] is BODY_END
-                        and type(batch[1]) is bytes
-                        and type(batch[0]) is dict
-                        and batch[0]["type"] == "http.response.start"
-                    ):
-                        # the usual small response: start, one body, the end (a list result, already whole)
-                        size, end = len(batch[1]), _DONE
-                        await send(batch[0])
-                        await send({"type": "http.response.body", "body": batch[1], "more_body": False})
-                    else:
-                        size, end = await self._forward(batch, receive, send)
+                    size, end = await self._forward(batch, receive, send)
                 finally:
                     with lock:
                         self.buffered -= size
                         self._pending -= len(batch)
                         self._unpark()
+                if end is not None:
+                    break
         finally:
             if end is None:
                 self.close()

@@ -1,11 +1,12 @@
 """WSGI (PEP 3333) apps served natively: an ASGI 3 app that runs a WSGI callable in a bounded thread pool.
 
-``WSGIAdapter.__call__`` runs on the event loop. Per request it queues one job for the process's
-``ThreadPoolExecutor`` of ``--wsgi-threads`` workers (``JobPool``: requests beyond them wait in its queue,
-and the loop never blocks) and then pumps a ``Channel``, a small mailbox shared with the app thread:
+``WSGIAdapter.__call__`` runs on the event loop. Per request it queues one job for the process's ``JobPool``
+of ``--wsgi-threads`` threads (requests beyond them wait in its queue, and the loop never blocks) and then
+pumps a ``Channel``, a small mailbox shared with the app thread:
 
 - thread -> loop: ``http.response.start``, body chunks, ``http.response.zerocopysend``, "more request body
-  please", the end of the body and the end of the job (with the app's exception, if any);
+  please", the end of the body and the end of the job (with the app's exception, if any); or, for the usual
+  ``[body]`` result, the whole response and the end of the job as one ``(start, body)`` item;
 - loop -> thread: one ``http.request`` message each time the thread asked for one.
 
 Invariants:
@@ -35,7 +36,6 @@ import logging
 import os
 import stat
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
@@ -61,8 +61,11 @@ HOP_BY_HOP = frozenset(
 )  # fmt: skip
 _TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 _CACHE_LIMIT = 4096
+_PAIR_VALUE_LIMIT = 256  # longer header values (cookies, say) are rarely repeated: not worth caching
+_CONTENT_LENGTH = b"content-length"  # the one object _header_name gives for it: checked with ``is``
 _status_codes: dict[str, int] = {}  # status line -> checked code
 _header_names: dict[str, bytes] = {}  # response header name -> checked, lowercased bytes
+_header_pairs: dict[tuple[str, str], tuple[bytes, bytes]] = {}  # (name, value) -> checked and encoded
 _environ_keys: dict[bytes, str] = {}  # request header name -> environ key ("" to drop it)
 
 
@@ -151,30 +154,32 @@ def _header_name(name: Any) -> bytes:
     lowered = name.lower()
     if lowered in HOP_BY_HOP:
         raise AppProtocolError(f"start_response: hop-by-hop header {name!r} is not allowed (PEP 3333)")
-    encoded = lowered.encode("ascii")
+    encoded = _CONTENT_LENGTH if lowered == "content-length" else lowered.encode("ascii")
     if len(_header_names) < _CACHE_LIMIT:
         _header_names[name] = encoded
     return encoded
 
 
 def _encode_headers(headers: Any) -> tuple[list[tuple[bytes, bytes]], int | None]:
-    """Check and encode start_response headers; return them and the Content-Length, if any."""
+    """Check and encode start_response headers; return them and the Content-Length, if any.
+
+    A (name, value) pair checked once is remembered (up to ``_CACHE_LIMIT`` pairs with short values): apps send
+    the same few headers over and over, and the per-character checks cost more than the lookup.
+    """
     encoded = []
     length = None
+    pairs = _header_pairs
     try:
-        for name, value in headers:
-            key = _header_names.get(name) or _header_name(name)
-            if type(value) is not str:
-                raise AppProtocolError(f"start_response: header {name!r} value must be a str, got {value!r}")
-            if "\n" in value or "\r" in value or "\0" in value:
-                raise AppProtocolError(f"start_response: header {name!r} value contains CR, LF or NUL")
-            raw = value.encode("latin-1")
-            if key == b"content-length":
-                if not raw.strip().isdigit():
-                    raise AppProtocolError(f"start_response: invalid Content-Length {value!r}")
-                length = int(raw)
-                raw = raw.strip()
-            encoded.append((key, raw))
+        for pair in headers:
+            try:
+                encoded_pair = pairs.get(pair)
+            except TypeError:  # a list, say: not a key, but still a pair
+                encoded_pair = None
+            if encoded_pair is None:
+                encoded_pair = _encode_header(pair)
+            if encoded_pair[0] is _CONTENT_LENGTH:
+                length = int(encoded_pair[1])
+            encoded.append(encoded_pair)
     except UnicodeEncodeError as exc:
         raise AppProtocolError(f"start_response: a header value is not latin-1 ({exc})") from None
     except (TypeError, ValueError) as exc:
@@ -182,6 +187,24 @@ def _encode_headers(headers: Any) -> tuple[list[tuple[bytes, bytes]], int | None
             f"start_response: headers must be a list of (str, str) tuples ({exc})"
         ) from None
     return encoded, length
+
+
+def _encode_header(pair: Any) -> tuple[bytes, bytes]:
+    name, value = pair
+    key = _header_names.get(name) or _header_name(name)
+    if type(value) is not str:
+        raise AppProtocolError(f"start_response: header {name!r} value must be a str, got {value!r}")
+    if "\n" in value or "\r" in value or "\0" in value:
+        raise AppProtocolError(f"start_response: header {name!r} value contains CR, LF or NUL")
+    raw = value.encode("latin-1")
+    if key is _CONTENT_LENGTH:
+        raw = raw.strip()
+        if not raw.isdigit():
+            raise AppProtocolError(f"start_response: invalid Content-Length {value!r}")
+    encoded = (key, raw)
+    if len(value) <= _PAIR_VALUE_LIMIT and len(_header_pairs) < _CACHE_LIMIT and type(pair) is tuple:
+        _header_pairs[pair] = encoded
+    return encoded
 
 
 def _as_bytes(chunk: Any) -> bytes:
@@ -275,6 +298,27 @@ class _Responder:
             self.outbox_size = 0
             self.channel.put(items, size)
 
+    def whole(self, body: Any) -> tuple[Message, bytes] | None:
+        """``[body]``, with nothing written before: ``(start message, body)`` for a response with a body to
+        send, handed over as one item; else (HEAD, empty, cut to nothing by Content-Length) queue the head."""
+        start = self.start
+        if start is None:
+            raise AppProtocolError("the WSGI app returned without calling start_response()")
+        if type(body) is not bytes:
+            body = _as_bytes(body)
+        self.headers_sent = True
+        if body and not self.head:
+            length = self.content_length
+            if length is not None and len(body) > length:
+                error_log.warning(
+                    "WSGI app gave more than its Content-Length (%d); the rest is dropped", length
+                )
+                body = body[:length]
+            if body:
+                return start, body
+        self.outbox += (start, BODY_END)
+        return None
+
     def stream(self, result: Iterable[bytes]) -> None:
         """Send the response body from the app's iterable; the caller closes it."""
         kind = type(result)
@@ -357,13 +401,6 @@ def _split_host(host: str, scheme: str) -> tuple[str, str]:
     return name, port or default
 
 
-_ENVIRON: dict[str, Any] = {
-    "wsgi.version": (1, 0),
-    "wsgi.errors": ERRORS,
-    "wsgi.run_once": False,
-    "wsgi.input_terminated": True,
-    "wsgi.file_wrapper": FileWrapper,
-}
 _PROTOCOLS = {"1.1": "HTTP/1.1", "1.0": "HTTP/1.0", "2": "HTTP/2", "3": "HTTP/3"}
 
 
@@ -379,39 +416,48 @@ def build_environ(scope: Scope, wsgi_input: Any, multithread: bool, multiprocess
         if raw_path.startswith(root):
             raw_path = raw_path[len(root) :]
         script_name = root.decode("latin-1")
-    path_info = (unquote_to_bytes(raw_path) if b"%" in raw_path else raw_path).decode("latin-1")
     scheme = scope.get("scheme", "http")
-    environ = _ENVIRON.copy()
-    environ["REQUEST_METHOD"] = scope["method"]
-    environ["SCRIPT_NAME"] = script_name
-    environ["PATH_INFO"] = path_info
-    environ["QUERY_STRING"] = scope.get("query_string", b"").decode("latin-1")
-    environ["SERVER_PROTOCOL"] = (
-        _PROTOCOLS.get(scope.get("http_version", "1.1")) or "HTTP/" + scope["http_version"]
-    )
-    environ["wsgi.url_scheme"] = scheme
-    environ["wsgi.input"] = wsgi_input
-    environ["wsgi.multithread"] = multithread
-    environ["wsgi.multiprocess"] = multiprocess
+    version = scope.get("http_version", "1.1")
+    # One dict display (not a copy and a dozen stores): this runs for every request.
+    environ = {
+        "wsgi.version": (1, 0),
+        "wsgi.errors": ERRORS,
+        "wsgi.run_once": False,
+        "wsgi.input_terminated": True,
+        "wsgi.file_wrapper": FileWrapper,
+        "REQUEST_METHOD": scope["method"],
+        "SCRIPT_NAME": script_name,
+        "PATH_INFO": (unquote_to_bytes(raw_path) if b"%" in raw_path else raw_path).decode("latin-1"),
+        "QUERY_STRING": scope.get("query_string", b"").decode("latin-1"),
+        "SERVER_PROTOCOL": _PROTOCOLS.get(version) or "HTTP/" + version,
+        "wsgi.url_scheme": scheme,
+        "wsgi.input": wsgi_input,
+        "wsgi.multithread": multithread,
+        "wsgi.multiprocess": multiprocess,
+    }
+    keys = _environ_keys
     for name, value in scope["headers"]:
-        key = _environ_keys.get(name)
+        key = keys.get(name)
         if key is None:
             key = _environ_key(name)
         if key:
-            text = value.decode("latin-1")
             if key in environ:  # RFC 9110 §5.3; cookies are joined with "; " (RFC 6265 §5.4)
-                text = environ[key] + ("; " if key == "HTTP_COOKIE" else ", ") + text
-            environ[key] = text
+                separator = "; " if key == "HTTP_COOKIE" else ", "
+                environ[key] = environ[key] + separator + value.decode("latin-1")
+            else:
+                environ[key] = value.decode("latin-1")
     server = scope.get("server")
     if server and server[1] is not None:
-        environ["SERVER_NAME"], environ["SERVER_PORT"] = server[0], str(server[1])
+        environ["SERVER_NAME"] = server[0]
+        environ["SERVER_PORT"] = str(server[1])
     else:  # a unix socket: the Host header is all there is
         environ["SERVER_NAME"], environ["SERVER_PORT"] = _split_host(
             environ.get("HTTP_HOST", "localhost"), scheme
         )
     client = scope.get("client")
     if client:
-        environ["REMOTE_ADDR"], environ["REMOTE_PORT"] = client[0], str(client[1])
+        environ["REMOTE_ADDR"] = client[0]
+        environ["REMOTE_PORT"] = str(client[1])
     return environ
 
 
@@ -432,11 +478,6 @@ class WSGIAdapter:
         self.multiprocess = multiprocess
         self.pool = JobPool(threads, self._run)
         self._waker: Waker | None = None
-
-    @property
-    def executor(self) -> ThreadPoolExecutor:
-        """This process's thread pool (made on first use)."""
-        return self.pool.executor
 
     def shutdown(self, wait: bool = False) -> None:
         """Stop the pool's threads once the requests already queued are done."""
@@ -481,16 +522,22 @@ class WSGIAdapter:
             )
             environ = build_environ(scope, wsgi_input, self.threads > 1, self.multiprocess)
             result = self.app(environ, responder.start_response)
-            close = getattr(result, "close", None)
-            try:
-                responder.stream(result)
-                if close is not None or responder.zerocopy_sent:
-                    responder.flush()  # the response is complete before close() runs
-                    if responder.zerocopy_sent:
-                        channel.drain()  # the file must stay open until the server has sent it
-            finally:
-                if close is not None:
-                    close()
+            if type(result) is list and len(result) == 1 and not responder.headers_sent:
+                whole = responder.whole(result[0])  # the usual result: one chunk, nothing written, no close()
+                if whole is not None:
+                    channel.finish_whole(whole)
+                    return
+            else:
+                close = getattr(result, "close", None)
+                try:
+                    responder.stream(result)
+                    if close is not None or responder.zerocopy_sent:
+                        responder.flush()  # the response is complete before close() runs
+                        if responder.zerocopy_sent:
+                            channel.drain()  # the file must stay open until the server has sent it
+                finally:
+                    if close is not None:
+                        close()
         except BaseException as exc:
             channel.finish(exc)
         else:
@@ -501,7 +548,6 @@ class WSGIAdapter:
             while True:
                 message = await receive()
                 if message["type"] == "lifespan.startup":
-                    self.executor  # noqa: B018  # the pool is made in the serving process, before requests
                     error_log.info("Serving a WSGI app in up to %d threads per process.", self.threads)
                     await send({"type": "lifespan.startup.complete"})
                 elif message["type"] == "lifespan.shutdown":

@@ -94,4 +94,10 @@ class ObservedH1Protocol(H1Protocol):
                 info.scheme = "https"
             return  # LOCAL (a health check) or unknown addresses: the connection's own stand
         scheme = "https" if header.ssl else info.scheme
-        self.session.info = self._make_info(header.client, header.server, scheme)
+        new_info = self._make_info(header.client, header.server, scheme)
+        new_info.extensions.update(info.extensions)  # they describe this connection: TLS, file sending
+        self.session.info = new_info
+
+    def _count_out(self, sent: int) -> None:
+        if self._tally is not None:
+            self._tally.bytes_out += sent  # os.sendfile bypassed the counting transport
