@@ -205,9 +205,22 @@ class ServerProcess:
     def __init__(self, server: str, app: str, cpu: str, logdir: Path, keep_alive: float | None = None):
         self.name = server
         self.port = free_port()
-        self.argv = ["taskset", "-c", cpu, *server_command(server, app, self.port, keep_alive)]
+        self.argv = ["taskset", "-c", cpu, *self.command(app, keep_alive)]
         self.log_path = logdir / f"{server}-{self.port}.log"
         self.proc: subprocess.Popen[bytes] | None = None
+
+    def command(self, app: str, keep_alive: float | None) -> list[str]:
+        """The server's argv (without taskset); other bench scripts override it (bench/h2.py)."""
+        return server_command(self.name, app, self.port, keep_alive)
+
+    def probe(self) -> None:
+        """One request, raising OSError or HTTPException until the server answers; start() polls it."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=1)
+        try:
+            conn.request("GET", "/")
+            conn.getresponse().read()
+        finally:
+            conn.close()
 
     @property
     def pid(self) -> int:
@@ -227,13 +240,8 @@ class ServerProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.log_tail()}")
             with contextlib.suppress(OSError, http.client.HTTPException):
-                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=1)
-                try:
-                    conn.request("GET", "/")
-                    conn.getresponse().read()
-                    return
-                finally:
-                    conn.close()
+                self.probe()
+                return
             time.sleep(0.05)
         raise RuntimeError(f"{self.name} did not answer on port {self.port} within {timeout}s")
 

@@ -114,6 +114,61 @@ class Config:
         None, "most open connections; beyond it, 503 and close", "HTTP timeouts and limits", minimum=1
     )
 
+    http: str = option(
+        "auto",
+        "HTTP versions served: auto (HTTP/1.1 and HTTP/2 via ALPN, h2c upgrade or prior knowledge), 1 or 2",
+        "HTTP/2",
+        choices=("auto", "1", "2"),
+    )
+    h2_max_concurrent_streams: int = option(
+        100,
+        "most streams a client may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS)",
+        "HTTP/2",
+        minimum=1,
+    )
+    h2_initial_window_size: int = option(
+        1024 * 1024, "per-stream receive window in bytes (SETTINGS_INITIAL_WINDOW_SIZE)", "HTTP/2", minimum=1
+    )
+    h2_connection_window_size: int = option(
+        4 * 1024 * 1024, "connection receive window in bytes", "HTTP/2", minimum=65535
+    )
+    h2_max_frame_size: int = option(
+        16384, "largest frame payload the client may send (SETTINGS_MAX_FRAME_SIZE)", "HTTP/2", minimum=16384
+    )
+    h2_max_header_list_size: int = option(
+        65536, "largest decoded header list (SETTINGS_MAX_HEADER_LIST_SIZE); larger: 431", "HTTP/2", minimum=1
+    )
+    h2_max_resets: int = option(
+        200,
+        "stream resets a client may cause per 10 s before GOAWAY ENHANCE_YOUR_CALM (rapid reset)",
+        "HTTP/2",
+        minimum=1,
+    )
+    h2_max_control_frames: int = option(
+        1000,
+        "SETTINGS, PING, PRIORITY and empty frames a client may send per 10 s before GOAWAY ENHANCE_YOUR_CALM",
+        "HTTP/2",
+        minimum=1,
+    )
+    timeout_h2_idle: float = option(
+        60.0, "seconds an HTTP/2 connection with no open streams stays open", "HTTP/2"
+    )
+
+    ssl_certfile: str | None = option(None, "TLS certificate chain file (PEM); turns TLS on", "TLS")
+    ssl_keyfile: str | None = option(None, "TLS private key file (PEM)", "TLS")
+    ssl_keyfile_password: str | None = option(None, "password of an encrypted key file", "TLS")
+    ssl_ca_certs: str | None = option(None, "CA certificates (PEM) to verify client certificates with", "TLS")
+    ssl_cert_reqs: str = option(
+        "none",
+        "client certificates: none, optional or required (mutual TLS)",
+        "TLS",
+        choices=("none", "optional", "required"),
+        aliases={"0": "none", "1": "optional", "2": "required"},
+    )
+    ssl_ciphers: str | None = option(None, "OpenSSL cipher list for TLS 1.2 (default: OpenSSL's)", "TLS")
+    ssl_min_version: str = option("1.2", "lowest TLS version accepted", "TLS", choices=("1.2", "1.3"))
+    timeout_tls_handshake: float = option(10.0, "seconds a client gets to finish the TLS handshake", "TLS")
+
     ws: str = option(
         "auto",
         "WebSocket support; none serves upgrade requests as plain HTTP",

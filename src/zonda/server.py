@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import stat
 import sys
 import threading
@@ -34,7 +35,9 @@ from zonda.io.observed import ObservedH1Protocol
 from zonda.loading import ASGI2Adapter, load_app
 from zonda.logging import access_log_enabled
 from zonda.protocols.http1 import DefaultHeaders, H1Limits
+from zonda.protocols.http2 import H2Settings
 from zonda.proxy import ProxySettings, TrustList
+from zonda.tls import create_ssl_context, describe_tls, listener_options, server_cert_pem
 
 if TYPE_CHECKING:
     from zonda.metrics import Metrics, Tally
@@ -46,8 +49,15 @@ logger = logging.getLogger("zonda.error")
 class ServerShared:
     """What every connection of a server shares, built once at start-up."""
 
-    def __init__(self, config: Config, context: SessionContext) -> None:
+    def __init__(
+        self, config: Config, context: SessionContext, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
         self.context = context
+        # TLS (zonda.tls): None serves plain HTTP; the driver reads these on TLS connections only
+        self.ssl_context = ssl_context
+        self.server_cert = (
+            server_cert_pem(config.ssl_certfile) if ssl_context and config.ssl_certfile else None
+        )
         self.limits = H1Limits(
             max_request_line=config.limit_request_line,
             max_header_count=config.limit_request_headers,
@@ -56,7 +66,25 @@ class ServerShared:
             header_timeout=config.timeout_request_header,
             body_timeout=config.timeout_request_body,
             keep_alive_timeout=config.timeout_keep_alive,
+            http2_prior_knowledge=config.http != "1",
         )
+        self.h2_settings: H2Settings | None = None
+        if config.http != "1":
+            self.h2_settings = H2Settings(
+                max_concurrent_streams=config.h2_max_concurrent_streams,
+                initial_window_size=config.h2_initial_window_size,
+                connection_window_size=config.h2_connection_window_size,
+                max_frame_size=config.h2_max_frame_size,
+                max_header_list_size=config.h2_max_header_list_size,
+                max_resets=config.h2_max_resets,
+                max_control_frames=config.h2_max_control_frames,
+                idle_timeout=config.timeout_h2_idle,
+                header_timeout=config.timeout_request_header,
+                stall_timeout=config.timeout_request_body,
+                enable_connect_protocol=context.ws is not None,
+            )
+            context.h2c = True
+        self.h2_counters: dict[str, int] = {}  # HTTP/2 attack and error counters, summed over connections
         extra = []
         for header in config.headers:
             name, _, value = header.partition(":")
@@ -159,13 +187,13 @@ def bind_socket(config: Config) -> socket.socket:
     return sock
 
 
-def describe_address(sock: socket.socket) -> str:
+def describe_address(sock: socket.socket, scheme: str = "http") -> str:
     address = sock.getsockname()
     if sock.family == socket.AF_UNIX:
         return f"unix:{address}"
     if sock.family == socket.AF_INET6:
-        return f"http://[{address[0]}]:{address[1]}"
-    return f"http://{address[0]}:{address[1]}"
+        return f"{scheme}://[{address[0]}]:{address[1]}"
+    return f"{scheme}://{address[0]}:{address[1]}"
 
 
 class Server:
@@ -246,6 +274,7 @@ class Server:
         )
         if install_signal_handlers:  # before startup, so a SIGTERM during a slow startup still stops cleanly
             self._install_signal_handlers(loop)
+        ssl_context = create_ssl_context(config)  # a bad certificate or key fails before startup too
         on_response, access_writer = self._response_hook(loop)  # a bad --access-log-file fails before startup
         try:
             lifespan, lifespan_task = await self._start_lifespan(app)
@@ -262,7 +291,7 @@ class Server:
             ws=ws_settings(config),
             on_response=on_response,
         )
-        shared = self.shared = ServerShared(config, context)
+        shared = self.shared = ServerShared(config, context, ssl_context)
         protocol: type[H1Protocol] = H1Protocol
         if self.metrics is not None:
             self.metrics.attach(shared, loop)
@@ -271,12 +300,13 @@ class Server:
             protocol = ObservedH1Protocol
         date_timer = _DateTicker(loop, shared)
         listeners = []
+        tls = listener_options(config, ssl_context)  # {} for plain HTTP
         try:
             self.sockets = sockets if sockets is not None else [bind_socket(config)]
             for sock in self.sockets:
                 listeners.append(
                     await loop.create_server(
-                        lambda: protocol(shared, loop), sock=sock, backlog=config.backlog
+                        lambda: protocol(shared, loop), sock=sock, backlog=config.backlog, **tls
                     )
                 )
             self._log_started(app)
@@ -411,8 +441,11 @@ class Server:
             interface,
             loop_name,
         )
+        scheme = "https" if self.shared is not None and self.shared.ssl_context is not None else "http"
         for sock in self.sockets:
-            logger.info("Listening on %s (press CTRL+C to quit)", describe_address(sock))
+            logger.info("Listening on %s (press CTRL+C to quit)", describe_address(sock, scheme))
+        if scheme == "https":
+            logger.info("TLS: %s", describe_tls(config))
 
 
 def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop]:

@@ -1090,3 +1090,90 @@ def test_connection_header_is_a_token_list(connection: bytes, keep_alive: bool) 
     request = events[0]
     assert isinstance(request, Request)
     assert request.keep_alive is keep_alive
+
+
+# ------------------------------------------------------------------ file bodies the driver sends (zerocopysend, pathsend)
+
+
+def send_file(conn: H1Connection, count: int, end_stream: bool, file_byte: bytes = b"F") -> bytes:
+    """What reaches the wire for one file piece: the core's bytes, the file's (faked), the core's again."""
+    to_send = conn.send_file(1, count, end_stream)
+    out = conn.data_to_send() + file_byte * to_send
+    conn.file_sent(1, to_send, end_stream)
+    return out + conn.data_to_send()
+
+
+def test_file_with_a_declared_content_length() -> None:
+    conn = make()
+    conn.receive_data(request_head())
+    conn.send_response(1, 200, [(b"content-length", b"7")])
+    conn.send_body(1, b"ab", False)
+    out = conn.data_to_send() + send_file(conn, 5, True)
+    assert out == b"HTTP/1.1 200 OK\r\ncontent-length: 7\r\nserver: zonda\r\n\r\nabFFFFF"
+    assert not conn.closing and conn.deadline is not None  # kept alive, waiting for the next request
+
+
+def test_single_final_file_gets_a_computed_content_length() -> None:
+    conn = make()
+    conn.receive_data(request_head())
+    conn.send_response(1, 200, [])
+    _, headers, body = split_response(send_file(conn, 4, True))
+    assert headers[b"content-length"] == b"4" and b"transfer-encoding" not in headers
+    assert body == b"FFFF"
+
+
+def test_files_and_bodies_mixed_in_a_chunked_response() -> None:
+    conn = make()
+    conn.receive_data(request_head())
+    conn.send_response(1, 200, [])
+    out = send_file(conn, 3, False) + send_file(conn, 0, False)
+    conn.send_body(1, b"xy", False)
+    out += conn.data_to_send() + send_file(conn, 2, True, b"G")
+    _, headers, body = split_response(out)
+    assert headers[b"transfer-encoding"] == b"chunked"
+    assert body == b"3\r\nFFF\r\n2\r\nxy\r\n2\r\nGG\r\n0\r\n\r\n"
+    assert not conn.closing
+
+
+def test_file_on_http10_is_close_delimited() -> None:
+    conn = make()
+    conn.receive_data(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+    conn.send_response(1, 200, [])
+    _, headers, body = split_response(send_file(conn, 3, False) + send_file(conn, 2, True))
+    assert headers[b"connection"] == b"close" and body == b"FFFFF"
+    assert conn.closing
+
+
+def test_file_past_the_declared_content_length_is_an_app_error() -> None:
+    conn = make()
+    conn.receive_data(request_head())
+    conn.send_response(1, 200, [(b"content-length", b"4")])
+    with pytest.raises(AppProtocolError, match=r"a file of 5 bytes .* content-length \(4\)"):
+        conn.send_file(1, 5, True)
+    assert conn.data_to_send().endswith(b"\r\n\r\n")  # the head only, then the connection closes
+    assert conn.closing
+
+
+def test_file_short_of_the_declared_content_length_is_an_app_error() -> None:
+    conn = make()
+    conn.receive_data(request_head())
+    conn.send_response(1, 200, [(b"content-length", b"10")])
+    assert conn.send_file(1, 6, True) == 6
+    with pytest.raises(AppProtocolError, match="after 6 of 10"):
+        conn.file_sent(1, 6, True)
+    assert conn.closing
+
+
+@pytest.mark.parametrize(("method", "status"), [(b"HEAD", 200), (b"GET", 304)])
+def test_no_file_bytes_for_responses_without_a_body(method: bytes, status: int) -> None:
+    conn = make()
+    conn.receive_data(request_head(b"/", method))
+    conn.send_response(1, status, [(b"content-length", b"100")])
+    assert conn.send_file(1, 100, False) == 0
+    conn.file_sent(1, 0, False)
+    conn.send_body(1, b"", True)
+    assert conn.data_to_send() == b"HTTP/1.1 %d %s\r\ncontent-length: 100\r\nserver: zonda\r\n\r\n" % (
+        status,
+        b"OK" if status == 200 else b"Not Modified",
+    )
+    assert not conn.closing

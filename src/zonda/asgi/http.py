@@ -15,9 +15,10 @@ from collections.abc import Awaitable, Callable, Coroutine
 from http import HTTPStatus
 from time import perf_counter
 from typing import TYPE_CHECKING, Any, Protocol
-from urllib.parse import unquote_to_bytes
+from urllib.parse import quote, unquote_to_bytes
 
 from zonda.accesslog import log_default
+from zonda.asgi._files import PATHSEND, ZEROCOPYSEND, open_path, zerocopy_span
 from zonda.asgi.types import ASGIApp, Message, Scope
 from zonda.errors import AppProtocolError, ClientDisconnected, ProtocolError
 from zonda.protocols.events import ConnectionTerminated, Data, Event, Request, StreamReset
@@ -39,7 +40,9 @@ class Core(Protocol):
 
     def send_response(self, stream_id: int, status: int, headers: Any) -> None: ...
     def send_body(self, stream_id: int, data: bytes, end_stream: bool) -> None: ...
-    def send_continue(self) -> None: ...
+    def send_continue(self, stream_id: int) -> None: ...
+    def send_file(self, stream_id: int, count: int, end_stream: bool) -> int: ...
+    def file_sent(self, stream_id: int, count: int, end_stream: bool) -> None: ...
     def accept_upgrade(self, stream_id: int, headers: Any) -> bytes: ...
 
 
@@ -53,6 +56,10 @@ class Transport(Protocol):
 
     def flush(self) -> None: ...
     def drain(self) -> Awaitable[None]: ...
+    def send_file(self, file: Any, offset: int, count: int) -> Awaitable[int]:
+        """Flush, then send ``count`` bytes of ``file`` from ``offset``; return how many went (fewer: EOF)."""
+        ...
+
     def create_future(self) -> Any: ...
     def pause_reading(self) -> None: ...
     def resume_reading(self) -> None: ...
@@ -100,7 +107,17 @@ class ConnectionInfo:
 class SessionContext:
     """Server-wide, per-app settings every session reads: built once at start-up."""
 
-    __slots__ = ("access_log", "app", "limit_concurrency", "on_response", "root_path", "state", "stats", "ws")
+    __slots__ = (
+        "access_log",
+        "app",
+        "h2c",
+        "limit_concurrency",
+        "on_response",
+        "root_path",
+        "state",
+        "stats",
+        "ws",
+    )
 
     def __init__(
         self,
@@ -120,6 +137,7 @@ class SessionContext:
         self.on_response = on_response or log_default
         self.limit_concurrency = limit_concurrency
         self.stats = ServerStats()
+        self.h2c = False  # answer `Upgrade: h2c` requests by switching to HTTP/2 (the server sets it)
 
 
 class ServerStats:
@@ -142,6 +160,7 @@ class ServerStats:
 class CycleState(enum.Enum):
     START = "expecting http.response.start"
     BODY = "expecting http.response.body"
+    TRAILERS = "expecting http.response.trailers"
     DONE = "response complete"
 
 
@@ -149,6 +168,10 @@ class CycleState(enum.Enum):
 _START = CycleState.START
 _BODY = CycleState.BODY
 _DONE = CycleState.DONE
+_TRAILERS = CycleState.TRAILERS
+TRAILERS = "http.response.trailers"
+PUSH = "http.response.push"
+EARLY_HINT = "http.response.early_hint"
 _METHODS = {
     m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE")
 }
@@ -213,6 +236,7 @@ class HTTPCycle:
         "_body_done",
         "_continue_pending",
         "_more_body",
+        "_trailer_fields",
         "_waiter",
         "app",
         "bytes_sent",
@@ -225,12 +249,14 @@ class HTTPCycle:
         "state",
         "status",
         "stream_id",
+        "trailers",
         "transport",
     )
 
     def __init__(self, session: HTTPSession, request: Request, scope: Scope, app: ASGIApp) -> None:
         self.session = session
-        self.transport = session.transport
+        per_stream = session.stream_transport
+        self.transport = session.transport if per_stream is None else per_stream(request.stream_id)
         self.stream_id = request.stream_id
         self.scope = scope
         self.app = app
@@ -240,6 +266,7 @@ class HTTPCycle:
         self.disconnected = False
         self.reading_paused = False
         self.started_at = 0.0
+        self.trailers = False  # the app announced http.response.trailers after its last body
         self._body: bytes | bytearray = b""
         self._more_body = not request.end_stream
         self._body_done = False  # the final http.request was delivered
@@ -278,7 +305,7 @@ class HTTPCycle:
         if self._continue_pending:
             self._continue_pending = False
             if not self.disconnected and self.state is _START:
-                self.transport.core.send_continue()
+                self.transport.core.send_continue(self.stream_id)
                 self.transport.flush()
         while True:
             if self.disconnected or self.state is _DONE:
@@ -315,7 +342,8 @@ class HTTPCycle:
         state = self.state
         if state is _BODY:
             if message_type != "http.response.body":
-                raise AppProtocolError(f"Expected 'http.response.body', got {message_type!r}")
+                await self._send_extension(message_type, message)
+                return
             body = message.get("body", b"")
             more_body = message.get("more_body", False)
             if type(body) is not bytes:
@@ -333,6 +361,10 @@ class HTTPCycle:
                     await transport.drain()
                     if self.disconnected:
                         raise ClientDisconnected("client disconnected while the response was being sent")
+            elif self.trailers:
+                self.state = _TRAILERS
+                transport.core.send_body(self.stream_id, body, False)
+                transport.flush()
             else:
                 self.state = _DONE
                 try:
@@ -342,6 +374,14 @@ class HTTPCycle:
                     self.session.response_complete(self)
         elif state is _START:
             if message_type != "http.response.start":
+                if message_type == EARLY_HINT and EARLY_HINT in self.session.info.extensions:
+                    self._send_early_hint(message)
+                    return
+                if message_type == PUSH and PUSH in self.session.info.extensions:
+                    # Before the head too: Starlette's send_push_promise() comes first, and RFC 9113 §8.4 wants
+                    # the promise ahead of the response that refers to the pushed resource.
+                    self._push(message)
+                    return
                 raise AppProtocolError(f"Expected 'http.response.start', got {message_type!r}")
             status = message.get("status")
             if type(status) is not int:
@@ -351,11 +391,118 @@ class HTTPCycle:
             self.response_headers = headers  # for the access log; unset (not read) when no app response
             self.status = status
             self.state = _BODY
+            if "trailers" in message and message["trailers"] and TRAILERS in self.session.info.extensions:
+                self.trailers = True
+                self._trailer_fields: list[tuple[bytes, bytes]] = []
+        elif state is _TRAILERS and message_type == TRAILERS:
+            self._send_trailers(message)
         else:
             raise AppProtocolError(
                 f"Unexpected {message_type!r}: the response is already complete "
                 "(http.response.body with more_body=False ends it)"
             )
+
+    async def _send_extension(self, message_type: str, message: Message) -> None:
+        """A response message other than ``http.response.body``: the file-sending extensions, if offered."""
+        offered = self.session.info.extensions
+        if message_type == ZEROCOPYSEND and ZEROCOPYSEND in offered:
+            file, offset, count, more_body, positioned = zerocopy_span(message)
+            sent = await self._send_file(file, offset, count, more_body)
+            if positioned and sent:
+                file.seek(offset + sent)  # sent from the current position: leave it after, as a read would
+        elif message_type == PUSH and PUSH in offered:
+            self._push(message)
+        elif message_type == EARLY_HINT and EARLY_HINT in offered:
+            self._send_early_hint(message)
+        elif message_type == PATHSEND and PATHSEND in offered:
+            if self.bytes_sent:
+                raise AppProtocolError(
+                    f"Expected no body before {PATHSEND}, got {self.bytes_sent} bytes of http.response.body"
+                )
+            file, size = open_path(message)
+            try:
+                await self._send_file(file, 0, size, False)
+            finally:
+                file.close()
+        else:
+            hint = " (not offered on this connection)" if message_type in (ZEROCOPYSEND, PATHSEND) else ""
+            raise AppProtocolError(f"Expected 'http.response.body', got {message_type!r}{hint}")
+
+    def _send_early_hint(self, message: Message) -> None:
+        links = message.get("links", ())
+        try:
+            links = [bytes(link) for link in links]
+        except TypeError:
+            raise AppProtocolError("http.response.early_hint 'links' must be an iterable of bytes") from None
+        self.transport.core.send_early_hint(self.stream_id, links)  # type: ignore[attr-defined]
+        self.transport.flush()
+
+    def _push(self, message: Message) -> None:
+        """``http.response.push``: promise the resource and answer it with a new app instance."""
+        path = message.get("path")
+        if not isinstance(path, str) or not path.startswith("/"):
+            raise AppProtocolError(f"http.response.push 'path' must be an absolute path str, got {path!r}")
+        headers = _header_pairs(message.get("headers", ()), PUSH)
+        scope = self.scope
+        authority = next((value for name, value in scope["headers"] if name == b"host"), b"")
+        request = self.transport.core.push(  # type: ignore[attr-defined]
+            self.stream_id, quote(path).encode("ascii"), headers, scope["scheme"].encode(), authority
+        )
+        if request is not None:
+            self.transport.flush()
+            self.session.push(request)
+
+    def _send_trailers(self, message: Message) -> None:
+        headers = _header_pairs(message.get("headers", ()), TRAILERS)
+        if message.get("more_trailers", False):
+            self._trailer_fields = [*self._trailer_fields, *headers]
+            return
+        headers = [*self._trailer_fields, *headers]
+        self.state = _DONE
+        core = self.transport.core
+        try:
+            # Trailers go only to a client that said it takes them (ASGI extensions: TE: trailers).
+            if any(name == b"te" and b"trailers" in value for name, value in self.scope["headers"]):
+                core.send_trailers(self.stream_id, headers)  # type: ignore[attr-defined]
+            else:
+                core.send_body(self.stream_id, b"", True)
+        finally:
+            self.transport.flush()
+            self.session.response_complete(self)
+
+    async def _send_file(self, file: Any, offset: int, count: int, more_body: bool) -> int:
+        """Frame ``count`` file bytes in the core, have the driver send them, then finish like a body."""
+        transport = self.transport
+        core = transport.core
+        end = not more_body
+        try:
+            to_send = core.send_file(self.stream_id, count, end)  # 0 for HEAD, 204, 304
+        except AppProtocolError:  # past the declared Content-Length: as for a body, the head, then close
+            if end:
+                self.state = _DONE
+                transport.flush()
+                self.session.response_complete(self)
+            raise
+        if to_send:
+            sent = await transport.send_file(file, offset, to_send)  # flushes the head first
+            if sent != to_send:  # the file shrank after it was measured: the framing promised more
+                raise AppProtocolError(f"the file ended after {sent} of {to_send} bytes")
+        self.bytes_sent += count
+        if end:
+            self.state = _DONE
+            try:
+                core.file_sent(self.stream_id, to_send, True)
+            finally:
+                transport.flush()
+                self.session.response_complete(self)
+        else:
+            core.file_sent(self.stream_id, to_send, False)
+            transport.flush()
+            if transport.write_paused:
+                await transport.drain()
+                if self.disconnected:
+                    raise ClientDisconnected("client disconnected while the response was being sent")
+        return to_send
 
     async def run(self) -> None:
         """Call the app and answer for whatever it leaves undone."""
@@ -374,7 +521,7 @@ class HTTPCycle:
             if self.state is _START and not self.disconnected:
                 error_log.error("ASGI app returned without sending a response (%s)", self._describe())
                 self._respond_500()
-            elif self.state is _BODY and not self.disconnected:
+            elif self.state is not _DONE and not self.disconnected:
                 error_log.error("ASGI app returned without completing the response (%s)", self._describe())
                 self.transport.abort()
         self.session.cycle_finished(self)
@@ -388,7 +535,7 @@ class HTTPCycle:
         error_log.error("Exception in ASGI app (%s)", self._describe(), exc_info=exc)
         if self.state is _START:
             self._respond_500()
-        elif self.state is _BODY:
+        elif self.state is not _DONE:
             self.transport.abort()  # headers are out: closing is the only honest signal left
 
     def _respond_500(self) -> None:
@@ -428,6 +575,7 @@ class HTTPSession:
         "cycles",
         "info",
         "sequential",
+        "stream_transport",
         "transport",
     )
 
@@ -443,6 +591,8 @@ class HTTPSession:
         self._queue: deque[Cycle] = deque()  # pipelined cycles waiting their turn
         self._starting = False  # _start_queued() is looping: a nested response_complete() leaves it to it
         self._start_again = False
+        # Multiplexed versions give each cycle its own transport (flow control and resets are per stream).
+        self.stream_transport: Callable[[int], Transport] | None = None
 
     def handle_events(self, events: list[Event]) -> bool:
         """Dispatch core events; return True if the connection is terminating.
@@ -477,6 +627,13 @@ class HTTPSession:
                         self._start(queue.popleft())
         return terminated
 
+    def push(self, request: Request) -> None:
+        """A pushed request (HTTP/2 server push): a new app instance answers it, as if the client had asked."""
+        self._on_request(request)
+        queue = self._queue
+        while queue:
+            self._start(queue.popleft())
+
     def _on_request(self, request: Request) -> None:
         context = self.context
         scope = build_scope(request, self.info, context.state)
@@ -489,13 +646,22 @@ class HTTPSession:
         if context.limit_concurrency is not None and stats.active_requests >= context.limit_concurrency:
             stats.rejected_concurrency += 1
             cycle = HTTPCycle(self, request, scope, service_unavailable)
-        elif request.upgrade == b"websocket" and context.ws is not None:
-            cycle = self._websocket_cycle(request, scope, context.ws)
+        elif request.upgrade is not None:
+            cycle = self._upgrade_cycle(request, scope)
         else:
             cycle = HTTPCycle(self, request, scope, app)
         self.cycles[request.stream_id] = cycle
         stats.active_requests += 1
         self._queue.append(cycle)
+
+    def _upgrade_cycle(self, request: Request, scope: Scope) -> Cycle:
+        context = self.context
+        upgrade = request.upgrade
+        if upgrade == b"websocket" and context.ws is not None:
+            return self._websocket_cycle(request, scope, context.ws)
+        if upgrade == b"h2c" and context.h2c and request.http_version == "1.1" and scope["scheme"] == "http":
+            return H2CUpgrade(self, request, scope)
+        return HTTPCycle(self, request, scope, context.app)
 
     def _websocket_cycle(self, request: Request, scope: Scope, settings: WSSettings) -> Cycle:
         # Imported here: WebSocket support is optional (the websockets package comes with zonda[standard]).
@@ -540,7 +706,7 @@ class HTTPSession:
         if self.current is cycle:
             self.current = None
         self.transport.response_complete()
-        if self._queue and self.current is None:
+        if self._queue and self.current is None and self.sequential:
             if self._starting:
                 self._start_again = True  # the loop in _start_queued() starts it: the stack stays flat
             else:
@@ -570,7 +736,7 @@ class HTTPSession:
             self.current = None  # it returned without a complete response; the connection is closing
         if isinstance(cycle, HTTPCycle) and cycle.reading_paused:
             cycle.reading_paused = False
-            self.transport.resume_reading()  # nobody reads this body now: read on, discarding the rest
+            cycle.transport.resume_reading()  # nobody reads this body now: read on, discarding the rest
 
     def connection_lost(self) -> None:
         for cycle in list(self.cycles.values()):
@@ -581,3 +747,46 @@ class HTTPSession:
     @property
     def idle(self) -> bool:
         return not self.cycles
+
+
+class H2CUpgrade:
+    """An ``Upgrade: h2c`` request (RFC 7540 §3.2): the driver switches the connection to HTTP/2 and the request
+    is answered there, as stream 1. Runs in its turn, like any request, after earlier pipelined responses."""
+
+    __slots__ = ("request", "scope", "session", "started_at", "stream_id")
+
+    def __init__(self, session: HTTPSession, request: Request, scope: Scope) -> None:
+        self.session = session
+        self.request = request
+        self.scope = scope
+        self.stream_id = request.stream_id
+        self.started_at = 0.0
+
+    async def run(self) -> None:
+        session = self.session
+        session.cycles.pop(self.stream_id, None)
+        session.context.stats.active_requests -= 1
+        if session.current is self:
+            session.current = None
+        session.transport.upgrade_h2c(self.request)  # type: ignore[attr-defined]
+
+    def on_disconnect(self) -> None:
+        pass
+
+    def log_access(self) -> None:
+        pass
+
+
+def _header_pairs(headers: Any, message_type: str) -> list[tuple[bytes, bytes]]:
+    try:
+        pairs = [(bytes(name), bytes(value)) for name, value in headers]
+    except (TypeError, ValueError):
+        raise AppProtocolError(
+            f"{message_type} 'headers' must be an iterable of [bytes, bytes] pairs"
+        ) from None
+    for name, _ in pairs:
+        if name[:1] == b":" or name.lower() != name:
+            raise AppProtocolError(
+                f"{message_type}: header name {name!r} must be lowercase, not a pseudo-header"
+            )
+    return pairs

@@ -5,6 +5,10 @@ handshake is pending. ``websocket.accept`` switches the connection to the frame-
 cycle the connection's event handler; ``websocket.close`` before accepting answers 403, and
 ``websocket.http.response.*`` sends the app's own HTTP response. Messages from the peer wait in a bounded
 queue; when it is full, the connection stops being read.
+
+Over HTTP/2 (RFC 8441) the WebSocket is one stream of the connection: the cycle gets that stream's own
+transport (``websocket_channel``), which answers ``websocket.accept`` with a 200 that leaves the stream open and
+from then on carries the frames in DATA frames; "stops being read" closes the stream's flow-control window.
 """
 
 from __future__ import annotations
@@ -12,8 +16,9 @@ from __future__ import annotations
 import enum
 import logging
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
+from zonda.asgi.http import Transport
 from zonda.asgi.types import ASGIApp, Message, Scope
 from zonda.errors import AppProtocolError, ClientDisconnected
 from zonda.protocols.events import ConnectionTerminated, Request
@@ -24,6 +29,18 @@ if TYPE_CHECKING:
     from zonda.asgi.http import HTTPSession
 
 error_log = logging.getLogger("zonda.error")
+
+
+class StreamTunnel(Transport, Protocol):
+    """One stream's transport on a multiplexed connection, able to carry a WebSocket (HTTP/2: RFC 8441)."""
+
+    def receive(self, data: bytes, end_stream: bool) -> None:
+        """The stream's DATA (END_STREAM: the peer's end, as TCP's FIN over HTTP/1.1)."""
+        ...
+
+
+class _TunnelOpener(Protocol):
+    def websocket_channel(self, stream_id: int) -> StreamTunnel: ...
 
 
 class WSState(enum.Enum):
@@ -40,9 +57,15 @@ class WebSocketCycle:
         self, session: HTTPSession, request: Request, scope: Scope, handshake: Handshake, settings: WSSettings
     ) -> None:
         self.session = session
-        self.transport = session.transport
         self.info = session.info
         self.stream_id = request.stream_id
+        self.tunnel: StreamTunnel | None = None
+        self.transport: Transport
+        if session.stream_transport is None:  # HTTP/1.1: the connection is the transport, upgraded on accept
+            self.transport = session.transport
+        else:  # HTTP/2: the stream's own transport, which carries the WebSocket once accepted
+            opener = cast(_TunnelOpener, session.transport)
+            self.transport = self.tunnel = opener.websocket_channel(request.stream_id)
         self.scope = scope
         self.app: ASGIApp = session.context.app
         self.stats = session.context.stats
@@ -60,7 +83,16 @@ class WebSocketCycle:
         self._waiter: Any = None
         self._paused = False
 
-    # ------------------------------------------------------ events from the core (after accept)
+    # ------------------------------------------------------ events from the core
+
+    def on_data(self, data: bytes, end_stream: bool) -> None:
+        """HTTP/2: DATA on the stream before the WebSocket is accepted (the session routes it here). The
+        stream's transport holds it for the WebSocket core; once accepted, the driver feeds it directly."""
+        tunnel = self.tunnel
+        if tunnel is not None:
+            tunnel.receive(data, end_stream)
+
+    # ------------------------------------------------------ events from the WebSocket core (after accept)
 
     def handle_events(self, events: list[Any]) -> bool:
         terminated = False
@@ -231,7 +263,7 @@ class WebSocketCycle:
                 raise AppProtocolError(f"websocket.accept: header {name!r} is the server's to send")
             headers.append((name, value))
         self.core = WSConnection(self.settings, extensions, self.transport.time)
-        self.status = 101
+        self.status = 200 if self.handshake.extended_connect else 101
         self.state = WSState.OPEN
         self.transport.upgrade(self.stream_id, headers, self.core, self)
         if self.session.context.access_log:
@@ -301,7 +333,7 @@ class WebSocketCycle:
         return str(self.scope["path"])
 
     def log_access(self) -> None:
-        """The per-response hook (access log, metrics): for the 101, or the HTTP answer to a denial."""
+        """The per-response hook (access log, metrics): for the 101 (200 over HTTP/2), or a denial's answer."""
         self.session.context.on_response(self)
 
 

@@ -8,6 +8,7 @@ One timer per connection follows the core's ``deadline``, re-armed only when the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 import types
@@ -16,10 +17,14 @@ from typing import TYPE_CHECKING, Any
 
 from zonda.asgi.http import ConnectionInfo, HTTPSession
 from zonda.errors import ProtocolError, RequestTimeout
-from zonda.protocols.events import ConnectionTerminated, Event
+from zonda.io._sendfile import FileSending
+from zonda.protocols.events import ConnectionTerminated, Event, HTTP2Preface, Request
 from zonda.protocols.http1 import H1Connection, error_response
+from zonda.tls import tls_extension
 
 if TYPE_CHECKING:
+    import ssl
+
     from zonda.server import ServerShared
 
 error_log = logging.getLogger("zonda.error")
@@ -68,7 +73,7 @@ def start_eagerly(
     task.add_done_callback(tasks.discard)
 
 
-class H1Protocol(asyncio.Protocol):
+class H1Protocol(FileSending, asyncio.Protocol):
     """One HTTP/1.1 connection: the transport side the bridge writes through."""
 
     def __init__(self, shared: ServerShared, loop: asyncio.AbstractEventLoop) -> None:
@@ -99,11 +104,25 @@ class H1Protocol(asyncio.Protocol):
             self._closed = True
             return
         shared.connections.add(self)
+        ssl_object = self._tls_info() if shared.ssl_context is not None else None
+        if ssl_object is not None and ssl_object.selected_alpn_protocol() == "h2":
+            shared.connections.discard(self)
+            self._switch_to_http2(b"", self._connection_info(self.transport, ssl_object))
+            return
         self.core = H1Connection(shared.limits, shared.defaults, self.loop.time)
-        self.session = HTTPSession(self, self._connection_info(self.transport), shared.context)
+        self.session = HTTPSession(self, self._connection_info(self.transport, ssl_object), shared.context)
+        self._offer_files(self.session.info)
         self._arm_if_earlier()
 
-    def _connection_info(self, transport: asyncio.Transport) -> ConnectionInfo:
+    def _tls_info(self) -> ssl.SSLObject | None:
+        """This connection's TLS session, its handshake done (asyncio and uvloop call connection_made after it):
+        the one place the driver reads it, for the scope's ``tls`` extension and the ALPN result."""
+        ssl_object: ssl.SSLObject | None = self.transport.get_extra_info("ssl_object")
+        return ssl_object
+
+    def _connection_info(
+        self, transport: asyncio.Transport, ssl_object: ssl.SSLObject | None = None
+    ) -> ConnectionInfo:
         peer = transport.get_extra_info("peername")
         sock = transport.get_extra_info("sockname")
         client = (peer[0], peer[1]) if isinstance(peer, tuple) else None
@@ -113,8 +132,11 @@ class H1Protocol(asyncio.Protocol):
             server = (sock if isinstance(sock, str) else sock.decode(), None)
         else:
             server = None
-        scheme = "https" if transport.get_extra_info("sslcontext") is not None else "http"
-        return self._make_info(client, server, scheme)
+        if ssl_object is None:
+            return self._make_info(client, server, "http")
+        info = self._make_info(client, server, "https")  # WebSocket scopes turn it into "wss"
+        info.extensions["tls"] = tls_extension(ssl_object, self.shared.server_cert)  # never on plain HTTP
+        return info
 
     def _make_info(
         self, client: tuple[str, int] | None, server: tuple[str, int | None] | None, scheme: str
@@ -138,6 +160,7 @@ class H1Protocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
+        self._cancel_file_send()
         self.shared.connections.discard(self)
         if self._timer is not None:
             self._timer.cancel()
@@ -226,6 +249,49 @@ class H1Protocol(asyncio.Protocol):
         self._closed = True
         self.transport.abort()
 
+    def _switch_to_http2(self, data: bytes, info: ConnectionInfo | None = None) -> None:
+        """ALPN chose h2, or the client opened with the HTTP/2 preface: an ``H2Protocol`` takes the transport."""
+        from zonda.io.asyncio_http2 import H2Protocol
+
+        self._hand_over()
+        h2 = H2Protocol(self.shared, self.loop, self.transport, info or self.session.info)
+        h2.start(data)
+
+    def upgrade_h2c(self, request: Request) -> None:
+        """Answer an ``Upgrade: h2c`` request with 101 and serve it, and the connection, over HTTP/2."""
+        from zonda.io.asyncio_http2 import H2Protocol
+
+        headers = dict(request.headers)
+        body_length = int(headers.get(b"content-length", b"0") or 0)
+        settings = headers.get(b"http2-settings")
+        if settings is None or b"chunked" in headers.get(b"transfer-encoding", b"").lower():
+            # RFC 7540 §3.2.1: no HTTP2-Settings, no upgrade. A chunked body can't be told from what follows it
+            # once the parser has stopped for the upgrade: both are refused plainly, and the connection closed.
+            refusal = ProtocolError("h2c upgrade needs HTTP2-Settings and a Content-Length body", status=400)
+            self.transport.write(error_response(refusal, self.shared.defaults))
+            self._close()
+            return
+        held = self.core.accept_upgrade(
+            request.stream_id, [(b"connection", b"Upgrade"), (b"upgrade", b"h2c")]
+        )
+        self.flush()
+        self._hand_over()
+        h2 = H2Protocol(self.shared, self.loop, self.transport, self.session.info)
+        with contextlib.suppress(
+            ValueError, ProtocolError
+        ):  # a bad header: the SETTINGS frame follows anyway
+            h2.core.apply_http2_settings(_decode_settings(settings))
+        h2.flush()  # our SETTINGS, the first HTTP/2 frame after 101 (RFC 7540 §3.2)
+        h2.start_upgraded(request, body_length, held)
+
+    def _hand_over(self) -> None:
+        """This protocol object leaves the connection to another: unregister it and stop its timer."""
+        self.shared.connections.discard(self)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._closed = True  # nothing more goes through this object
+
     def upgrade(self, stream_id: int, headers: Any, core: Any, handler: Any) -> None:
         """Answer the upgrade request with 101; from now on ``core`` parses and ``handler`` gets its events."""
         held = self.core.accept_upgrade(stream_id, headers)
@@ -259,6 +325,9 @@ class H1Protocol(asyncio.Protocol):
             self.transport.close()
 
     def _terminated(self, events: list[Event]) -> None:
+        if type(events[0]) is HTTP2Preface:
+            self._switch_to_http2(events[0].data)
+            return
         terminated = events[-1]
         assert isinstance(terminated, ConnectionTerminated)
         error = terminated.error
@@ -296,3 +365,10 @@ class H1Protocol(asyncio.Protocol):
         if events and self.session.handle_events(events):
             self._terminated(events)
         self._arm_if_earlier()
+
+
+def _decode_settings(value: bytes) -> bytes:
+    """The ``HTTP2-Settings`` header: base64url without padding (RFC 7540 §3.2.1)."""
+    import base64
+
+    return base64.urlsafe_b64decode(value + b"=" * (-len(value) % 4))

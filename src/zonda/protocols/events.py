@@ -69,4 +69,11 @@ class ConnectionTerminated:
     error: ProtocolError | None = None
 
 
-Event = Request | Data | Trailers | StreamReset | ConnectionTerminated
+@dataclass(slots=True)
+class HTTP2Preface:
+    """An HTTP/1.1 connection opened with the HTTP/2 preface: ``data`` is every byte the client sent so far."""
+
+    data: bytes
+
+
+Event = Request | Data | Trailers | StreamReset | ConnectionTerminated | HTTP2Preface

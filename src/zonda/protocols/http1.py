@@ -18,6 +18,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from http import HTTPStatus
+from typing import Any
 
 import httptools
 
@@ -32,7 +33,15 @@ from zonda.errors import (
     UnsupportedTransferCoding,
 )
 from zonda.protocols._output import OutputBuffer
-from zonda.protocols.events import ConnectionTerminated, Data, Event, Headers, Request, StreamReset
+from zonda.protocols.events import (
+    ConnectionTerminated,
+    Data,
+    Event,
+    Headers,
+    HTTP2Preface,
+    Request,
+    StreamReset,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,20 +55,33 @@ class H1Limits:
     header_timeout: float = 10.0
     body_timeout: float = 30.0
     keep_alive_timeout: float = 5.0
+    http2_prior_knowledge: bool = False  # a connection opening with the HTTP/2 preface switches to HTTP/2
 
 
 class DefaultHeaders:
     """Header lines added to every response; ``date_line`` is refreshed once a second by the server."""
 
-    __slots__ = ("date_line", "extra_lines", "server_line")
+    __slots__ = ("date", "date_line", "extra", "extra_lines", "server", "server_line")
 
     def __init__(self, server: bytes | None = b"zonda", extra: Iterable[tuple[bytes, bytes]] = ()) -> None:
+        # Field values (HTTP/2 and HTTP/3 encode these) and the ready-made HTTP/1.1 lines.
+        self.server = server
+        self.date: bytes | None = None
+        self.extra = [(name.lower(), value) for name, value in extra]
         self.server_line = b"server: " + server + b"\r\n" if server else b""
         self.date_line = b""
-        self.extra_lines = b"".join(name.lower() + b": " + value + b"\r\n" for name, value in extra)
+        self.extra_lines = b"".join(name + b": " + value + b"\r\n" for name, value in self.extra)
 
     def set_date(self, http_date: bytes | None) -> None:
+        self.date = http_date
         self.date_line = b"date: " + http_date + b"\r\n" if http_date else b""
+
+
+_H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"  # llhttp consumes it whole, then pauses
+
+
+def _is_h2_preface(exc: Exception, data: bytes) -> bool:
+    return "PRI" in str(exc)
 
 
 class _StopParsing(Exception):
@@ -132,6 +154,52 @@ _NO_TOKENS: frozenset[bytes] = frozenset()
 _SPECIAL_REQUEST_HEADERS = frozenset(
     (b"connection", b"content-length", b"transfer-encoding", b"expect", b"upgrade")
 )
+
+
+# Validated response heads by (status, *headers): apps mostly send the same few header lists, and checking and
+# joining them costs more than hashing them. Entries: (status line + header lines, content-length, the app
+# asked to close, has server, has date).
+_HEADS: dict[tuple[Any, ...], tuple[bytes, int | None, bool, bool, bool]] = {}
+_HEADS_MAX = 512
+
+
+def _encode_head(
+    status: Any, headers: Iterable[tuple[bytes, bytes]]
+) -> tuple[bytes, int | None, bool, bool, bool]:
+    status_line = _STATUS_LINES.get(status)
+    if status_line is None:
+        if type(status) is not int or not 100 <= status <= 999:
+            raise AppProtocolError(f"http.response.start: invalid status {status!r}")
+        status_line = _status_line(status)
+    lines = [status_line]
+    length = None
+    close = has_date = has_server = False
+    try:
+        for name, value in headers:
+            if name not in _valid_names:
+                _check_header_name(name)
+            if name in _SPECIAL_RESPONSE_HEADERS:
+                if name == b"content-length":
+                    if not value.isdigit() or (length is not None and int(value) != length):
+                        raise AppProtocolError(f"http.response.start: invalid content-length {value!r}")
+                    length = int(value)
+                elif name == b"connection":
+                    close = close or value.lower() == b"close"
+                    continue
+                elif name == b"transfer-encoding":
+                    continue  # the server frames the body itself (ASGI www spec)
+                elif name == b"date":
+                    has_date = True
+                else:
+                    has_server = True
+            lines.append(name + b": " + value + b"\r\n")
+    except (TypeError, ValueError) as exc:
+        raise AppProtocolError(
+            "http.response.start: 'headers' must be an iterable of [bytes, bytes] pairs"
+        ) from exc
+    block = b"".join(lines)
+    _check_header_block(block, len(lines))
+    return block, length, close, has_server, has_date
 
 
 class H1Connection(OutputBuffer):
@@ -250,6 +318,8 @@ class H1Connection(OutputBuffer):
                 self._fail(self._error)
                 self._error = None
         except httptools.HttpParserError as exc:
+            if self._next_stream_id == 1 and self.limits.http2_prior_knowledge and _is_h2_preface(exc, data):
+                return self._switch_to_http2(data)
             if self.read_state is not _STOPPED:  # bytes after a `Connection: close` request are ignored
                 kind = "invalid method: " if isinstance(exc, httptools.HttpParserInvalidMethodError) else ""
                 self._fail(BadRequest(f"{kind}{exc}"))
@@ -276,6 +346,19 @@ class H1Connection(OutputBuffer):
                     self._fail(HeadersTooLarge("request trailers are too large"))
         self._deadline_state = self.read_state
         return events
+
+    def _switch_to_http2(self, data: bytes) -> list[Event]:
+        """The client spoke HTTP/2 first (RFC 9113 §3.3): hand everything it sent to the HTTP/2 core."""
+        # llhttp stops right after the 24-byte preface, which may have come over several reads; ``data`` is
+        # the tail of it plus whatever followed.
+        head = _H2_PREFACE
+        start = next(j for j in range(len(head) + 1) if data.startswith(head[j:]))
+        self.read_state = _STOPPED
+        self.deadline = None
+        return [
+            HTTP2Preface(head + data[len(head) - start :]),
+            ConnectionTerminated("HTTP/2 prior knowledge"),
+        ]
 
     def on_message_begin(self) -> None:
         if self.read_state is _STOPPED:
@@ -451,7 +534,7 @@ class H1Connection(OutputBuffer):
         held, self._held = self._held, b""
         return held
 
-    def send_continue(self) -> None:
+    def send_continue(self, stream_id: int = 0) -> None:
         """Queue ``100 Continue`` for the request being answered (RFC 9110 §10.1.1)."""
         if not self._resp_started:
             self._out.append(b"HTTP/1.1 100 Continue\r\n\r\n")
@@ -462,46 +545,32 @@ class H1Connection(OutputBuffer):
         request = self._exchanges[0]
         if request.stream_id != stream_id:
             raise AppProtocolError(f"response for stream {stream_id} sent before stream {request.stream_id}")
-        status_line = _STATUS_LINES.get(status)
-        if status_line is None:
-            if not 100 <= status <= 999:
-                raise AppProtocolError(f"http.response.start: invalid status {status!r}")
-            status_line = _status_line(status)
-        lines = [status_line]
-        length = None
-        close = not request.keep_alive
-        has_date = has_server = False
         try:
-            for name, value in headers:
-                if name not in _valid_names:
-                    _check_header_name(name)
-                if name in _SPECIAL_RESPONSE_HEADERS:
-                    if name == b"content-length":
-                        if not value.isdigit() or (length is not None and int(value) != length):
-                            raise AppProtocolError(f"http.response.start: invalid content-length {value!r}")
-                        length = int(value)
-                    elif name == b"connection":
-                        close = close or value.lower() == b"close"
-                        continue
-                    elif name == b"transfer-encoding":
-                        continue  # the server frames the body itself (ASGI www spec)
-                    elif name == b"date":
-                        has_date = True
-                    else:
-                        has_server = True
-                lines.append(name + b": " + value + b"\r\n")
-        except (TypeError, ValueError) as exc:
+            key = (status, *headers)  # once: a generator of headers can be iterated only once
+        except TypeError:
             raise AppProtocolError(
                 "http.response.start: 'headers' must be an iterable of [bytes, bytes] pairs"
-            ) from exc
-        block = b"".join(lines)
-        _check_header_block(block, len(lines))
+            ) from None
+        try:
+            head = _HEADS.get(key)
+            hashable = True
+        except TypeError:  # headers as lists (fine by ASGI, not hashable): no cache
+            head = None
+            hashable = False
+        if head is None:
+            head = _encode_head(status, key[1:])  # type: ignore[arg-type]  # checked inside
+            if hashable:
+                if len(_HEADS) >= _HEADS_MAX:
+                    _HEADS.clear()
+                _HEADS[key] = head
+        block, length, close_header, has_server, has_date = head
         defaults = self.defaults
         lines = [block, defaults.extra_lines]
         if not has_server:
             lines.append(defaults.server_line)
         if not has_date:
             lines.append(defaults.date_line)
+        close = close_header or not request.keep_alive
         self._resp_lines = lines
         self._resp_length = length
         self._resp_sent = 0
@@ -550,6 +619,44 @@ class H1Connection(OutputBuffer):
             self._out.append(b"".join(lines))
         if end_stream:
             self._finish_response()
+
+    def send_file(self, stream_id: int, count: int, end_stream: bool) -> int:
+        """Frame ``count`` body bytes that the driver sends itself from a file (zero copy): this core never sees
+        them. Queues what must go before them (the head, if unsent; a chunk-size line); the caller drains
+        ``data_to_send()``, writes the file bytes, then calls ``file_sent()``. Returns how many file bytes go
+        on the wire: ``count``, or 0 for a response without a body (HEAD, 204, 304).
+
+        Content-Length is counted as for ``send_body``: more than declared raises ``AppProtocolError`` after
+        queuing the head and marking the connection to close.
+        """
+        lines = self._resp_lines
+        if lines is not None:
+            self._resp_lines = None
+            self._frame_head(lines, count, end_stream)  # a single final file gets a Content-Length
+            self._out.append(b"".join(lines))
+        if self._resp_no_body or not count:
+            return 0
+        length = self._resp_length
+        if length is not None:
+            sent = self._resp_sent + count
+            if sent > length:
+                self._abort_response(None)
+                raise AppProtocolError(
+                    f"a file of {count} bytes after {self._resp_sent} is more body than the declared "
+                    f"content-length ({length})"
+                )
+            self._resp_sent = sent
+        elif self._resp_chunked:
+            self._out.append(b"%x\r\n" % count)  # RFC 9112 §7.1: the file bytes are this chunk's data
+        return count
+
+    def file_sent(self, stream_id: int, count: int, end_stream: bool) -> None:
+        """The driver wrote the ``count`` file bytes ``send_file`` returned; ``end_stream`` completes the
+        response (with the same Content-Length check as ``send_body``)."""
+        if count and self._resp_chunked:
+            self._out.append(b"\r\n")  # the end of the file's chunk
+        if end_stream:
+            self.send_body(stream_id, b"", True)
 
     def _frame_head(self, lines: list[bytes], first_length: int, end_stream: bool) -> None:
         """Choose the body framing (RFC 9112 §6) and close the header block."""

@@ -1,7 +1,7 @@
 """WebSocket: the opening handshake checks (RFC 6455 §4.2, RFC 7692) and a frame-level server core.
 
-The core knows nothing of how the connection was opened (HTTP/1.1 Upgrade now; extended CONNECT on HTTP/2 and
-HTTP/3 later): it takes frames in and emits whole messages, over the ``websockets`` library's sans-io
+The core knows nothing of how the connection was opened (HTTP/1.1 Upgrade, or extended CONNECT on an HTTP/2
+stream, RFC 8441): it takes frames in and emits whole messages, over the ``websockets`` library's sans-io
 ``Protocol`` (chosen over wsproto by bench/ws_libs.py: 3-4x less CPU per echoed message, and its
 permessage-deflate decoder honours the size limit, so a small compressed frame cannot inflate past it).
 
@@ -62,22 +62,28 @@ class WSSettings:
 
 @dataclass(slots=True)
 class Handshake:
-    """A valid opening handshake: what the scope and the 101 response need."""
+    """A valid opening handshake: what the scope and the 101 (or, over extended CONNECT, 200) response need."""
 
-    key: bytes
+    key: bytes  # b"" for extended CONNECT, which has no key (RFC 8441 §5)
     subprotocols: list[str] = field(default_factory=list)
     extension_offers: list[Any] = field(default_factory=list)
+    extended_connect: bool = False  # opened with CONNECT and :protocol websocket on an HTTP/2 stream
 
     def accept_headers(
         self, settings: WSSettings, subprotocol: str | None
     ) -> tuple[Headers, list[Extension]]:
-        """Headers for the 101 response, and the extensions they agree to (RFC 6455 §4.2.2)."""
-        accept = base64.b64encode(hashlib.sha1(self.key + _GUID).digest())
-        headers: Headers = [
-            (b"upgrade", b"websocket"),
-            (b"connection", b"Upgrade"),
-            (b"sec-websocket-accept", accept),
-        ]
+        """Headers for the 101 response (RFC 6455 §4.2.2), or for the 200 that accepts an extended CONNECT
+        (RFC 8441 §5: no Upgrade, Connection or Sec-WebSocket-Accept), and the extensions they agree to."""
+        headers: Headers
+        if self.extended_connect:
+            headers = []
+        else:
+            accept = base64.b64encode(hashlib.sha1(self.key + _GUID).digest())
+            headers = [
+                (b"upgrade", b"websocket"),
+                (b"connection", b"Upgrade"),
+                (b"sec-websocket-accept", accept),
+            ]
         if subprotocol:
             headers.append((b"sec-websocket-protocol", subprotocol.encode()))
         extensions: list[Extension] = []
@@ -104,7 +110,10 @@ def _tokens(headers: Headers, name: bytes) -> list[bytes]:
 
 
 def check_handshake(request: Request) -> Handshake:
-    """Validate an HTTP/1.1 WebSocket upgrade request. Raises BadRequest or UpgradeRequired (426)."""
+    """Validate a WebSocket opening handshake: an HTTP/1.1 upgrade request (RFC 6455 §4.2.1), or an extended
+    CONNECT on an HTTP/2 stream (RFC 8441 §5). Raises BadRequest or UpgradeRequired (426)."""
+    if request.http_version == "2":
+        return check_extended_connect(request)
     headers = request.headers
     if request.method != b"GET":
         raise BadRequest("WebSocket handshake must use GET")
@@ -125,11 +134,35 @@ def check_handshake(request: Request) -> Handshake:
             raise ValueError
     except (binascii.Error, ValueError):
         raise BadRequest("Sec-WebSocket-Key must be 16 bytes, base64-encoded") from None
-    subprotocols = [
+    return Handshake(keys[0], _subprotocols(headers), _extension_offers(headers))
+
+
+def check_extended_connect(request: Request) -> Handshake:
+    """Validate an extended CONNECT that opens a WebSocket on an HTTP/2 stream (RFC 8441 §4-5).
+
+    The core has checked the pseudo-headers (:scheme and :path present, :protocol only with CONNECT, and only
+    once SETTINGS_ENABLE_CONNECT_PROTOCOL was sent). No key: the :protocol pseudo-header supersedes
+    Sec-WebSocket-Key and Sec-WebSocket-Accept; Sec-WebSocket-Version, -Protocol and -Extensions mean what they
+    do in RFC 6455. Raises BadRequest or UpgradeRequired (426).
+    """
+    if request.method != b"CONNECT" or request.upgrade != b"websocket":
+        raise BadRequest("WebSocket over HTTP/2 needs CONNECT with :protocol websocket")
+    headers = request.headers
+    versions = [v.strip() for n, v in headers if n == b"sec-websocket-version"]
+    if versions != [b"13"]:
+        raise UpgradeRequired("Sec-WebSocket-Version must be 13")
+    return Handshake(b"", _subprotocols(headers), _extension_offers(headers), extended_connect=True)
+
+
+def _subprotocols(headers: Headers) -> list[str]:
+    return [
         p.decode("latin-1")
         for p in (t.strip() for n, v in headers if n == b"sec-websocket-protocol" for t in v.split(b","))
         if p
     ]
+
+
+def _extension_offers(headers: Headers) -> list[Any]:
     offers: list[Any] = []
     for name, value in headers:
         if name == b"sec-websocket-extensions":
@@ -137,7 +170,7 @@ def check_handshake(request: Request) -> Handshake:
                 offers.extend(parse_extension(value.decode("latin-1")))
             except Exception:  # websockets raises InvalidHeaderFormat; a bad offer is declined, not fatal
                 continue
-    return Handshake(keys[0], subprotocols, offers)
+    return offers
 
 
 @dataclass(slots=True)

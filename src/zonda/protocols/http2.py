@@ -1,0 +1,1329 @@
+"""The HTTP/2 server core (RFC 9113): bytes in, events out, bytes to send out.
+
+zonda owns the frame layer, stream states, flow control and settings; HPACK is the ``hpack`` package behind
+two caches, because encoding or decoding one header block in pure Python costs 15-30 µs:
+
+- Responses are encoded statelessly (our dynamic table size is 0, announced once per connection), so the
+  encoding of a header list is a pure function of the list and is cached process-wide.
+- A request block made only of one-byte indexed fields (every byte >= 0x80, none 0xff) leaves the decoder's
+  dynamic table untouched, so while the table does not change its decoding is cached per connection. The
+  cache is dropped whenever a block that may change the table is decoded.
+
+Errors: a connection error queues GOAWAY and ends in ``ConnectionTerminated(error=H2Error)``; a stream error
+queues RST_STREAM and, when the stream had a request handed out, a ``StreamReset``. ``receive_data`` never
+raises for the peer's mistakes. Time is an input, as in the HTTP/1.1 core: ``deadline`` + ``handle_timer``.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import struct
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from hpack import Decoder, Encoder, HPACKError, OversizedHeaderListError
+
+from zonda.errors import AppProtocolError, ProtocolError
+from zonda.protocols._output import OutputBuffer
+from zonda.protocols.events import ConnectionTerminated, Data, Event, Headers, Request, StreamReset
+from zonda.protocols.http1 import DefaultHeaders, _check_header_name, _valid_names
+
+log = logging.getLogger("zonda.http2")
+
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+
+class ErrorCode(enum.IntEnum):
+    NO_ERROR = 0x0
+    PROTOCOL_ERROR = 0x1
+    INTERNAL_ERROR = 0x2
+    FLOW_CONTROL_ERROR = 0x3
+    SETTINGS_TIMEOUT = 0x4
+    STREAM_CLOSED = 0x5
+    FRAME_SIZE_ERROR = 0x6
+    REFUSED_STREAM = 0x7
+    CANCEL = 0x8
+    COMPRESSION_ERROR = 0x9
+    CONNECT_ERROR = 0xA
+    ENHANCE_YOUR_CALM = 0xB
+    INADEQUATE_SECURITY = 0xC
+    HTTP_1_1_REQUIRED = 0xD
+
+
+class H2Error(ProtocolError):
+    """A connection error: GOAWAY with ``code`` has been queued."""
+
+    def __init__(self, code: ErrorCode, detail: str) -> None:
+        super().__init__(detail, status=400)
+        self.code = code
+
+
+class _StreamError(Exception):
+    def __init__(self, code: ErrorCode, detail: str) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+
+
+# Frame types
+DATA = 0x0
+HEADERS = 0x1
+PRIORITY = 0x2
+RST_STREAM = 0x3
+SETTINGS = 0x4
+PUSH_PROMISE = 0x5
+PING = 0x6
+GOAWAY = 0x7
+WINDOW_UPDATE = 0x8
+CONTINUATION = 0x9
+
+# Flags
+END_STREAM = 0x1
+ACK = 0x1
+END_HEADERS = 0x4
+PADDED = 0x8
+PRIORITY_FLAG = 0x20
+
+# Settings identifiers
+HEADER_TABLE_SIZE = 0x1
+ENABLE_PUSH = 0x2
+MAX_CONCURRENT_STREAMS = 0x3
+INITIAL_WINDOW_SIZE = 0x4
+MAX_FRAME_SIZE = 0x5
+MAX_HEADER_LIST_SIZE = 0x6
+ENABLE_CONNECT_PROTOCOL = 0x8
+
+MAX_WINDOW = 2**31 - 1
+DEFAULT_WINDOW = 65535
+FLOOD_WINDOW = 10.0  # seconds over which resets and control frames are counted
+
+_frame_header = struct.Struct(">BHBBL")
+_pack_header = _frame_header.pack
+_unpack_header = _frame_header.unpack_from
+_u32 = struct.Struct(">L")
+_settings_entry = struct.Struct(">HL")
+_goaway = struct.Struct(">LL")
+
+
+def frame(kind: int, flags: int, stream_id: int, payload: bytes = b"") -> bytes:
+    length = len(payload)
+    return _pack_header(length >> 16, length & 0xFFFF, kind, flags, stream_id) + payload
+
+
+@dataclass(frozen=True, slots=True)
+class H2Settings:
+    """What the server advertises and enforces. Timeouts in seconds."""
+
+    max_concurrent_streams: int = 100
+    initial_window_size: int = 1024 * 1024
+    connection_window_size: int = 4 * 1024 * 1024
+    max_frame_size: int = 16384
+    max_header_list_size: int = 65536
+    max_resets: int = 200
+    max_control_frames: int = 1000
+    idle_timeout: float = 60.0
+    header_timeout: float = 10.0  # for the client preface and a header block split over frames
+    stall_timeout: float = 30.0  # a stream waiting on the client (body or window) for this long is reset
+    enable_connect_protocol: bool = False  # RFC 8441 (WebSocket over HTTP/2)
+
+
+# Header fields a request must not carry (RFC 9113 §8.2.2)
+_CONNECTION_HEADERS = frozenset(
+    (b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade")
+)
+_REQUEST_PSEUDO = frozenset((b":method", b":scheme", b":path", b":authority", b":protocol"))
+_RESPONSE_DROPPED = frozenset(
+    (b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade")
+)
+_NO_BODY_STATUSES = frozenset({204, 304}) | frozenset(range(100, 200))
+_TOKEN_BYTES = b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz"
+_BAD_VALUE_BYTES = (b"\r", b"\n", b"\x00")
+_EDGE_SPACE = (b" ", b"\t")
+
+
+class _Stream:
+    """Per-stream state. ``recv_open``/``send_open``: the peer's and our half of the stream."""
+
+    __slots__ = (
+        "blocked_since",
+        "content_length",
+        "deliver_window",
+        "end_pending",
+        "head_only",
+        "pending",
+        "pending_size",
+        "progress_at",
+        "received",
+        "recv_open",
+        "recv_paused",
+        "recv_unacked",
+        "resp_head",
+        "resp_length",
+        "resp_sent",
+        "send_open",
+        "send_window",
+        "started",
+        "stream_id",
+        "trailers_pending",
+        "tunnel",
+    )
+
+    def __init__(self, stream_id: int, send_window: int, recv_open: bool) -> None:
+        self.stream_id = stream_id
+        self.recv_open = recv_open
+        self.send_open = True
+        self.send_window = send_window
+        self.recv_unacked = 0  # bytes received whose window we have not yet returned
+        self.recv_paused = False  # the app is behind: keep the window closed
+        self.received = 0
+        self.content_length: int | None = None
+        self.pending: list[bytes] = []  # body bytes waiting for window
+        self.pending_size = 0
+        self.end_pending = False  # END_STREAM (or trailers) follows the pending bytes
+        self.trailers_pending: bytes | None = None  # an encoded trailer block waiting behind pending data
+        self.resp_head: bytes | None = None  # encoded response head, sent with the first body piece
+        self.resp_length: int | None = None
+        self.resp_sent = 0
+        self.head_only = False  # HEAD request or a status without a body
+        self.started = False
+        self.blocked_since = 0.0
+        self.progress_at = 0.0
+        self.deliver_window = 0
+        self.tunnel = False  # extended CONNECT (RFC 8441): a long-lived two-way stream, idle at will
+
+
+_RESPONSE_CACHE: dict[tuple[Any, ...], tuple[bytes, int | None]] = {}
+_BLOCK_CACHE: dict[tuple[Any, ...], bytes] = {}
+_RESPONSE_CACHE_MAX = 1024
+_encoder = Encoder()
+_encoder.header_table_size = 0
+_encoder.encode([])  # consume the pending size update: from here on every block is stateless
+_TABLE_SIZE_ZERO = b"\x20"  # dynamic table size update to 0, the first thing in our first header block
+_STATUS = {status: b"%d" % status for status in range(100, 1000)}
+
+
+def _encode_headers(key: tuple[Any, ...], fields: list[tuple[bytes, bytes]]) -> bytes:
+    block = _BLOCK_CACHE.get(key)
+    if block is None:
+        for _, value in fields:
+            for bad in _BAD_VALUE_BYTES:
+                if bad in value:
+                    raise AppProtocolError("header values must not contain CR, LF or NUL")
+        block = _encoder.encode(fields)
+        if len(_BLOCK_CACHE) >= _RESPONSE_CACHE_MAX:
+            _BLOCK_CACHE.clear()
+        _BLOCK_CACHE[key] = block
+    return block
+
+
+class H2Connection(OutputBuffer):
+    """One HTTP/2 server connection."""
+
+    __slots__ = (
+        "_block",
+        "_block_end_stream",
+        "_block_frames",
+        "_block_stream",
+        "_buffer",
+        "_closed_streams",
+        "_conn_recv_unacked",
+        "_control_count",
+        "_control_since",
+        "_decode_cache",
+        "_decoder",
+        "_events",
+        "_first_block_sent",
+        "_goaway_last_id",
+        "_goaway_sent",
+        "_last_stream_id",
+        "_next_push_id",
+        "_out",
+        "_preface_seen",
+        "_reset_count",
+        "_reset_since",
+        "_settings_acked",
+        "_settings_due",
+        "blocked",
+        "clock",
+        "closing",
+        "conn_send_window",
+        "counters",
+        "deadline",
+        "defaults",
+        "has_held_data",
+        "peer_enable_push",
+        "peer_initial_window",
+        "peer_max_frame_size",
+        "settings",
+        "streams",
+        "unblocked",
+    )
+
+    def __init__(self, settings: H2Settings, defaults: DefaultHeaders, clock: Callable[[], float]) -> None:
+        self.settings = settings
+        self.defaults = defaults
+        self.clock = clock
+        self.closing = False
+        self.has_held_data = False  # the HTTP/1.1 driver's question; never true here
+        self.streams: dict[int, _Stream] = {}
+        self.blocked: dict[int, _Stream] = {}  # streams with body bytes waiting for window, in order
+        self.unblocked: list[int] = []  # streams whose waiting bytes all went out since the driver looked
+        self.counters: dict[str, int] = {}  # attack and error counters, logged and exposed
+        self.conn_send_window = DEFAULT_WINDOW
+        self.peer_initial_window = DEFAULT_WINDOW
+        self.peer_max_frame_size = 16384
+        self.peer_enable_push = True
+        self._out: list[bytes] = []
+        self._buffer = b""
+        self._events: list[Event] = []
+        self._preface_seen = False
+        self._settings_acked = False
+        self._settings_due = True  # the client's first frame, a SETTINGS, is still to come
+        self._decoder = Decoder()
+        self._decoder.max_header_list_size = max(4 * settings.max_header_list_size, 65536)
+        self._decoder.max_allowed_table_size = 4096
+        self._decode_cache: dict[bytes, tuple[Any, ...]] = {}
+        self._first_block_sent = False
+        self._last_stream_id = 0
+        self._next_push_id = 2
+        self._goaway_sent = False
+        self._goaway_last_id = 0
+        # recently closed id -> True if we reset it; ordered, so the oldest is dropped in O(1)
+        self._closed_streams: OrderedDict[int, bool] = OrderedDict()
+        self._conn_recv_unacked = 0
+        self._block: list[bytes] | None = None  # a header block arriving over CONTINUATION frames
+        self._block_stream = 0
+        self._block_end_stream = False
+        self._block_frames = 0
+        now = clock()
+        self._reset_count = 0
+        self._reset_since = now
+        self._control_count = 0
+        self._control_since = now
+        self.deadline: float | None = now + settings.header_timeout  # the client preface
+        self._send_preface()
+
+    def _send_preface(self) -> None:
+        s = self.settings
+        entries = [
+            (MAX_CONCURRENT_STREAMS, s.max_concurrent_streams),
+            (INITIAL_WINDOW_SIZE, s.initial_window_size),
+            (MAX_FRAME_SIZE, s.max_frame_size),
+            (MAX_HEADER_LIST_SIZE, s.max_header_list_size),
+            (HEADER_TABLE_SIZE, 4096),
+            (ENABLE_PUSH, 0),  # a server never receives pushes
+        ]
+        if s.enable_connect_protocol:
+            entries.append((ENABLE_CONNECT_PROTOCOL, 1))
+        payload = b"".join(_settings_entry.pack(k, v) for k, v in entries)
+        self._out.append(frame(SETTINGS, 0, 0, payload))
+        extra = s.connection_window_size - DEFAULT_WINDOW
+        if extra > 0:
+            self._out.append(frame(WINDOW_UPDATE, 0, 0, _u32.pack(extra)))
+
+    # ------------------------------------------------------------------ input
+
+    def initiate_upgrade(self, request: Request, body_length: int) -> list[Event]:
+        """h2c (RFC 7540 §3.2): the HTTP/1.1 request becomes stream 1; its body (if any) still comes as HTTP/1.1
+        bytes, handed in with ``receive_upgrade_body``. The client preface follows it."""
+        stream = _Stream(1, self.peer_initial_window, recv_open=body_length > 0)
+        stream.head_only = request.method == b"HEAD"
+        stream.content_length = body_length
+        stream.progress_at = self.clock()
+        self.streams[1] = stream
+        self._last_stream_id = 1
+        request.stream_id = 1
+        request.http_version = "2"
+        request.end_stream = body_length == 0
+        request.keep_alive = True
+        request.expect_continue = False
+        request.upgrade = None
+        return [request]
+
+    def receive_upgrade_body(self, data: bytes, end_stream: bool) -> list[Event]:
+        stream = self.streams.get(1)
+        if stream is None:
+            return []
+        stream.received += len(data)
+        stream.progress_at = self.clock()
+        if end_stream:
+            stream.recv_open = False
+            if not stream.send_open:
+                self._forget(1)
+        return [Data(1, data, end_stream)]
+
+    def apply_http2_settings(self, payload: bytes) -> None:
+        """Apply the client's settings from an ``HTTP2-Settings`` upgrade header (already base64-decoded)."""
+        self._apply_settings(payload)
+
+    def receive_data(self, data: bytes) -> list[Event]:
+        if self.closing:
+            return []
+        events = self._events = []
+        buffer = self._buffer + data if self._buffer else data
+        try:
+            if not self._preface_seen:
+                if len(buffer) < 24:
+                    if not PREFACE.startswith(buffer):
+                        raise H2Error(ErrorCode.PROTOCOL_ERROR, "invalid connection preface")
+                    self._buffer = buffer
+                    return events
+                if buffer[:24] != PREFACE:
+                    raise H2Error(ErrorCode.PROTOCOL_ERROR, "invalid connection preface")
+                self._preface_seen = True
+                buffer = buffer[24:]
+                self._update_deadline()
+            if self._settings_due and len(buffer) >= 9:
+                # The client preface ends in a SETTINGS frame (RFC 9113 §3.4): the first frame must be one.
+                if buffer[3] != SETTINGS or buffer[4] & ACK:
+                    raise H2Error(ErrorCode.PROTOCOL_ERROR, "the connection preface must end in SETTINGS")
+                self._settings_due = False
+            self._buffer = self._parse_frames(buffer)
+        except H2Error as exc:
+            self._buffer = b""
+            self._connection_error(exc)
+        if self._conn_recv_unacked >= self.settings.connection_window_size // 4 and not self.closing:
+            self._out.append(frame(WINDOW_UPDATE, 0, 0, _u32.pack(self._conn_recv_unacked)))
+            self._conn_recv_unacked = 0
+        return events
+
+    def _parse_frames(self, buffer: bytes) -> bytes:
+        offset = 0
+        size = len(buffer)
+        max_frame = self.settings.max_frame_size
+        while size - offset >= 9:
+            length_hi, length_lo, kind, flags, stream_id = _unpack_header(buffer, offset)
+            length = (length_hi << 16) | length_lo
+            if length > max_frame:
+                raise H2Error(ErrorCode.FRAME_SIZE_ERROR, f"frame of {length} bytes exceeds {max_frame}")
+            end = offset + 9 + length
+            if end > size:
+                break
+            payload = buffer[offset + 9 : end]
+            offset = end
+            stream_id &= 0x7FFFFFFF
+            if self._block is not None and (kind != CONTINUATION or stream_id != self._block_stream):
+                raise H2Error(ErrorCode.PROTOCOL_ERROR, "header block interrupted by another frame")
+            if kind == DATA:
+                self._on_data(stream_id, flags, payload)
+            elif kind == HEADERS:
+                self._on_headers(stream_id, flags, payload)
+            elif kind == CONTINUATION:
+                self._on_continuation(stream_id, flags, payload)
+            elif kind == WINDOW_UPDATE:
+                self._on_window_update(stream_id, payload)
+            elif kind == RST_STREAM:
+                self._on_rst_stream(stream_id, payload)
+            elif kind == SETTINGS:
+                self._on_settings(stream_id, flags, payload)
+            elif kind == PING:
+                self._on_ping(stream_id, flags, payload)
+            elif kind == PRIORITY:
+                self._on_priority(stream_id, payload)
+            elif kind == GOAWAY:
+                self._on_goaway(stream_id, payload)
+            elif kind == PUSH_PROMISE:
+                raise H2Error(ErrorCode.PROTOCOL_ERROR, "clients must not send PUSH_PROMISE")
+            else:
+                self._count_control("unknown frame")  # extension frames are ignored (RFC 9113 §5.5)
+        return buffer[offset:] if offset < size else b""
+
+    @staticmethod
+    def _strip_padding(flags: int, payload: bytes) -> bytes:
+        if flags & PADDED:
+            if not payload:
+                raise H2Error(ErrorCode.FRAME_SIZE_ERROR, "padded frame without a pad length")
+            pad = payload[0]
+            if pad >= len(payload):
+                raise H2Error(ErrorCode.PROTOCOL_ERROR, "padding longer than the frame")
+            return payload[1 : len(payload) - pad]
+        return payload
+
+    def _on_data(self, stream_id: int, flags: int, payload: bytes) -> None:
+        if stream_id == 0:
+            raise H2Error(ErrorCode.PROTOCOL_ERROR, "DATA on stream 0")
+        # Flow control counts the whole frame, padding included, even on streams we no longer track.
+        self._conn_recv_unacked += len(payload)
+        if self._conn_recv_unacked > self.settings.connection_window_size:
+            raise H2Error(ErrorCode.FLOW_CONTROL_ERROR, "DATA beyond the connection window")
+        data = self._strip_padding(flags, payload)
+        stream = self.streams.get(stream_id)
+        if stream is None or not stream.recv_open:
+            if self._idle(stream_id):
+                raise H2Error(ErrorCode.PROTOCOL_ERROR, f"DATA on idle stream {stream_id}")
+            if stream is None and self._closed_streams.get(stream_id):
+                return  # we reset it: frames already in flight are ignored (RFC 9113 §5.4.2)
+            self._reset_stream(stream_id, ErrorCode.STREAM_CLOSED, "DATA after the end of the request")
+            return
+        stream.recv_unacked += len(payload)
+        window = self.settings.initial_window_size
+        if not self._settings_acked:
+            window = max(window, DEFAULT_WINDOW)  # the client may not have applied our SETTINGS yet
+        if stream.recv_unacked > window:
+            self._reset_stream(stream_id, ErrorCode.FLOW_CONTROL_ERROR, "DATA beyond the stream window")
+            return
+        received = stream.received = stream.received + len(data)
+        end_stream = bool(flags & END_STREAM)
+        if stream.content_length is not None and (
+            received > stream.content_length or (end_stream and received != stream.content_length)
+        ):
+            self._reset_stream(
+                stream_id, ErrorCode.PROTOCOL_ERROR, "request body does not match content-length"
+            )
+            return
+        if not data and not end_stream:
+            self._count_control("empty DATA frame")
+        stream.progress_at = self.clock()
+        if end_stream:
+            stream.recv_open = False
+            stream.recv_unacked = 0
+            if not stream.send_open:
+                self._forget(stream_id)
+        elif not stream.recv_paused and stream.recv_unacked >= self.settings.initial_window_size // 4:
+            self._out.append(frame(WINDOW_UPDATE, 0, stream_id, _u32.pack(stream.recv_unacked)))
+            stream.recv_unacked = 0
+        self._events.append(Data(stream_id, data, end_stream))
+
+    def _on_headers(self, stream_id: int, flags: int, payload: bytes) -> None:
+        if stream_id == 0:
+            raise H2Error(ErrorCode.PROTOCOL_ERROR, "HEADERS on stream 0")
+        payload = self._strip_padding(flags, payload)
+        if flags & PRIORITY_FLAG:
+            if len(payload) < 5:
+                raise H2Error(ErrorCode.FRAME_SIZE_ERROR, "HEADERS priority fields truncated")
+            if _u32.unpack_from(payload)[0] & 0x7FFFFFFF == stream_id:
+                raise H2Error(ErrorCode.PROTOCOL_ERROR, f"stream {stream_id} depends on itself")
+            payload = payload[5:]
+        if flags & END_HEADERS:
+            self._header_block(stream_id, payload, bool(flags & END_STREAM))
+        else:
+            self._block = [payload]
+            self._block_stream = stream_id
+            self._block_end_stream = bool(flags & END_STREAM)
+            self._block_frames = 1
+            self._update_deadline()
+
+    def _on_continuation(self, stream_id: int, flags: int, payload: bytes) -> None:
+        block = self._block
+        if block is None:
+            raise H2Error(ErrorCode.PROTOCOL_ERROR, "CONTINUATION without a header block in progress")
+        block.append(payload)
+        self._block_frames += 1
+        # CONTINUATION flood: the block's compressed size and frame count are both capped.
+        if sum(map(len, block)) > self.settings.max_header_list_size or self._block_frames > 128:
+            self._count("continuation_flood")
+            raise H2Error(
+                ErrorCode.ENHANCE_YOUR_CALM, "header block too large or in too many CONTINUATION frames"
+            )
+        if flags & END_HEADERS:
+            self._block = None
+            self._update_deadline()
+            self._header_block(stream_id, b"".join(block), self._block_end_stream)
+
+    def _decode(self, block: bytes) -> tuple[Any, ...]:
+        """Decode and check a request header block: (method, scheme, path, authority, protocol, headers, cl)."""
+        cache = self._decode_cache
+        cached = cache.get(block)
+        if cached is not None:
+            return cached
+        pure = bool(block) and min(block) >= 0x80 and 0xFF not in block
+        if not pure:
+            cache.clear()  # the dynamic table may change under the cached blocks
+        try:
+            fields = self._decoder.decode(block, raw=True)
+        except OversizedHeaderListError:
+            self._count("hpack_bomb")
+            raise H2Error(ErrorCode.ENHANCE_YOUR_CALM, "decoded header list is far above the limit") from None
+        except (HPACKError, ValueError, IndexError) as exc:
+            raise H2Error(ErrorCode.COMPRESSION_ERROR, f"HPACK decoding failed: {exc}") from None
+        parsed = _check_request_fields(fields, self.settings)
+        if pure and len(cache) < 64:
+            cache[block] = parsed
+        return parsed
+
+    def _header_block(self, stream_id: int, block: bytes, end_stream: bool) -> None:
+        stream = self.streams.get(stream_id)
+        if stream is not None:
+            # Trailers: decode (the HPACK state must stay in step), then end the request.
+            fields = self._decode_trailers(block)
+            if not stream.recv_open:
+                self._reset_stream(stream_id, ErrorCode.STREAM_CLOSED, "HEADERS after the end of the request")
+                return
+            if not end_stream:
+                self._reset_stream(stream_id, ErrorCode.PROTOCOL_ERROR, "trailers without END_STREAM")
+                return
+            for name, _ in fields:
+                # no pseudo-header fields in trailers (RFC 9113 §8.1), names lowercase tokens (§8.2.1)
+                if not name or name.translate(None, _TOKEN_BYTES):
+                    self._reset_stream(
+                        stream_id, ErrorCode.PROTOCOL_ERROR, f"trailer name {name!r} is invalid"
+                    )
+                    return
+            stream.recv_open = False
+            if stream.content_length is not None and stream.received != stream.content_length:
+                self._reset_stream(
+                    stream_id, ErrorCode.PROTOCOL_ERROR, "request body does not match content-length"
+                )
+                return
+            if not stream.send_open:
+                self._forget(stream_id)
+            self._events.append(Data(stream_id, b"", True))
+            return
+        if stream_id % 2 == 0:
+            raise H2Error(ErrorCode.PROTOCOL_ERROR, f"client opened even-numbered stream {stream_id}")
+        if stream_id <= self._last_stream_id:
+            self._decode_trailers(block)  # keeps the HPACK state in step
+            reset = self._closed_streams.get(stream_id)
+            if reset:
+                return  # we reset it: frames already in flight are ignored
+            if reset is None:
+                raise H2Error(
+                    ErrorCode.PROTOCOL_ERROR, f"stream {stream_id} is lower than one already opened"
+                )
+            raise H2Error(ErrorCode.STREAM_CLOSED, f"HEADERS on closed stream {stream_id}")
+        self._last_stream_id = stream_id
+        try:
+            method, _, path, _, protocol, headers, content_length, oversized = self._decode(block)
+        except _StreamError as exc:
+            self._reset_stream(stream_id, exc.code, exc.detail)
+            return
+        if self._goaway_sent:
+            # After GOAWAY, new streams are ignored (RFC 9113 §6.8), and so are the frames that follow them.
+            self._remember_closed(stream_id, True)
+            return
+        if len(self.streams) >= self.settings.max_concurrent_streams:
+            self._reset_stream(stream_id, ErrorCode.REFUSED_STREAM, "too many concurrent streams")
+            return
+        if end_stream and content_length:
+            # malformed before any app sees it: no StreamReset
+            self._reset_stream(
+                stream_id, ErrorCode.PROTOCOL_ERROR, "request body does not match content-length"
+            )
+            return
+        stream = _Stream(stream_id, self.peer_initial_window, not end_stream)
+        stream.content_length = content_length
+        stream.head_only = method == b"HEAD"
+        stream.progress_at = self.clock()
+        stream.tunnel = protocol is not None
+        self.streams[stream_id] = stream
+        # While streams are open handle_timer sweeps for stalled ones every stall_timeout / 2. The pending
+        # deadline may still be the idle one (idle_timeout away): a request with a body to wait for brings
+        # the first sweep forward; requests without one are never stalled waiting on the client's body.
+        if not end_stream:
+            self._sweep_by(stream.progress_at)
+        if oversized:
+            self._count("header_list_too_large")
+            self._respond_error(stream, 431, "request header list exceeds SETTINGS_MAX_HEADER_LIST_SIZE")
+            return
+        path_part, _, query = path.partition(b"?")
+        request = Request(
+            stream_id,
+            method,
+            path_part,
+            query,
+            list(headers),  # a fresh list per request: apps may change their scope
+            "2",
+            end_stream,
+            True,
+            False,
+            protocol,
+        )
+        self._events.append(request)
+
+    def _decode_trailers(self, block: bytes) -> Any:
+        """Decode a block whose fields nobody reads (request trailers, streams already closed)."""
+        self._decode_cache.clear()
+        try:
+            return self._decoder.decode(block, raw=True)
+        except OversizedHeaderListError:
+            self._count("hpack_bomb")
+            raise H2Error(ErrorCode.ENHANCE_YOUR_CALM, "decoded header list is far above the limit") from None
+        except (HPACKError, ValueError, IndexError) as exc:
+            raise H2Error(ErrorCode.COMPRESSION_ERROR, f"HPACK decoding failed: {exc}") from None
+
+    def _respond_error(self, stream: _Stream, status: int, text: str) -> None:
+        """The core answers a request itself (431): no app sees it."""
+        body = f"{text}\n".encode()
+        fields = [
+            (b"content-type", b"text/plain; charset=utf-8"),
+            (b"content-length", b"%d" % len(body)),
+        ]
+        self.send_response(stream.stream_id, status, fields)
+        self.send_body(stream.stream_id, body, True)
+
+    def _on_window_update(self, stream_id: int, payload: bytes) -> None:
+        if len(payload) != 4:
+            raise H2Error(ErrorCode.FRAME_SIZE_ERROR, "WINDOW_UPDATE must be 4 bytes")
+        increment = _u32.unpack(payload)[0] & 0x7FFFFFFF
+        if stream_id == 0:
+            if increment == 0:
+                raise H2Error(ErrorCode.PROTOCOL_ERROR, "WINDOW_UPDATE with a zero increment")
+            window = self.conn_send_window = self.conn_send_window + increment
+            if window > MAX_WINDOW:
+                raise H2Error(ErrorCode.FLOW_CONTROL_ERROR, "connection window above 2^31-1")
+            if self.blocked:
+                self._send_blocked()
+            return
+        stream = self.streams.get(stream_id)
+        if stream is None:
+            if self._idle(stream_id):
+                raise H2Error(ErrorCode.PROTOCOL_ERROR, f"WINDOW_UPDATE on idle stream {stream_id}")
+            return  # a closed stream: frames in flight are fine
+        if increment == 0:
+            self._reset_stream(stream_id, ErrorCode.PROTOCOL_ERROR, "WINDOW_UPDATE with a zero increment")
+            return
+        window = stream.send_window = stream.send_window + increment
+        if window > MAX_WINDOW:
+            self._reset_stream(stream_id, ErrorCode.FLOW_CONTROL_ERROR, "stream window above 2^31-1")
+            return
+        if stream_id in self.blocked:
+            stream.blocked_since = self.clock()
+            self._send_blocked()
+
+    def _on_rst_stream(self, stream_id: int, payload: bytes) -> None:
+        if stream_id == 0:
+            raise H2Error(ErrorCode.PROTOCOL_ERROR, "RST_STREAM on stream 0")
+        if len(payload) != 4:
+            raise H2Error(ErrorCode.FRAME_SIZE_ERROR, "RST_STREAM must be 4 bytes")
+        if self._idle(stream_id):
+            raise H2Error(ErrorCode.PROTOCOL_ERROR, f"RST_STREAM on idle stream {stream_id}")
+        self._note_reset()
+        if stream_id in self.streams:
+            code = _u32.unpack(payload)[0]
+            self._forget(stream_id, reset=True)
+            self._events.append(StreamReset(stream_id, f"client reset the stream ({_code_name(code)})"))
+
+    def _idle(self, stream_id: int) -> bool:
+        """No HEADERS opened (odd ids: the client's) or PUSH_PROMISE reserved (even: ours) the stream yet."""
+        if stream_id & 1:
+            return stream_id > self._last_stream_id
+        return stream_id >= self._next_push_id
+
+    def _on_settings(self, stream_id: int, flags: int, payload: bytes) -> None:
+        if stream_id != 0:
+            raise H2Error(ErrorCode.PROTOCOL_ERROR, "SETTINGS on a stream")
+        if flags & ACK:
+            if payload:
+                raise H2Error(ErrorCode.FRAME_SIZE_ERROR, "SETTINGS ACK with a payload")
+            self._settings_acked = True
+            return
+        if len(payload) % 6:
+            raise H2Error(ErrorCode.FRAME_SIZE_ERROR, "SETTINGS payload not a multiple of 6")
+        self._count_control("SETTINGS")
+        grew = self._apply_settings(payload)
+        self._out.append(frame(SETTINGS, ACK, 0))
+        # Only after the ACK: the client counts on its new window and frame size from the ACK on (§6.5.3).
+        if grew and self.blocked:
+            self._send_blocked()
+
+    def _apply_settings(self, payload: bytes) -> bool:
+        """Apply a SETTINGS payload; True when the stream windows grew (blocked streams may go on)."""
+        grew = False
+        for offset in range(0, len(payload) - len(payload) % 6, 6):
+            key, value = _settings_entry.unpack_from(payload, offset)
+            if key == INITIAL_WINDOW_SIZE:
+                if value > MAX_WINDOW:
+                    raise H2Error(ErrorCode.FLOW_CONTROL_ERROR, "SETTINGS_INITIAL_WINDOW_SIZE above 2^31-1")
+                delta = value - self.peer_initial_window
+                self.peer_initial_window = value
+                for stream in self.streams.values():
+                    stream.send_window += delta
+                    if stream.send_window > MAX_WINDOW:
+                        raise H2Error(ErrorCode.FLOW_CONTROL_ERROR, "a stream window went above 2^31-1")
+                if delta > 0:
+                    grew = True
+            elif key == MAX_FRAME_SIZE:
+                if not 16384 <= value <= 16777215:
+                    raise H2Error(ErrorCode.PROTOCOL_ERROR, f"SETTINGS_MAX_FRAME_SIZE {value} out of range")
+                self.peer_max_frame_size = value
+            elif key == ENABLE_PUSH:
+                if value > 1:
+                    raise H2Error(ErrorCode.PROTOCOL_ERROR, f"SETTINGS_ENABLE_PUSH {value} is not 0 or 1")
+                self.peer_enable_push = value == 1
+            elif key == ENABLE_CONNECT_PROTOCOL and value > 1:
+                raise H2Error(ErrorCode.PROTOCOL_ERROR, "SETTINGS_ENABLE_CONNECT_PROTOCOL is not 0 or 1")
+            # HEADER_TABLE_SIZE: our encoder uses no dynamic table, so any size is fine.
+            # MAX_CONCURRENT_STREAMS limits pushes only; MAX_HEADER_LIST_SIZE is advisory.
+        return grew
+
+    def _on_ping(self, stream_id: int, flags: int, payload: bytes) -> None:
+        if stream_id != 0:
+            raise H2Error(ErrorCode.PROTOCOL_ERROR, "PING on a stream")
+        if len(payload) != 8:
+            raise H2Error(ErrorCode.FRAME_SIZE_ERROR, "PING must be 8 bytes")
+        if not flags & ACK:
+            self._count_control("PING")
+            self._out.append(frame(PING, ACK, 0, payload))
+
+    def _on_priority(self, stream_id: int, payload: bytes) -> None:
+        if stream_id == 0:
+            raise H2Error(ErrorCode.PROTOCOL_ERROR, "PRIORITY on stream 0")
+        if len(payload) != 5:
+            self._reset_stream(stream_id, ErrorCode.FRAME_SIZE_ERROR, "PRIORITY must be 5 bytes")
+            return
+        self._count_control("PRIORITY")
+        if _u32.unpack_from(payload)[0] & 0x7FFFFFFF == stream_id:
+            self._reset_stream(stream_id, ErrorCode.PROTOCOL_ERROR, f"stream {stream_id} depends on itself")
+
+    def _on_goaway(self, stream_id: int, payload: bytes) -> None:
+        if stream_id != 0:
+            raise H2Error(ErrorCode.PROTOCOL_ERROR, "GOAWAY on a stream")
+        if len(payload) < 8:
+            raise H2Error(ErrorCode.FRAME_SIZE_ERROR, "GOAWAY shorter than 8 bytes")
+        # The client is leaving: finish the streams it has open, then close.
+        self.finish_and_close()
+
+    # ------------------------------------------------------------------ errors and floods
+
+    def _count(self, name: str) -> None:
+        self.counters[name] = self.counters.get(name, 0) + 1
+
+    def _count_control(self, what: str) -> None:
+        now = self.clock()
+        if now - self._control_since > FLOOD_WINDOW:
+            self._control_since = now
+            self._control_count = 0
+        self._control_count += 1
+        if self._control_count > self.settings.max_control_frames:
+            self._count("control_flood")
+            raise H2Error(
+                ErrorCode.ENHANCE_YOUR_CALM,
+                f"more than {self.settings.max_control_frames} control frames in {FLOOD_WINDOW:g}s ({what})",
+            )
+
+    def _note_reset(self) -> None:
+        now = self.clock()
+        if now - self._reset_since > FLOOD_WINDOW:
+            self._reset_since = now
+            self._reset_count = 0
+        self._reset_count += 1
+        if self._reset_count > self.settings.max_resets:
+            self._count("rapid_reset")
+            raise H2Error(
+                ErrorCode.ENHANCE_YOUR_CALM,
+                f"more than {self.settings.max_resets} stream resets in {FLOOD_WINDOW:g}s (rapid reset)",
+            )
+
+    def _connection_error(self, exc: H2Error) -> None:
+        self._count(exc.code.name.lower())
+        self._send_goaway(exc.code, exc.detail)
+        for stream_id in list(self.streams):
+            self._forget(stream_id, reset=True)
+            self._events.append(StreamReset(stream_id, exc.detail))
+        self.closing = True
+        self.deadline = None
+        self._events.append(ConnectionTerminated(exc.detail, exc))
+
+    def _send_goaway(self, code: ErrorCode, detail: str = "") -> None:
+        if not self._goaway_sent or code != ErrorCode.NO_ERROR:
+            debug = detail.encode("utf-8", "replace")[:256] if code != ErrorCode.NO_ERROR else b""
+            if not self._goaway_sent:
+                # the first GOAWAY's last stream id: a later one must not raise it (RFC 9113 §6.8)
+                self._goaway_last_id = self._last_stream_id
+            self._out.append(frame(GOAWAY, 0, 0, _goaway.pack(self._goaway_last_id, code) + debug))
+            self._goaway_sent = True
+
+    def _reset_stream(self, stream_id: int, code: ErrorCode, detail: str, count: bool = True) -> None:
+        """A stream error: RST_STREAM; the app, if one runs for the stream, gets a disconnect.
+
+        ``count``: the resets a client provokes count against ``max_resets`` like its own RST_STREAMs, or it
+        could cancel work as fast as rapid reset by breaking the rules instead ("MadeYouReset", CVE-2025-8671).
+        Timeouts pass False (``handle_timer`` must not raise)."""
+        self._out.append(frame(RST_STREAM, 0, stream_id, _u32.pack(code)))
+        self._count("stream_" + code.name.lower())
+        if stream_id in self.streams:
+            self._forget(stream_id, reset=True)
+            self._events.append(StreamReset(stream_id, detail))
+        else:
+            self._remember_closed(stream_id, True)
+        if count:
+            self._note_reset()
+
+    def _forget(self, stream_id: int, reset: bool = False) -> None:
+        stream = self.streams.pop(stream_id, None)
+        if stream is not None and stream_id in self.blocked:
+            del self.blocked[stream_id]
+        self._remember_closed(stream_id, reset)
+        if not self.streams:
+            if self._goaway_sent or self.closing:
+                self.closing = True
+            self._update_deadline()
+
+    def _remember_closed(self, stream_id: int, reset: bool) -> None:
+        closed = self._closed_streams
+        closed[stream_id] = reset
+        if len(closed) > 256:
+            closed.popitem(last=False)
+
+    # ------------------------------------------------------------------ output
+
+    def send_continue(self, stream_id: int = 0) -> None:
+        stream = self.streams.get(stream_id)
+        if stream is not None and not stream.started:
+            self._out.append(
+                self._headers_frame(stream_id, _encode_headers((100,), [(b":status", b"100")]), False)
+            )
+
+    def send_early_hint(self, stream_id: int, links: Iterable[bytes]) -> None:
+        """A 103 (RFC 8297) with ``link`` fields, while the final response head has not gone out."""
+        stream = self.streams.get(stream_id)
+        if stream is None or (stream.started and stream.resp_head is None):
+            return  # the final head is out: too late for an informational response
+        fields = [(b":status", b"103")] + [(b"link", link) for link in links]
+        self._out.append(self._headers_frame(stream_id, _encode_headers((103, *fields), fields), False))
+
+    def send_response(self, stream_id: int, status: int, headers: Iterable[tuple[bytes, bytes]]) -> None:
+        stream = self.streams.get(stream_id)
+        if stream is None:
+            return  # reset meanwhile: the app learns it at its next send()
+        try:
+            key = (status, self.defaults.date, *headers)
+            cached = _RESPONSE_CACHE.get(key)
+        except TypeError:  # headers given as lists, not tuples: fine by ASGI, just not hashable
+            try:
+                headers = [(name, value) for name, value in headers]
+            except (TypeError, ValueError) as exc:
+                raise AppProtocolError(
+                    "http.response.start: 'headers' must be an iterable of [bytes, bytes] pairs"
+                ) from exc
+            key = (status, self.defaults.date, *headers)
+            cached = _RESPONSE_CACHE.get(key)
+        if cached is None:
+            cached = self._encode_response(key, status, headers)
+        stream.resp_head, stream.resp_length = cached
+        if status in _NO_BODY_STATUSES:
+            stream.head_only = True
+        stream.started = True
+
+    def _encode_response(
+        self, key: tuple[Any, ...], status: int, headers: Iterable[tuple[bytes, bytes]]
+    ) -> tuple[bytes, int | None]:
+        if type(status) is not int or not 100 <= status <= 999:
+            raise AppProtocolError(f"http.response.start: invalid status {status!r}")
+        defaults = self.defaults
+        fields = [(b":status", _STATUS[status])]
+        has_date = has_server = False
+        length = None
+        try:
+            for name, value in headers:
+                if name not in _valid_names:
+                    _check_header_name(name)
+                if name in _RESPONSE_DROPPED:
+                    continue  # connection-specific: HTTP/2 frames the response itself (RFC 9113 §8.2.2)
+                if name == b"date":
+                    has_date = True
+                elif name == b"server":
+                    has_server = True
+                elif name == b"content-length":
+                    if not value.isdigit() or (length is not None and int(value) != length):
+                        raise AppProtocolError(f"http.response.start: invalid content-length {value!r}")
+                    length = int(value)
+                fields.append((name, bytes(value)))
+        except (TypeError, ValueError) as exc:
+            raise AppProtocolError(
+                "http.response.start: 'headers' must be an iterable of [bytes, bytes] pairs"
+            ) from exc
+        if not has_server and defaults.server:
+            fields.append((b"server", defaults.server))
+        if not has_date and defaults.date:
+            fields.append((b"date", defaults.date))
+        fields.extend(defaults.extra)
+        for _, value in fields:
+            for bad in _BAD_VALUE_BYTES:
+                if bad in value:
+                    raise AppProtocolError("response header values must not contain CR, LF or NUL")
+        entry = (_encoder.encode(fields), length)
+        if len(_RESPONSE_CACHE) >= _RESPONSE_CACHE_MAX:
+            _RESPONSE_CACHE.clear()
+        _RESPONSE_CACHE[key] = entry
+        return entry
+
+    def _headers_frame(self, stream_id: int, block: bytes, end_stream: bool) -> bytes:
+        if not self._first_block_sent:
+            self._first_block_sent = True
+            block = _TABLE_SIZE_ZERO + block
+        flags = END_STREAM if end_stream else 0
+        max_size = self.peer_max_frame_size
+        if len(block) <= max_size:
+            return frame(HEADERS, flags | END_HEADERS, stream_id, block)
+        parts = [frame(HEADERS, flags, stream_id, block[:max_size])]
+        for start in range(max_size, len(block), max_size):
+            last = start + max_size >= len(block)
+            parts.append(
+                frame(CONTINUATION, END_HEADERS if last else 0, stream_id, block[start : start + max_size])
+            )
+        return b"".join(parts)
+
+    def send_body(self, stream_id: int, data: bytes, end_stream: bool) -> None:
+        """Queue body bytes; what exceeds the flow-control windows waits in the stream (see ``is_blocked``)."""
+        stream = self.streams.get(stream_id)
+        if stream is None or not stream.send_open:
+            return
+        head = stream.resp_head
+        if stream.head_only:  # HEAD, 204, 304: the body is dropped
+            if head is not None:
+                stream.resp_head = None
+                self._out.append(self._headers_frame(stream_id, head, end_stream))
+            elif end_stream:
+                self._out.append(frame(DATA, END_STREAM, stream_id))
+            if end_stream:
+                self._end_send(stream)
+            return
+        length = stream.resp_length
+        if length is not None:
+            sent = stream.resp_sent = stream.resp_sent + len(data)
+            if sent > length or (end_stream and sent != length):
+                self.reset_stream(stream_id, ErrorCode.INTERNAL_ERROR)
+                if sent > length:
+                    raise AppProtocolError(
+                        f"http.response.body: more body than the declared content-length ({length})"
+                    )
+                raise AppProtocolError(
+                    f"http.response.body: response ended after {sent} of {length} declared content-length bytes"
+                )
+        if head is not None:
+            stream.resp_head = None
+            if end_stream and not data:
+                self._out.append(self._headers_frame(stream_id, head, True))
+                self._end_send(stream)
+                return
+            self._out.append(self._headers_frame(stream_id, head, False))
+        if stream.pending_size:
+            stream.pending.append(data)
+            stream.pending_size += len(data)
+            stream.end_pending = end_stream
+            return
+        size = len(data)
+        window = min(stream.send_window, self.conn_send_window)
+        if size <= window and size <= self.peer_max_frame_size:
+            # the common case: one frame
+            stream.send_window -= size
+            self.conn_send_window -= size
+            if end_stream:
+                self._out.append(frame(DATA, END_STREAM, stream_id, data))
+                self._end_send(stream)
+            elif data:
+                self._out.append(frame(DATA, 0, stream_id, data))
+            return
+        stream.pending.append(data)
+        stream.pending_size = size
+        stream.end_pending = end_stream
+        self._flush_stream(stream)
+        if (stream.pending_size or stream.end_pending) and stream_id not in self.blocked:
+            stream.blocked_since = self.clock()
+            self.blocked[stream_id] = stream
+            self._sweep_by(stream.blocked_since)
+
+    def send_trailers(self, stream_id: int, headers: Iterable[tuple[bytes, bytes]]) -> None:
+        """End the stream with a trailer block (after the body's last piece, sent without end_stream)."""
+        stream = self.streams.get(stream_id)
+        if stream is None or not stream.send_open:
+            return
+        fields = []
+        for name, value in headers:
+            if name[:1] == b":" or name.translate(None, _TOKEN_BYTES) or name in _RESPONSE_DROPPED:
+                raise AppProtocolError(f"http.response.trailers: header name {name!r} is not allowed")
+            fields.append((bytes(name), bytes(value)))
+        block = _encode_headers(("trailers", *fields), fields)
+        if stream.resp_head is not None:
+            self._out.append(self._headers_frame(stream_id, stream.resp_head, False))
+            stream.resp_head = None
+        if stream.pending_size:
+            stream.trailers_pending = block
+            stream.end_pending = True
+            return
+        self._out.append(self._headers_frame(stream_id, block, True))
+        self._end_send(stream)
+
+    def push(
+        self,
+        stream_id: int,
+        path: bytes,
+        headers: Iterable[tuple[bytes, bytes]],
+        scheme: bytes,
+        authority: bytes,
+    ) -> Request | None:
+        """Promise a pushed response (``http.response.push``); returns the request its app is to answer."""
+        stream = self.streams.get(stream_id)
+        if stream is None or not self.peer_enable_push or self._goaway_sent or not stream.send_open:
+            return None
+        fields = [(b":method", b"GET"), (b":scheme", scheme), (b":authority", authority), (b":path", path)]
+        fields.extend((bytes(n), bytes(v)) for n, v in headers)
+        # The promised request must be well-formed (RFC 9113 §8.4.1): a malformed one costs the connection.
+        for index, (name, value) in enumerate(fields):
+            if index > 3 and (not name or name.translate(None, _TOKEN_BYTES) or name in _CONNECTION_HEADERS):
+                raise AppProtocolError(f"http.response.push: header name {name!r} is not allowed")
+            for bad in _BAD_VALUE_BYTES:
+                if bad in value:
+                    raise AppProtocolError("http.response.push: header values must not contain CR, LF or NUL")
+        promised = self._next_push_id
+        self._next_push_id += 2
+        block = _encoder.encode(fields)
+        if not self._first_block_sent:
+            self._first_block_sent = True
+            block = _TABLE_SIZE_ZERO + block
+        self._out.append(frame(PUSH_PROMISE, END_HEADERS, stream_id, _u32.pack(promised) + block))
+        pushed = _Stream(promised, self.peer_initial_window, recv_open=False)
+        self.streams[promised] = pushed
+        path_part, _, query = path.partition(b"?")
+        request_headers = [(b"host", authority), *((n, v) for n, v in fields[4:])]
+        return Request(promised, b"GET", path_part, query, request_headers, "2", True)
+
+    def _flush_stream(self, stream: _Stream) -> None:
+        """Send as much of a stream's waiting bytes as the windows allow."""
+        out = self._out
+        max_frame = self.peer_max_frame_size
+        stream_id = stream.stream_id
+        pending = stream.pending
+        data = pending[0] if len(pending) == 1 else b"".join(pending)
+        offset = 0
+        size = len(data)
+        while offset < size:
+            window = min(stream.send_window, self.conn_send_window, max_frame)
+            if window <= 0:
+                break
+            chunk = data[offset : offset + window]
+            offset += len(chunk)
+            stream.send_window -= len(chunk)
+            self.conn_send_window -= len(chunk)
+            last = offset == size and stream.end_pending and stream.trailers_pending is None
+            out.append(frame(DATA, END_STREAM if last else 0, stream_id, chunk))
+        rest = data[offset:]
+        stream.pending = [rest] if rest else []
+        stream.pending_size = len(rest)
+        if not rest and stream.end_pending:
+            if stream.trailers_pending is not None:
+                out.append(self._headers_frame(stream_id, stream.trailers_pending, True))
+                stream.trailers_pending = None
+            elif size == 0:
+                out.append(frame(DATA, END_STREAM, stream_id))
+            stream.end_pending = False
+            self._end_send(stream)
+
+    def _send_blocked(self) -> None:
+        for stream in list(self.blocked.values()):
+            if self.conn_send_window <= 0:
+                break
+            if stream.send_window > 0:
+                self._flush_stream(stream)
+                if not stream.pending_size and not stream.end_pending:
+                    self.blocked.pop(stream.stream_id, None)
+                    self.unblocked.append(stream.stream_id)
+        self._update_deadline()
+
+    def _end_send(self, stream: _Stream) -> None:
+        stream.send_open = False
+        stream_id = stream.stream_id
+        early = stream.recv_open
+        if early:
+            # The response is complete before the request: ask the client to stop sending (RFC 9113 §8.1).
+            self._out.append(frame(RST_STREAM, 0, stream_id, _u32.pack(ErrorCode.NO_ERROR)))
+            stream.recv_open = False
+        self._forget(stream_id, reset=early)
+
+    def send_file(self, stream_id: int, count: int, end_stream: bool) -> int:
+        raise AppProtocolError("file sending extensions are not offered on HTTP/2 connections")
+
+    def file_sent(self, stream_id: int, count: int, end_stream: bool) -> None:
+        raise AppProtocolError("file sending extensions are not offered on HTTP/2 connections")
+
+    def accept_upgrade(self, stream_id: int, headers: Any) -> bytes:
+        raise AppProtocolError("HTTP/2 streams are not upgraded; WebSocket uses extended CONNECT")
+
+    def is_blocked(self, stream_id: int) -> bool:
+        """The stream's body bytes wait for the client's window: the app's send() should wait."""
+        return stream_id in self.blocked
+
+    def is_open(self, stream_id: int) -> bool:
+        return stream_id in self.streams
+
+    def reset_stream(self, stream_id: int, code: ErrorCode = ErrorCode.CANCEL) -> None:
+        """The server gives up on a stream (app failure after the head, a stalled client)."""
+        if stream_id in self.streams:
+            self._out.append(frame(RST_STREAM, 0, stream_id, _u32.pack(code)))
+            self._forget(stream_id, reset=True)
+
+    # ------------------------------------------------------------------ body flow (the bridge's pause/resume)
+
+    def pause_stream(self, stream_id: int) -> None:
+        stream = self.streams.get(stream_id)
+        if stream is not None:
+            stream.recv_paused = True
+
+    def resume_stream(self, stream_id: int) -> None:
+        stream = self.streams.get(stream_id)
+        if stream is not None and stream.recv_paused:
+            stream.recv_paused = False
+            stream.progress_at = self.clock()
+            if stream.recv_open and stream.recv_unacked:
+                self._out.append(frame(WINDOW_UPDATE, 0, stream_id, _u32.pack(stream.recv_unacked)))
+                stream.recv_unacked = 0
+
+    # ------------------------------------------------------------------ shutdown and time
+
+    def finish_and_close(self) -> None:
+        """Graceful shutdown: GOAWAY with the last stream id; close once the open streams are done."""
+        if not self._goaway_sent:
+            self._send_goaway(ErrorCode.NO_ERROR)
+        if not self.streams:
+            self.closing = True
+            self.deadline = None
+
+    def _sweep_by(self, since: float) -> None:
+        """A stream began waiting on the client at ``since``: the next sweep for stalled streams must come by
+        ``since + stall_timeout / 2``, not at an idle deadline set while no stream was open. A preface or header
+        block deadline is left as it is (handle_timer takes any deadline then for a header timeout)."""
+        deadline = self.deadline
+        if deadline is not None and self._preface_seen and self._block is None:
+            sweep = since + self.settings.stall_timeout / 2
+            if sweep < deadline:
+                self.deadline = sweep
+
+    def _update_deadline(self) -> None:
+        settings = self.settings
+        now = self.clock()
+        if not self._preface_seen or self._block is not None:
+            self.deadline = now + settings.header_timeout
+        elif not self.streams:
+            self.deadline = now + settings.idle_timeout
+        else:
+            # A sweep for stalled streams, at least every idle_timeout: the last stream may end outside a read
+            # (its app finishing in a task), where the driver does not look at the idle deadline that sets;
+            # the next timer then finds it and the driver re-arms for it.
+            self.deadline = now + min(settings.stall_timeout / 2, settings.idle_timeout)
+
+    def handle_timer(self, now: float) -> list[Event]:
+        deadline = self.deadline
+        if deadline is None or now < deadline or self.closing:
+            return []
+        events = self._events = []
+        if not self._preface_seen or self._block is not None:
+            self._count("header_timeout")
+            self._connection_error(
+                H2Error(ErrorCode.PROTOCOL_ERROR, "client preface or header block timed out")
+            )
+            return events
+        if not self.streams:
+            self._send_goaway(ErrorCode.NO_ERROR)
+            self.closing = True
+            self.deadline = None
+            events.append(ConnectionTerminated("idle timeout"))
+            return events
+        limit = self.settings.stall_timeout
+        for stream in list(self.streams.values()):
+            if stream.stream_id in self.blocked and now - stream.blocked_since > limit:
+                self._count("send_stall")
+                self._reset_stream(
+                    stream.stream_id, ErrorCode.CANCEL, f"client window stayed closed for {limit:g}s", False
+                )
+            elif (
+                stream.recv_open
+                and not stream.recv_paused
+                and not stream.tunnel  # a WebSocket keeps itself alive (its pings), or not
+                and now - stream.progress_at > limit
+            ):
+                self._count("body_stall")
+                self._reset_stream(
+                    stream.stream_id, ErrorCode.CANCEL, f"request body stalled for {limit:g}s", False
+                )
+        self._update_deadline()
+        return events
+
+
+def _code_name(code: int) -> str:
+    try:
+        return ErrorCode(code).name
+    except ValueError:
+        return f"0x{code:x}"
+
+
+def _check_request_fields(fields: Iterable[tuple[bytes, bytes]], settings: H2Settings) -> tuple[Any, ...]:
+    """RFC 9113 §8.2-8.3 checks; raise _StreamError for a malformed request."""
+    method = scheme = path = authority = protocol = None
+    headers: Headers = []
+    cookies: list[bytes] = []
+    regular = False
+    content_length = None
+    size = 0
+    has_host = False
+    for name, value in fields:
+        size += len(name) + len(value) + 32
+        if name[:1] == b":":
+            if regular:
+                raise _StreamError(ErrorCode.PROTOCOL_ERROR, "pseudo-header after a regular header")
+            if name not in _REQUEST_PSEUDO:
+                raise _StreamError(ErrorCode.PROTOCOL_ERROR, f"unknown pseudo-header {name!r}")
+            # RFC 9113 §8.2.1 holds for pseudo-headers too: :path and :authority reach apps
+            for bad in _BAD_VALUE_BYTES:
+                if bad in value:
+                    raise _StreamError(ErrorCode.PROTOCOL_ERROR, f"{name!r} contains CR, LF or NUL")
+            if name == b":method":
+                if method is not None:
+                    raise _StreamError(ErrorCode.PROTOCOL_ERROR, "duplicate :method")
+                method = value
+            elif name == b":scheme":
+                if scheme is not None:
+                    raise _StreamError(ErrorCode.PROTOCOL_ERROR, "duplicate :scheme")
+                scheme = value
+            elif name == b":path":
+                if path is not None:
+                    raise _StreamError(ErrorCode.PROTOCOL_ERROR, "duplicate :path")
+                path = value
+            elif name == b":authority":
+                if authority is not None:
+                    raise _StreamError(ErrorCode.PROTOCOL_ERROR, "duplicate :authority")
+                authority = value
+            else:
+                if protocol is not None or not settings.enable_connect_protocol:
+                    raise _StreamError(ErrorCode.PROTOCOL_ERROR, "unexpected :protocol")
+                protocol = value
+            continue
+        regular = True
+        if not name or name.translate(None, _TOKEN_BYTES):
+            raise _StreamError(ErrorCode.PROTOCOL_ERROR, f"header name {name!r} is not a lowercase token")
+        if name in _CONNECTION_HEADERS:
+            raise _StreamError(ErrorCode.PROTOCOL_ERROR, f"connection-specific header {name!r}")
+        if name == b"te" and value != b"trailers":
+            raise _StreamError(ErrorCode.PROTOCOL_ERROR, "te header other than 'trailers'")
+        for bad in _BAD_VALUE_BYTES:
+            if bad in value:
+                raise _StreamError(ErrorCode.PROTOCOL_ERROR, f"header {name!r} contains CR, LF or NUL")
+        if value[:1] in _EDGE_SPACE or value[-1:] in _EDGE_SPACE:
+            raise _StreamError(
+                ErrorCode.PROTOCOL_ERROR, f"header {name!r} value starts or ends with whitespace"
+            )
+        if name == b"cookie":
+            cookies.append(value)
+            continue
+        if name == b"content-length":
+            # at most 18 digits: int() refuses over 4300, and no body is an exabyte
+            if (
+                not value.isdigit()
+                or len(value) > 18
+                or (content_length is not None and int(value) != content_length)
+            ):
+                raise _StreamError(ErrorCode.PROTOCOL_ERROR, f"invalid content-length {value!r}")
+            content_length = int(value)
+        elif name == b"host":
+            has_host = True
+        headers.append((name, value))
+    if method is None:
+        raise _StreamError(ErrorCode.PROTOCOL_ERROR, "missing :method")
+    if method == b"CONNECT" and protocol is None:
+        if scheme is not None or path is not None or authority is None:
+            raise _StreamError(ErrorCode.PROTOCOL_ERROR, "CONNECT needs :authority and no :scheme or :path")
+        path = b""
+    else:
+        if scheme is None or not path:
+            raise _StreamError(ErrorCode.PROTOCOL_ERROR, "missing :scheme or :path")
+        if protocol is not None and method != b"CONNECT":
+            raise _StreamError(ErrorCode.PROTOCOL_ERROR, ":protocol on a request other than CONNECT")
+    if cookies:
+        headers.append((b"cookie", b"; ".join(cookies)))  # RFC 9113 §8.2.3
+    if authority is not None and not has_host:
+        headers.insert(0, (b"host", authority))
+    oversized = size > settings.max_header_list_size
+    return method, scheme, path, authority, protocol, headers, content_length, oversized
