@@ -20,8 +20,9 @@ How it measures:
   checks afterwards that it holds one line per request served.
 - Then, unless ``--no-in-process``, the same variants in process, without sockets: the real driver, bridge,
   core and hooks fed ``GET /`` through a fake transport, 40,000 requests per run (the loop runs every 32, so
-  the access log writes in batches), 7 interleaved runs, thread CPU time, best run. On a shared machine this
-  is the steadier number; it leaves out the kernel's share, so its percentages are of a smaller base.
+  timers fire and the access log writes its batches, as under load), 7 interleaved runs, thread CPU time,
+  best run. On a shared machine this is the steadier number; it leaves out the kernel's share, so its
+  percentages are of a smaller base.
 
 Only processes this script starts are stopped, by pid. All traffic goes to 127.0.0.1.
 """
@@ -238,7 +239,7 @@ async def in_process_run(variant: str, count: int, workdir: Path) -> float:
     for i in range(count):
         connection.data_received(REQUEST)
         if i % 32 == 31:
-            await asyncio.sleep(0)  # the loop turns: the access log writes its batch
+            await asyncio.sleep(0)  # the loop turns: due timers run (the access log's batched write)
     await asyncio.sleep(0)
     used = time.thread_time() - start
     if transport.writes < count:

