@@ -539,6 +539,9 @@ class H1Connection(OutputBuffer):
         if not self._resp_started:
             self._out.append(b"HTTP/1.1 100 Continue\r\n\r\n")
             self._expect_continue = False  # from now on a body stall is the client's
+            if self.read_state is _BODY and not self._reading_paused:
+                # ... counted from now: a deadline set while the client rightly waited must not fire first
+                self.deadline = self.clock() + self.limits.body_timeout
 
     def send_response(self, stream_id: int, status: int, headers: Iterable[tuple[bytes, bytes]]) -> None:
         """Start the response to ``stream_id``, the oldest unanswered request. Framing waits for the body."""
