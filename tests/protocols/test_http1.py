@@ -805,7 +805,9 @@ def test_no_body_stall_while_the_client_waits_for_100_continue() -> None:
     clock.now = 1003.0
     conn.send_continue()
     assert conn.data_to_send() == b"HTTP/1.1 100 Continue\r\n\r\n"
-    events = conn.handle_timer(1004.0)  # asked, and the client still sends nothing: its stall
+    assert conn.deadline == 1005.0  # the client gets the whole body timeout from the 100 on
+    assert conn.handle_timer(1004.0) == []
+    events = conn.handle_timer(1005.0)  # asked, and the client still sends nothing: its stall
     assert isinstance(only_error(events), RequestTimeout)
     assert status_of(conn.data_to_send()) == 408
 
