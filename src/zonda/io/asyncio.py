@@ -260,14 +260,11 @@ class H1Protocol(FileSending, asyncio.Protocol):
     def upgrade_h2c(self, request: Request) -> None:
         """Answer an ``Upgrade: h2c`` request with 101 and serve it, and the connection, over HTTP/2."""
         from zonda.io.asyncio_http2 import H2Protocol
+        from zonda.protocols.http2 import h2c_upgrade
 
-        headers = dict(request.headers)
-        body_length = int(headers.get(b"content-length", b"0") or 0)
-        settings = headers.get(b"http2-settings")
-        if settings is None or b"chunked" in headers.get(b"transfer-encoding", b"").lower():
-            # RFC 7540 §3.2.1: no HTTP2-Settings, no upgrade. A chunked body can't be told from what follows it
-            # once the parser has stopped for the upgrade: both are refused plainly, and the connection closed.
-            refusal = ProtocolError("h2c upgrade needs HTTP2-Settings and a Content-Length body", status=400)
+        try:
+            body_length, settings = h2c_upgrade(request)
+        except ProtocolError as refusal:
             self.transport.write(error_response(refusal, self.shared.defaults))
             self._close()
             return
@@ -277,10 +274,8 @@ class H1Protocol(FileSending, asyncio.Protocol):
         self.flush()
         self._hand_over()
         h2 = H2Protocol(self.shared, self.loop, self.transport, self.session.info)
-        with contextlib.suppress(
-            ValueError, ProtocolError
-        ):  # a bad header: the SETTINGS frame follows anyway
-            h2.core.apply_http2_settings(_decode_settings(settings))
+        with contextlib.suppress(ProtocolError):  # bad settings: the client's SETTINGS frame follows anyway
+            h2.core.apply_http2_settings(settings)
         h2.flush()  # our SETTINGS, the first HTTP/2 frame after 101 (RFC 7540 §3.2)
         h2.start_upgraded(request, body_length, held)
 
@@ -365,10 +360,3 @@ class H1Protocol(FileSending, asyncio.Protocol):
         if events and self.session.handle_events(events):
             self._terminated(events)
         self._arm_if_earlier()
-
-
-def _decode_settings(value: bytes) -> bytes:
-    """The ``HTTP2-Settings`` header: base64url without padding (RFC 7540 §3.2.1)."""
-    import base64
-
-    return base64.urlsafe_b64decode(value + b"=" * (-len(value) % 4))

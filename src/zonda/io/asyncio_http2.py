@@ -299,7 +299,6 @@ class H2Protocol(H1Protocol):
         self.session = session
         self.batching = False
         self._stream_waiters: dict[int, asyncio.Future[None]] = {}
-        self._upgrade_body_left = 0  # h2c: request body bytes still coming as HTTP/1.1
         self.websockets: dict[int, WebSocketChannel] = {}  # accepted WebSocket streams still open
 
     def _channel(self, stream_id: int) -> StreamChannel:
@@ -326,7 +325,6 @@ class H2Protocol(H1Protocol):
         """h2c: answer ``request`` on stream 1; ``body_length`` bytes of its body come before the preface."""
         self.shared.connections.add(self)
         self.transport.set_protocol(self)
-        self._upgrade_body_left = body_length
         events = self.core.initiate_upgrade(request, body_length)
         self._handle(events)
         if held:
@@ -340,17 +338,7 @@ class H2Protocol(H1Protocol):
         raise AssertionError("H2Protocol takes over an open connection; see start()")
 
     def data_received(self, data: bytes) -> None:
-        if self._upgrade_body_left:
-            data = self._upgrade_body(data)
-            if not data:
-                return
         self._handle(self.core.receive_data(data))
-
-    def _upgrade_body(self, data: bytes) -> bytes:
-        take = data[: self._upgrade_body_left]
-        self._upgrade_body_left -= len(take)
-        self._handle(self.core.receive_upgrade_body(take, self._upgrade_body_left == 0))
-        return data[len(take) :]
 
     def _handle(self, events: list[Event]) -> None:
         core = self.core

@@ -16,6 +16,7 @@ raises for the peer's mistakes. Time is an input, as in the HTTP/1.1 core: ``dea
 
 from __future__ import annotations
 
+import base64
 import enum
 import logging
 import struct
@@ -26,7 +27,7 @@ from typing import Any
 
 from hpack import Decoder, Encoder, HPACKError, OversizedHeaderListError
 
-from zonda.errors import AppProtocolError, ProtocolError
+from zonda.errors import AppProtocolError, BadRequest, ProtocolError
 from zonda.protocols._output import OutputBuffer
 from zonda.protocols.events import ConnectionTerminated, Data, Event, Headers, Request, StreamReset
 from zonda.protocols.http1 import DefaultHeaders, _check_header_name, _valid_names
@@ -246,6 +247,7 @@ class H2Connection(OutputBuffer):
         "_reset_since",
         "_settings_acked",
         "_settings_due",
+        "_upgrade_body_left",
         "blocked",
         "clock",
         "closing",
@@ -298,6 +300,7 @@ class H2Connection(OutputBuffer):
         self._block_stream = 0
         self._block_end_stream = False
         self._block_frames = 0
+        self._upgrade_body_left = 0  # h2c: body bytes of the upgraded request still to come as HTTP/1.1
         now = clock()
         self._reset_count = 0
         self._reset_since = now
@@ -327,8 +330,9 @@ class H2Connection(OutputBuffer):
     # ------------------------------------------------------------------ input
 
     def initiate_upgrade(self, request: Request, body_length: int) -> list[Event]:
-        """h2c (RFC 7540 §3.2): the HTTP/1.1 request becomes stream 1; its body (if any) still comes as HTTP/1.1
-        bytes, handed in with ``receive_upgrade_body``. The client preface follows it."""
+        """h2c (RFC 7540 §3.2): the HTTP/1.1 request becomes stream 1. Its body (if any) still comes as
+        HTTP/1.1 bytes, ahead of the client preface: ``receive_data`` takes them as stream 1's body first."""
+        self._upgrade_body_left = body_length
         stream = _Stream(1, self.peer_initial_window, recv_open=body_length > 0)
         stream.head_only = request.method == b"HEAD"
         stream.content_length = body_length
@@ -344,6 +348,7 @@ class H2Connection(OutputBuffer):
         return [request]
 
     def receive_upgrade_body(self, data: bytes, end_stream: bool) -> list[Event]:
+        self._upgrade_body_left = max(0, self._upgrade_body_left - len(data))
         stream = self.streams.get(1)
         if stream is None:
             return []
@@ -362,7 +367,15 @@ class H2Connection(OutputBuffer):
     def receive_data(self, data: bytes) -> list[Event]:
         if self.closing:
             return []
-        events = self._events = []
+        if self._upgrade_body_left:  # h2c: the upgraded request's body, before the preface
+            left = self._upgrade_body_left
+            body = self.receive_upgrade_body(data[:left], len(data) >= left)
+            data = data[left:]
+            if not data:
+                return body
+            events = self._events = body
+        else:
+            events = self._events = []
         buffer = self._buffer + data if self._buffer else data
         try:
             if not self._preface_seen:
@@ -1327,3 +1340,19 @@ def _check_request_fields(fields: Iterable[tuple[bytes, bytes]], settings: H2Set
         headers.insert(0, (b"host", authority))
     oversized = size > settings.max_header_list_size
     return method, scheme, path, authority, protocol, headers, content_length, oversized
+
+
+def h2c_upgrade(request: Request) -> tuple[int, bytes]:
+    """Check an HTTP/1.1 ``Upgrade: h2c`` request (RFC 7540 §3.2): return its body length and the client's
+    settings from ``HTTP2-Settings`` (base64url, unpadded). Raises ``BadRequest`` when it can't be upgraded:
+    no HTTP2-Settings (§3.2.1), or a chunked body, which can't be told from what follows it once the HTTP/1.1
+    parser has stopped for the upgrade."""
+    headers = dict(request.headers)
+    encoded = headers.get(b"http2-settings")
+    if encoded is None or b"chunked" in headers.get(b"transfer-encoding", b"").lower():
+        raise BadRequest("h2c upgrade needs HTTP2-Settings and a Content-Length body")
+    try:
+        settings = base64.urlsafe_b64decode(encoded + b"=" * (-len(encoded) % 4))
+    except ValueError:
+        settings = b""  # a bad header: the client's SETTINGS frame follows anyway
+    return int(headers.get(b"content-length", b"0") or 0), settings
