@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -289,3 +290,21 @@ def child_process(argv: list[str], port: int, log: str | None = None) -> Iterato
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(5)
+
+
+class Record:
+    """What the apps saw, by key; the tests wait on it from their own thread."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, list[Any]] = defaultdict(list)
+        self.go = threading.Event()
+
+    def add(self, key: str, value: Any) -> None:
+        self.data[key].append(value)
+
+    def wait(self, key: str, count: int = 1, timeout: float = 5.0) -> list[Any]:
+        deadline = time.monotonic() + timeout
+        while len(self.data[key]) < count:
+            assert time.monotonic() < deadline, f"{key}: only {self.data[key]!r} after {timeout}s"
+            time.sleep(0.01)
+        return self.data[key]

@@ -11,9 +11,7 @@ import asyncio
 import logging
 import socket
 import struct
-import threading
 import time
-from collections import defaultdict
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qs
@@ -22,29 +20,11 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from helpers import run_server
+from helpers import Record, run_server
 from wire import Wire
 from wsframes import BINARY, CLOSE, PING, PONG, WSClient, close, frame, handshake_request, text
 
 Scope = dict[str, Any]
-
-
-class Record:
-    """What the apps saw, by key; the tests wait on it from their own thread."""
-
-    def __init__(self) -> None:
-        self.data: dict[str, list[Any]] = defaultdict(list)
-        self.go = threading.Event()
-
-    def add(self, key: str, value: Any) -> None:
-        self.data[key].append(value)
-
-    def wait(self, key: str, count: int = 1, timeout: float = 5.0) -> list[Any]:
-        deadline = time.monotonic() + timeout
-        while len(self.data[key]) < count:
-            assert time.monotonic() < deadline, f"{key}: only {self.data[key]!r} after {timeout}s"
-            time.sleep(0.01)
-        return self.data[key]
 
 
 def make_app(record: Record) -> Any:

@@ -15,7 +15,6 @@ import struct
 import threading
 import time
 import zlib
-from collections import defaultdict
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qs
@@ -23,28 +22,10 @@ from urllib.parse import parse_qs
 import pytest
 
 from h2ws import ENABLE_CONNECT_PROTOCOL, H2Client, raw_frames, server_settings
-from helpers import assert_still_serving, run_server
+from helpers import Record, assert_still_serving, run_server
 from wsframes import BINARY, CLOSE, PING, PONG, RSV1, TEXT, close, deflate, frame, inflate, text
 
 Scope = dict[str, Any]
-
-
-class Record:
-    """What the apps saw, by key; the tests wait on it from their own thread."""
-
-    def __init__(self) -> None:
-        self.data: dict[str, list[Any]] = defaultdict(list)
-        self.go = threading.Event()
-
-    def add(self, key: str, value: Any) -> None:
-        self.data[key].append(value)
-
-    def wait(self, key: str, count: int = 1, timeout: float = 5.0) -> list[Any]:
-        deadline = time.monotonic() + timeout
-        while len(self.data[key]) < count:
-            assert time.monotonic() < deadline, f"{key}: only {self.data[key]!r} after {timeout}s"
-            time.sleep(0.01)
-        return self.data[key]
 
 
 def make_app(record: Record) -> Any:
