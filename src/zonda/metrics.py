@@ -7,7 +7,14 @@ Cost: updating a ``prometheus_client`` metric takes 0.5-1.5 µs (more in multipr
 writes a memory-mapped file under a lock), several per request. So the per-response hook only bumps plain
 Python counters (a ``Tally``), and ``Metrics.flush()`` moves them into ``prometheus_client`` every
 ``FLUSH_INTERVAL`` seconds, before every scrape this process answers, and at exit. Gauges (in-flight
-requests, open connections) are read from the server's own counts at flush time.
+requests, open connections) are read from the server's own counts at flush time, and so are the server's
+cumulative counters (limit and timeout rejections, WebSocket messages, HTTP/2 attacks and errors): a flush
+adds what they grew by since the last one.
+
+HTTP/2: ``zonda_http2_rejections_total{reason}`` exports the HTTP/2 core's attack and error counters
+(``H2Connection.counters``). Each core adds to ``ServerShared.h2_counters`` as it counts, so open connections
+are included (an attack on a connection the client keeps open shows at the next flush); counting happens only
+on attacks and errors, never per request, and a flush reads one small dict rather than every connection.
 
 Workers: under the supervisor (``--workers N`` and friends) ``prepare_multiprocess()``, called by the CLI
 before the supervisor starts, points ``PROMETHEUS_MULTIPROC_DIR`` at a fresh directory (prometheus_client's
@@ -154,6 +161,13 @@ class _Families:
             ["reason"],
             registry=reg,
         )
+        self.h2_rejections = prom.Counter(
+            "zonda_http2_rejections",
+            "HTTP/2 attacks and errors the server answered (GOAWAY, RST_STREAM, 431), by cause "
+            "(rapid_reset, body_stall...) and by the error code sent (enhance_your_calm, stream_cancel...)",
+            ["reason"],
+            registry=reg,
+        )
         self.worker_restarts = prom.Counter(
             "zonda_worker_restarts", "Workers the supervisor replaced", registry=reg
         )
@@ -285,6 +299,12 @@ class Metrics:
                 families.ws_messages.labels(name[3:]).inc(delta)
             else:
                 families.rejections.labels(name).inc(delta)
+        for reason, total in shared.h2_counters.items():  # the core's names: a small, fixed set
+            key = "http2:" + reason
+            delta = total - self._seen.get(key, 0)
+            if delta > 0:
+                self._seen[key] = total
+                families.h2_rejections.labels(reason).inc(delta)
 
     def expose(self) -> tuple[bytes, str]:
         """The text exposition: every worker's metrics in multiprocess mode, else this process's."""

@@ -19,7 +19,21 @@ from typing import Any
 
 import pytest
 
-from helpers import free_port, raw_request, read_response, run_server, status_of, zonda_process
+from h2socket import (
+    ACK,
+    DATA,
+    END_STREAM,
+    PREFACE,
+    SETTINGS,
+    ErrorCodes,
+    RawH2,
+    frame,
+    ping,
+    rst_stream,
+    settings_frame,
+)
+from helpers import free_port, raw_request, read_response, run_server, simple_app, status_of, zonda_process
+from tlsutil import make_tls_files
 from zonda import Config, Server
 from zonda.server import run_in_loop
 
@@ -264,7 +278,13 @@ def test_metrics_across_two_workers(tmp_path: Path) -> None:
     (tmp_path / "mapp.py").write_text(WORKER_APP)
     metrics_port = free_port()
     args = ["mapp:app", "--port", "0", "--app-dir", str(tmp_path), "--workers", "2"]
-    args += ["--metrics-bind", f"127.0.0.1:{metrics_port}", "--no-access-log"]
+    args += [
+        "--metrics-bind",
+        f"127.0.0.1:{metrics_port}",
+        "--no-access-log",
+        "--h2-max-control-frames",
+        "50",
+    ]
     with zonda_process(*args) as proc:
         proc.wait_listening(20)
         port = proc.port
@@ -293,11 +313,120 @@ def test_metrics_across_two_workers(tmp_path: Path) -> None:
         assert total(scraped, "zonda_requests_total") == sent
         assert value(scraped, "zonda_request_duration_seconds_count", protocol="1.1") == sent
         assert value(scraped, "zonda_worker_restarts_total") == 0
+        for _ in range(4):  # PING floods, to whichever worker takes each connection
+            with RawH2(port) as flooder:
+                flooder.send(*[ping()] * 100)
+                assert flooder.goaway().error_code == ErrorCodes.ENHANCE_YOUR_CALM
+        wait_until(
+            lambda: value(scrape(metrics_port), "zonda_http2_rejections_total", reason="control_flood") == 4
+        )
         os.kill(int(min(pids)), signal.SIGKILL)  # a worker of the supervisor this test started
         wait_until(lambda: "restarting it" in proc.output and proc.output.count("is ready") >= 3, timeout=20)
         scraped = samples(fetch(metrics_port, "/metrics")[1])
         assert value(scraped, "zonda_worker_restarts_total") == 1
         assert total(scraped, "zonda_requests_total") == sent  # a dead worker's counts stay
+        assert value(scraped, "zonda_http2_rejections_total", reason="control_flood") == 4
         proc.signal(signal.SIGTERM)
         assert proc.wait(20) == 0
     assert len(pids) == 2
+
+
+# --------------------------------------------------------------------------- HTTP/2
+
+
+def test_http2_rejections_are_counted() -> None:
+    """HTTP/2 attacks over real sockets, each counted once under its cause and the error code sent: a rapid
+    reset and a PING flood (both end their connection with GOAWAY ENHANCE_YOUR_CALM), and a header list over
+    the limit (431), counted while its connection is still open."""
+    options = {"h2_max_resets": 20, "h2_max_control_frames": 50, "h2_max_header_list_size": 4096}
+    with run_server(simple_app, metrics_bind="127.0.0.1:0", **options) as running:
+        port, metrics_port = running.port, running.server.metrics_port
+        assert metrics_port is not None
+        assert total(scrape(metrics_port), "zonda_http2_rejections_total") == 0
+        with RawH2(port) as attacker:
+            attacker.send(
+                *[part for i in range(30) for part in (attacker.headers(1 + 2 * i), rst_stream(1 + 2 * i))]
+            )
+            assert attacker.goaway().error_code == ErrorCodes.ENHANCE_YOUR_CALM
+        with RawH2(port) as flooder:
+            flooder.send(*[ping()] * 150)
+            assert flooder.goaway().error_code == ErrorCodes.ENHANCE_YOUR_CALM
+        with RawH2(port) as live:
+            live.send(live.headers(1, "/", extra=[("x-big", "b" * 5000)]))
+            assert live.response(1)[0] == 431
+            during = scrape(metrics_port)  # the connection is still open: its count is there already
+            live.send(live.headers(3, "/fine"))
+            assert live.response(3)[2] == b"GET /fine"
+        time.sleep(0.6)  # flushes in between add nothing: no event is counted twice
+        after = scrape(metrics_port)
+    assert value(during, "zonda_http2_rejections_total", reason="header_list_too_large") == 1
+    assert value(after, "zonda_http2_rejections_total", reason="rapid_reset") == 1
+    assert value(after, "zonda_http2_rejections_total", reason="control_flood") == 1
+    assert value(after, "zonda_http2_rejections_total", reason="enhance_your_calm") == 2
+    assert value(after, "zonda_http2_rejections_total", reason="header_list_too_large") == 1
+    assert total(after, "zonda_http2_rejections_total") == 5
+
+
+async def upload_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Reads the request body and answers with its length."""
+    if scope["type"] != "http":
+        return
+    size = 0
+    while True:
+        message = await receive()
+        size += len(message.get("body", b""))
+        if not message.get("more_body"):
+            break
+    body = b"%d" % size
+    await send(
+        {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"%d" % len(body))]}
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def data_frames(stream_id: int, body: bytes, size: int = 16384) -> list[bytes]:
+    chunks = [body[i : i + size] for i in range(0, len(body), size)]
+    return [
+        frame(DATA, END_STREAM if i == len(chunks) - 1 else 0, stream_id, c) for i, c in enumerate(chunks)
+    ]
+
+
+H2C_UPGRADE = (
+    b"POST /upload HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+    b"HTTP2-Settings: \r\nContent-Length: %d\r\n\r\n"
+)
+
+
+@pytest.mark.parametrize("how", ["prior knowledge", "TLS ALPN h2", "h2c upgrade"])
+def test_http2_bytes_are_counted(tmp_path: Path, how: str) -> None:
+    """zonda_bytes_total counts HTTP/2 connections exactly: every byte the client wrote (a 50 000-byte
+    upload among them), however the connection became HTTP/2, and every byte it read back."""
+    body = os.urandom(50_000)
+    files = make_tls_files(tmp_path) if how == "TLS ALPN h2" else None
+    options = files.server_options() if files is not None else {}
+    with run_server(upload_app, metrics_bind="127.0.0.1:0", **options) as running:
+        metrics_port = running.server.metrics_port
+        assert metrics_port is not None
+        head = b""  # the 101, for h2c
+        if how == "h2c upgrade":
+            # one write: the HTTP/1.1 driver reads the body and the preface too, and hands them over
+            raw = RawH2(running.port, preface=False)
+            sent = H2C_UPGRADE % len(body) + body + PREFACE + settings_frame()
+            raw.send(sent)
+            while not head.endswith(b"\r\n\r\n"):
+                head += raw.sock.recv(1)  # byte by byte: the frames that follow are RawH2's to read
+            assert head.startswith(b"HTTP/1.1 101"), head
+        else:
+            raw = RawH2(running.port, context=files.client_context(alpn=["h2"]) if files else None)
+            sent = PREFACE + settings_frame() + frame(SETTINGS, ACK, 0)  # what RawH2 has sent so far
+            upload = [raw.headers(1, "/upload", "POST", end_stream=False), *data_frames(1, body)]
+            raw.send(*upload)
+            sent += b"".join(upload)
+        with raw:
+            status, _, answer = raw.response(1)
+            assert (status, answer) == (200, b"50000")
+        received = len(head) + sum(9 + len(f.payload) for f in raw.frames)
+        wait_until(lambda: not running.server.shared.connections)
+        scraped = scrape(metrics_port)
+    assert value(scraped, "zonda_bytes_total", direction="in") == len(sent)
+    assert value(scraped, "zonda_bytes_total", direction="out") == received

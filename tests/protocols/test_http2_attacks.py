@@ -114,6 +114,22 @@ def test_refused_streams_count_as_resets() -> None:
     assert client.server.counters["rapid_reset"] == 1
 
 
+def test_counts_go_to_the_shared_totals_as_they_happen() -> None:
+    """A core given ``totals`` (the server's, which metrics read) adds every count there at once, while its
+    connection is open; the totals of two connections add up."""
+    totals: dict[str, int] = {}
+    attacked, refused = RawClient(max_resets=2), RawClient(max_concurrent_streams=1)
+    attacked.server.totals = refused.server.totals = totals
+    refused.request(1)
+    assert_stream_error(refused, refused.send(refused.headers(3)), 3, ErrorCode.REFUSED_STREAM)
+    assert totals == {"stream_refused_stream": 1}
+    assert not refused.server.closing
+    events = attacked.send(*[attacked.headers(s, end_stream=False) + rst(s) for s in (1, 3, 5)])
+    assert_connection_error(attacked, events, ErrorCode.ENHANCE_YOUR_CALM, last=5)
+    assert totals == {"stream_refused_stream": 1, "rapid_reset": 1, "enhance_your_calm": 1}
+    assert attacked.server.counters == {"rapid_reset": 1, "enhance_your_calm": 1}
+
+
 @pytest.mark.parametrize(
     "provoke",
     [

@@ -23,11 +23,13 @@ from typing import TYPE_CHECKING, Any
 from zonda.asgi._files import PATHSEND, ZEROCOPYSEND
 from zonda.asgi.http import ConnectionInfo, HTTPSession
 from zonda.io.asyncio import H1Protocol
+from zonda.io.observed import CountingTransport
 from zonda.protocols.events import ConnectionTerminated, Data, Event, Request, StreamReset
 from zonda.protocols.http2 import ErrorCode, H2Connection, H2Error
 
 if TYPE_CHECKING:
     from zonda.asgi.websocket import WebSocketCycle
+    from zonda.metrics import Tally
     from zonda.protocols.websocket import WSConnection
     from zonda.server import ServerShared
 
@@ -289,7 +291,16 @@ class H2Protocol(H1Protocol):
     ) -> None:
         super().__init__(shared, loop)
         self.transport = transport
-        self.core = H2Connection(shared.h2_settings, shared.defaults, loop.time)  # type: ignore[arg-type]
+        # the core adds its attack and error counts to the server's as they happen (metrics read them live)
+        self.core = H2Connection(
+            shared.h2_settings,  # type: ignore[arg-type]
+            shared.defaults,
+            loop.time,
+            shared.h2_counters,
+        )
+        tally = shared.tally
+        if tally is not None:
+            self._count_bytes(transport, tally)
         # Scope extensions of this connection: no file sending (the driver's sendfile is HTTP/1.1 framing).
         info.extensions.pop(ZEROCOPYSEND, None)
         info.extensions.pop(PATHSEND, None)
@@ -300,6 +311,25 @@ class H2Protocol(H1Protocol):
         self.batching = False
         self._stream_waiters: dict[int, asyncio.Future[None]] = {}
         self.websockets: dict[int, WebSocketChannel] = {}  # accepted WebSocket streams still open
+
+    def _count_bytes(self, transport: asyncio.Transport, tally: Tally) -> None:
+        """Metrics are on: count the bytes of this connection, as ``ObservedH1Protocol`` does for HTTP/1.1.
+
+        Bytes out: the HTTP/1.1 driver's counting transport, which a plaintext connection (prior knowledge,
+        h2c) already writes through; TLS with ALPN ``h2`` never had one. Bytes in: ``data_received`` is
+        replaced on this object before ``start()`` hands it to the transport (uvloop reads the callback
+        then), so without metrics a read costs nothing more. Bytes the HTTP/1.1 driver read before the hand-
+        over were counted there; ``start()`` feeds them past the counting."""
+        if not isinstance(transport, CountingTransport):
+            self.transport = CountingTransport(transport, tally)  # type: ignore[assignment]
+        core = self.core
+        handle = self._handle
+
+        def data_received(data: bytes) -> None:
+            tally.bytes_in += len(data)
+            handle(core.receive_data(data))
+
+        self.data_received = data_received  # type: ignore[method-assign]
 
     def _channel(self, stream_id: int) -> StreamChannel:
         return StreamChannel(self, stream_id)
@@ -317,7 +347,7 @@ class H2Protocol(H1Protocol):
         self.transport.set_protocol(self)
         self.flush()
         if held:
-            self.data_received(held)
+            self._handle(self.core.receive_data(held))  # not self.data_received: counted when read
         else:
             self._arm_if_earlier()
 
@@ -328,7 +358,7 @@ class H2Protocol(H1Protocol):
         events = self.core.initiate_upgrade(request, body_length)
         self._handle(events)
         if held:
-            self.data_received(held)
+            self._handle(self.core.receive_data(held))  # not self.data_received: counted when read
         else:
             self._arm_if_earlier()
 
@@ -407,12 +437,22 @@ class H2Protocol(H1Protocol):
         super().connection_lost(exc)
         for stream_id in list(self._stream_waiters):
             self._wake(stream_id)
-        counters = self.core.counters
+        counters = self.core.counters  # already in shared.h2_counters: the core adds to both
         if counters:
             h2_log.debug("HTTP/2 connection counters: %s", counters)
-            totals = self.shared.h2_counters
-            for name, count in counters.items():
-                totals[name] = totals.get(name, 0) + count
+            stalled = counters.get("send_stall", 0) + counters.get("body_stall", 0)
+            if stalled:
+                # one line per connection, not per stream: a client that stalls many streams is one event
+                client = self.session.info.client
+                h2_log.info(
+                    "HTTP/2 connection from %s ended after %d stream reset(s) for stalling over %gs "
+                    "(%d with the client's window closed, %d with the request body stalled)",
+                    f"{client[0]}:{client[1]}" if client else "client",
+                    stalled,
+                    self.core.settings.stall_timeout,
+                    counters.get("send_stall", 0),
+                    counters.get("body_stall", 0),
+                )
 
     def resume_writing(self) -> None:
         super().resume_writing()

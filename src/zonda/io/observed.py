@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 error_log = logging.getLogger("zonda.error")
 
 
-class _CountingTransport:
+class CountingTransport:
     """Counts the bytes written; everything else goes to the real transport."""
 
     __slots__ = ("_tally", "_transport")
@@ -54,7 +54,7 @@ class ObservedH1Protocol(H1Protocol):
         if self._closed:
             return
         if self._tally is not None:
-            self.transport = _CountingTransport(self.transport, self._tally)  # type: ignore[assignment]
+            self.transport = CountingTransport(self.transport, self._tally)  # type: ignore[assignment]
         proxy = self.shared.proxy
         client = self.session.info.client
         if proxy is not None and proxy.expects_proxy_header(client[0] if client else None):

@@ -261,10 +261,17 @@ class H2Connection(OutputBuffer):
         "peer_max_frame_size",
         "settings",
         "streams",
+        "totals",
         "unblocked",
     )
 
-    def __init__(self, settings: H2Settings, defaults: DefaultHeaders, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        settings: H2Settings,
+        defaults: DefaultHeaders,
+        clock: Callable[[], float],
+        totals: dict[str, int] | None = None,
+    ) -> None:
         self.settings = settings
         self.defaults = defaults
         self.clock = clock
@@ -273,7 +280,10 @@ class H2Connection(OutputBuffer):
         self.streams: dict[int, _Stream] = {}
         self.blocked: dict[int, _Stream] = {}  # streams with body bytes waiting for window, in order
         self.unblocked: list[int] = []  # streams whose waiting bytes all went out since the driver looked
-        self.counters: dict[str, int] = {}  # attack and error counters, logged and exposed
+        self.counters: dict[str, int] = {}  # this connection's attack and error counters, logged at its end
+        # The same counts, added as they happen to a dict shared by the server's connections (its metrics
+        # read it while connections are still open). Only attacks and errors count: no cost per request.
+        self.totals = totals
         self.conn_send_window = DEFAULT_WINDOW
         self.peer_initial_window = DEFAULT_WINDOW
         self.peer_max_frame_size = 16384
@@ -793,6 +803,9 @@ class H2Connection(OutputBuffer):
 
     def _count(self, name: str) -> None:
         self.counters[name] = self.counters.get(name, 0) + 1
+        totals = self.totals
+        if totals is not None:
+            totals[name] = totals.get(name, 0) + 1
 
     def _count_control(self, what: str) -> None:
         now = self.clock()
