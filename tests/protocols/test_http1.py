@@ -541,6 +541,48 @@ def test_header_trickled_in_pieces_431(prefix: bytes) -> None:
     assert_rejected(conn, events, 431, HeadersTooLarge)
 
 
+def test_head_over_the_limit_in_reads_each_under_it_431() -> None:
+    """The head's size is measured when it completes if it came in several reads, none of them over the limit."""
+    conn = make(max_header_bytes=1000)
+    half = b"".join(b"X-%d: %s\r\n" % (i, b"v" * 100) for i in range(5))
+    assert conn.receive_data(b"GET / HTTP/1.1\r\n" + half) == []
+    events = conn.receive_data(half.replace(b"X-", b"Y-") + b"\r\n")
+    assert_rejected(conn, events, 431, HeadersTooLarge)
+
+
+def test_chunked_trailers_are_dropped_unjudged() -> None:
+    """Trailers reach neither the request's headers nor the checks meant for its head."""
+    conn = make()
+    events = conn.receive_data(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n")
+    request = events[0]
+    assert isinstance(request, Request)
+    events = conn.receive_data(
+        b"0\r\nExpect: 100-continue\r\nConnection: close\r\nUpgrade: x\r\nX-T: 1\r\n\r\n"
+    )
+    assert events == [Data(1, b"", True)]
+    assert request.headers == [(b"host", b"x"), (b"transfer-encoding", b"chunked")]
+    assert request.keep_alive
+
+
+@pytest.mark.parametrize(
+    ("version", "connection", "keep_alive"),
+    [
+        (b"1.1", None, True),
+        (b"1.0", None, False),
+        (b"1.1", b"keep-alive", True),
+        (b"1.0", b"keep-alive", True),
+        (b"1.1", b"close", False),
+        (b"1.0", b"close", False),
+    ],
+)
+def test_http_version_and_keep_alive(version: bytes, connection: bytes | None, keep_alive: bool) -> None:
+    conn = make()
+    lines = [b"Host: x"] + ([b"Connection: " + connection] if connection else [])
+    request = conn.receive_data(request_head(b"/", b"GET", version, *lines))[0]
+    assert isinstance(request, Request)
+    assert (request.http_version, request.keep_alive) == (version.decode(), keep_alive)
+
+
 def test_pipelined_body_after_a_split_head_is_not_counted_as_header_bytes() -> None:
     conn = make(max_header_bytes=1000)
     assert conn.receive_data(b"POST /1 HTTP/1.1\r\nHo") == []

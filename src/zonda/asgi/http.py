@@ -2,8 +2,10 @@
 
 ``HTTPSession`` belongs to one connection: it turns a core's stream events into ``HTTPCycle`` objects and runs
 the app for each, one at a time in request order when the core is sequential (HTTP/1.1), or concurrently.
-Event handlers are plain methods; only the app-facing ``receive()`` and ``send()`` are ``async``, and they
-await only futures the driver hands them (``Transport.create_future``, ``Transport.drain``).
+Event handlers are plain methods; only the app-facing ``receive()`` and ``send()`` are awaitable, and they
+await only futures the driver hands them (``Transport.create_future``, ``Transport.drain``). ``send()`` is a
+plain function that returns the connection's done future (``Transport.ready``) when the message went out
+without waiting, as it nearly always does: an ``async def`` costs a coroutine object per call.
 """
 
 from __future__ import annotations
@@ -54,6 +56,12 @@ class Transport(Protocol):
     @property
     def core(self) -> Core: ...
 
+    @property
+    def ready(self) -> Awaitable[None]:
+        """An awaitable that is already done (a finished future, reused): what ``send()`` returns when the
+        message went out at once."""
+        ...
+
     def flush(self) -> None: ...
     def drain(self) -> Awaitable[None]: ...
     def send_file(self, file: Any, offset: int, count: int) -> Awaitable[int]:
@@ -83,9 +91,10 @@ class Cycle(Protocol):
 
 
 class ConnectionInfo:
-    """Scope fields fixed for the connection's lifetime, computed once when it opens."""
+    """Scope fields fixed for the connection's lifetime, computed once when it opens (a PROXY protocol header
+    may still change them before the first request; not after: its scope template is made then)."""
 
-    __slots__ = ("client", "extensions", "rewrite", "root_path", "scheme", "server")
+    __slots__ = ("client", "extensions", "rewrite", "root_path", "scheme", "scope_template", "server")
 
     def __init__(
         self,
@@ -102,6 +111,27 @@ class ConnectionInfo:
         # Per-request scope work decided once per connection (zonda.proxy: forwarded headers from a trusted
         # peer, request ids); None, the usual case, costs nothing per request.
         self.rewrite: Callable[[Scope], None] | None = None
+        self.scope_template: dict[str, Any] | None = None
+
+    def make_scope_template(self) -> dict[str, Any]:
+        """The HTTP scope's keys in order, with this connection's values; ``build_scope`` fills the rest."""
+        template = self.scope_template = {
+            "type": "http",
+            "asgi": None,
+            "http_version": None,
+            "server": self.server,
+            "client": self.client,
+            "scheme": self.scheme,
+            "method": None,
+            "root_path": self.root_path,
+            "path": None,
+            "raw_path": None,
+            "query_string": None,
+            "headers": None,
+            "state": None,
+            "extensions": None,
+        }
+        return template
 
 
 class SessionContext:
@@ -178,31 +208,39 @@ _METHODS = {
 
 
 def build_scope(request: Request, info: ConnectionInfo, state: dict[str, Any]) -> Scope:
+    # Costs measured in instructions (valgrind): ``37 in raw_path`` is a memchr where ``b"%" in raw_path`` goes
+    # through the buffer protocol (6x); copying the connection's template and setting nine keys costs a
+    # quarter less than a fourteen-key dict display; strict UTF-8 decoding is cheaper than "replace".
     raw_path = request.path
-    if b"%" in raw_path:
+    if 37 in raw_path:  # "%"
         path = unquote_to_bytes(raw_path).decode("utf-8", "replace")
     else:
-        path = raw_path.decode("utf-8", "replace")
+        try:
+            path = raw_path.decode()
+        except UnicodeDecodeError:
+            path = raw_path.decode("utf-8", "replace")
+    template = info.scope_template
+    if template is None:
+        template = info.make_scope_template()
+    scope = template.copy()
     root_path = info.root_path
     if root_path:
         path = root_path + path
         raw_path = root_path.encode() + raw_path
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.5"},  # fresh per request: apps may write to scopes
-        "http_version": request.http_version,
-        "server": info.server,
-        "client": info.client,
-        "scheme": info.scheme,
-        "method": _METHODS.get(request.method) or request.method.decode("ascii"),
-        "root_path": root_path,
-        "path": path,
-        "raw_path": raw_path,
-        "query_string": request.query_string,
-        "headers": request.headers,
-        "state": state.copy(),
-        "extensions": info.extensions.copy(),
-    }
+    scope["asgi"] = ASGI_VERSION.copy()  # fresh per request: apps may write to scopes
+    scope["http_version"] = request.http_version
+    method = request.method
+    try:
+        scope["method"] = _METHODS[method]
+    except KeyError:
+        scope["method"] = method.decode("ascii")
+    scope["path"] = path
+    scope["raw_path"] = raw_path
+    scope["query_string"] = request.query_string
+    scope["headers"] = request.headers
+    scope["state"] = state.copy()
+    scope["extensions"] = info.extensions.copy()
+    return scope
 
 
 def plain_response_app(status: int, text: str, headers: list[tuple[bytes, bytes]]) -> ASGIApp:
@@ -330,7 +368,7 @@ class HTTPCycle:
             finally:
                 self._waiter = None
 
-    async def send(self, message: Message) -> None:
+    def send(self, message: Message) -> Awaitable[None]:
         if self.disconnected:
             raise ClientDisconnected(f"client disconnected before {message.get('type')!r} could be sent")
         try:
@@ -342,8 +380,7 @@ class HTTPCycle:
         state = self.state
         if state is _BODY:
             if message_type != "http.response.body":
-                await self._send_extension(message_type, message)
-                return
+                return self._send_extension(message_type, message)
             body = message.get("body", b"")
             more_body = message.get("more_body", False)
             if type(body) is not bytes:
@@ -358,9 +395,7 @@ class HTTPCycle:
                 transport.core.send_body(self.stream_id, body, False)
                 transport.flush()
                 if transport.write_paused:
-                    await transport.drain()
-                    if self.disconnected:
-                        raise ClientDisconnected("client disconnected while the response was being sent")
+                    return self._drain()
             elif self.trailers:
                 self.state = _TRAILERS
                 transport.core.send_body(self.stream_id, body, False)
@@ -376,12 +411,12 @@ class HTTPCycle:
             if message_type != "http.response.start":
                 if message_type == EARLY_HINT and EARLY_HINT in self.session.info.extensions:
                     self._send_early_hint(message)
-                    return
+                    return self.transport.ready
                 if message_type == PUSH and PUSH in self.session.info.extensions:
                     # Before the head too: Starlette's send_push_promise() comes first, and RFC 9113 §8.4 wants
                     # the promise ahead of the response that refers to the pushed resource.
                     self._push(message)
-                    return
+                    return self.transport.ready
                 raise AppProtocolError(f"Expected 'http.response.start', got {message_type!r}")
             status = message.get("status")
             if type(status) is not int:
@@ -401,6 +436,13 @@ class HTTPCycle:
                 f"Unexpected {message_type!r}: the response is already complete "
                 "(http.response.body with more_body=False ends it)"
             )
+        return self.transport.ready
+
+    async def _drain(self) -> None:
+        """Wait until the transport takes more (the rare part of ``send()`` that waits)."""
+        await self.transport.drain()
+        if self.disconnected:
+            raise ClientDisconnected("client disconnected while the response was being sent")
 
     async def _send_extension(self, message_type: str, message: Message) -> None:
         """A response message other than ``http.response.body``: the file-sending extensions, if offered."""

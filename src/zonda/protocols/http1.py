@@ -61,7 +61,7 @@ class H1Limits:
 class DefaultHeaders:
     """Header lines added to every response; ``date_line`` is refreshed once a second by the server."""
 
-    __slots__ = ("date", "date_line", "extra", "extra_lines", "server", "server_line")
+    __slots__ = ("date", "date_line", "extra", "extra_lines", "server", "server_line", "tails")
 
     def __init__(self, server: bytes | None = b"zonda", extra: Iterable[tuple[bytes, bytes]] = ()) -> None:
         # Field values (HTTP/2 and HTTP/3 encode these) and the ready-made HTTP/1.1 lines.
@@ -71,10 +71,19 @@ class DefaultHeaders:
         self.server_line = b"server: " + server + b"\r\n" if server else b""
         self.date_line = b""
         self.extra_lines = b"".join(name + b": " + value + b"\r\n" for name, value in self.extra)
+        self.tails: tuple[bytes, bytes, bytes, bytes] = (b"", b"", b"", b"")
+        self._join_tails()
 
     def set_date(self, http_date: bytes | None) -> None:
         self.date = http_date
         self.date_line = b"date: " + http_date + b"\r\n" if http_date else b""
+        self._join_tails()
+
+    def _join_tails(self) -> None:
+        """The lines that follow an app's headers, by what the app already sent: ``tails[has_server + 2 *
+        has_date]`` (once a second, so that a response joins one piece, not three)."""
+        extra, server, date = self.extra_lines, self.server_line, self.date_line
+        self.tails = (extra + server + date, extra + date, extra + server, extra)
 
 
 _H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"  # llhttp consumes it whole, then pauses
@@ -156,16 +165,25 @@ _SPECIAL_REQUEST_HEADERS = frozenset(
 )
 
 
+class _Discard(list[tuple[bytes, bytes]]):
+    """Where chunked trailers go once the head is handed out: dropped, as no ASGI message carries them (their
+    size is bounded by the body's framing check in ``receive_data``)."""
+
+    def append(self, item: tuple[bytes, bytes]) -> None:
+        pass
+
+
+_TRAILERS = _Discard()
+
+
 # Validated response heads by (status, *headers): apps mostly send the same few header lists, and checking and
 # joining them costs more than hashing them. Entries: (status line + header lines, content-length, the app
-# asked to close, has server, has date).
-_HEADS: dict[tuple[Any, ...], tuple[bytes, int | None, bool, bool, bool]] = {}
+# asked to close, which of DefaultHeaders.tails follows: has server + 2 * has date).
+_HEADS: dict[tuple[Any, ...], tuple[bytes, int | None, bool, int]] = {}
 _HEADS_MAX = 512
 
 
-def _encode_head(
-    status: Any, headers: Iterable[tuple[bytes, bytes]]
-) -> tuple[bytes, int | None, bool, bool, bool]:
+def _encode_head(status: Any, headers: Iterable[tuple[bytes, bytes]]) -> tuple[bytes, int | None, bool, int]:
     status_line = _STATUS_LINES.get(status)
     if status_line is None:
         if type(status) is not int or not 100 <= status <= 999:
@@ -199,7 +217,7 @@ def _encode_head(
         ) from exc
     block = b"".join(lines)
     _check_header_block(block, len(lines))
-    return block, length, close, has_server, has_date
+    return block, length, close, has_server + 2 * has_date
 
 
 class H1Connection(OutputBuffer):
@@ -214,8 +232,8 @@ class H1Connection(OutputBuffer):
         "_events",
         "_exchanges",
         "_expect_continue",
+        "_feed_size",
         "_head_fed",
-        "_header_bytes",
         "_headers",
         "_held",
         "_max_body",
@@ -229,6 +247,7 @@ class H1Connection(OutputBuffer):
         "_request",
         "_resp_chunked",
         "_resp_close",
+        "_resp_head",
         "_resp_length",
         "_resp_lines",
         "_resp_no_body",
@@ -277,15 +296,16 @@ class H1Connection(OutputBuffer):
         # the request being parsed
         self._url = b""
         self._headers: Headers = []
-        self._header_bytes = 0
-        self._head_fed = 0  # bytes fed while a multi-read head was arriving (bounds a header in flight)
+        self._feed_size = 0  # bytes in the current feed: a head that fits in it cannot be larger
+        self._head_fed = 0  # size of a head that spans reads: what the first read held, plus later reads
         self._body_bytes = 0
         self._request: Request | None = None
         self._connection_tokens: frozenset[bytes] = _NO_TOKENS
         self._expect_continue = False
         self._upgrade: bytes | None = None
         # the response being sent
-        self._resp_lines: list[bytes] | None = None
+        self._resp_head: bytes | None = None  # the framed head not yet queued (the app gave Content-Length)
+        self._resp_lines: list[bytes] | None = None  # the head without its framing (no Content-Length given)
         self._resp_length: int | None = None  # declared content-length
         self._resp_sent = 0
         self._resp_chunked = False
@@ -308,6 +328,7 @@ class H1Connection(OutputBuffer):
         started_in_headers = state is _HEADERS
         next_stream_id = self._next_stream_id
         events = self._events = []
+        self._feed_size = len(data)
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -332,7 +353,9 @@ class H1Connection(OutputBuffer):
                 # Every byte of this feed belongs to the head, including a header httptools still holds
                 # (unless that head completed and this one began within the feed, after a body perhaps).
                 self._head_fed += len(data)
-            if max(self._head_fed, self._header_bytes + len(self._url)) > self._max_header_bytes:
+            else:  # the head began in this feed: count what of it is parsed (once per head, not per header)
+                self._head_fed = self._head_size()
+            if self._head_fed > self._max_header_bytes:
                 self._fail(HeadersTooLarge("request headers are too large"))
             elif self._deadline_state is not _HEADERS and not self._reading_paused:
                 self.deadline = self.clock() + self.limits.header_timeout  # counted from the first bytes
@@ -367,7 +390,6 @@ class H1Connection(OutputBuffer):
         self._deadline_state = None
         self._url = b""
         self._headers = []
-        self._header_bytes = 0
         self._head_fed = 0
         self._body_bytes = 0
         self._connection_tokens = _NO_TOKENS
@@ -380,12 +402,10 @@ class H1Connection(OutputBuffer):
             self._raise(RequestLineTooLong(f"request target longer than {self._max_url} bytes"))
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if self.read_state is _BODY:
-            return  # a chunked trailer: dropped, as no ASGI message carries request trailers
+        # The head's size is checked once it is complete (or at the end of a read), not here: a head within
+        # one read is no larger than the read. The count is checked per header: it bounds the work a flood of
+        # tiny headers in one read can cause.
         headers = self._headers
-        size = self._header_bytes = self._header_bytes + len(name) + len(value) + 4
-        if size > self._max_header_bytes:
-            self._raise(HeadersTooLarge(f"request headers exceed {self._max_header_bytes} bytes"))
         if len(headers) >= self._max_header_count:
             self._raise(HeadersTooLarge(f"more than {self._max_header_count} request headers"))
         name = name.lower()
@@ -393,7 +413,17 @@ class H1Connection(OutputBuffer):
         if name in _SPECIAL_REQUEST_HEADERS:
             self._special_header(name, value)
 
+    def _head_size(self) -> int:
+        """The request head's size as parsed so far: the target and each header line's name, value and four
+        bytes of ": " and CRLF."""
+        size = len(self._url)
+        for name, value in self._headers:
+            size += len(name) + len(value) + 4
+        return size
+
     def _special_header(self, name: bytes, value: bytes) -> None:
+        if self.read_state is _BODY:
+            return  # a chunked trailer (dropped)
         if name == b"connection":
             # RFC 9110 §7.6.1: a comma-separated list of tokens, possibly over several header lines
             self._connection_tokens = self._connection_tokens.union(
@@ -414,16 +444,28 @@ class H1Connection(OutputBuffer):
 
     def on_headers_complete(self) -> None:
         parser = self._parser
-        http_version = parser.get_http_version()
         tokens = self._connection_tokens
-        if http_version == "1.1":
-            keep_alive = b"close" not in tokens
-        elif http_version == "1.0":
-            keep_alive = b"keep-alive" in tokens and b"close" not in tokens
+        if tokens is _NO_TOKENS and parser.should_keep_alive():
+            # llhttp accepts only versions 0.9, 1.0, 1.1 and 2.0, and without a Connection header it says
+            # keep-alive for 1.1 alone: so this is HTTP/1.1, known without get_http_version(), which formats
+            # the text with str.format and costs seven times as much.
+            http_version = "1.1"
+            keep_alive = True
         else:
-            self._raise(ProtocolError(f"HTTP/{http_version} is not supported", status=505))
+            http_version = parser.get_http_version()
+            if http_version == "1.1":
+                keep_alive = b"close" not in tokens
+            elif http_version == "1.0":
+                keep_alive = b"keep-alive" in tokens and b"close" not in tokens
+            else:
+                self._raise(ProtocolError(f"HTTP/{http_version} is not supported", status=505))
+        # A head that came in several reads, or in one larger than the limit, is measured; others cannot exceed it.
+        if (
+            self._head_fed or self._feed_size > self._max_header_bytes
+        ) and self._head_size() > self._max_header_bytes:
+            self._raise(HeadersTooLarge(f"request headers exceed {self._max_header_bytes} bytes"))
         url = self._url
-        if url[:1] == b"/" and b"#" not in url:
+        if url[:1] == b"/" and 35 not in url:  # no "#"; an int is found by memchr, a bytes needle costs 6x
             path, _, query = url.partition(b"?")
         elif url == b"*":
             path, query = url, b""
@@ -449,6 +491,7 @@ class H1Connection(OutputBuffer):
         )
         self._exchanges.append(request)
         self._events.append(request)
+        self._headers = _TRAILERS
         self.read_state = _BODY
 
     def on_body(self, body: bytes) -> None:
@@ -566,15 +609,18 @@ class H1Connection(OutputBuffer):
                 if len(_HEADS) >= _HEADS_MAX:
                     _HEADS.clear()
                 _HEADS[key] = head
-        block, length, close_header, has_server, has_date = head
-        defaults = self.defaults
-        lines = [block, defaults.extra_lines]
-        if not has_server:
-            lines.append(defaults.server_line)
-        if not has_date:
-            lines.append(defaults.date_line)
+        block, length, close_header, tail = head
         close = close_header or not request.keep_alive
-        self._resp_lines = lines
+        if length is None:  # framing waits for the body: one final piece gets a Content-Length
+            self._resp_lines = [block, self.defaults.tails[tail]]
+        else:  # the app framed it: the head is complete now
+            if close:
+                end = b"connection: close\r\n\r\n"
+            elif request.http_version == "1.0":
+                end = b"connection: keep-alive\r\n\r\n"
+            else:
+                end = b"\r\n"
+            self._resp_head = b"".join((block, self.defaults.tails[tail], end))
         self._resp_length = length
         self._resp_sent = 0
         self._resp_close = close
@@ -584,6 +630,15 @@ class H1Connection(OutputBuffer):
 
     def send_body(self, stream_id: int, data: bytes, end_stream: bool) -> None:
         """Queue body bytes for the response in progress; ``end_stream`` completes it."""
+        head = self._resp_head
+        if head is not None:
+            self._resp_head = None
+            if end_stream and len(data) == self._resp_length and not self._resp_no_body:
+                self._out.append(head + data)  # the usual response: the head and all of its body in one piece
+                self._resp_sent = len(data)
+                self._finish_response()
+                return
+            self._out.append(head)
         lines = self._resp_lines
         if lines is not None:
             self._resp_lines = None
@@ -632,6 +687,10 @@ class H1Connection(OutputBuffer):
         Content-Length is counted as for ``send_body``: more than declared raises ``AppProtocolError`` after
         queuing the head and marking the connection to close.
         """
+        head = self._resp_head
+        if head is not None:
+            self._resp_head = None
+            self._out.append(head)
         lines = self._resp_lines
         if lines is not None:
             self._resp_lines = None
@@ -691,7 +750,7 @@ class H1Connection(OutputBuffer):
     def _finish_response(self) -> None:
         self._exchanges.popleft()
         self._resp_started = False
-        self._resp_lines = None
+        self._resp_head = self._resp_lines = None
         if self._resp_close:
             self.closing = True
             if self.read_state is not _ERROR:
