@@ -42,6 +42,11 @@ from typing import Any
 
 from zonda.errors import ConfigError
 
+try:  # the default lines built in C (optional: built when a C compiler was at hand at install time)
+    from zonda import _accesslog as accelerated
+except ImportError:
+    accelerated = None  # type: ignore[assignment]
+
 access_log = logging.getLogger("zonda.access")
 error_log = logging.getLogger("zonda.error")
 
@@ -314,7 +319,7 @@ def compile_format(
             if field == "duration_ms":
                 body.append(f"v{index} = int(d * 1000000.0 + 0.5)")
                 body.append(
-                    f"v{index} = _thousandths[v{index}] if v{index} < 1000 else f'{{d * 1000.0:.3f}}'"
+                    f"v{index} = _thousandths[v{index}] if 0 <= v{index} < 1000 else f'{{d * 1000.0:.3f}}'"
                 )
                 kind = "i"
             else:
@@ -351,7 +356,24 @@ def compile_format(
             template.append(f"{{v{index}:{spec}}}" if spec else f"{{v{index}}}")
             index += 1
     text = "f" + repr("".join(template) + "\n")
-    if writer is None:
+    fast = _accelerated_line(fmt, as_json)
+    if writer is not None and fast is not None:
+        # The same line from C; a line it declines (an unusual type somewhere) is built here as below.
+        body = [
+            "s = c.scope",
+            "t = _perf()",
+            "if t >= _until:",
+            "    _tick(t)",
+            "try:",
+            f"    _append(_fast(s, c.status, c.bytes_sent, t - c.started_at, {'_jtime' if as_json else '_time'}))",
+            "except TypeError:",
+            "    _append(_line(c))",
+            "if not _writer.scheduled:",
+            "    _writer.schedule()",
+        ]
+        source = ["def hook(c):", "    try:", *("        " + line for line in body)]
+        source += ["    except Exception:", "        _failed(c)"]
+    elif writer is None:
         body.append("return " + text)
         source = ["def line(c):", *("    " + line for line in body)]
     else:
@@ -383,9 +405,21 @@ def compile_format(
     if writer is not None:
         namespace["_append"] = writer.lines.append
         namespace["_writer"] = writer
+        if fast is not None:
+            namespace["_fast"] = fast
+            namespace["_line"] = compile_format(fmt, as_json)
     exec(compile("\n".join(source), "<zonda access log format>", "exec"), namespace)  # source built above
     function: Callable[[Any], Any] = namespace["hook" if writer is not None else "line"]
     return function
+
+
+def _accelerated_line(fmt: str, as_json: bool) -> Callable[..., str] | None:
+    """The C function that builds this format's line, if the format is a default one and the module is built."""
+    if accelerated is None:
+        return None
+    if as_json:
+        return accelerated.json_line if fmt == " ".join("{" + key + "}" for key in JSON_KEYS) else None
+    return accelerated.plain_line if fmt == DEFAULT_FORMAT else None
 
 
 class _Failures:
