@@ -111,11 +111,15 @@ static int add_int(Buffer *b, PyObject *value) {
 
 static const char HEX[] = "0123456789abcdef";
 
-static int add_json_char(Buffer *b, Py_UCS4 c) {
+static inline int add_json_char(Buffer *b, Py_UCS4 c) {
     char out[12];
     int n = 0;
-    if (c >= ' ' && c <= '~' && c != '\\' && c != '"') {
-        out[n++] = (char)c;
+    if (c >= ' ' && c <= '~' && c != '\\' && c != '"') {  /* the usual character, written in place */
+        if (b->len == b->cap && buffer_reserve(b, 1) < 0) {
+            return -1;
+        }
+        b->data[b->len++] = (char)c;
+        return 0;
     } else {
         out[n++] = '\\';
         switch (c) {
@@ -160,13 +164,7 @@ static int add_json_bytes(Buffer *b, PyObject *value) {
         return -1;
     }
     for (Py_ssize_t i = 0; i < size; i++) {
-        unsigned char c = s[i];
-        if (c >= ' ' && c <= '~' && c != '\\' && c != '"') {
-            if (b->len == b->cap && buffer_reserve(b, 1) < 0) {
-                return -1;
-            }
-            b->data[b->len++] = (char)c;
-        } else if (add_json_char(b, c) < 0) {
+        if (add_json_char(b, s[i]) < 0) {
             return -1;
         }
     }
@@ -181,13 +179,7 @@ static int add_json_str_body(Buffer *b, PyObject *value) {
         return -1;
     }
     for (Py_ssize_t i = 0; i < size; i++) {
-        Py_UCS4 c = PyUnicode_READ(kind, data, i);
-        if (c >= ' ' && c <= '~' && c != '\\' && c != '"') {
-            if (b->len == b->cap && buffer_reserve(b, 1) < 0) {
-                return -1;
-            }
-            b->data[b->len++] = (char)c;
-        } else if (add_json_char(b, c) < 0) {
+        if (add_json_char(b, PyUnicode_READ(kind, data, i)) < 0) {
             return -1;
         }
     }
