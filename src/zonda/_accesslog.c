@@ -34,11 +34,14 @@ static void buffer_free(Buffer *b) {
     }
 }
 
+static int buffer_grow(Buffer *b, Py_ssize_t n);
+
 /* Room for n more bytes; 0 on success, -1 with MemoryError set. */
-static int buffer_reserve(Buffer *b, Py_ssize_t n) {
-    if (b->len + n <= b->cap) {
-        return 0;
-    }
+static inline int buffer_reserve(Buffer *b, Py_ssize_t n) {
+    return b->len + n <= b->cap ? 0 : buffer_grow(b, n);
+}
+
+static int buffer_grow(Buffer *b, Py_ssize_t n) {
     Py_ssize_t cap = b->cap;
     while (b->len + n > cap) {
         if (cap > PY_SSIZE_T_MAX / 2) {
@@ -59,7 +62,7 @@ static int buffer_reserve(Buffer *b, Py_ssize_t n) {
     return 0;
 }
 
-static int buffer_add(Buffer *b, const char *s, Py_ssize_t n) {
+static inline int buffer_add(Buffer *b, const char *s, Py_ssize_t n) {
     if (buffer_reserve(b, n) < 0) {
         return -1;
     }
@@ -152,27 +155,48 @@ static inline int add_json_char(Buffer *b, Py_UCS4 c) {
     return buffer_add(b, out, n);
 }
 
+static int add_json_latin1(Buffer *b, const unsigned char *s, Py_ssize_t size);
+
 /* Bytes read as Latin-1, as a quoted JSON string. */
 static int add_json_bytes(Buffer *b, PyObject *value) {
     if (!PyBytes_CheckExact(value)) {
         decline("not bytes");
         return -1;
     }
-    const unsigned char *s = (const unsigned char *)PyBytes_AS_STRING(value);
-    Py_ssize_t size = PyBytes_GET_SIZE(value);
-    if (buffer_reserve(b, size + 2) < 0 || ADD_LITERAL(b, "\"") < 0) {
+    if (ADD_LITERAL(b, "\"") < 0 ||
+        add_json_latin1(b, (const unsigned char *)PyBytes_AS_STRING(value), PyBytes_GET_SIZE(value)) < 0) {
         return -1;
-    }
-    for (Py_ssize_t i = 0; i < size; i++) {
-        if (add_json_char(b, s[i]) < 0) {
-            return -1;
-        }
     }
     return ADD_LITERAL(b, "\"");
 }
 
+/* Characters that JSON takes as they are (json.encoder's ESCAPE_ASCII leaves them alone). */
+static inline int json_plain(Py_UCS4 c) {
+    return c >= ' ' && c <= '~' && c != '\\' && c != '"';
+}
+
+static unsigned char JSON_PLAIN[256];  /* json_plain() of each Latin-1 character, filled at import */
+
+/* Latin-1 characters (a bytes object or a one-byte str) into a JSON string's body: runs of plain characters
+ * copied whole, the others escaped. */
+static int add_json_latin1(Buffer *b, const unsigned char *s, Py_ssize_t size) {
+    Py_ssize_t start = 0;
+    for (Py_ssize_t i = 0; i < size; i++) {
+        if (!JSON_PLAIN[s[i]]) {
+            if (buffer_add(b, (const char *)s + start, i - start) < 0 || add_json_char(b, s[i]) < 0) {
+                return -1;
+            }
+            start = i + 1;
+        }
+    }
+    return buffer_add(b, (const char *)s + start, size - start);
+}
+
 static int add_json_str_body(Buffer *b, PyObject *value) {
     int kind = PyUnicode_KIND(value);
+    if (kind == PyUnicode_1BYTE_KIND) {
+        return add_json_latin1(b, PyUnicode_1BYTE_DATA(value), PyUnicode_GET_LENGTH(value));
+    }
     const void *data = PyUnicode_DATA(value);
     Py_ssize_t size = PyUnicode_GET_LENGTH(value);
     if (buffer_reserve(b, size) < 0) {
@@ -446,6 +470,9 @@ static struct PyModuleDef module_def = {
 };
 
 PyMODINIT_FUNC PyInit__accesslog(void) {
+    for (int c = 0; c < 256; c++) {
+        JSON_PLAIN[c] = (unsigned char)json_plain((Py_UCS4)c);
+    }
     if ((KEY_CLIENT = PyUnicode_InternFromString("client")) == NULL ||
         (KEY_METHOD = PyUnicode_InternFromString("method")) == NULL ||
         (KEY_RAW_PATH = PyUnicode_InternFromString("raw_path")) == NULL ||
