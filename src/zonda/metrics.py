@@ -276,9 +276,15 @@ class Metrics:
     def _flush_server(self, shared: ServerShared) -> None:
         families = self.families
         stats = shared.context.stats
-        websockets = sum(1 for c in shared.connections if not isinstance(c.session, (HTTPSession, NoneType)))
-        families.connections.labels("http1").set(len(shared.connections) - websockets)
-        families.connections.labels("websocket").set(websockets)
+        open_by_protocol = {"http1": 0, "http2": 0, "websocket": 0}
+        for connection in shared.connections:
+            if isinstance(connection.session, (HTTPSession, NoneType)):
+                open_by_protocol[connection.protocol_label] += 1
+            else:  # an HTTP/1.1 connection upgraded to WebSocket (over HTTP/2 a WebSocket is a stream)
+                open_by_protocol["websocket"] += 1
+        for protocol, count in open_by_protocol.items():
+            families.connections.labels(protocol).set(count)
+        websockets = open_by_protocol["websocket"]
         families.in_flight.set(max(stats.active_requests - websockets, 0))
         counters = {
             "ws_in": stats.ws_messages_in,
@@ -327,8 +333,8 @@ class Metrics:
         self.flush()
         if self.shared is not None:
             self.families.in_flight.set(0)
-            self.families.connections.labels("http1").set(0)
-            self.families.connections.labels("websocket").set(0)
+            for protocol in ("http1", "http2", "websocket"):
+                self.families.connections.labels(protocol).set(0)
         worker_exited(os.getpid())
 
 

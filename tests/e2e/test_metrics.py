@@ -426,6 +426,9 @@ def test_http2_bytes_are_counted(tmp_path: Path, how: str) -> None:
         with raw:
             status, _, answer = raw.response(1)
             assert (status, answer) == (200, b"50000")
+            while_open = scrape(metrics_port)
+        assert value(while_open, "zonda_connections_open", protocol="http2") == 1
+        assert value(while_open, "zonda_connections_open", protocol="http1") == 0
         received = len(head) + sum(9 + len(f.payload) for f in raw.frames)
         wait_until(lambda: not running.server.shared.connections)
         scraped = scrape(metrics_port)

@@ -84,6 +84,8 @@ def start_eagerly(
 class H1Protocol(FileSending, asyncio.Protocol):
     """One HTTP/1.1 connection: the transport side the bridge writes through."""
 
+    protocol_label = "http1"  # zonda_connections_open{protocol}
+
     def __init__(self, shared: ServerShared, loop: asyncio.AbstractEventLoop) -> None:
         self.shared = shared
         self.loop = loop

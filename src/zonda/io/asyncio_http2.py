@@ -281,6 +281,8 @@ class WebSocketChannel(StreamChannel):
 class H2Protocol(H1Protocol):
     """An HTTP/2 connection. Shares the timer, write-pause and shutdown plumbing of the HTTP/1.1 driver."""
 
+    protocol_label = "http2"
+
     core: H2Connection
 
     def __init__(
