@@ -520,3 +520,14 @@ def test_request_ids_are_unique_and_reseeded() -> None:
     before = proxy.new_request_id()
     proxy.reseed_request_ids()
     assert proxy.new_request_id()[:16] != before[:16]
+
+
+def test_the_python_request_id_source_without_the_c_module() -> None:
+    """The ids zonda makes when its C module is not built: the same shape, unique across blocks of 256."""
+    from zonda import proxy
+
+    source = proxy._id_source()
+    ids = [next(source) for _ in range(1000)]
+    assert len(set(ids)) == 1000 and all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+    assert len({i[:16] for i in ids}) == 1  # the per-process half
+    assert proxy._id_source().__next__()[:16] != ids[0][:16]

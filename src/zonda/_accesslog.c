@@ -457,7 +457,51 @@ static PyObject *plain_line(PyObject *module, PyObject *const *args, Py_ssize_t 
     return finish(&b, 1);
 }
 
+/* ---------------------------------------------------------------- request ids */
+
+/* 16 hex digits fixed per process, then a 16-digit counter (zonda.proxy seeds both at random). The GIL makes
+ * each call whole: ids are never repeated, whatever the threads. */
+static unsigned long long id_prefix, id_counter;
+
+static void write_hex16(Py_UCS1 *out, unsigned long long n) {
+    for (int i = 15; i >= 0; i--) {
+        out[i] = (Py_UCS1)HEX[n & 0xf];
+        n >>= 4;
+    }
+}
+
+static PyObject *next_request_id(PyObject *module, PyObject *unused) {
+    (void)module;
+    (void)unused;
+    PyObject *id = PyUnicode_New(32, 127);
+    if (id == NULL) {
+        return NULL;
+    }
+    write_hex16(PyUnicode_1BYTE_DATA(id), id_prefix);
+    write_hex16(PyUnicode_1BYTE_DATA(id) + 16, id_counter++);
+    return id;
+}
+
+static PyObject *seed_request_ids(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    (void)module;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "seed_request_ids(prefix, counter) takes two ints");
+        return NULL;
+    }
+    unsigned long long prefix = PyLong_AsUnsignedLongLongMask(args[0]);
+    unsigned long long counter = PyLong_AsUnsignedLongLongMask(args[1]);
+    if (PyErr_Occurred()) {
+        return NULL;
+    }
+    id_prefix = prefix;
+    id_counter = counter;
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
+    {"next_request_id", next_request_id, METH_NOARGS, "next_request_id() -> a new 32-hex-digit request id"},
+    {"seed_request_ids", (PyCFunction)(void (*)(void))seed_request_ids, METH_FASTCALL,
+     "seed_request_ids(prefix, counter): the 64-bit halves the following ids start from"},
     {"json_line", (PyCFunction)(void (*)(void))json_line, METH_FASTCALL,
      "json_line(scope, status, bytes_sent, seconds, time_json) -> the default JSON access log line"},
     {"plain_line", (PyCFunction)(void (*)(void))plain_line, METH_FASTCALL,

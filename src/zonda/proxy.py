@@ -325,18 +325,33 @@ def _id_source() -> Iterator[str]:
     return itertools.chain.from_iterable(map(block, itertools.count(getrandbits(24))))
 
 
+try:  # the same ids from C, at a third of the cost (built with zonda's optional C module)
+    from zonda._accesslog import next_request_id as _next_id
+    from zonda._accesslog import seed_request_ids as _seed_ids
+except ImportError:
+    _seed_ids = None  # type: ignore[assignment]
+
+    def _next_id() -> str:
+        return next(_IDS)
+
+
 _IDS = _id_source()
 
 
 def new_request_id() -> str:
     """32 hex digits, unique in this process and (after ``reseed_request_ids``) across workers."""
-    return next(_IDS)
+    return _next_id()
 
 
 def reseed_request_ids() -> None:
     """A new random half for this process (after a fork, so workers never share ids)."""
     global _IDS
     _IDS = _id_source()
+    if _seed_ids is not None:
+        _seed_ids(getrandbits(64), getrandbits(24) << 8)
+
+
+reseed_request_ids()
 
 
 def incoming_request_id(headers: Headers) -> str | None:
@@ -396,7 +411,7 @@ class ProxySettings:
                     break
             else:  # the usual request: nothing forwarded, nothing to resolve
                 if request_id:
-                    scope["state"]["request_id"] = next(_IDS)  # new_request_id(), inlined
+                    scope["state"]["request_id"] = _next_id()  # new_request_id(), inlined
                 return
             forwarded = resolve_forwarded(headers, scope["client"], scope["scheme"], scope["server"], trust)
             if forwarded is not None:
@@ -416,7 +431,7 @@ def _assign_request_id(honour: bool) -> Callable[[Scope], None]:
     else:
 
         def assign(scope: Scope) -> None:
-            scope["state"]["request_id"] = next(_IDS)  # new_request_id(), inlined
+            scope["state"]["request_id"] = _next_id()  # new_request_id(), inlined
 
     return assign
 
