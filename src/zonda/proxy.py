@@ -325,6 +325,8 @@ def _id_source() -> Iterator[str]:
     return itertools.chain.from_iterable(map(block, itertools.count(getrandbits(24))))
 
 
+_IDS: Iterator[str] = iter(())  # the Python source, used only without the C module
+
 try:  # the same ids from C, at a third of the cost (built with zonda's optional C module)
     from zonda._accesslog import next_request_id as _next_id
     from zonda._accesslog import seed_request_ids as _seed_ids
@@ -335,9 +337,6 @@ except ImportError:
         return next(_IDS)
 
 
-_IDS = _id_source()
-
-
 def new_request_id() -> str:
     """32 hex digits, unique in this process and (after ``reseed_request_ids``) across workers."""
     return _next_id()
@@ -346,9 +345,10 @@ def new_request_id() -> str:
 def reseed_request_ids() -> None:
     """A new random half for this process (after a fork, so workers never share ids)."""
     global _IDS
-    _IDS = _id_source()
     if _seed_ids is not None:
         _seed_ids(getrandbits(64), getrandbits(24) << 8)
+    else:
+        _IDS = _id_source()
 
 
 reseed_request_ids()
