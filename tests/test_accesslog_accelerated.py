@@ -185,3 +185,149 @@ def test_any_values_give_the_python_line(
         state={"request_id": request_id},
     )
     both(Cycle(scope, status, bytes_sent), seconds)
+
+
+@pytest.mark.parametrize("position", range(17))
+def test_every_byte_at_every_position_of_a_path(position: int) -> None:
+    """The eight-at-a-time scan for characters JSON escapes finds each of them wherever it sits."""
+    for byte in range(256):
+        raw_path = bytearray(b"/abcdefghijklmnop")
+        raw_path[position] = byte
+        both(Cycle(scope_of(raw_path=bytes(raw_path))))
+
+
+def test_request_ids_count_on_through_every_digit() -> None:
+    try:
+        fast.seed_request_ids(0x0123456789ABCDEF, 0x8F)
+        assert [fast.next_request_id()[16:] for _ in range(2)] == ["000000000000008f", "0000000000000090"]
+        fast.seed_request_ids(0x0123456789ABCDEF, 0x99)
+        assert fast.next_request_id()[16:] == "0000000000000099"
+        assert fast.next_request_id()[16:] == "000000000000009a"
+        fast.seed_request_ids(0x0123456789ABCDEF, 2**64 - 2)
+        ids = [fast.next_request_id() for _ in range(3)]
+        assert ids == [
+            "0123456789abcdef" + "fffffffffffffffe",
+            "0123456789abcdef" + "ffffffffffffffff",
+            "0123456789abcdef" + "0000000000000000",  # wraps within its half: the prefix stays
+        ]
+    finally:
+        from zonda import proxy
+
+        proxy.reseed_request_ids()
+
+
+def test_the_hook_reads_perf_counters_clock() -> None:
+    from time import perf_counter
+
+    before = perf_counter()
+    reading = fast.monotonic()
+    after = perf_counter()
+    assert reading is not None and before <= reading <= after
+
+
+class SlottedCycle:
+    __slots__ = ("bytes_sent", "scope", "started_at", "status")
+
+    def __init__(self, scope: dict[str, Any], status: Any = 200) -> None:
+        self.scope = scope
+        self.status = status
+        self.bytes_sent = 13
+        self.started_at = 0.0
+
+
+class PropertyStatus(SlottedCycle):
+    __slots__ = ()
+
+    @property  # type: ignore[override]
+    def status(self) -> int:
+        return 404
+
+    @status.setter
+    def status(self, value: int) -> None:
+        pass
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.scheduled = 0
+        self.failures: list[tuple[Any, BaseException | None]] = []
+
+    def schedule(self) -> None:
+        self.scheduled += 1
+
+    def failed(self, cycle: Any, exc: BaseException | None) -> None:
+        self.failures.append((cycle, exc))
+
+
+def make_hook(as_json: bool = True) -> tuple[Any, Recorder]:
+    from time import perf_counter
+
+    recorder = Recorder()
+    fallback = compile_format(None, as_json) if as_json else compile_format(DEFAULT_FORMAT)
+    return fast.Hook(as_json, recorder.schedule, fallback, recorder.failed, perf_counter), recorder
+
+
+def started_now(cycle: Any) -> Any:
+    from time import perf_counter
+
+    cycle.started_at = perf_counter()
+    return cycle
+
+
+def test_the_hook_collects_lines_until_taken() -> None:
+    import json
+    from datetime import datetime, timezone
+
+    hook, recorder = make_hook()
+    for cycle in (Cycle(scope_of()), SlottedCycle(scope_of()), PropertyStatus(scope_of())):
+        hook(started_now(cycle))
+    assert recorder.scheduled == 1 and not recorder.failures  # once per batch: the first line schedules
+    assert hook.pending > 0
+    lines = [json.loads(line) for line in hook.take().decode().splitlines()]
+    assert hook.pending == 0 and hook.take() == b""
+    # slots read in place, a property through getattr
+    assert [line["status"] for line in lines] == [200, 200, 404]
+    for line in lines:
+        assert 0 <= line["duration_ms"] < 1000
+        logged = datetime.strptime(line["time"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+        assert abs(logged - datetime.now(timezone.utc)).total_seconds() < 5
+    hook(started_now(Cycle(scope_of())))
+    assert recorder.scheduled == 2  # the next batch
+
+
+def test_the_hook_builds_a_declined_line_in_python_and_reports_failures() -> None:
+    hook, recorder = make_hook(as_json=False)
+    hook(started_now(Cycle(scope_of(method="\u2603"))))  # beyond Latin-1: declined, built by the fallback
+    unset = SlottedCycle(scope_of())
+    del unset.status  # an unset slot: AttributeError, as getattr gives
+    hook(unset)
+    hook(object())
+    lines = hook.take().decode().splitlines()
+    assert len(lines) == 1 and '"\u2603 / HTTP/1.1" 200 13' in lines[0]
+    assert [type(exc) for _, exc in recorder.failures] == [AttributeError, AttributeError]
+    assert recorder.failures[0][0] is unset
+    with pytest.raises(TypeError):
+        hook()
+
+
+def test_a_line_that_cannot_be_built_is_logged_once(tmp_path: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """Through compile_format: the C hook hands the exception to the same report the Python hook uses."""
+    import asyncio
+
+    async def run() -> list[str]:
+        writer = AccessLogWriter(str(tmp_path / "access.log"), asyncio.get_running_loop())
+        hook = compile_format(None, as_json=True, writer=writer)
+        assert isinstance(hook, fast.Hook)
+        broken = Cycle(scope_of())
+        del broken.started_at
+        hook(broken)
+        hook(broken)
+        hook(started_now(Cycle(scope_of())))
+        writer.close()
+        return (tmp_path / "access.log").read_text().splitlines()
+
+    with caplog.at_level("ERROR", logger="zonda.error"):
+        lines = asyncio.run(run())
+    assert len(lines) == 1
+    failures = [record for record in caplog.records if "could not be built" in record.getMessage()]
+    assert len(failures) == 1 and failures[0].exc_info and failures[0].exc_info[0] is AttributeError

@@ -1,19 +1,24 @@
-/* zonda._accesslog: the two default access log lines built in C.
+/* zonda._accesslog: the two default access log lines built in C, and request ids.
  *
  * An optional accelerator for zonda.accesslog (which has the reference implementation in Python, used when
  * this module is not built, for custom formats, and for any line this code declines). Building a line in
  * Python costs about 10,000 instructions, one to five hundred per field for a dict lookup, a method call or a
- * formatting step; here the whole line costs a few hundred more than the call.
+ * formatting step; here the whole per-response hook costs about 1,500.
  *
- * Both functions take (scope, status, bytes_sent, duration_seconds, time_text) and return the line, newline
- * included, exactly as the Python hook would build it. Whenever a value is not of the type the common case
- * has (a scope an app replaced, a status that is not an int, text beyond Latin-1 in the plain line ...) they
- * raise TypeError and the caller builds that line in Python instead: this code never has to be right about
- * the unusual case, only to recognise it.
+ * Hook is that per-response hook: called with the finished cycle, it appends the line, as UTF-8, to a buffer
+ * the writer empties (no str per line, no join, no encode). json_line and plain_line build one line from
+ * (scope, status, bytes_sent, duration_seconds, time_text) and return it, for the tests that hold them to the
+ * Python lines. Whenever a value is not of the type the common case has (a scope an app replaced, a status
+ * that is not an int, text beyond Latin-1 in the plain line ...) the builders raise TypeError and the line is
+ * built in Python instead: this code never has to be right about the unusual case, only to recognise it.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <string.h>
+#include <time.h>
 
 typedef struct {
     char *data;
@@ -177,17 +182,39 @@ static inline int json_plain(Py_UCS4 c) {
 
 static unsigned char JSON_PLAIN[256];  /* json_plain() of each Latin-1 character, filled at import */
 
+#define ONES 0x0101010101010101ULL
+#define HIGHS 0x8080808080808080ULL
+
+/* Are all eight bytes of w plain: none below ' ', above '~' (this also catches bytes >= 0x80), '"' or '\\'?
+ * The bit tricks of "Bit Twiddling Hacks" (has a byte less than n, more than n, equal to zero), each exact
+ * as a yes/no for the whole word. */
+static inline int word_is_plain(uint64_t w) {
+    uint64_t below = (w - ONES * 0x20) & ~w;
+    uint64_t above = (w + ONES * (127 - 0x7e)) | w;
+    uint64_t quote = w ^ (ONES * '"'), backslash = w ^ (ONES * '\\');
+    uint64_t special = ((quote - ONES) & ~quote) | ((backslash - ONES) & ~backslash);
+    return ((below | above | special) & HIGHS) == 0;
+}
+
 /* Latin-1 characters (a bytes object or a one-byte str) into a JSON string's body: runs of plain characters
- * copied whole, the others escaped. */
+ * copied whole (found eight at a time), the others escaped. */
 static int add_json_latin1(Buffer *b, const unsigned char *s, Py_ssize_t size) {
-    Py_ssize_t start = 0;
-    for (Py_ssize_t i = 0; i < size; i++) {
-        if (!JSON_PLAIN[s[i]]) {
-            if (buffer_add(b, (const char *)s + start, i - start) < 0 || add_json_char(b, s[i]) < 0) {
-                return -1;
-            }
-            start = i + 1;
+    Py_ssize_t start = 0, i = 0;
+    while (i < size) {
+        uint64_t word;
+        while (i + 8 <= size && (memcpy(&word, s + i, 8), word_is_plain(word))) {
+            i += 8;
         }
+        while (i < size && JSON_PLAIN[s[i]]) {
+            i++;
+        }
+        if (i == size) {
+            break;
+        }
+        if (buffer_add(b, (const char *)s + start, i - start) < 0 || add_json_char(b, s[i]) < 0) {
+            return -1;
+        }
+        start = ++i;
     }
     return buffer_add(b, (const char *)s + start, size - start);
 }
@@ -351,121 +378,128 @@ static PyObject *finish(Buffer *b, int latin1) {
     return line;
 }
 
-static int parse_args(PyObject *const *args, Py_ssize_t nargs, double *seconds) {
-    if (nargs != 5) {
-        PyErr_SetString(PyExc_TypeError, "expected (scope, status, bytes_sent, seconds, time_text)");
-        return -1;
-    }
-    if (!PyDict_CheckExact(args[0])) {
+/* The default --access-log-json line into b; time_json is the time's JSON text (quoted). 0, or -1 with the
+ * error set (TypeError: declined). */
+static int build_json(Buffer *b, PyObject *scope, PyObject *status, PyObject *bytes_sent, double seconds,
+                      const char *time_json, Py_ssize_t time_len) {
+    if (!PyDict_CheckExact(scope)) {
         decline("scope is not a dict");
         return -1;
     }
-    if (!PyFloat_CheckExact(args[3])) {
-        decline("seconds is not a float");
-        return -1;
-    }
-    *seconds = PyFloat_AS_DOUBLE(args[3]);
-    if (!PyUnicode_CheckExact(args[4]) || !PyUnicode_IS_ASCII(args[4])) {
-        decline("time text is not ASCII");
-        return -1;
-    }
-    return 0;
-}
-
-/* json_line(scope, status, bytes_sent, seconds, time_json): the default --access-log-json line. */
-static PyObject *json_line(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
-    double seconds;
-    if (parse_args(args, nargs, &seconds) < 0) {
-        return NULL;
-    }
-    PyObject *scope = args[0];
     PyObject *client, *method, *raw_path, *query, *version, *state, *request_id;
     if ((client = scope_item(scope, KEY_CLIENT)) == NULL || (method = scope_method(scope)) == NULL ||
         (raw_path = scope_item(scope, KEY_RAW_PATH)) == NULL ||
         (query = scope_item(scope, KEY_QUERY_STRING)) == NULL ||
         (version = scope_item(scope, KEY_HTTP_VERSION)) == NULL || (state = scope_item(scope, KEY_STATE)) == NULL) {
-        return NULL;
+        return -1;
     }
     if (!PyDict_CheckExact(state)) {
-        return decline("state is not a dict");
+        decline("state is not a dict");
+        return -1;
+    }
+    if (!PyUnicode_CheckExact(version)) {
+        decline("http_version is not a str");
+        return -1;
     }
     request_id = PyDict_GetItemWithError(state, KEY_REQUEST_ID);
     if (request_id == NULL && PyErr_Occurred()) {
-        return NULL;
+        return -1;
     }
-    Buffer b;
-    buffer_init(&b);
     int client_state;
-    if (ADD_LITERAL(&b, "{\"time\":") < 0 ||
-        buffer_add(&b, (const char *)PyUnicode_1BYTE_DATA(args[4]), PyUnicode_GET_LENGTH(args[4])) < 0 ||
-        ADD_LITERAL(&b, ",\"client\":") < 0 || (client_state = add_client(&b, client, 1)) < 0 ||
-        (client_state == 1 && ADD_LITERAL(&b, "null") < 0) || ADD_LITERAL(&b, ",\"method\":") < 0 ||
-        add_json_str(&b, method) < 0 || ADD_LITERAL(&b, ",\"path\":") < 0 ||
-        add_json_bytes(&b, raw_path) < 0 || ADD_LITERAL(&b, ",\"query\":") < 0 || add_json_bytes(&b, query) < 0 ||
-        ADD_LITERAL(&b, ",\"status\":") < 0 || add_int(&b, args[1]) < 0 || ADD_LITERAL(&b, ",\"bytes\":") < 0 ||
-        add_int(&b, args[2]) < 0 || ADD_LITERAL(&b, ",\"duration_ms\":") < 0 || add_duration(&b, seconds, 3) < 0 ||
-        ADD_LITERAL(&b, ",\"protocol\":\"HTTP/") < 0) {
-        buffer_free(&b);
-        return NULL;
+    if (ADD_LITERAL(b, "{\"time\":") < 0 || buffer_add(b, time_json, time_len) < 0 ||
+        ADD_LITERAL(b, ",\"client\":") < 0 || (client_state = add_client(b, client, 1)) < 0 ||
+        (client_state == 1 && ADD_LITERAL(b, "null") < 0) || ADD_LITERAL(b, ",\"method\":") < 0 ||
+        add_json_str(b, method) < 0 || ADD_LITERAL(b, ",\"path\":") < 0 ||
+        add_json_bytes(b, raw_path) < 0 || ADD_LITERAL(b, ",\"query\":") < 0 || add_json_bytes(b, query) < 0 ||
+        ADD_LITERAL(b, ",\"status\":") < 0 || add_int(b, status) < 0 || ADD_LITERAL(b, ",\"bytes\":") < 0 ||
+        add_int(b, bytes_sent) < 0 || ADD_LITERAL(b, ",\"duration_ms\":") < 0 || add_duration(b, seconds, 3) < 0 ||
+        ADD_LITERAL(b, ",\"protocol\":\"HTTP/") < 0 || add_json_str_body(b, version) < 0 ||
+        ADD_LITERAL(b, "\",\"request_id\":") < 0 ||
+        (request_id == NULL || request_id == Py_None ? ADD_LITERAL(b, "null") : add_json_str(b, request_id)) < 0) {
+        return -1;
     }
-    if (!PyUnicode_CheckExact(version)) {
-        buffer_free(&b);
-        return decline("http_version is not a str");
-    }
-    if (add_json_str_body(&b, version) < 0 || ADD_LITERAL(&b, "\",\"request_id\":") < 0 ||
-        (request_id == NULL || request_id == Py_None ? ADD_LITERAL(&b, "null") : add_json_str(&b, request_id)) < 0 ||
-        ADD_LITERAL(&b, "}\n") < 0) {
-        buffer_free(&b);
-        return NULL;
-    }
-    return finish(&b, 0);
+    return ADD_LITERAL(b, "}\n");
 }
 
-/* plain_line(scope, status, bytes_sent, seconds, time_text): the default --access-log-format line,
+/* The default --access-log-format line into b,
  * '{time} {client} - "{method} {target} {protocol}" {status} {bytes} {duration_ms:.1f}ms'. */
-static PyObject *plain_line(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
-    double seconds;
-    if (parse_args(args, nargs, &seconds) < 0) {
-        return NULL;
+static int build_plain(Buffer *b, PyObject *scope, PyObject *status, PyObject *bytes_sent, double seconds,
+                       const char *time_text, Py_ssize_t time_len) {
+    if (!PyDict_CheckExact(scope)) {
+        decline("scope is not a dict");
+        return -1;
     }
-    PyObject *scope = args[0];
     PyObject *client, *method, *raw_path, *query, *version;
     if ((client = scope_item(scope, KEY_CLIENT)) == NULL || (method = scope_method(scope)) == NULL ||
         (raw_path = scope_item(scope, KEY_RAW_PATH)) == NULL ||
         (query = scope_item(scope, KEY_QUERY_STRING)) == NULL ||
         (version = scope_item(scope, KEY_HTTP_VERSION)) == NULL) {
-        return NULL;
+        return -1;
     }
     if (!PyBytes_CheckExact(query)) {
-        return decline("query_string is not bytes");
+        decline("query_string is not bytes");
+        return -1;
+    }
+    int client_state;
+    if (buffer_add(b, time_text, time_len) < 0 || ADD_LITERAL(b, " ") < 0 ||
+        (client_state = add_client(b, client, 0)) < 0 || (client_state == 1 && ADD_LITERAL(b, "-") < 0) ||
+        ADD_LITERAL(b, " - \"") < 0 || add_latin1_str(b, method) < 0 || ADD_LITERAL(b, " ") < 0 ||
+        add_raw_bytes(b, raw_path) < 0 ||
+        (PyBytes_GET_SIZE(query) && (ADD_LITERAL(b, "?") < 0 || add_raw_bytes(b, query) < 0)) ||
+        ADD_LITERAL(b, " HTTP/") < 0 || add_latin1_str(b, version) < 0 || ADD_LITERAL(b, "\" ") < 0 ||
+        add_int(b, status) < 0 || ADD_LITERAL(b, " ") < 0 || add_int(b, bytes_sent) < 0 ||
+        ADD_LITERAL(b, " ") < 0 || add_duration(b, seconds, 1) < 0) {
+        return -1;
+    }
+    return ADD_LITERAL(b, "ms\n");
+}
+
+typedef int (*LineBuilder)(Buffer *, PyObject *, PyObject *, PyObject *, double, const char *, Py_ssize_t);
+
+static PyObject *line_of(LineBuilder build, int latin1, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "expected (scope, status, bytes_sent, seconds, time_text)");
+        return NULL;
+    }
+    if (!PyFloat_CheckExact(args[3])) {
+        return decline("seconds is not a float");
+    }
+    if (!PyUnicode_CheckExact(args[4]) || !PyUnicode_IS_ASCII(args[4])) {
+        return decline("time text is not ASCII");
     }
     Buffer b;
     buffer_init(&b);
-    int client_state;
-    if (buffer_add(&b, (const char *)PyUnicode_1BYTE_DATA(args[4]), PyUnicode_GET_LENGTH(args[4])) < 0 ||
-        ADD_LITERAL(&b, " ") < 0 || (client_state = add_client(&b, client, 0)) < 0 ||
-        (client_state == 1 && ADD_LITERAL(&b, "-") < 0) || ADD_LITERAL(&b, " - \"") < 0 ||
-        add_latin1_str(&b, method) < 0 || ADD_LITERAL(&b, " ") < 0 ||
-        add_raw_bytes(&b, raw_path) < 0 ||
-        (PyBytes_GET_SIZE(query) && (ADD_LITERAL(&b, "?") < 0 || add_raw_bytes(&b, query) < 0)) ||
-        ADD_LITERAL(&b, " HTTP/") < 0 || add_latin1_str(&b, version) < 0 || ADD_LITERAL(&b, "\" ") < 0 ||
-        add_int(&b, args[1]) < 0 || ADD_LITERAL(&b, " ") < 0 || add_int(&b, args[2]) < 0 ||
-        ADD_LITERAL(&b, " ") < 0 || add_duration(&b, seconds, 1) < 0 || ADD_LITERAL(&b, "ms\n") < 0) {
+    if (build(&b, args[0], args[1], args[2], PyFloat_AS_DOUBLE(args[3]), (const char *)PyUnicode_1BYTE_DATA(args[4]),
+              PyUnicode_GET_LENGTH(args[4])) < 0) {
         buffer_free(&b);
         return NULL;
     }
-    return finish(&b, 1);
+    return finish(&b, latin1);
+}
+
+/* json_line(scope, status, bytes_sent, seconds, time_json): the default --access-log-json line. */
+static PyObject *json_line(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    (void)module;
+    return line_of(build_json, 0, args, nargs);
+}
+
+/* plain_line(scope, status, bytes_sent, seconds, time_text): the default --access-log-format line. */
+static PyObject *plain_line(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    (void)module;
+    return line_of(build_plain, 1, args, nargs);
 }
 
 /* ---------------------------------------------------------------- request ids */
 
-/* 16 hex digits fixed per process, then a 16-digit counter (zonda.proxy seeds both at random). The GIL makes
- * each call whole: ids are never repeated, whatever the threads. */
-static unsigned long long id_prefix, id_counter;
+/* 16 hex digits fixed per process, then a 16-digit counter (zonda.proxy seeds both at random). The next id's
+ * text is kept whole and its counter half counted up in place, digit by digit as an odometer does: an id is
+ * an allocation and a 32-byte copy. The GIL makes each call whole: ids are never repeated, whatever the
+ * threads. */
+static char id_text[32];
 
-static void write_hex16(Py_UCS1 *out, unsigned long long n) {
+static void write_hex16(char *out, unsigned long long n) {
     for (int i = 15; i >= 0; i--) {
-        out[i] = (Py_UCS1)HEX[n & 0xf];
+        out[i] = HEX[n & 0xf];
         n >>= 4;
     }
 }
@@ -477,8 +511,16 @@ static PyObject *next_request_id(PyObject *module, PyObject *unused) {
     if (id == NULL) {
         return NULL;
     }
-    write_hex16(PyUnicode_1BYTE_DATA(id), id_prefix);
-    write_hex16(PyUnicode_1BYTE_DATA(id) + 16, id_counter++);
+    memcpy(PyUnicode_1BYTE_DATA(id), id_text, 32);
+    for (int i = 31; i >= 16; i--) {  /* the counter + 1; after ffff...f it wraps to 0000...0 */
+        char c = id_text[i];
+        if (c == 'f') {
+            id_text[i] = '0';
+            continue;
+        }
+        id_text[i] = c == '9' ? 'a' : (char)(c + 1);
+        break;
+    }
     return id;
 }
 
@@ -493,12 +535,385 @@ static PyObject *seed_request_ids(PyObject *module, PyObject *const *args, Py_ss
     if (PyErr_Occurred()) {
         return NULL;
     }
-    id_prefix = prefix;
-    id_counter = counter;
+    write_hex16(id_text, prefix);
+    write_hex16(id_text + 16, counter);
     Py_RETURN_NONE;
 }
 
+/* ---------------------------------------------------------------- the per-response hook */
+
+/* Hook(as_json, schedule, fallback, failed, clock): the whole per-response access log hook for a default
+ * format, one C call per response. It reads the cycle's scope, status, bytes_sent and started_at, keeps the
+ * time of day's text (rebuilt at most once a millisecond, as zonda.accesslog._Clock does), and appends the
+ * line as UTF-8 to a buffer of its own, which the writer empties with take(). Calls schedule() when a line
+ * lands in an empty buffer, fallback(cycle) -> str for a line it declines, failed(cycle, exc) for one that
+ * cannot be built at all; it never raises into the response path. clock is time.perf_counter, called only
+ * where clock_gettime(CLOCK_MONOTONIC), which perf_counter reads on Linux, is not used. */
+/* Where a cycle type keeps the four attributes the line needs: the offsets of their __slots__ members, or
+ * has_slots 0 for a type that keeps any of them otherwise (read with getattr). Reading a member slot at its
+ * offset is what getattr does for it (a member descriptor is a data descriptor: nothing can shadow it), in
+ * 30 instructions instead of 150; the layout is taken once per type, which must not be changed afterwards
+ * (zonda's cycle classes never are). */
+typedef struct {
+    PyTypeObject *type;  /* strong reference; NULL: unused */
+    int has_slots;
+    Py_ssize_t offsets[4];
+} CycleLayout;
+
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    LineBuilder build;
+    int as_json;
+    PyObject *schedule, *fallback, *failed, *clock;
+    CycleLayout layouts[4];  /* the cycle types seen, first come first kept */
+    double until;      /* the monotonic reading at which the cached millisecond ends */
+    long long second;  /* the wall-clock second `prefix` shows */
+    char prefix[32];   /* "YYYY-mm-ddTHH:MM:SS" */
+    char time_text[40];  /* '"' prefix ".mmmZ" '"': the JSON text; the plain text is inside the quotes */
+    Py_ssize_t time_len;  /* of the plain text */
+    Buffer lines;
+} HookObject;
+
+static PyObject *NAME_SCOPE, *NAME_STATUS, *NAME_BYTES_SENT, *NAME_STARTED_AT;
+
+/* perf_counter()'s reading where it is clock_gettime(CLOCK_MONOTONIC) (Linux): 0, or -1 where not read. */
+static int read_monotonic(double *now) {
+#ifdef __linux__
+    struct timespec ts;
+    if (clock_gettime(CLOCK_MONOTONIC, &ts) == 0) {
+        *now = (double)((long long)ts.tv_sec * 1000000000LL + ts.tv_nsec) / 1e9;  /* as perf_counter() */
+        return 0;
+    }
+#endif
+    (void)now;
+    return -1;
+}
+
+static int monotonic_now(HookObject *h, double *now) {
+    if (read_monotonic(now) == 0) {
+        return 0;
+    }
+    PyObject *reading = PyObject_CallNoArgs(h->clock);
+    if (reading == NULL) {
+        return -1;
+    }
+    *now = PyFloat_AsDouble(reading);
+    Py_DECREF(reading);
+    return *now == -1.0 && PyErr_Occurred() ? -1 : 0;
+}
+
+/* The time text for this millisecond of the wall clock; `now` is the monotonic reading the line took. */
+static void tick(HookObject *h, double now) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    long long ms = (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    long long second = ms / 1000;
+    if (second != h->second) {
+        time_t t = (time_t)second;
+        struct tm tm;
+        gmtime_r(&t, &tm);
+        if (strftime(h->prefix, sizeof(h->prefix), "%Y-%m-%dT%H:%M:%S", &tm) == 0) {
+            h->prefix[0] = '\0';
+        }
+        h->second = second;
+    }
+    size_t n = strlen(h->prefix);
+    char *out = h->time_text;
+    out[0] = '"';
+    memcpy(out + 1, h->prefix, n);
+    int millis = (int)(ms % 1000);
+    out[n + 1] = '.';
+    out[n + 2] = (char)('0' + millis / 100);
+    out[n + 3] = (char)('0' + millis / 10 % 10);
+    out[n + 4] = (char)('0' + millis % 10);
+    out[n + 5] = 'Z';
+    out[n + 6] = '"';
+    h->time_len = (Py_ssize_t)n + 5;
+    double wall = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+    h->until = now + ((double)(ms + 1) / 1000.0 - wall);
+}
+
+/* The current exception, handed to failed(cycle, exc); a failure of that is unraisable. */
+static void report_failure(HookObject *h, PyObject *cycle) {
+    PyObject *type, *value, *traceback;
+    PyErr_Fetch(&type, &value, &traceback);
+    PyErr_NormalizeException(&type, &value, &traceback);
+    if (value != NULL && traceback != NULL) {
+        PyException_SetTraceback(value, traceback);
+    }
+    PyObject *result = PyObject_CallFunctionObjArgs(h->failed, cycle, value != NULL ? value : Py_None, NULL);
+    if (result == NULL) {
+        PyErr_WriteUnraisable(h->failed);
+    }
+    Py_XDECREF(result);
+    Py_XDECREF(type);
+    Py_XDECREF(value);
+    Py_XDECREF(traceback);
+}
+
+/* The line fallback(cycle) builds, appended as UTF-8 (lone surrogates as escapes, as the writer encodes). */
+static int add_fallback_line(HookObject *h, PyObject *cycle) {
+    PyObject *line = PyObject_CallOneArg(h->fallback, cycle);
+    if (line == NULL) {
+        return -1;
+    }
+    if (!PyUnicode_Check(line)) {
+        Py_DECREF(line);
+        PyErr_SetString(PyExc_TypeError, "the access log line is not a str");
+        return -1;
+    }
+    PyObject *data = PyUnicode_AsEncodedString(line, "utf-8", "backslashreplace");
+    Py_DECREF(line);
+    if (data == NULL) {
+        return -1;
+    }
+    int result = buffer_add(&h->lines, PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data));
+    Py_DECREF(data);
+    return result;
+}
+
+static PyObject **const CYCLE_NAMES[4] = {&NAME_SCOPE, &NAME_STATUS, &NAME_BYTES_SENT, &NAME_STARTED_AT};
+
+static void find_layout(PyTypeObject *type, CycleLayout *layout) {
+    layout->type = (PyTypeObject *)Py_NewRef(type);
+    layout->has_slots = 1;
+    for (int i = 0; i < 4; i++) {
+        PyObject *attribute = PyObject_GetAttr((PyObject *)type, *CYCLE_NAMES[i]);
+        if (attribute == NULL) {
+            PyErr_Clear();
+            layout->has_slots = 0;
+            return;
+        }
+        PyMemberDescrObject *member = (PyMemberDescrObject *)attribute;
+        if (Py_IS_TYPE(attribute, &PyMemberDescr_Type) && PyType_IsSubtype(type, member->d_common.d_type) &&
+            member->d_member->type == T_OBJECT_EX) {
+            layout->offsets[i] = member->d_member->offset;
+        } else {
+            layout->has_slots = 0;
+        }
+        Py_DECREF(attribute);
+        if (!layout->has_slots) {
+            return;
+        }
+    }
+}
+
+/* cycle.scope, .status, .bytes_sent and .started_at as new references; 0, or -1 with the error set. */
+static int read_cycle(HookObject *h, PyObject *cycle, PyObject *values[4]) {
+    PyTypeObject *type = Py_TYPE(cycle);
+    CycleLayout *layout = NULL;
+    for (int i = 0; i < 4; i++) {
+        if (h->layouts[i].type == type) {
+            layout = &h->layouts[i];
+            break;
+        }
+        if (h->layouts[i].type == NULL) {
+            layout = &h->layouts[i];
+            find_layout(type, layout);
+            break;
+        }
+    }
+    int i = 0;
+    if (layout != NULL && layout->has_slots) {
+        for (; i < 4; i++) {
+            PyObject *value = *(PyObject **)((char *)cycle + layout->offsets[i]);
+            if (value == NULL) {
+                break;  /* not set: getattr raises the AttributeError */
+            }
+            values[i] = Py_NewRef(value);
+        }
+    }
+    for (; i < 4; i++) {
+        values[i] = PyObject_GetAttr(cycle, *CYCLE_NAMES[i]);
+        if (values[i] == NULL) {
+            while (i > 0) {
+                Py_DECREF(values[--i]);
+            }
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int add_line(HookObject *h, PyObject *cycle) {
+    double now;
+    if (monotonic_now(h, &now) < 0) {
+        return -1;
+    }
+    if (now >= h->until) {
+        tick(h, now);
+    }
+    PyObject *values[4];  /* scope, status, bytes_sent, started_at */
+    if (read_cycle(h, cycle, values) < 0) {
+        return -1;
+    }
+    int result = -1;
+    if (!PyFloat_CheckExact(values[3])) {
+        decline("started_at is not a float");
+    } else {
+        double seconds = now - PyFloat_AS_DOUBLE(values[3]);
+        const char *time_text = h->as_json ? h->time_text : h->time_text + 1;
+        Py_ssize_t time_len = h->as_json ? h->time_len + 2 : h->time_len;
+        result = h->build(&h->lines, values[0], values[1], values[2], seconds, time_text, time_len);
+    }
+    for (int i = 0; i < 4; i++) {
+        Py_DECREF(values[i]);
+    }
+    return result;
+}
+
+static PyObject *hook_call(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
+    HookObject *h = (HookObject *)self;
+    if (PyVectorcall_NARGS(nargsf) != 1 || kwnames != NULL) {
+        PyErr_SetString(PyExc_TypeError, "Hook takes one argument, the finished cycle");
+        return NULL;
+    }
+    PyObject *cycle = args[0];
+    Py_ssize_t start = h->lines.len;
+    if (add_line(h, cycle) < 0) {
+        h->lines.len = start;  /* no half line */
+        int added = -1;
+        if (PyErr_ExceptionMatches(PyExc_TypeError)) {  /* declined: the line is built in Python */
+            PyErr_Clear();
+            added = add_fallback_line(h, cycle);
+            if (added < 0) {
+                h->lines.len = start;
+            }
+        }
+        if (added < 0) {
+            report_failure(h, cycle);
+        }
+    }
+    if (start == 0 && h->lines.len > 0) {
+        PyObject *result = PyObject_CallNoArgs(h->schedule);
+        if (result == NULL) {
+            report_failure(h, cycle);
+        }
+        Py_XDECREF(result);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *hook_take(PyObject *self, PyObject *unused) {
+    (void)unused;
+    HookObject *h = (HookObject *)self;
+    PyObject *data = PyBytes_FromStringAndSize(h->lines.data, h->lines.len);
+    if (data == NULL) {
+        return NULL;
+    }
+    h->lines.len = 0;
+    if (h->lines.cap > (1 << 20)) {  /* a burst grew it: do not keep the memory */
+        buffer_free(&h->lines);
+        buffer_init(&h->lines);
+    }
+    return data;
+}
+
+static PyObject *hook_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
+    int as_json;
+    PyObject *schedule, *fallback, *failed, *clock;
+    static char *keywords[] = {"as_json", "schedule", "fallback", "failed", "clock", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "pOOOO:Hook", keywords, &as_json, &schedule, &fallback,
+                                     &failed, &clock)) {
+        return NULL;
+    }
+    HookObject *h = (HookObject *)type->tp_alloc(type, 0);
+    if (h == NULL) {
+        return NULL;
+    }
+    h->vectorcall = hook_call;
+    h->as_json = as_json;
+    h->build = as_json ? build_json : build_plain;
+    h->schedule = Py_NewRef(schedule);
+    h->fallback = Py_NewRef(fallback);
+    h->failed = Py_NewRef(failed);
+    h->clock = Py_NewRef(clock);
+    h->until = 0.0;
+    h->second = -1;
+    h->prefix[0] = '\0';
+    buffer_init(&h->lines);
+    tick(h, 0.0);  /* a text from the start; the first line reads the clocks again */
+    h->until = 0.0;
+    return (PyObject *)h;
+}
+
+static int hook_traverse(PyObject *self, visitproc visit, void *arg) {
+    HookObject *h = (HookObject *)self;
+    Py_VISIT(h->schedule);
+    Py_VISIT(h->fallback);
+    Py_VISIT(h->failed);
+    Py_VISIT(h->clock);
+    for (int i = 0; i < 4; i++) {
+        Py_VISIT(h->layouts[i].type);
+    }
+    return 0;
+}
+
+static int hook_clear(PyObject *self) {
+    HookObject *h = (HookObject *)self;
+    Py_CLEAR(h->schedule);
+    Py_CLEAR(h->fallback);
+    Py_CLEAR(h->failed);
+    Py_CLEAR(h->clock);
+    for (int i = 0; i < 4; i++) {
+        Py_CLEAR(h->layouts[i].type);
+    }
+    return 0;
+}
+
+static void hook_dealloc(PyObject *self) {
+    HookObject *h = (HookObject *)self;
+    PyObject_GC_UnTrack(self);
+    hook_clear(self);
+    buffer_free(&h->lines);
+    Py_TYPE(self)->tp_free(self);
+}
+
+static PyObject *hook_pending(PyObject *self, void *closure) {
+    (void)closure;
+    return PyLong_FromSsize_t(((HookObject *)self)->lines.len);
+}
+
+static PyMethodDef hook_methods[] = {
+    {"take", hook_take, METH_NOARGS, "take() -> the lines made since the last take(), as UTF-8 bytes"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef hook_getset[] = {
+    {"pending", hook_pending, NULL, "bytes of lines waiting for take()", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject HookType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "zonda._accesslog.Hook",
+    .tp_basicsize = sizeof(HookObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_doc = "Hook(as_json, schedule, fallback, failed, clock): the default access log line's hook, in C",
+    .tp_new = hook_new,
+    .tp_dealloc = hook_dealloc,
+    .tp_traverse = hook_traverse,
+    .tp_clear = hook_clear,
+    .tp_call = PyVectorcall_Call,
+    .tp_vectorcall_offset = offsetof(HookObject, vectorcall),
+    .tp_methods = hook_methods,
+    .tp_getset = hook_getset,
+};
+
+static PyObject *monotonic(PyObject *module, PyObject *unused) {
+    (void)module;
+    (void)unused;
+    double now;
+    if (read_monotonic(&now) < 0) {
+        Py_RETURN_NONE;  /* the hook calls perf_counter itself */
+    }
+    return PyFloat_FromDouble(now);
+}
+
 static PyMethodDef methods[] = {
+    {"monotonic", monotonic, METH_NOARGS,
+     "monotonic() -> the clock the hook reads in C (perf_counter's), or None where it calls perf_counter"},
     {"next_request_id", next_request_id, METH_NOARGS, "next_request_id() -> a new 32-hex-digit request id"},
     {"seed_request_ids", (PyCFunction)(void (*)(void))seed_request_ids, METH_FASTCALL,
      "seed_request_ids(prefix, counter): the 64-bit halves the following ids start from"},
@@ -524,8 +939,25 @@ PyMODINIT_FUNC PyInit__accesslog(void) {
         (KEY_HTTP_VERSION = PyUnicode_InternFromString("http_version")) == NULL ||
         (KEY_STATE = PyUnicode_InternFromString("state")) == NULL ||
         (KEY_REQUEST_ID = PyUnicode_InternFromString("request_id")) == NULL ||
-        (DEFAULT_METHOD = PyUnicode_InternFromString("GET")) == NULL) {
+        (DEFAULT_METHOD = PyUnicode_InternFromString("GET")) == NULL ||
+        (NAME_SCOPE = PyUnicode_InternFromString("scope")) == NULL ||
+        (NAME_STATUS = PyUnicode_InternFromString("status")) == NULL ||
+        (NAME_BYTES_SENT = PyUnicode_InternFromString("bytes_sent")) == NULL ||
+        (NAME_STARTED_AT = PyUnicode_InternFromString("started_at")) == NULL) {
         return NULL;
     }
-    return PyModule_Create(&module_def);
+    if (PyType_Ready(&HookType) < 0) {
+        return NULL;
+    }
+    PyObject *module = PyModule_Create(&module_def);
+    if (module == NULL) {
+        return NULL;
+    }
+    Py_INCREF(&HookType);
+    if (PyModule_AddObject(module, "Hook", (PyObject *)&HookType) < 0) {
+        Py_DECREF(&HookType);
+        Py_DECREF(module);
+        return NULL;
+    }
+    return module;
 }

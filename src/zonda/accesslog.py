@@ -14,15 +14,21 @@ batch, and at shutdown), to the file or to stderr. The JSON variant is generated
 through the C ``encode_basestring_ascii``) rather than by ``json.dumps`` of a dict per line, which measured
 7.2 µs a line against 1.6 µs.
 
-What a line costs, and why the hook looks the way it does (``bench/observability.py``; instruction counts
-under ``valgrind --tool=cachegrind`` of its in-process harness, about 10 instructions a nanosecond here): the
-hello request is ~76,000 instructions with the log off; the default plain format adds ~10,000 and the default
-JSON ~16,000, of which the hook's own bytecode is a third, joining the f-string's parts a tenth, JSON escaping
-(path, request id) a tenth and float formatting of the duration a twentieth. One ``perf_counter()`` serves the
-duration and the time of day, whose text is cached per millisecond in the hook's globals (a float comparison
-per line, not a ``time()`` call); ``{duration_ms:.1f}`` and ``{status}`` come from tables; the hook never
-raises into the response path (a ``try`` that costs nothing until it catches). What is left is one dict
-lookup, attribute load or string part per field: CPython's floor for building the line.
+The two default lines (the plain ``DEFAULT_FORMAT`` and the default JSON keys) have a faster hook when the
+optional C module ``zonda._accesslog`` is built: ``Hook``, the whole per-response step in one C call, which
+appends the line as UTF-8 to a buffer of its own that the writer takes (``AccessLogWriter.collect``), and
+hands a line it declines (an unusual type somewhere) to the Python line built here.
+
+What a line costs, and why the Python hook looks the way it does (``bench/observability.py``; instruction
+counts under ``valgrind --tool=cachegrind`` of its in-process harness, about 10 instructions a nanosecond
+here): the hello request is ~64,000 instructions with the log off; in Python the default plain format adds
+~11,600 and the default JSON ~17,700, of which the hook's own bytecode is a third, joining the f-string's
+parts a tenth, JSON escaping (path, request id) a tenth and float formatting of the duration a twentieth (the
+C hook: plain ~2,600, JSON ~4,800, request id included). One ``perf_counter()`` serves the duration and the
+time of day, whose text is cached per millisecond in the hook's globals (a float comparison per line, not a
+``time()`` call); ``{duration_ms:.1f}`` and ``{status}`` come from tables; the hook never raises into the
+response path (a ``try`` that costs nothing until it catches). What is left is one dict lookup, attribute
+load or string part per field: CPython's floor for building the line.
 """
 
 from __future__ import annotations
@@ -356,24 +362,14 @@ def compile_format(
             template.append(f"{{v{index}:{spec}}}" if spec else f"{{v{index}}}")
             index += 1
     text = "f" + repr("".join(template) + "\n")
-    fast = _accelerated_line(fmt, as_json)
-    if writer is not None and fast is not None:
-        # The same line from C; a line it declines (an unusual type somewhere) is built here as below.
-        body = [
-            "s = c.scope",
-            "t = _perf()",
-            "if t >= _until:",
-            "    _tick(t)",
-            "try:",
-            f"    _append(_fast(s, c.status, c.bytes_sent, t - c.started_at, {'_jtime' if as_json else '_time'}))",
-            "except TypeError:",
-            "    _append(_line(c))",
-            "if not _writer.scheduled:",
-            "    _writer.schedule()",
-        ]
-        source = ["def hook(c):", "    try:", *("        " + line for line in body)]
-        source += ["    except Exception:", "        _failed(c)"]
-    elif writer is None:
+    if writer is not None and _accelerated(fmt, as_json):
+        # The whole hook in C; a line it declines (an unusual type somewhere) is built by the Python line.
+        hook = accelerated.Hook(
+            as_json, writer.schedule, compile_format(fmt, as_json), _Failures().report, perf_counter
+        )
+        writer.collect = hook.take
+        return hook
+    if writer is None:
         body.append("return " + text)
         source = ["def line(c):", *("    " + line for line in body)]
     else:
@@ -405,21 +401,16 @@ def compile_format(
     if writer is not None:
         namespace["_append"] = writer.lines.append
         namespace["_writer"] = writer
-        if fast is not None:
-            namespace["_fast"] = fast
-            namespace["_line"] = compile_format(fmt, as_json)
     exec(compile("\n".join(source), "<zonda access log format>", "exec"), namespace)  # source built above
     function: Callable[[Any], Any] = namespace["hook" if writer is not None else "line"]
     return function
 
 
-def _accelerated_line(fmt: str, as_json: bool) -> Callable[..., str] | None:
-    """The C function that builds this format's line, if the format is a default one and the module is built."""
+def _accelerated(fmt: str, as_json: bool) -> bool:
+    """Does the C module build this format's lines (a default format, and the module built)?"""
     if accelerated is None:
-        return None
-    if as_json:
-        return accelerated.json_line if fmt == " ".join("{" + key + "}" for key in JSON_KEYS) else None
-    return accelerated.plain_line if fmt == DEFAULT_FORMAT else None
+        return False
+    return fmt == (" ".join("{" + key + "}" for key in JSON_KEYS) if as_json else DEFAULT_FORMAT)
 
 
 class _Failures:
@@ -430,14 +421,18 @@ class _Failures:
     def __init__(self) -> None:
         self.count = 0
 
-    def report(self, cycle: Any) -> None:
+    def report(self, cycle: Any, exc: BaseException | None = None) -> None:
+        """Called in the ``except`` that caught the failure, or with the exception (from the C hook)."""
         self.count += 1
         if self.count == 1:
-            scope = getattr(cycle, "scope", None) or {}
-            error_log.exception(
+            scope = getattr(cycle, "scope", None)
+            if not isinstance(scope, dict):
+                scope = {}
+            error_log.error(
                 "Access log line for %s %s could not be built; further failures are not logged",
                 scope.get("method", "-"),
                 scope.get("path", "-"),
+                exc_info=exc if exc is not None else True,
             )
 
 
@@ -490,21 +485,24 @@ class AccessLogWriter:
         except OSError:
             regular = False
         self.piece = 0 if regular else _PIPE_BUF  # the most one write may take (0: all)
-        self.lines: list[str] = []
+        self.lines: list[str] = []  # what a Python hook appends to
+        # what the next write takes: the lines above, or (the C hook, which keeps its own) ``Hook.take``
+        self.collect: Callable[[], bytes] = self._take_lines
         self.scheduled = False  # a write is due: the hook need not schedule one
         self._timer: asyncio.TimerHandle | None = None
         self._pending = b""
 
     def schedule(self) -> None:
         """The first line since the last write: write it, and the lines that follow, shortly."""
+        if self.scheduled:  # a retry is already due (the C hook asks whenever its buffer was empty)
+            return
         self.scheduled = True
         self._timer = self.loop.call_later(self.interval, self.flush)
 
     def flush(self) -> None:
         self.scheduled = False
         self._timer = None
-        data = self._pending + "".join(self.lines).encode("utf-8", "backslashreplace")
-        self.lines.clear()
+        data = self._pending + self.collect()
         view, position, size, piece = memoryview(data), 0, len(data), self.piece
         while position < size:
             end = size
@@ -526,6 +524,11 @@ class AccessLogWriter:
                 break
             position += written
         self._pending = b""
+
+    def _take_lines(self) -> bytes:
+        data = "".join(self.lines).encode("utf-8", "backslashreplace")
+        self.lines.clear()
+        return data
 
     def close(self) -> None:
         """Write what is buffered now (at shutdown, after the connections have drained)."""

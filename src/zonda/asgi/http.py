@@ -743,8 +743,9 @@ class HTTPSession:
 
     def response_complete(self, cycle: Cycle) -> None:
         """The core sent the last byte of ``cycle``'s response: the next pipelined request may start."""
-        if self.context.access_log:
-            cycle.log_access()
+        context = self.context
+        if context.access_log:
+            context.on_response(cycle)  # what cycle.log_access() does, without its frame
         if self.current is cycle:
             self.current = None
         self.transport.response_complete()
