@@ -331,3 +331,20 @@ def test_a_line_that_cannot_be_built_is_logged_once(tmp_path: Any, caplog: pytes
     assert len(lines) == 1
     failures = [record for record in caplog.records if "could not be built" in record.getMessage()]
     assert len(failures) == 1 and failures[0].exc_info and failures[0].exc_info[0] is AttributeError
+
+
+def test_ids_before_any_seed_are_hex() -> None:
+    """The module loaded alone (zonda.proxy seeds it at import): its first ids are still 32 hex digits."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, types; package = types.ModuleType('zonda'); package.__path__ = [sys.argv[1]];"
+        "sys.modules['zonda'] = package; from zonda import _accesslog;"
+        "print(_accesslog.next_request_id(), _accesslog.next_request_id())"
+    )
+    directory = os.path.dirname(fast.__file__)
+    output = subprocess.run(
+        [sys.executable, "-c", code, directory], capture_output=True, text=True, check=True
+    )
+    assert output.stdout.split() == ["0" * 32, "0" * 31 + "1"]

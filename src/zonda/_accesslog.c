@@ -932,6 +932,7 @@ PyMODINIT_FUNC PyInit__accesslog(void) {
     for (int c = 0; c < 256; c++) {
         JSON_PLAIN[c] = (unsigned char)json_plain((Py_UCS4)c);
     }
+    memset(id_text, '0', sizeof(id_text));  /* until seeded (zonda.proxy seeds at import): hex digits all the same */
     if ((KEY_CLIENT = PyUnicode_InternFromString("client")) == NULL ||
         (KEY_METHOD = PyUnicode_InternFromString("method")) == NULL ||
         (KEY_RAW_PATH = PyUnicode_InternFromString("raw_path")) == NULL ||
