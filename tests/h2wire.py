@@ -18,6 +18,7 @@ import h2.events
 import h2.settings
 from hpack import Decoder, Encoder
 
+from helpers import Clock
 from zonda.protocols.events import ConnectionTerminated, Event, Request, StreamReset
 from zonda.protocols.http1 import DefaultHeaders
 from zonda.protocols.http2 import (
@@ -46,20 +47,6 @@ from zonda.protocols.http2 import (
 Header = tuple[bytes, bytes]
 DATE = b"Mon, 01 Jan 2024 00:00:00 GMT"
 GET = [(b":method", b"GET"), (b":scheme", b"https"), (b":path", b"/"), (b":authority", b"example.com")]
-
-
-class Clock:
-    """A clock the test moves by hand."""
-
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> float:
-        self.now += seconds
-        return self.now
 
 
 def make_server(clock: Clock | None = None, server: bytes | None = b"zonda", **settings: Any) -> H2Connection:

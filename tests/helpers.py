@@ -1,19 +1,21 @@
-"""Test helpers: real servers on loopback ports, raw sockets, tool checks."""
+"""Test helpers: real servers on loopback ports, raw sockets, tool checks, small ASGI apps and app pieces."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -168,6 +170,20 @@ def zonda_process(*args: str, **kwargs: Any) -> Iterator[ZondaProcess]:
         process.kill()
 
 
+class Clock:
+    """A clock the test moves by hand, for the sans-io cores' timers."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> float:
+        self.now += seconds
+        return self.now
+
+
 def raw_request(port: int, data: bytes, timeout: float = 5.0, host: str = "127.0.0.1") -> bytes:
     """Send raw bytes, read until the server closes (or the timeout passes); return all it sent."""
     with socket.create_connection((host, port), timeout=timeout) as sock:
@@ -223,6 +239,50 @@ def status_of(response: bytes) -> int:
     return int(response.split(b" ", 2)[1])
 
 
+def rst_close(sock: socket.socket) -> None:
+    """Close with a TCP reset instead of a FIN (SO_LINGER 0): a client that vanishes rather than hangs up."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+def download_partly(port: int, request: bytes, at_least: int) -> socket.socket:
+    """Send ``request`` and read ``at_least`` bytes of a large response, then hand the socket over to be
+    dropped mid-body; the small receive buffer keeps the server from having already written it all."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    sock.sendall(request)
+    received = 0
+    while received < at_least:
+        received += len(sock.recv(65536))
+    return sock
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 5.0, what: str = "condition") -> None:
+    """Poll until ``condition()`` holds, for what another thread or process does; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+async def read_body(receive: Any) -> bytes:
+    """The whole request body (a disconnect ends it, as far as it came)."""
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            return body
+
+
+async def respond(send: Any, body: bytes, content_type: bytes = b"text/plain", status: int = 200) -> None:
+    """A whole response with a content-length."""
+    headers = [(b"content-type", content_type), (b"content-length", b"%d" % len(body))]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
 async def simple_app(scope: Any, receive: Any, send: Any) -> None:
     """Answers every request with 200 and the method and path."""
     if scope["type"] != "http":
@@ -236,6 +296,39 @@ async def simple_app(scope: Any, receive: Any, send: Any) -> None:
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+async def echo_scope(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Answers HTTP and WebSocket alike with the scope fields a proxy-aware app reads, as JSON."""
+    if scope["type"] not in ("http", "websocket"):
+        return
+    fields = proxy_fields(scope)
+    if scope["type"] == "websocket":
+        await receive()
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.send", "text": json.dumps(fields)})
+        await send({"type": "websocket.close"})
+        return
+    body = json.dumps(fields).encode()
+    await send(
+        {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"%d" % len(body))]}
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def proxy_fields(scope: dict[str, Any]) -> dict[str, Any]:
+    """What forwarded headers and the PROXY protocol can change, plus what a proxy passed along."""
+    headers = dict(scope["headers"])
+    return {
+        "client": scope["client"],
+        "server": scope["server"],
+        "scheme": scope["scheme"],
+        "root_path": scope["root_path"],
+        "path": scope["path"],
+        "host": headers.get(b"host", b"").decode(),
+        "request_id": scope["state"].get("request_id"),
+        "x_forwarded_for": headers.get(b"x-forwarded-for", b"").decode(),
+    }
 
 
 def assert_still_serving(port: int) -> None:
@@ -308,3 +401,39 @@ class Record:
             assert time.monotonic() < deadline, f"{key}: only {self.data[key]!r} after {timeout}s"
             time.sleep(0.01)
         return self.data[key]
+
+
+# WebSocket app pieces shared by the HTTP/1.1 and HTTP/2 WebSocket tests (run after the accept).
+
+
+async def echo_messages(receive: Any, send: Any) -> dict[str, Any]:
+    """Echo each message as it came (text as text, bytes as bytes); return the disconnect that ends it."""
+    while (message := await receive())["type"] == "websocket.receive":
+        await send({"type": "websocket.send", "bytes": message.get("bytes"), "text": message.get("text")})
+    return message  # type: ignore[no-any-return]
+
+
+async def until_disconnect(receive: Any, record: Record, key: str) -> None:
+    """Ignore messages until the client goes; record its disconnect under ``key``."""
+    while (message := await receive())["type"] != "websocket.disconnect":
+        pass
+    record.add(key, message)
+
+
+async def count_when_told(receive: Any, record: Record, key: str) -> None:
+    """Read nothing until the test sets ``record.go`` (back-pressure piles up meanwhile), then count the
+    messages until the client goes and record the count under ``key``."""
+    while not record.go.is_set():
+        await asyncio.sleep(0.01)
+    count = 0
+    while (await receive())["type"] == "websocket.receive":
+        count += 1
+    record.add(key, count)
+
+
+async def send_denial(send: Any) -> None:
+    """Refuse a handshake with a whole HTTP response of the app's own (websocket.http.response), in two parts."""
+    headers = [(b"content-type", b"text/plain"), (b"x-denied", b"yes")]
+    await send({"type": "websocket.http.response.start", "status": 418, "headers": headers})
+    await send({"type": "websocket.http.response.body", "body": b"no web", "more_body": True})
+    await send({"type": "websocket.http.response.body", "body": b"sockets here"})

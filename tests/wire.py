@@ -27,6 +27,30 @@ class Closed(Exception):
     """The server closed the connection before a whole response arrived."""
 
 
+def parse_head(head: bytes) -> tuple[int, list[tuple[str, str]]]:
+    """The status and the headers (names lowercased, in order) of a response head without its blank line."""
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = []
+    for line in lines:
+        name, _, value = line.partition(":")
+        headers.append((name.strip().lower(), value.strip()))
+    return int(status_line.split(" ")[1]), headers
+
+
+def recv_within(sock: socket.socket, timeout: float, restore: float) -> bytes | None:
+    """One read that waits at most ``timeout`` seconds: what came, b"" if the server closed or reset the
+    connection, None if nothing came; the socket's timeout is ``restore`` again after."""
+    sock.settimeout(timeout)
+    try:
+        return sock.recv(65536)
+    except TimeoutError:
+        return None
+    except ConnectionResetError:
+        return b""
+    finally:
+        sock.settimeout(restore)
+
+
 class Wire:
     """One client connection to 127.0.0.1:port."""
 
@@ -77,12 +101,8 @@ class Wire:
         while b"\r\n\r\n" not in self.buffer:
             self._fill()
         head, _, self.buffer = self.buffer.partition(b"\r\n\r\n")
-        status_line, *lines = head.decode("latin-1").split("\r\n")
-        headers = []
-        for line in lines:
-            name, _, value = line.partition(":")
-            headers.append((name.strip().lower(), value.strip()))
-        return int(status_line.split(" ")[1]), headers, head + b"\r\n\r\n"
+        status, headers = parse_head(head)
+        return status, headers, head + b"\r\n\r\n"
 
     def read_response(self, head_request: bool = False) -> Response:
         """The next response; 1xx interim responses are returned too."""
@@ -129,15 +149,9 @@ class Wire:
 
     def is_closed(self, timeout: float) -> bool:
         """Whether the server closes within ``timeout`` seconds, sending nothing more."""
-        self.sock.settimeout(timeout)
-        try:
-            chunk = self.sock.recv(65536)
-        except TimeoutError:
+        chunk = recv_within(self.sock, timeout, self.timeout)
+        if chunk is None:
             return False
-        except ConnectionResetError:
-            return True
-        finally:
-            self.sock.settimeout(self.timeout)
         assert not chunk, f"unexpected bytes {chunk[:200]!r}"
         return True
 
@@ -145,13 +159,9 @@ class Wire:
         """True if the server sends nothing (and keeps the connection) for ``within`` seconds."""
         if self.buffer:
             return False
-        self.sock.settimeout(within)
-        try:
-            chunk = self.sock.recv(65536)
-        except TimeoutError:
+        chunk = recv_within(self.sock, within, self.timeout)
+        if chunk is None:
             return True
-        finally:
-            self.sock.settimeout(self.timeout)
         self.buffer += chunk
         return False
 

@@ -16,6 +16,8 @@ import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from wire import parse_head, recv_within
+
 CONT, TEXT, BINARY, CLOSE, PING, PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 RSV1, RSV2, RSV3 = 4, 2, 1  # the ``rsv`` argument's bits
 MASK_KEY = b"\x37\xfa\x21\x3d"
@@ -178,12 +180,7 @@ class WSClient:
         while b"\r\n\r\n" not in self.buffer:
             self._fill()
         head, _, self.buffer = self.buffer.partition(b"\r\n\r\n")
-        status_line, *lines = head.decode("latin-1").split("\r\n")
-        self.status = int(status_line.split(" ")[1])
-        self.headers = [
-            (name.strip().lower(), value.strip())
-            for name, _, value in (line.partition(":") for line in lines)
-        ]
+        self.status, self.headers = parse_head(head)
 
     def header(self, name: str) -> str | None:
         values = [value for key, value in self.headers if key == name]
@@ -249,15 +246,9 @@ class WSClient:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
-            self.sock.settimeout(remaining)
-            try:
-                chunk = self.sock.recv(65536)
-            except TimeoutError:
+            chunk = recv_within(self.sock, remaining, self.timeout)
+            if chunk is None:
                 return False
-            except ConnectionResetError:
-                return True
-            finally:
-                self.sock.settimeout(self.timeout)
             if not chunk:
                 assert not self.buffer, f"unread bytes before the close: {self.buffer[:100]!r}"
                 return True

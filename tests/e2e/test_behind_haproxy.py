@@ -11,11 +11,10 @@ import json
 import socket
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from helpers import child_process, free_port, read_response, require_tool, run_server, status_of
+from helpers import child_process, echo_scope, free_port, read_response, require_tool, run_server, status_of
 
 CONFIG = """
 global
@@ -35,22 +34,6 @@ backend be
     option httpchk GET /healthz
     server zonda 127.0.0.1:{zonda} {send_proxy} check inter 100ms fall 2 rise 1 check-send-proxy
 """
-
-
-async def echo_scope(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    if scope["type"] != "http":
-        return
-    fields = {
-        "client": scope["client"],
-        "server": scope["server"],
-        "scheme": scope["scheme"],
-        "path": scope["path"],
-    }
-    body = json.dumps(fields).encode()
-    await send(
-        {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"%d" % len(body))]}
-    )
-    await send({"type": "http.response.body", "body": body})
 
 
 def request_from(source: str, port: int, extra: str = "") -> tuple[bytes, int]:

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from helpers import child_process, free_port, read_response, require_tool, run_server, status_of
+from helpers import child_process, echo_scope, free_port, read_response, require_tool, run_server, status_of
 
 CONFIG = """
 daemon off;
@@ -52,31 +52,6 @@ http {{
     }}
 }}
 """
-
-
-async def echo_scope(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    if scope["type"] not in ("http", "websocket"):
-        return
-    fields = {
-        "client": scope["client"],
-        "server": scope["server"],
-        "scheme": scope["scheme"],
-        "root_path": scope["root_path"],
-        "path": scope["path"],
-        "host": dict(scope["headers"]).get(b"host", b"").decode(),
-        "request_id": scope["state"].get("request_id"),
-    }
-    if scope["type"] == "websocket":
-        await receive()
-        await send({"type": "websocket.accept"})
-        await send({"type": "websocket.send", "text": json.dumps(fields)})
-        await send({"type": "websocket.close"})
-        return
-    body = json.dumps(fields).encode()
-    await send(
-        {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"%d" % len(body))]}
-    )
-    await send({"type": "http.response.body", "body": body})
 
 
 @pytest.fixture

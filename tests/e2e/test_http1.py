@@ -17,15 +17,10 @@ from urllib.parse import parse_qs
 import httpx
 import pytest
 
-from helpers import assert_still_serving, require_tool, run_server
+from helpers import assert_still_serving, require_tool, rst_close, run_server
 from wire import Wire, get
 
 Scope = dict[str, Any]
-
-
-@pytest.fixture(params=["asyncio", "uvloop"])
-def loop(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
 
 
 async def reply(
@@ -613,6 +608,5 @@ def test_a_reset_mid_request_does_not_disturb_the_server(loop: str) -> None:
     with serve(loop) as server:
         sock = socket.create_connection(("127.0.0.1", server.port))
         sock.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\npartial")
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-        sock.close()  # RST
+        rst_close(sock)
         assert_still_serving(server.port)

@@ -16,17 +16,6 @@ Message = dict[str, Any]
 START: Message = {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]}
 
 
-@pytest.fixture(params=["asyncio", "uvloop"])
-def loop(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture
-def logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
-    caplog.set_level(logging.DEBUG, logger="zonda")
-    return caplog
-
-
 def scripted_app(messages: list[Message], then: str = "return") -> Any:
     """Sends ``messages`` for any path but /alive, then returns or raises (``then="raise"``)."""
 

@@ -19,17 +19,6 @@ Scope = dict[str, Any]
 ERROR_LINE = re.compile(r"^(\d{3}) response to 127\.0\.0\.1:\d+: ")
 
 
-@pytest.fixture(params=["asyncio", "uvloop"])
-def loop(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture
-def logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
-    caplog.set_level(logging.DEBUG, logger="zonda")
-    return caplog
-
-
 class Calls:
     """What the app saw, for the test thread."""
 

@@ -40,14 +40,16 @@ from h2socket import (
     rst_stream,
     settings_frame,
 )
-from helpers import assert_still_serving, raw_request, read_until_closed, run_server, simple_app, status_of
+from helpers import (
+    assert_still_serving,
+    raw_request,
+    read_until_closed,
+    run_server,
+    simple_app,
+    status_of,
+    wait_for,
+)
 from tlsutil import TLSFiles, make_tls_files
-
-
-@pytest.fixture
-def logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
-    caplog.set_level(logging.DEBUG, logger="zonda")
-    return caplog
 
 
 def logged(caplog: pytest.LogCaptureFixture, logger: str, level: int, *parts: str) -> logging.LogRecord:
@@ -64,14 +66,6 @@ def logged(caplog: pytest.LogCaptureFixture, logger: str, level: int, *parts: st
             ]
             raise AssertionError(f"no {logging.getLevelName(level)} {parts} on {logger}; logged: {seen}")
         time.sleep(0.01)
-
-
-def eventually(condition: Callable[[], bool], what: str, timeout: float = 3.0) -> None:
-    """Wait for something the server's thread does (an app noting its disconnect, say)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.005)
 
 
 def counted(server: Any, name: str, expected: int = 1) -> None:
@@ -286,7 +280,7 @@ def test_zero_window_stall(logs: pytest.LogCaptureFixture, window: str) -> None:
             assert len(state.data) <= 65535
             connection = next(iter(server.server.shared.connections))
             assert connection.transport.get_write_buffer_size() < 65536  # nothing piled up in the transport
-            eventually(lambda: len(app.ending) == 2, "the app to end")
+            wait_for(lambda: len(app.ending) == 2, 3.0, "the app to end")
         assert app.sent == 0  # the first 1 MiB message never fitted: send() waited from the start
         assert app.ending == ["ClientDisconnected", "http.disconnect"]
         counted(server, "send_stall")
@@ -307,7 +301,7 @@ def test_stalled_request_body(logs: pytest.LogCaptureFixture) -> None:
             took = time.monotonic() - began
             assert state.reset_code == ErrorCodes.CANCEL
             assert 0.4 < took < 2.0, took
-            eventually(lambda: bool(app.ending), "the app's disconnect")
+            wait_for(lambda: bool(app.ending), 3.0, "the app's disconnect")
         assert app.ending == ["http.disconnect"]
         counted(server, "body_stall")
         logged(logs, "zonda.http2", logging.DEBUG, "HTTP/2 connection counters", "'body_stall': 1")

@@ -23,7 +23,7 @@ import httpx
 import pytest
 
 from h2socket import PREFACE, settings_frame
-from helpers import REPO, raw_request, require_tool, run_server, status_of, zonda_process
+from helpers import REPO, raw_request, read_body, require_tool, respond, run_server, status_of, zonda_process
 from tlsutil import TLSFiles, make_tls_files
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -40,21 +40,6 @@ class AppState:
         self.all_waiting = threading.Event()
         self.expected_waiters = 1
         self.event: asyncio.Event | None = None
-
-
-async def read_body(receive: Any) -> bytes:
-    body = b""
-    while True:
-        message = await receive()
-        body += message.get("body", b"")
-        if not message.get("more_body"):
-            return body
-
-
-async def respond(send: Any, body: bytes, content_type: bytes = b"text/plain", status: int = 200) -> None:
-    headers = [(b"content-type", content_type), (b"content-length", b"%d" % len(body))]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
 
 
 def make_app(state: AppState) -> Callable[..., Any]:

@@ -30,20 +30,12 @@ from h2socket import (
     H2Client,
     RawH2,
 )
-from helpers import assert_still_serving, run_server, zonda_process
+from helpers import assert_still_serving, read_body, respond, run_server, wait_for, zonda_process
 
 MiB = 1024 * 1024
 CHUNK = 64 * 1024
 # 10 MiB in 160 messages of 64 KiB, each one different: bytes lost, doubled or reordered all show
 BIG = b"".join(hashlib.sha256(b"%d" % i).digest() * (CHUNK // 32) for i in range(10 * MiB // CHUNK))
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 5.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.005)
 
 
 class Record:
@@ -63,21 +55,6 @@ class Record:
             self.events.setdefault(key, []).append(what)
 
 
-async def read_all(receive: Any) -> bytes:
-    body = b""
-    while True:
-        message = await receive()
-        body += message.get("body", b"")
-        if not message.get("more_body"):
-            return body
-
-
-async def respond(send: Any, body: bytes, status: int = 200) -> None:
-    headers = [(b"content-type", b"application/octet-stream"), (b"content-length", b"%d" % len(body))]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
-
-
 def make_app(record: Record) -> Callable[..., Any]:
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -85,7 +62,7 @@ def make_app(record: Record) -> Callable[..., Any]:
         path = scope["path"]
         query = scope["query_string"].decode()
         if path == "/big":  # 10 MiB in 64 KiB messages; note how far the client's window had opened each time
-            await read_all(receive)
+            await read_body(receive)
             await send(
                 {
                     "type": "http.response.start",
@@ -117,7 +94,7 @@ def make_app(record: Record) -> Callable[..., Any]:
                 await asyncio.sleep(0.05)
             await respond(send, f"{total} {digest.hexdigest()}".encode())
         elif path == "/hold":  # waits (up to ?seconds) for http.disconnect after the request body
-            await read_all(receive)
+            await read_body(receive)
             record.note(query, "started")
             record.waiting.add(query)
             pending = asyncio.ensure_future(receive())
@@ -309,7 +286,7 @@ def test_settings_flags_and_max_concurrent_streams(record: Record) -> None:
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
-        await read_all(receive)
+        await read_body(receive)
         record.note(scope["path"], "started")
         while scope["path"] == "/hold" and not release.is_set():
             await asyncio.sleep(0.01)

@@ -7,8 +7,6 @@ import signal
 import socket
 import stat
 import subprocess
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -33,12 +31,6 @@ async def app(scope, receive, send):
 def app_dir(tmp_path: Path) -> str:
     (tmp_path / "scope_app.py").write_text(SCOPE_APP)
     return str(tmp_path)
-
-
-@pytest.fixture
-def short_dir() -> Iterator[str]:
-    with tempfile.TemporaryDirectory(prefix="zonda-") as directory:  # sun_path is ~107 bytes
-        yield directory
 
 
 def has_ipv6_loopback() -> bool:

@@ -4,7 +4,6 @@ supervisor), /healthz, and /readyz through lifespan startup, serving and drain."
 from __future__ import annotations
 
 import asyncio
-import base64
 import os
 import re
 import signal
@@ -32,8 +31,19 @@ from h2socket import (
     rst_stream,
     settings_frame,
 )
-from helpers import free_port, raw_request, read_response, run_server, simple_app, status_of, zonda_process
+from helpers import (
+    echo_messages,
+    free_port,
+    raw_request,
+    read_response,
+    run_server,
+    simple_app,
+    status_of,
+    wait_for,
+    zonda_process,
+)
 from tlsutil import make_tls_files
+from wsframes import WSClient, text
 from zonda import Config, Server
 from zonda.server import run_in_loop
 
@@ -45,11 +55,8 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if scope["type"] == "websocket":
         await receive()
         await send({"type": "websocket.accept"})
-        while True:
-            message = await receive()
-            if message["type"] == "websocket.disconnect":
-                return
-            await send({"type": "websocket.send", "text": message.get("text") or ""})
+        await echo_messages(receive, send)
+        return
     if scope["type"] != "http":
         return
     if scope["path"] == "/slow":
@@ -93,32 +100,12 @@ def total(scraped: dict[Any, float], name: str) -> float:
 
 
 def websocket_echo(port: int, messages: int) -> None:
-    key = base64.b64encode(os.urandom(16)).decode()
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-        sock.sendall(
-            f"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
-        )
-        data = b""
-        while b"\r\n\r\n" not in data:
-            data += sock.recv(4096)
-        assert data.startswith(b"HTTP/1.1 101"), data
-        rest = data.partition(b"\r\n\r\n")[2]
+    with WSClient(port, "/ws") as ws:
+        assert ws.status == 101, ws.headers
         for _ in range(messages):
-            mask = os.urandom(4)
-            payload = b"hi"
-            sock.sendall(
-                bytes([0x81, 0x80 | len(payload)])
-                + mask
-                + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-            )
-            while len(rest) < 4:
-                rest += sock.recv(4096)
-            assert rest[:4] == b"\x81\x02hi"
-            rest = rest[4:]
-        sock.sendall(bytes([0x88, 0x82]) + b"\x00\x00\x00\x00" + b"\x03\xe8")  # close 1000
-        while sock.recv(4096):
-            pass
+            ws.send(text("hi"))
+            assert ws.recv_raw(4) == b"\x81\x02hi"
+        ws.close_handshake(1000)
 
 
 def test_metrics_single_process() -> None:
@@ -141,7 +128,7 @@ def test_metrics_single_process() -> None:
             assert status == 200
             during = samples(text)
             assert status_of(read_response(slow)) == 200
-        wait_until(lambda: value(scrape(metrics_port), "zonda_connections_open", protocol="http1") == 0)
+        wait_for(lambda: value(scrape(metrics_port), "zonda_connections_open", protocol="http1") == 0)
         after = scrape(metrics_port)
     assert value(during, "zonda_requests_in_flight") == 1
     assert value(during, "zonda_connections_open", protocol="http1") == 1
@@ -216,13 +203,6 @@ class SlowStartApp:
         await send({"type": "http.response.body", "body": b"ok"})
 
 
-def wait_until(condition: Any, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
-
-
 def test_readyz_during_startup_and_drain() -> None:
     slow = SlowStartApp()
     server = Server(Config(app=slow, port=0, metrics_bind="127.0.0.1:0", loop="uvloop", lifespan="on"))
@@ -231,13 +211,13 @@ def test_readyz_during_startup_and_drain() -> None:
     )
     thread.start()
     try:
-        wait_until(lambda: server.metrics_port is not None)
+        wait_for(lambda: server.metrics_port is not None)
         metrics_port = server.metrics_port
         assert metrics_port is not None
         assert fetch(metrics_port, "/readyz") == (503, "not ready: starting\n")
         assert fetch(metrics_port, "/healthz") == (200, "ok\n")
         slow.release.set()
-        wait_until(server.started.is_set)
+        wait_for(server.started.is_set)
         assert fetch(metrics_port, "/readyz") == (200, "ready\n")
         with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
             sock.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -289,8 +269,8 @@ def test_metrics_across_two_workers(tmp_path: Path) -> None:
     with zonda_process(*args) as proc:
         proc.wait_listening(20)
         port = proc.port
-        wait_until(lambda: len(re.findall(r"Metrics on http://", proc.output)) >= 2, timeout=20)
-        wait_until(lambda: fetch(metrics_port, "/readyz")[0] == 200, timeout=20)
+        wait_for(lambda: len(re.findall(r"Metrics on http://", proc.output)) >= 2, timeout=20)
+        wait_for(lambda: fetch(metrics_port, "/readyz")[0] == 200, timeout=20)
 
         def one(_: int) -> str:
             response = raw_request(port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
@@ -318,11 +298,11 @@ def test_metrics_across_two_workers(tmp_path: Path) -> None:
             with RawH2(port) as flooder:
                 flooder.send(*[ping()] * 100)
                 assert flooder.goaway().error_code == ErrorCodes.ENHANCE_YOUR_CALM
-        wait_until(
+        wait_for(
             lambda: value(scrape(metrics_port), "zonda_http2_rejections_total", reason="control_flood") == 4
         )
         os.kill(int(min(pids)), signal.SIGKILL)  # a worker of the supervisor this test started
-        wait_until(lambda: "restarting it" in proc.output and proc.output.count("is ready") >= 3, timeout=20)
+        wait_for(lambda: "restarting it" in proc.output and proc.output.count("is ready") >= 3, timeout=20)
         scraped = samples(fetch(metrics_port, "/metrics")[1])
         assert value(scraped, "zonda_worker_restarts_total") == 1
         assert total(scraped, "zonda_requests_total") == sent  # a dead worker's counts stay
@@ -430,7 +410,7 @@ def test_http2_bytes_are_counted(tmp_path: Path, how: str) -> None:
         assert value(while_open, "zonda_connections_open", protocol="http2") == 1
         assert value(while_open, "zonda_connections_open", protocol="http1") == 0
         received = len(head) + sum(9 + len(f.payload) for f in raw.frames)
-        wait_until(lambda: not running.server.shared.connections)
+        wait_for(lambda: not running.server.shared.connections)
         scraped = scrape(metrics_port)
     assert value(scraped, "zonda_bytes_total", direction="in") == len(sent)
     assert value(scraped, "zonda_bytes_total", direction="out") == received

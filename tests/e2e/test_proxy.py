@@ -16,45 +16,10 @@ from typing import Any
 
 import pytest
 
-from helpers import raw_request, read_response, read_until_closed, run_server, status_of
+from helpers import echo_scope, raw_request, read_response, read_until_closed, run_server, status_of
 from zonda.proxy import V2_SIGNATURE
 
 STRANGER = "10.99.0.1"  # a trust list that does not include the test client
-
-
-async def echo_scope(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    """Answers with the scope fields a proxy-aware app reads, as JSON."""
-    if scope["type"] == "lifespan":
-        return
-    if scope["type"] == "websocket":
-        await receive()
-        await send({"type": "websocket.accept"})
-        await send({"type": "websocket.send", "text": json.dumps(_fields(scope))})
-        await send({"type": "websocket.close"})
-        return
-    body = json.dumps(_fields(scope)).encode()
-    await send(
-        {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"%d" % len(body))]}
-    )
-    await send({"type": "http.response.body", "body": body})
-
-
-def _fields(scope: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "client": scope["client"],
-        "server": scope["server"],
-        "scheme": scope["scheme"],
-        "root_path": scope["root_path"],
-        "path": scope["path"],
-        "host": dict(scope["headers"]).get(b"host", b"").decode(),
-        "request_id": scope["state"].get("request_id"),
-        "x_forwarded_for": dict(scope["headers"]).get(b"x-forwarded-for", b"").decode(),
-    }
-
-
-@pytest.fixture(params=["asyncio", "uvloop"])
-def loop(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
 
 
 def body_of(response: bytes) -> dict[str, Any]:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import socket
-import tempfile
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -187,9 +185,8 @@ def test_state_is_a_copy_per_request() -> None:
 
 
 @pytest.fixture
-def uds_path() -> Iterator[str]:
-    with tempfile.TemporaryDirectory(prefix="zonda-") as directory:  # short: sun_path is ~107 bytes
-        yield os.path.join(directory, "s.sock")
+def uds_path(short_dir: str) -> str:
+    return os.path.join(short_dir, "s.sock")
 
 
 def test_unix_socket_scope(recorder: Recorder, uds_path: str) -> None:

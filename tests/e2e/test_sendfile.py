@@ -9,7 +9,6 @@ import json
 import logging
 import os
 import socket
-import struct
 import subprocess
 import threading
 import time
@@ -20,16 +19,11 @@ from urllib.parse import parse_qs
 import httpx
 import pytest
 
-from helpers import assert_still_serving, require_tool, run_server, status_of
+from helpers import assert_still_serving, download_partly, require_tool, rst_close, run_server, status_of
 from zonda.io import _sendfile
 
 Scope = dict[str, Any]
 MIB = 1024 * 1024
-
-
-@pytest.fixture(params=["asyncio", "uvloop"])
-def loop(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
 
 
 @pytest.fixture(scope="module")
@@ -271,11 +265,6 @@ def test_pathsend(files: dict[str, Path], loop: str, caplog: pytest.LogCaptureFi
     assert "Expected no body before http.response.pathsend, got 1 bytes" in caplog.text
 
 
-def rst_close(sock: socket.socket) -> None:
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    sock.close()
-
-
 @pytest.mark.parametrize("how", ["reset", "close"])
 def test_client_disconnect_mid_file(
     files: dict[str, Path], loop: str, how: str, caplog: pytest.LogCaptureFixture
@@ -283,12 +272,7 @@ def test_client_disconnect_mid_file(
     caplog.set_level(logging.DEBUG, logger="zonda")
     app = FileApp(files)
     with run_server(app, loop=loop) as server:
-        sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
-        sock.sendall(b"GET /zc?name=big HTTP/1.1\r\nHost: x\r\n\r\n")
-        received = 0
-        while received < 2 * MIB:
-            received += len(sock.recv(65536))
+        sock = download_partly(server.port, b"GET /zc?name=big HTTP/1.1\r\nHost: x\r\n\r\n", 2 * MIB)
         if how == "reset":
             rst_close(sock)
         else:

@@ -11,7 +11,6 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from helpers import (
     read_until_closed,
     run_server,
     status_of,
+    wait_for,
     zonda_process,
 )
 
@@ -68,14 +68,6 @@ STUCK_REQUEST = b"GET /stuck HTTP/1.1\r\nHost: x\r\n\r\n"
 def app_dir(tmp_path: Path) -> str:
     (tmp_path / "slow_app.py").write_text(SLOW_APP)
     return str(tmp_path)
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 5.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
 
 
 def refused(port: int) -> bool:

@@ -15,9 +15,7 @@ import signal
 import socket
 import ssl
 import subprocess
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -245,12 +243,6 @@ def test_websocket_over_tls(files: TLSFiles) -> None:
     with run_server(app, **files.server_options()) as server:
         reply = asyncio.run(asyncio.wait_for(talk(f"wss://localhost:{server.port}/"), 10))
     assert reply == {"scheme": "wss", "echo": "hello over tls", "tls": sorted(TLS_KEYS)}
-
-
-@pytest.fixture
-def short_dir() -> Iterator[str]:
-    with tempfile.TemporaryDirectory(prefix="zonda-") as directory:  # sun_path is ~107 bytes
-        yield directory
 
 
 def test_unix_socket(files: TLSFiles, short_dir: str) -> None:

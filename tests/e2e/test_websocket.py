@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-import struct
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -20,7 +19,15 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from helpers import Record, run_server
+from helpers import (
+    Record,
+    count_when_told,
+    echo_messages,
+    rst_close,
+    run_server,
+    send_denial,
+    until_disconnect,
+)
 from wire import Wire
 from wsframes import BINARY, CLOSE, PING, PONG, WSClient, close, frame, handshake_request, text
 
@@ -52,37 +59,25 @@ def make_app(record: Record) -> Any:
     async def accept(send: Any, **extra: Any) -> None:
         await send({"type": "websocket.accept", **extra})
 
-    async def until_disconnect(key: str, receive: Any) -> None:
-        while (message := await receive())["type"] != "websocket.disconnect":
-            pass
-        record.add(key, message)
-
     async def route(path: str, key: str, scope: Scope, receive: Any, send: Any) -> None:
         if path == "/echo":
             offered = scope["subprotocols"]
             await accept(send, subprotocol=offered[-1] if offered else None, headers=[(b"x-extra", b"yes")])
-            while (message := await receive())["type"] == "websocket.receive":
-                await send(
-                    {"type": "websocket.send", "bytes": message.get("bytes"), "text": message.get("text")}
-                )
-            record.add(key, message)
+            record.add(key, await echo_messages(receive, send))
         elif path.endswith("/scope"):
             record.add(key, dict(scope))
             await accept(send)
-            await until_disconnect(key + "-end", receive)
+            await until_disconnect(receive, record, key + "-end")
         elif path in ("/app-close", "/app-close-later"):
             await accept(send)
             if path == "/app-close-later":
                 await receive()  # closes from a later task step, not the one that accepted
             await send({"type": "websocket.close", "code": 4001, "reason": "bye from app"})
-            await until_disconnect(key, receive)
+            await until_disconnect(receive, record, key)
         elif path == "/deny":
             await send({"type": "websocket.close"})
         elif path == "/denial":
-            headers = [(b"content-type", b"text/plain"), (b"x-denied", b"yes")]
-            await send({"type": "websocket.http.response.start", "status": 418, "headers": headers})
-            await send({"type": "websocket.http.response.body", "body": b"no web", "more_body": True})
-            await send({"type": "websocket.http.response.body", "body": b"sockets here"})
+            await send_denial(send)
         elif path == "/raise-before":
             raise RuntimeError("boom before accept")
         elif path == "/raise-after":
@@ -91,21 +86,16 @@ def make_app(record: Record) -> Any:
             raise RuntimeError("boom after accept")
         elif path == "/wait":
             await accept(send)
-            await until_disconnect(key, receive)
-        elif path == "/slow-reader":  # reads nothing until the test says go, then counts
+            await until_disconnect(receive, record, key)
+        elif path == "/slow-reader":
             await accept(send)
-            while not record.go.is_set():
-                await asyncio.sleep(0.01)
-            count = 0
-            while (await receive())["type"] == "websocket.receive":
-                count += 1
-            record.add(key, count)
+            await count_when_told(receive, record, key)
         elif path == "/flood":  # sends 100 x 256 KiB, noting each send that returned
             await accept(send)
             for i in range(100):
                 await send({"type": "websocket.send", "bytes": b"%03d" % i + b"z" * 262141})
                 record.add(key, i)
-            await until_disconnect(key + "-end", receive)
+            await until_disconnect(receive, record, key + "-end")
 
     return app
 
@@ -318,12 +308,6 @@ def test_scope_root_path(record: Record) -> None:
 # ---------------------------------------------------------------------------- failures
 
 
-@pytest.fixture
-def logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
-    caplog.set_level(logging.DEBUG, logger="zonda")
-    return caplog
-
-
 def test_app_raises_after_accept(server: Any, logs: pytest.LogCaptureFixture) -> None:
     async def talk() -> None:
         async with client(server, "/raise-after") as ws:
@@ -358,8 +342,9 @@ def test_abrupt_client_loss(server: Any, record: Record, how: str) -> None:
     ws.send(frame(BINARY, b"half a message", fin=False))
     time.sleep(0.05)
     if how == "reset":
-        ws.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    ws.sock.close()
+        rst_close(ws.sock)
+    else:
+        ws.sock.close()
     assert record.wait(key)[-1] == {"type": "websocket.disconnect", "code": 1006, "reason": ""}
 
 

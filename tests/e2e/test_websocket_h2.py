@@ -9,7 +9,6 @@ graceful shutdown's Going Away.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import struct
 import threading
@@ -22,7 +21,15 @@ from urllib.parse import parse_qs
 import pytest
 
 from h2ws import ENABLE_CONNECT_PROTOCOL, H2Client, raw_frames, server_settings
-from helpers import Record, assert_still_serving, run_server
+from helpers import (
+    Record,
+    assert_still_serving,
+    count_when_told,
+    echo_messages,
+    run_server,
+    send_denial,
+    until_disconnect,
+)
 from wsframes import BINARY, CLOSE, PING, PONG, RSV1, TEXT, close, deflate, frame, inflate, text
 
 Scope = dict[str, Any]
@@ -42,11 +49,6 @@ def make_app(record: Record) -> Any:
         assert await receive() == {"type": "websocket.connect"}
         await route(path, key, scope, receive, send)
 
-    async def until_disconnect(key: str, receive: Any) -> None:
-        while (message := await receive())["type"] != "websocket.disconnect":
-            pass
-        record.add(key, message)
-
     async def route(path: str, key: str, scope: Scope, receive: Any, send: Any) -> None:
         if path == "/echo":
             offered = scope["subprotocols"]
@@ -54,43 +56,31 @@ def make_app(record: Record) -> Any:
             if offered:
                 accept["subprotocol"] = offered[-1]
             await send(accept)
-            while (message := await receive())["type"] == "websocket.receive":
-                await send(
-                    {"type": "websocket.send", "bytes": message.get("bytes"), "text": message.get("text")}
-                )
-            record.add(key, message)
+            record.add(key, await echo_messages(receive, send))
         elif path == "/scope":
             record.add(key, dict(scope))
             await send({"type": "websocket.accept"})
-            await until_disconnect(key + "-end", receive)
+            await until_disconnect(receive, record, key + "-end")
         elif path == "/app-close":
             await send({"type": "websocket.accept"})
             await send({"type": "websocket.close", "code": 4001, "reason": "bye from app"})
-            await until_disconnect(key, receive)
+            await until_disconnect(receive, record, key)
         elif path == "/deny":
             await send({"type": "websocket.close"})
         elif path == "/denial":
-            headers = [(b"content-type", b"text/plain"), (b"x-denied", b"yes")]
-            await send({"type": "websocket.http.response.start", "status": 418, "headers": headers})
-            await send({"type": "websocket.http.response.body", "body": b"no web", "more_body": True})
-            await send({"type": "websocket.http.response.body", "body": b"sockets here"})
+            await send_denial(send)
         elif path == "/wait":
             await send({"type": "websocket.accept"})
-            await until_disconnect(key, receive)
-        elif path == "/slow-reader":  # reads nothing until the test says go, then counts
+            await until_disconnect(receive, record, key)
+        elif path == "/slow-reader":
             await send({"type": "websocket.accept"})
-            while not record.go.is_set():
-                await asyncio.sleep(0.01)
-            count = 0
-            while (await receive())["type"] == "websocket.receive":
-                count += 1
-            record.add(key, count)
+            await count_when_told(receive, record, key)
         elif path == "/flood":  # sends 50 x 64 KiB, noting each send that returned
             await send({"type": "websocket.accept"})
             for i in range(50):
                 await send({"type": "websocket.send", "bytes": b"%03d" % i + b"z" * 65533})
                 record.add(key, i)
-            await until_disconnect(key + "-end", receive)
+            await until_disconnect(receive, record, key + "-end")
         elif path == "/raise-after":
             await send({"type": "websocket.accept"})
             await receive()

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import LISTENING, REPO
+from helpers import LISTENING, REPO, wait_for
 
 APP = """
 import asyncio
@@ -286,13 +286,6 @@ def alive(pid: int) -> bool:
         return file.read().rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def wait_until(condition: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
-
-
 # ------------------------------------------------------------------ load sharing and supervision
 
 
@@ -505,12 +498,12 @@ def test_reload_picks_up_edits_and_survives_a_syntax_error(app_dir: Path) -> Non
         port = proc.port
         assert get(port)[1].startswith("v1 ")
         write_app(app_dir, "v2-edited")
-        wait_until(lambda: _serves(port, "v2-edited "), what="the edit to be served")
+        wait_for(lambda: _serves(port, "v2-edited "), timeout=10.0, what="the edit to be served")
         (app_dir / "wapp.py").write_text("def broken(:\n")
         proc.wait_line("Waiting for a file change", timeout=10)
         assert "SyntaxError" in proc.output or "invalid syntax" in proc.output
         write_app(app_dir, "v3-fixed-again")
-        wait_until(lambda: _serves(port, "v3-fixed-again "), what="the fixed app to be served")
+        wait_for(lambda: _serves(port, "v3-fixed-again "), timeout=10.0, what="the fixed app to be served")
         (app_dir / "notes.txt").write_text("not python")  # not *.py: no reload
         time.sleep(0.6)
         changes = [line for line in proc.lines if "Detected changes" in line]

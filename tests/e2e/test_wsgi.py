@@ -8,7 +8,6 @@ import json
 import logging
 import os
 import socket
-import struct
 import subprocess
 import sys
 import threading
@@ -25,9 +24,11 @@ import pytest
 from helpers import (
     REPO,
     assert_still_serving,
+    download_partly,
     raw_request,
     read_response,
     require_tool,
+    rst_close,
     run_server,
     status_of,
     zonda_process,
@@ -487,14 +488,8 @@ def test_client_gone_mid_file_wrapper_closes_the_file_and_logs_nothing(
     caplog.set_level(logging.DEBUG, logger="zonda")
     app = FileWrapperApp(wrapper_files)
     with run_server(app, loop=loop) as server:
-        sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
-        sock.sendall(b"GET /file?name=sparse HTTP/1.1\r\nHost: x\r\n\r\n")
-        received = 0
-        while received < 2 * MIB:
-            received += len(sock.recv(65536))
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        sock.close()  # a reset mid-file
+        sock = download_partly(server.port, b"GET /file?name=sparse HTTP/1.1\r\nHost: x\r\n\r\n", 2 * MIB)
+        rst_close(sock)  # a reset mid-file
         assert app.all_closed.wait(10) and app.closed == ["sparse"]
         assert_still_serving(server.port)
     assert not [r for r in caplog.records if r.name == "zonda.error" and r.levelno >= logging.WARNING]
@@ -544,6 +539,31 @@ class PeakRss:
         return peak - self.baseline
 
 
+def download_with_a_stall(port: int, target: bytes) -> int:
+    """GET a 200 MiB body through a small receive buffer, not reading for 0.5 s once 20 MiB are in; the bytes
+    received. While the client stalls, the server must wait for the socket (in the app thread, or before
+    reading more of a file), not buffer what the client has not taken."""
+    buffer = bytearray(MIB)
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 256 * 1024)
+        sock.sendall(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % target)
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += sock.recv(4096)
+        head, _, rest = head.partition(b"\r\n\r\n")
+        assert status_of(head) == 200 and b"content-length: %d" % SIZE in head.lower()
+        received = len(rest)
+        stalled = False
+        while received < SIZE:
+            if not stalled and received > 20 * MIB:
+                stalled = True
+                time.sleep(0.5)
+            count = sock.recv_into(buffer)
+            assert count, "the server closed early"
+            received += count
+    return received
+
+
 @pytest.fixture(scope="module")
 def big_server() -> Iterator[Any]:
     args = ("wsgi_apps:app", "--app-dir", E2E, "--port", "0", "--limit-request-body", "0", "--no-access-log")
@@ -576,24 +596,7 @@ def test_200_mib_upload_keeps_rss_flat(big_server: Any) -> None:
 def test_200_mib_download_keeps_rss_flat_even_with_a_stalled_client(big_server: Any) -> None:
     rss = PeakRss(big_server.proc.pid)
     started = time.monotonic()
-    buffer = bytearray(MIB)
-    with socket.create_connection(("127.0.0.1", big_server.port), timeout=30) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 256 * 1024)
-        sock.sendall(b"GET /stream?mib=200 HTTP/1.1\r\nHost: x\r\n\r\n")
-        head = b""
-        while b"\r\n\r\n" not in head:
-            head += sock.recv(4096)
-        head, _, rest = head.partition(b"\r\n\r\n")
-        assert status_of(head) == 200 and b"content-length: %d" % SIZE in head.lower()
-        received = len(rest)
-        stalled = False
-        while received < SIZE:
-            if not stalled and received > 20 * MIB:
-                stalled = True
-                time.sleep(0.5)  # the client stops reading: the app thread must wait, not buffer
-            count = sock.recv_into(buffer)
-            assert count, "the server closed early"
-            received += count
+    received = download_with_a_stall(big_server.port, b"/stream?mib=200")
     elapsed = time.monotonic() - started
     growth = rss.growth()
     assert received == SIZE
@@ -609,26 +612,7 @@ def test_200_mib_file_wrapper_download_keeps_rss_flat_even_with_a_stalled_client
         out.truncate(SIZE)  # sparse: nothing on disk, and os.sendfile never brings it into the process
     rss = PeakRss(big_server.proc.pid)
     started = time.monotonic()
-    buffer = bytearray(MIB)
-    with socket.create_connection(("127.0.0.1", big_server.port), timeout=30) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 256 * 1024)
-        sock.sendall(b"GET /file?path=%s HTTP/1.1\r\nHost: x\r\n\r\n" % str(path).encode())
-        head = b""
-        while b"\r\n\r\n" not in head:
-            head += sock.recv(4096)
-        head, _, rest = head.partition(b"\r\n\r\n")
-        assert status_of(head) == 200 and b"content-length: %d" % SIZE in head.lower()
-        received = len(rest)
-        stalled = False
-        while received < SIZE:
-            if not stalled and received > 20 * MIB:
-                stalled = True
-                time.sleep(
-                    0.5
-                )  # the client stops reading: the server waits for the socket, reads nothing ahead
-            count = sock.recv_into(buffer)
-            assert count, "the server closed early"
-            received += count
+    received = download_with_a_stall(big_server.port, b"/file?path=%s" % str(path).encode())
     elapsed = time.monotonic() - started
     growth = rss.growth()
     assert received == SIZE

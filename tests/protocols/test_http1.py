@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from helpers import Clock, status_of
 from zonda.errors import (
     AppProtocolError,
     BadRequest,
@@ -25,18 +26,8 @@ from zonda.protocols.http1 import DefaultHeaders, H1Connection, H1Limits, ReadSt
 Header = tuple[bytes, bytes]
 
 
-class FakeClock:
-    """A clock the test moves by hand."""
-
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def make(
-    clock: FakeClock | None = None,
+    clock: Clock | None = None,
     server: bytes | None = b"zonda",
     extra: Iterable[Header] = (),
     date: bytes | None = None,
@@ -44,7 +35,7 @@ def make(
 ) -> H1Connection:
     defaults = DefaultHeaders(server, extra)
     defaults.set_date(date)
-    return H1Connection(H1Limits(**limits), defaults, clock=clock or FakeClock())  # type: ignore[arg-type]
+    return H1Connection(H1Limits(**limits), defaults, clock=clock or Clock())  # type: ignore[arg-type]
 
 
 def respond(
@@ -168,7 +159,7 @@ def test_default_headers_switched_off() -> None:
 
 
 def test_http11_keeps_alive_between_requests() -> None:
-    clock = FakeClock()
+    clock = Clock()
     conn = make(clock, keep_alive_timeout=5)
     assert conn.deadline == 1005.0  # idle before the first request too
     for stream_id in (1, 2, 3):
@@ -288,10 +279,6 @@ def test_bad_request_after_good_one_waits_for_the_owed_response() -> None:
     assert status_of(first) == 200
     assert status_of(second) == 400
     assert conn.closing
-
-
-def status_of(data: bytes) -> int:
-    return int(data.split(b" ", 2)[1])
 
 
 # ------------------------------------------------------------------ request bodies
@@ -751,7 +738,7 @@ def test_body_error_after_the_app_answered_in_full_just_closes() -> None:
 
 
 def test_body_stall_after_the_app_answered_in_full_just_closes() -> None:
-    clock = FakeClock()
+    clock = Clock()
     conn = make(clock, body_timeout=1)
     conn.receive_data(b"POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc")
     assert status_of(respond(conn, 1, body=b"early")) == 200
@@ -766,7 +753,7 @@ def test_body_stall_after_the_app_answered_in_full_just_closes() -> None:
 
 
 def test_keep_alive_idle_close() -> None:
-    clock = FakeClock()
+    clock = Clock()
     conn = make(clock, keep_alive_timeout=2)
     conn.receive_data(request_head())
     respond(conn, 1)
@@ -781,7 +768,7 @@ def test_keep_alive_idle_close() -> None:
 
 
 def test_idle_before_the_first_request_closes() -> None:
-    clock = FakeClock()
+    clock = Clock()
     conn = make(clock, keep_alive_timeout=2)
     clock.now = 1002.5
     events = conn.handle_timer(clock.now)
@@ -790,7 +777,7 @@ def test_idle_before_the_first_request_closes() -> None:
 
 
 def test_header_timeout_408_from_the_first_byte() -> None:
-    clock = FakeClock()
+    clock = Clock()
     conn = make(clock, header_timeout=3, keep_alive_timeout=1)
     clock.now = 1000.5
     conn.receive_data(b"GET / HTTP/1.1\r\n")
@@ -808,7 +795,7 @@ def test_header_timeout_408_from_the_first_byte() -> None:
 
 
 def test_body_stall_408() -> None:
-    clock = FakeClock()
+    clock = Clock()
     conn = make(clock, body_timeout=4)
     conn.receive_data(b"POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\n")
     assert conn.deadline == 1004.0
@@ -824,7 +811,7 @@ def test_body_stall_408() -> None:
 
 
 def test_body_stall_after_the_response_started_just_closes() -> None:
-    clock = FakeClock()
+    clock = Clock()
     conn = make(clock, body_timeout=4)
     conn.receive_data(b"POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\n")
     conn.send_response(1, 200, [])
@@ -837,7 +824,7 @@ def test_body_stall_after_the_response_started_just_closes() -> None:
 
 
 def test_no_body_stall_while_the_client_waits_for_100_continue() -> None:
-    clock = FakeClock()
+    clock = Clock()
     conn = make(clock, body_timeout=2)
     conn.receive_data(b"POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n")
     clock.now = 1002.0
@@ -855,7 +842,7 @@ def test_no_body_stall_while_the_client_waits_for_100_continue() -> None:
 
 
 def test_body_stall_after_answering_an_expect_request_without_100_just_closes() -> None:
-    clock = FakeClock()
+    clock = Clock()
     conn = make(clock, body_timeout=2)
     conn.receive_data(b"POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n")
     assert status_of(respond(conn, 1, 413)) == 413
@@ -867,7 +854,7 @@ def test_body_stall_after_answering_an_expect_request_without_100_just_closes() 
 
 
 def test_no_deadline_while_the_server_owes_a_response() -> None:
-    clock = FakeClock()
+    clock = Clock()
     conn = make(clock, keep_alive_timeout=1, header_timeout=1, body_timeout=1)
     conn.receive_data(b"POST / HTTP/1.1\r\nContent-Length: 2\r\n\r\nab")
     assert conn.deadline is None
@@ -879,7 +866,7 @@ def test_no_deadline_while_the_server_owes_a_response() -> None:
 
 
 def test_deadline_paused_while_the_server_stops_reading() -> None:
-    clock = FakeClock()
+    clock = Clock()
     conn = make(clock, body_timeout=2, header_timeout=3)
     conn.receive_data(b"POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\n")
     conn.set_reading_paused(True)

@@ -7,6 +7,7 @@ import zlib
 
 import pytest
 
+from helpers import Clock
 from wsframes import BINARY, CLOSE, CONT, PING, PONG, RSV1, RSV2, RSV3, TEXT, close, deflate, frame, text
 from wsframes import parse_frames as parse
 from zonda.errors import BadRequest
@@ -150,14 +151,6 @@ def test_deflate_off() -> None:
 # ---------------------------------------------------------------------------- the frame core
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def connection(clock: Clock | None = None, offer: str | None = None, **settings: object) -> WSConnection:
     settings.setdefault("ping_interval", None)
     ws = WSSettings(**settings)  # type: ignore[arg-type]
@@ -165,7 +158,7 @@ def connection(clock: Clock | None = None, offer: str | None = None, **settings:
     if offer:
         handshake = check_handshake(request([*GOOD, (b"sec-websocket-extensions", offer.encode())]))
         extensions = handshake.accept_headers(ws, None)[1]
-    return WSConnection(ws, extensions, clock or Clock())
+    return WSConnection(ws, extensions, clock or Clock(0.0))
 
 
 def messages(events: list[object]) -> list[object]:
@@ -229,7 +222,7 @@ def test_peer_closes_without_code() -> None:
 
 
 def test_server_closes_and_peer_answers() -> None:
-    clock = Clock()
+    clock = Clock(0.0)
     ws = connection(clock, ping_timeout=3.0)
     ws.send_close(4001, "done")
     assert ws.data_to_send() == b"\x88\x06\x0f\xa1done"
@@ -241,7 +234,7 @@ def test_server_closes_and_peer_answers() -> None:
 
 
 def test_closing_handshake_times_out() -> None:
-    clock = Clock()
+    clock = Clock(0.0)
     ws = connection(clock, ping_timeout=3.0)
     ws.send_close()
     assert ws.handle_timer(2.9) == []
@@ -358,7 +351,7 @@ def test_abrupt_eof() -> None:
 
 
 def test_keepalive_ping_and_pong() -> None:
-    clock = Clock()
+    clock = Clock(0.0)
     ws = connection(clock, ping_interval=10.0, ping_timeout=5.0)
     assert ws.deadline == 10.0
     assert ws.handle_timer(9.9) == []
@@ -374,7 +367,7 @@ def test_keepalive_ping_and_pong() -> None:
 
 
 def test_keepalive_timeout() -> None:
-    clock = Clock()
+    clock = Clock(0.0)
     ws = connection(clock, ping_interval=10.0, ping_timeout=5.0)
     ws.handle_timer(10.0)
     ws.data_to_send()
@@ -386,7 +379,7 @@ def test_keepalive_timeout() -> None:
 
 
 def test_keepalive_waits_while_reading_is_paused() -> None:
-    clock = Clock()
+    clock = Clock(0.0)
     ws = connection(clock, ping_interval=10.0, ping_timeout=5.0)
     ws.handle_timer(10.0)
     ws.set_reading_paused(True)  # the pong may be sitting unread in the socket
@@ -397,7 +390,7 @@ def test_keepalive_waits_while_reading_is_paused() -> None:
 
 
 def test_keepalive_without_timeout() -> None:
-    clock = Clock()
+    clock = Clock(0.0)
     ws = connection(clock, ping_interval=10.0, ping_timeout=None)
     ws.handle_timer(10.0)
     assert parse(ws.data_to_send())[0].opcode == PING
@@ -405,7 +398,7 @@ def test_keepalive_without_timeout() -> None:
 
 
 def test_no_keepalive_while_closing() -> None:
-    clock = Clock()
+    clock = Clock(0.0)
     ws = connection(clock, ping_interval=1.0, ping_timeout=5.0)
     ws.send_close()
     assert ws.deadline == 5.0

@@ -7,6 +7,7 @@ import h2.config
 import h2.connection
 import pytest
 
+from helpers import Clock
 from zonda.errors import BadRequest
 from zonda.protocols.events import Data, Request, StreamReset
 from zonda.protocols.http1 import DefaultHeaders
@@ -92,14 +93,6 @@ def test_deflate_negotiated_as_over_http1() -> None:
 
 
 # ---------------------------------------------------------------------------- the HTTP/2 core
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_extended_connect_stream_is_not_a_stalled_body() -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from helpers import run_server
+from helpers import echo_messages, run_server
 from wsframes import SMALL, WSClient
 
 
@@ -19,11 +19,7 @@ async def echo_app(scope: Any, receive: Any, send: Any) -> None:
         return
     await receive()
     await send({"type": "websocket.accept"})
-    while True:
-        message = await receive()
-        if message["type"] == "websocket.disconnect":
-            return
-        await send({"type": "websocket.send", "bytes": message.get("bytes"), "text": message.get("text")})
+    await echo_messages(receive, send)
 
 
 @pytest.fixture(scope="session", params=["asyncio", "uvloop"])
