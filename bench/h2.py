@@ -9,7 +9,7 @@ Run from the repo root with the project's virtualenv::
     .venv/bin/python -m bench.h2 --transports tls                 # TLS only
     .venv/bin/python -m bench.h2 --report /tmp/h2.json --markdown # reprint a saved run
 
-How it measures (the harness is bench/run.py's: server process, CPU and load meters, quiet-core wait, lock):
+How it measures (the harness is bench/harness.py's: server process, CPU and load meters, quiet-core wait, lock):
 
 - Each server serves ``bench.apps:hello`` alone, pinned with ``taskset -c 0`` (``--server-cpu``), on
   127.0.0.1 and a free port, over plaintext HTTP/2 with prior knowledge (h2c); with ``--tls`` (or
@@ -54,10 +54,8 @@ import ssl
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -66,25 +64,34 @@ import h2.connection
 import h2.events
 import h2.exceptions
 
-from bench.run import (
-    CLK_TCK,
+from bench.harness import (
     HELLO_BODY,
     NOISE_LIMIT,
-    LoadMeter,
+    ROUND_HEADER,
+    Round,
     ServerProcess,
-    bench_lock,
-    children_cpu_ticks,
-    csv_choice,
+    add_machine_args,
+    clean,
+    commit_rows,
+    csv_of,
     environment,
     fmt_rps,
+    format_env,
     loadavg,
     markdown_table,
     median,
+    noise_cell,
     parse_cpu_list,
-    process_tree,
+    quietest,
     raise_nofile_limit,
-    read_stat,
+    ratio_cells,
+    round_cells,
+    round_from_json,
+    run_load,
+    run_steps,
+    setup_logging,
     text_table,
+    under_load,
     wait_for_quiet,
     zonda_commit,
 )
@@ -179,15 +186,14 @@ def h2_get(port: int, tls: bool, timeout: float = 2.0) -> tuple[int, bytes, str]
 
 
 class H2Server(ServerProcess):
-    """bench/run.py's server process with another command, an HTTP/2 readiness probe, and a stop that also
-    ends the worker processes it started if they outlive their parent."""
+    """The harness's server process with these servers' commands and an HTTP/2 readiness probe."""
 
     def __init__(self, server: str, cpu: str, workdir: Path, tls: Path | None):
+        super().__init__(server, cpu, workdir)
         self.tls = tls
         self.workdir = workdir
-        super().__init__(server, APP, cpu, workdir)
 
-    def command(self, app: str, keep_alive: float | None) -> list[str]:
+    def command(self) -> list[str]:
         return server_command(self.name, self.port, self.tls, self.workdir)
 
     def probe(self) -> None:
@@ -203,33 +209,6 @@ class H2Server(ServerProcess):
             log.debug("%s printed %d CancelledError tracebacks when stopped", self.name, cancelled)
             return
         super().__exit__(*exc)
-
-    def stop(self, grace: float = 5.0) -> None:
-        """Stop the server (bench/run.py: SIGTERM, SIGKILL after ``grace``), then its worker processes if
-        they outlive it by ``grace`` s: SIGKILL by pid, once sure the pid is still the same process."""
-        alive = self.proc is not None and self.proc.poll() is None
-        children = {pid: start_time(pid) for pid in process_tree(self.pid)[1:]} if alive else {}
-        super().stop(grace)
-        deadline = time.monotonic() + grace
-        while children and time.monotonic() < deadline:
-            children = {pid: t for pid, t in children.items() if t is not None and start_time(pid) == t}
-            time.sleep(0.05)
-        for pid, started in children.items():
-            if started is not None and start_time(pid) == started:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-                    log.warning(
-                        "%s: killed worker process %d, still running after its parent", self.name, pid
-                    )
-
-
-def start_time(pid: int) -> int | None:
-    """The process's start time (field 22 of /proc/PID/stat), None once it is gone or a zombie."""
-    try:
-        fields = read_stat(pid)
-    except OSError:
-        return None
-    return None if fields[0] == "Z" else int(fields[19])
 
 
 def check_hello(port: int, tls: bool) -> str:
@@ -287,17 +266,7 @@ def h2load_argv(port: int | str, seconds: int, args: argparse.Namespace, tls: bo
 
 
 def run_h2load(port: int, seconds: int, args: argparse.Namespace, tls: bool) -> tuple[dict[str, Any], str]:
-    argv = h2load_argv(port, seconds, args, tls)
-    log.debug("h2load: %s", shlex.join(argv))
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        out, _ = proc.communicate(timeout=seconds + 60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    if proc.returncode != 0:
-        raise RuntimeError(f"h2load exited with {proc.returncode}:\n{out}")
+    out = run_load("h2load", h2load_argv(port, seconds, args, tls), seconds)
     return parse_h2load(out), out
 
 
@@ -305,32 +274,20 @@ def run_h2load(port: int, seconds: int, args: argparse.Namespace, tls: bool) -> 
 
 
 @dataclass
-class H2Round:
-    requests: int  # h2load's "done"
+class H2Round(Round):
+    """One h2load run; ``requests`` is h2load's "done", req/s counts the succeeded ones."""
+
     succeeded: int
-    duration_s: float
     bytes_read: int
     errors: dict[str, int]  # h2load's failed / errored / timeout
     status: dict[str, int]  # h2load's status-code classes
     protocol: str
     lat_mean_us: float
-    cpu_s: float  # the server's process tree
-    client_cpu_s: (
-        float  # h2load's (and this script's) CPU: near 100% of the duration, the client is the limit
-    )
-    noise: tuple[float, float]  # share of the server / client cores busy with other processes
+    client_cpu_s: float  # h2load's (and this script's): near 100% of the duration, the client is the limit
 
     @property
     def rps(self) -> float:
         return self.succeeded / self.duration_s if self.duration_s else 0.0
-
-    @property
-    def cpu_us_per_req(self) -> float:
-        return self.cpu_s * 1e6 / self.requests if self.requests else float("nan")
-
-    @property
-    def cpu_share(self) -> float:
-        return self.cpu_s / self.duration_s if self.duration_s else 0.0
 
     @property
     def error_count(self) -> int:
@@ -340,15 +297,6 @@ class H2Round:
     def non_2xx(self) -> int:
         return self.status["3xx"] + self.status["4xx"] + self.status["5xx"] + (self.requests - self.succeeded)
 
-    @property
-    def noisy(self) -> bool:
-        return max(self.noise) > NOISE_LIMIT
-
-
-def clean(rounds: Sequence[H2Round]) -> Sequence[H2Round]:
-    """The rounds other processes left alone; all of them when none were (the medians use these)."""
-    return [r for r in rounds if not r.noisy] or rounds
-
 
 def measure_round(server: str, tls: Path | None, args: argparse.Namespace, workdir: Path) -> H2Round:
     expected = "h2" if tls else "h2c"
@@ -356,17 +304,12 @@ def measure_round(server: str, tls: Path | None, args: argparse.Namespace, workd
         check_hello(srv.port, tls is not None)
         if args.warmup > 0:
             run_h2load(srv.port, args.warmup, args, tls is not None)
-        server_load = LoadMeter(parse_cpu_list(args.server_cpu))
-        client_load = LoadMeter(parse_cpu_list(args.client_cpu))
-        cpu_before, own_before = srv.cpu_seconds(), children_cpu_ticks()
-        summary, out = run_h2load(srv.port, args.duration, args, tls is not None)
-        cpu_after, own_after = srv.cpu_seconds(), children_cpu_ticks()
-        noise = (
-            server_load.busy_share((cpu_after - cpu_before) * CLK_TCK),
-            client_load.busy_share(own_after - own_before),
+        (summary, out), cpu_s, client_cpu_s, noise = under_load(
+            srv,
+            args.server_cpu,
+            args.client_cpu,
+            lambda: run_h2load(srv.port, args.duration, args, tls is not None),
         )
-        if srv.proc is None or srv.proc.poll() is not None:
-            raise RuntimeError(f"{server} died during the run:\n{srv.log_tail()}")
     if summary["protocol"] != expected:
         raise RuntimeError(f"{server}: h2load negotiated {summary['protocol']!r}, not {expected}:\n{out}")
     result = H2Round(
@@ -378,8 +321,8 @@ def measure_round(server: str, tls: Path | None, args: argparse.Namespace, workd
         status=summary["status"],
         protocol=summary["protocol"],
         lat_mean_us=summary["lat_mean_us"],
-        cpu_s=cpu_after - cpu_before,
-        client_cpu_s=(own_after - own_before) / CLK_TCK,
+        cpu_s=cpu_s,
+        client_cpu_s=client_cpu_s,
         noise=noise,
     )
     if result.error_count or result.non_2xx:
@@ -390,22 +333,21 @@ def measure_round(server: str, tls: Path | None, args: argparse.Namespace, workd
 def measure_with_retries(
     server: str, tls: Path | None, args: argparse.Namespace, workdir: Path, prefix: str
 ) -> H2Round:
-    """Re-run a round that other processes disturbed (up to --retries times); keep the quietest."""
-    attempts: list[H2Round] = []
-    for _ in range(args.retries + 1):
-        with bench_lock(args.lock):
-            wait_for_quiet(args.quiet_wait)
-            r = measure_round(server, tls, args, workdir)
-        attempts.append(r)
+    def describe(r: H2Round) -> None:
         log.info(
             "%s: %s req/s, %.1f µs CPU/req, server CPU %.0f%%, %s, other load on server/client core %s",
             prefix, fmt_rps(r.rps), r.cpu_us_per_req, r.cpu_share * 100, r.protocol,
             "/".join(f"{n * 100:.0f}%" for n in r.noise),
         )  # fmt: skip
-        if not r.noisy:
-            break
-        log.warning("%s: other processes used the cores during the run", prefix)
-    return min(attempts, key=lambda a: max(a.noise))
+
+    return quietest(
+        lambda: measure_round(server, tls, args, workdir),
+        describe,
+        prefix,
+        args.retries,
+        lambda: wait_for_quiet(args.quiet_wait),
+        args.lock,
+    )
 
 
 def make_cert(directory: Path) -> Path:
@@ -437,18 +379,13 @@ def throughput_rows(results: Results, variants: Sequence[str], servers: Sequence
                     variant,
                     server,
                     " ".join(sorted({r.protocol for r in rounds})),
-                    " ".join(fmt_rps(r.rps) + ("*" if r.noisy else "") for r in rounds),
-                    fmt_rps(median([r.rps for r in good])),
-                    " ".join(f"{r.cpu_us_per_req:.1f}" + ("*" if r.noisy else "") for r in rounds),
-                    f"{median([r.cpu_us_per_req for r in good]):.1f}",
-                    f"{sum(not r.noisy for r in rounds)}/{len(rounds)}",
-                    f"{median([r.cpu_share for r in good]) * 100:.0f}%",
+                    *round_cells(rounds),
                     f"{median([r.client_cpu_s / r.duration_s for r in good]) * 100:.0f}%",
                     f"{median([r.lat_mean_us for r in good]) / 1000:.2f}",
                     f"{median([r.bytes_read / r.requests for r in rounds if r.requests]):,.0f}",
                     str(sum(r.error_count for r in rounds)),
                     str(sum(r.non_2xx for r in rounds)),
-                    " ".join(f"{max(r.noise) * 100:.0f}%" for r in rounds),
+                    noise_cell(rounds),
                 ]
             )
     return rows
@@ -458,12 +395,7 @@ THROUGHPUT_HEADER = [
     "transport",
     "server",
     "protocol",
-    "req/s per round",
-    "median req/s",
-    "CPU µs/req per round",
-    "median CPU µs/req",
-    "clean rounds",
-    "server CPU",
+    *ROUND_HEADER,
     "h2load CPU",
     "mean latency ms",
     "bytes/resp",
@@ -479,16 +411,10 @@ def ratio_rows(results: Results, variants: Sequence[str]) -> list[list[str]]:
         z = results.get((variant, "zonda"))
         if not z:
             continue
-        zc = clean(z)
-        z_rps, z_cpu = median([r.rps for r in zc]), median([r.cpu_us_per_req for r in zc])
         for other in ("granian", "hypercorn"):
             o = results.get((variant, other))
-            if not o:
-                continue
-            oc = clean(o)
-            rps = z_rps / median([r.rps for r in oc])
-            cpu = median([r.cpu_us_per_req for r in oc]) / z_cpu
-            rows.append([variant, other, f"{rps:.2f}x", f"{cpu:.2f}x"])
+            if o:
+                rows.append([variant, other, *ratio_cells(z, o)])
     return rows
 
 
@@ -498,11 +424,7 @@ RATIO_HEADER = ["transport", "vs", "zonda/vs req/s (medians)", "vs/zonda CPU µs
 def report(results: Results, args: argparse.Namespace, env: Sequence[Sequence[str]], markdown: bool) -> str:
     variants = args.transports
     table = markdown_table if markdown else text_table
-    if markdown:
-        parts = ["\n".join(f"- {k}: {v}" for k, v in env)]
-    else:
-        width = max(len(k) for k, _ in env)
-        parts = ["\n".join(f"{k:>{width}}: {v}" for k, v in env)]
+    parts = [format_env(env, markdown)]
     tput = throughput_rows(results, variants, args.servers)
     setup = (
         f"h2load -t1 -c{args.connections} -m{args.streams} -D {args.duration} on core {args.client_cpu}; "
@@ -523,17 +445,8 @@ def report(results: Results, args: argparse.Namespace, env: Sequence[Sequence[st
 
 
 def versions() -> list[tuple[str, str]]:
-    def dist(name: str) -> str:
-        try:
-            return f"{name} {metadata.version(name)}"
-        except metadata.PackageNotFoundError:
-            return f"{name} missing"
-
     h2load = subprocess.run(["h2load", "--version"], capture_output=True, text=True).stdout.strip()
-    env = [(k, v) for k, v in environment() if k not in ("packages", "wrk")]
-    env.append(("packages", ", ".join(dist(d) for d in ("hypercorn", "granian", "uvloop", "h2", "hpack"))))
-    env.append(("h2load", h2load))
-    return env
+    return [*environment(("hypercorn", "granian", "uvloop", "h2", "hpack")), ("h2load", h2load)]
 
 
 def results_to_json(results: Results) -> list[dict[str, Any]]:
@@ -548,8 +461,7 @@ def results_from_json(saved: list[dict[str, Any]]) -> Results:
     results: Results = {}
     for item in saved:
         key = (item.pop("transport"), item.pop("server"))
-        item["noise"] = tuple(item["noise"])
-        results.setdefault(key, []).append(H2Round(**item))
+        results.setdefault(key, []).append(round_from_json(H2Round, item))
     return results
 
 
@@ -566,24 +478,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--streams", type=int, default=10, help="h2load -m, concurrent streams per connection (10)"
     )
     p.add_argument(
-        "--servers", type=csv_choice(SERVERS), default=list(SERVERS), help="zonda,hypercorn,granian"
+        "--servers", type=csv_of(str, SERVERS), default=list(SERVERS), help="zonda,hypercorn,granian"
     )
     p.add_argument(
         "--transports",
-        type=csv_choice(TRANSPORTS),
+        type=csv_of(str, TRANSPORTS),
         default=["h2c"],
         help="h2c (plaintext), tls (ALPN h2); (h2c)",
     )
     p.add_argument("--tls", action="store_true", help="also over TLS (h2 by ALPN, self-signed cert)")
     p.add_argument("--markdown", action="store_true", help="print markdown tables for RESULTS.md")
-    p.add_argument("--quiet-wait", type=float, default=60, help="most seconds to wait for idle cores (60)")
-    p.add_argument("--retries", type=int, default=2, help="re-runs of a round disturbed by other load (2)")
-    p.add_argument("--server-cpu", default="0", help="taskset CPU list for the server (0)")
-    p.add_argument("--client-cpu", default="1", help="taskset CPU list for h2load and this script (1)")
-    p.add_argument("--lock", default="/tmp/zonda-bench.lock", help="flock held per measurement; '' for none")
-    p.add_argument("--json", metavar="FILE", help="also save the raw results as JSON")
-    p.add_argument("--report", metavar="FILE", help="print the report of a --json file; run nothing")
-    p.add_argument("-v", "--verbose", action="store_true", help="log commands")
+    add_machine_args(p, "h2load")
     return p.parse_args(argv)
 
 
@@ -591,12 +496,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.tls and "tls" not in args.transports:
         args.transports.append("tls")
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(message)s",
-        datefmt="%H:%M:%S",
-        stream=sys.stderr,
-    )
+    setup_logging(args.verbose)
     if args.report:
         saved = json.loads(Path(args.report).read_text())
         saved_args = argparse.Namespace(**saved["args"])
@@ -610,29 +510,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = shlex.join([".venv/bin/python", "-m", "bench.h2", *(sys.argv[1:] if argv is None else argv)])
     commit_start, load_start = zonda_commit(), loadavg()
     results: Results = {}
-    status = 0
     with tempfile.TemporaryDirectory(prefix="zonda-bench-h2-") as tmp:
         workdir = Path(tmp)
         (workdir / "hypercorn.toml").write_text(HYPERCORN_CONFIG)
         cert = make_cert(workdir) if "tls" in args.transports else None
         variants = [(t, cert if t == "tls" else None) for t in args.transports]
         steps = [(v, rnd, s) for v in variants for rnd in range(args.rounds) for s in args.servers]
-        try:
+
+        def measure_all() -> None:
             for i, ((variant, tls), rnd, server) in enumerate(steps, 1):
                 prefix = f"[{i}/{len(steps)}] {variant} {server} round {rnd + 1}"
                 r = measure_with_retries(server, tls, args, workdir, prefix)
                 results.setdefault((variant, server), []).append(r)
-        except KeyboardInterrupt:
-            log.error("interrupted; printing what was measured")
-            status = 130
-        except Exception:
-            log.exception("benchmark failed; printing what was measured")
-            status = 1
-    commit_end = zonda_commit()
-    if commit_end == commit_start:
-        env.append(("zonda commit", commit_start))
-    else:  # zonda's code changed under the run: servers started later ran newer code
-        env += [("zonda commit at start", commit_start), ("zonda commit at end", commit_end)]
+
+        status = run_steps(measure_all)
+    env += commit_rows(commit_start)
     venv = str(Path(sys.executable).parent) + "/"
     for server in args.servers:  # the servers' commands, the temporary directory shown as TMP
         cmd = server_command(server, "PORT", Path("TMP") if "tls" in args.transports else None, Path("TMP"))

@@ -30,8 +30,6 @@ Only processes this script starts are stopped, by pid. All traffic goes to 127.0
 from __future__ import annotations
 
 import argparse
-import contextlib
-import http.client
 import json
 import os
 import platform
@@ -43,16 +41,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-LUA = """
-done = function(summary, latency, requests)
-  io.write(string.format('BENCH_SUMMARY {"requests": %d, "duration_us": %d, "errors": %d}\\n',
-    summary.requests, summary.duration,
-    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.status
-    + summary.errors.timeout))
-end
-"""
+if not __package__:  # run as a file (bench/observability.py, and its in-process child): import bench
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.harness import HELLO_BODY, LUA_DONE, REPO, ServerProcess, http_get, round_parser, run_wrk
+
 PLAIN = '{time} {client} - "{method} {target} {protocol}" {status} {bytes} {duration_ms:.1f}ms'
 VARIANTS: dict[str, list[str]] = {
     "off": ["--no-access-log"],
@@ -85,81 +78,43 @@ class Round:
         return self.cpu_s * 1e6 / self.requests
 
 
-def free_port() -> int:
-    import socket
+class ObservedZonda(ServerProcess):
+    """zonda serving the hello app with one variant's flags, ready once it answers the hello response."""
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    stop_grace = 10.0
+    whole_tree = False  # one process: its own /proc/PID/stat
 
+    def __init__(self, variant: str, args: argparse.Namespace, workdir: Path) -> None:
+        super().__init__(f"zonda-{variant}", args.server_cpu, workdir)
+        self.access_log = workdir / f"{variant}-{self.port}.access.log"
+        self.flags = [flag.replace("{log}", str(self.access_log)) for flag in VARIANTS[variant]]
 
-def cpu_seconds(pid: int) -> float:
-    raw = Path(f"/proc/{pid}/stat").read_text()
-    fields = raw[raw.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    def command(self) -> list[str]:
+        argv = [sys.executable, "-m", "zonda", "bench.apps:hello", "--port", str(self.port)]
+        return [*argv, "--loop", "uvloop", "--log-level", "warning", *self.flags]
 
-
-def wait_ready(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"zonda exited with {proc.returncode}:\n{log.read_text()[-2000:]}")
-        with contextlib.suppress(OSError, http.client.HTTPException):
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-            try:
-                conn.request("GET", "/")
-                if conn.getresponse().read() == b"Hello, world!":
-                    return
-            finally:
-                conn.close()
-        time.sleep(0.05)
-    raise RuntimeError("zonda did not answer within 20 s")
-
-
-def wrk(port: int, script: Path, seconds: int, args: argparse.Namespace) -> dict[str, int]:
-    argv = ["taskset", "-c", args.client_cpu, "wrk", "-t1", f"-c{args.connections}", f"-d{seconds}s"]
-    argv += ["-s", str(script), f"http://127.0.0.1:{port}/"]
-    out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, check=True).stdout
-    for line in out.splitlines():
-        if line.startswith("BENCH_SUMMARY "):
-            summary: dict[str, int] = json.loads(line.removeprefix("BENCH_SUMMARY "))
-            return summary
-    raise RuntimeError(f"no summary from wrk:\n{out}")
+    def probe(self) -> None:
+        if http_get(self.port)[1] != HELLO_BODY:
+            raise ConnectionError(f"{self.name} is still starting")
 
 
 def measure(variant: str, args: argparse.Namespace, workdir: Path) -> Round:
-    port = free_port()
-    access_log = workdir / f"{variant}-{port}.access.log"
-    server_log = workdir / f"{variant}-{port}.out"
-    flags = [flag.replace("{log}", str(access_log)) for flag in VARIANTS[variant]]
-    argv = ["taskset", "-c", args.server_cpu, sys.executable, "-m", "zonda", "bench.apps:hello"]
-    argv += ["--port", str(port), "--loop", "uvloop", "--log-level", "warning", *flags]
-    with open(server_log, "wb") as out:
-        proc = subprocess.Popen(
-            argv, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+    script = workdir / "summary.lua"
+    script.write_text(LUA_DONE)
+    with ObservedZonda(variant, args, workdir) as srv:
+        run_wrk(srv.port, script, args.warmup, args.connections, args.client_cpu, request_timeout=None)
+        before = srv.cpu_seconds()
+        summary, _ = run_wrk(
+            srv.port, script, args.duration, args.connections, args.client_cpu, request_timeout=None
         )
-    try:
-        wait_ready(port, proc, server_log)
-        script = workdir / "summary.lua"
-        script.write_text(LUA)
-        wrk(port, script, args.warmup, args)
-        before = cpu_seconds(proc.pid)
-        summary = wrk(port, script, args.duration, args)
-        used = cpu_seconds(proc.pid) - before
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        used = srv.cpu_seconds() - before
     if summary["errors"]:
         print(f"  warning: wrk reported {summary['errors']} errors", file=sys.stderr)
     if variant in ("plain", "json"):
-        lines = sum(1 for _ in access_log.open("rb"))
+        lines = sum(1 for _ in srv.access_log.open("rb"))
         if lines < summary["requests"]:  # warm-up and readiness requests are in the file too
             raise RuntimeError(f"{variant}: {lines} access lines for {summary['requests']} requests")
-        access_log.unlink()
+        srv.access_log.unlink()
     return Round(summary["requests"], summary["duration_us"] / 1e6, used)
 
 
@@ -321,17 +276,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--in-process-only"]:  # a fresh interpreter, pinned to the server's core
         _, workdir, variants, core = argv
-        sys.path.insert(0, str(REPO))  # for bench.apps
         os.sched_setaffinity(0, {int(core)})
         print(json.dumps(in_process(variants.split(","), Path(workdir))))
         return 0
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--duration", type=int, default=10)
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--connections", type=int, default=64)
+    parser = round_parser(__doc__)
     parser.add_argument("--server-cpu", default="0")
     parser.add_argument("--client-cpu", default="1")
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset")

@@ -28,9 +28,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -40,9 +38,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from bench.wsgi import free_port, process_tree, start_time, tree_cpu_seconds, wait_for_quiet
+from bench.harness import (
+    LUA_DONE,
+    ONE_SECOND,
+    REPO,
+    free_port,
+    run_wrk,
+    stop_tree,
+    tree_cpu_seconds,
+    wait_for_quiet,
+)
 
-REPO = Path(__file__).resolve().parent.parent
 MIB = 1024 * 1024
 LARGE = 200 * MIB
 SMALL_SIZES = (4 * 1024, 16 * 1024, 64 * 1024, 256 * 1024)
@@ -76,13 +82,6 @@ _sendfile.SMALL = small
 _sendfile.STEP = step or _sendfile.STEP
 zonda.run("bench.sendfile:app", port=port, loop=loop, access_log=False, log_level="warning", lifespan="off")
 """
-LUA_DONE = """
-done = function(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format('BENCH_SUMMARY {"requests": %d, "errors": %d}\\n',
-    summary.requests, e.connect + e.read + e.write + e.status + e.timeout))
-end
-"""
 
 
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -113,17 +112,7 @@ def serving(loop: str, way: str, small: int, directory: Path, step: int = 0) -> 
             time.sleep(0.1)
         yield proc.pid, port
     finally:
-        tree = {pid: start_time(pid) for pid in process_tree(proc.pid)}
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(5)
-        for pid, started in tree.items():
-            if started is not None and start_time(pid) == started:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(5)
+        stop_tree(proc, f"zonda ({loop}, {way})")
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -142,7 +131,7 @@ def curl_download(port: int, name: str, parallel: int) -> None:
 
 
 def measure_large(loop: str, way: str, args: argparse.Namespace, directory: Path) -> dict[str, float]:
-    wait_for_quiet(args.quiet_wait)
+    wait_for_quiet(args.quiet_wait, samples=ONE_SECOND)
     with serving(loop, way, 16 * 1024, directory, args.step) as (pid, port):
         curl_download(port, "large", 1)  # warm: the page cache, the first connection
         cpu, started = tree_cpu_seconds(pid), time.monotonic()
@@ -166,21 +155,16 @@ def measure_large(loop: str, way: str, args: argparse.Namespace, directory: Path
 def measure_small(
     loop: str, way: str, small: int, size: int, args: argparse.Namespace, directory: Path
 ) -> float:
-    wait_for_quiet(args.quiet_wait)
+    wait_for_quiet(args.quiet_wait, samples=ONE_SECOND)
     with serving(loop, way, small, directory) as (pid, port):
-        url = f"http://127.0.0.1:{port}/f{size}"
-        wrk = ["taskset", "-c", "1", "wrk", "-t1", "-c16", "-s", str(directory / "done.lua"), url]
-        subprocess.run([*wrk[:5], "-d1s", *wrk[5:]], capture_output=True, check=True)  # warm-up
+        script, path = directory / "done.lua", f"/f{size}"
+        run_wrk(port, script, 1, 16, cpu="1", request_timeout=None, path=path)  # warm-up
         cpu = tree_cpu_seconds(pid)
-        out = subprocess.run([*wrk[:5], f"-d{args.duration:g}s", *wrk[5:]], capture_output=True, text=True)
+        summary, _ = run_wrk(port, script, args.duration, 16, cpu="1", request_timeout=None, path=path)
         cpu = tree_cpu_seconds(pid) - cpu
-    for line in out.stdout.splitlines():
-        if line.startswith("BENCH_SUMMARY "):
-            summary = json.loads(line.removeprefix("BENCH_SUMMARY "))
-            if summary["errors"]:
-                raise RuntimeError(f"wrk saw {summary['errors']} errors")
-            return float(cpu * 1e6 / summary["requests"])
-    raise RuntimeError(f"no summary in wrk output: {out.stdout}")
+    if summary["errors"]:
+        raise RuntimeError(f"wrk saw {summary['errors']} errors")
+    return float(cpu * 1e6 / summary["requests"])
 
 
 def make_files(directory: Path) -> None:

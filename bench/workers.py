@@ -20,46 +20,34 @@ Only processes this script starts are stopped, by pid (SIGTERM, then SIGKILL aft
 from __future__ import annotations
 
 import argparse
-import contextlib
-import http.client
-import json
 import logging
 import os
 import platform
-import resource
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
+
+from bench.harness import (
+    CLK_TCK,
+    HELLO_BODY,
+    LUA_DONE,
+    ServerProcess,
+    children_cpu_ticks,
+    http_get,
+    package_version,
+    proc_cpu_ticks,
+    process_tree,
+    round_parser,
+    run_wrk,
+)
 
 log = logging.getLogger("bench.workers")
 
-REPO = Path(__file__).resolve().parent.parent
 APP = "bench.apps:hello"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 SERVERS = ("zonda", "zonda-reuse-port", "uvicorn", "gunicorn")
-
-LUA_DONE = """
-done = function(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format(
-    'BENCH_SUMMARY {"requests": %d, "duration_us": %d, "errors": %d, "lat_p50_us": %d, "lat_p99_us": %d}\\n',
-    summary.requests, summary.duration, e.connect + e.read + e.write + e.status + e.timeout,
-    latency:percentile(50), latency:percentile(99)))
-end
-"""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def command(server: str, port: int) -> list[str]:
@@ -77,82 +65,25 @@ def command(server: str, port: int) -> list[str]:
     raise ValueError(server)
 
 
-def stat_fields(pid: int) -> list[str]:
-    raw = Path(f"/proc/{pid}/stat").read_text()
-    return raw[raw.rindex(")") + 2 :].split()
+class Server(ServerProcess):
+    """A server with two worker processes, not pinned: ready once it has them and answers."""
 
+    start_timeout = 30.0
+    stop_grace = 15.0
 
-def process_tree(root: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError, IndexError, ValueError):
-                children.setdefault(int(stat_fields(int(entry.name))[1]), []).append(int(entry.name))
-    tree, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        tree.append(pid)
-        todo.extend(children.get(pid, []))
-    return tree
-
-
-def cpu_ticks(pids: list[int]) -> dict[int, int]:
-    ticks = {}
-    for pid in pids:
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            fields = stat_fields(pid)
-            ticks[pid] = int(fields[11]) + int(fields[12])
-    return ticks
-
-
-class Server:
     def __init__(self, name: str, logdir: Path) -> None:
-        self.name = name
-        self.port = free_port()
-        self.argv = command(name, self.port)
-        self.log_path = logdir / f"{name}-{self.port}.log"
-        self.proc: subprocess.Popen[bytes] | None = None
+        super().__init__(name, None, logdir)
 
-    def __enter__(self) -> Server:
-        with open(self.log_path, "wb") as out:
-            self.proc = subprocess.Popen(
-                self.argv, cwd=REPO, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )  # fmt: skip
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"{self.name} exited with {self.proc.returncode}: {self.log_path.read_text()}"
-                )
-            if len(process_tree(self.proc.pid)) >= 3 and self._answers():
-                time.sleep(0.5)  # let the second worker finish starting too
-                return self
-            time.sleep(0.1)
-        self.__exit__()
-        raise RuntimeError(f"{self.name} did not start")
+    def command(self) -> list[str]:
+        return command(self.name, self.port)
 
-    def _answers(self) -> bool:
-        with contextlib.suppress(OSError, http.client.HTTPException):
-            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=1)
-            try:
-                conn.request("GET", "/")
-                return conn.getresponse().read() == b"Hello, world!"
-            finally:
-                conn.close()
-        return False
+    def probe(self) -> None:
+        if len(process_tree(self.pid)) < 3 or http_get(self.port)[1] != HELLO_BODY:
+            raise ConnectionError(f"{self.name} is still starting")
 
-    def __exit__(self, *exc: object) -> None:
-        proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            log.warning("%s (pid %d) ignored SIGTERM, killing it", self.name, proc.pid)
-            proc.kill()
-            proc.wait()
+    def start(self) -> None:
+        super().start()
+        time.sleep(0.5)  # let the second worker finish starting too
 
 
 @dataclass
@@ -189,37 +120,15 @@ def wait_for_quiet(max_wait: float, limit: float = 0.10, quiet_seconds: int = 2)
             return
 
 
-def children_ticks() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return (usage.ru_utime + usage.ru_stime) * CLK_TCK
-
-
-def wrk(port: int, script: Path, duration: int, connections: int) -> dict[str, int]:
-    argv = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--timeout", "10s", "-s", str(script)]
-    out = subprocess.run(
-        [*argv, f"http://127.0.0.1:{port}/"],
-        capture_output=True,
-        text=True,
-        timeout=duration + 60,
-        check=True,
-    ).stdout
-    for line in out.splitlines():
-        if line.startswith("BENCH_SUMMARY "):
-            summary: dict[str, int] = json.loads(line.removeprefix("BENCH_SUMMARY "))
-            return summary
-    raise RuntimeError(f"no wrk summary:\n{out}")
-
-
 def measure(server: Server, script: Path, args: argparse.Namespace) -> Round:
-    assert server.proc is not None
-    wrk(server.port, script, args.warmup, args.connections)
-    pids = process_tree(server.proc.pid)
-    before = cpu_ticks(pids)
-    machine_before, wrk_before = busy_ticks(), children_ticks()
-    summary = wrk(server.port, script, args.duration, args.connections)
-    after = cpu_ticks(pids)
-    machine_after, wrk_after = busy_ticks(), children_ticks()
-    used = {pid: after.get(pid, 0) - before.get(pid, 0) for pid in pids}
+    run_wrk(server.port, script, args.warmup, args.connections)
+    pids = process_tree(server.pid)
+    before = {pid: proc_cpu_ticks(pid) for pid in pids}
+    machine_before, wrk_before = busy_ticks(), children_cpu_ticks(own=False)
+    summary, _ = run_wrk(server.port, script, args.duration, args.connections)
+    after = {pid: proc_cpu_ticks(pid) for pid in pids}
+    machine_after, wrk_after = busy_ticks(), children_cpu_ticks(own=False)
+    used = {pid: after[pid] - before[pid] for pid in pids}
     total = sum(used.values())
     busy = machine_after[0] - machine_before[0] - total - (wrk_after - wrk_before)
     span = machine_after[1] - machine_before[1]
@@ -236,10 +145,7 @@ def measure(server: Server, script: Path, args: argparse.Namespace) -> Round:
 
 
 def version(package: str) -> str:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return "?"
+    return package_version(package) or "?"
 
 
 def markdown(results: dict[str, list[Round]], args: argparse.Namespace) -> str:
@@ -288,13 +194,7 @@ def markdown(results: dict[str, list[Round]], args: argparse.Namespace) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--duration", type=int, default=10)
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--connections", type=int, default=64)
+    parser = round_parser(__doc__)
     parser.add_argument("--servers", default=",".join(SERVERS))
     parser.add_argument("--noise-limit", type=float, default=0.10, help="foreign load that voids a round")
     parser.add_argument("--retries", type=int, default=3, help="re-runs of a round over the noise limit")

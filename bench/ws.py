@@ -39,32 +39,53 @@ import contextlib
 import json
 import logging
 import os
-import platform
-import random
 import resource
 import shlex
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
+
+if not __package__:  # run as a file (bench/ws.py, and its client processes): import bench from the repo
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.harness import (
+    CLK_TCK,
+    REPO,
+    LoadMeter,
+    Round,
+    ServerProcess,
+    csv_of,
+    environment,
+    format_env,
+    loadavg,
+    markdown_table,
+    median,
+    parse_cpu_list,
+    quietest,
+    run_steps,
+    setup_logging,
+    stop_process,
+    text_table,
+    wait_for_quiet,
+    zonda_commit,
+)
 
 log = logging.getLogger("bench.ws")
 
-REPO = Path(__file__).resolve().parent.parent
 APP = "bench.apps:ws_echo"
 SERVERS = ("zonda", "uvicorn-sansio", "uvicorn-wsproto", "uvicorn-websockets")
 DEFAULT_SERVERS = SERVERS[:3]
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 SATURATED = 0.90  # client processes using this share of their core: the client is (near) the bottleneck
 NOISE_LIMIT = 0.10  # a round with more foreign load than this on either core is re-run (--retries)
+# Before a round: a quiet second, then a quiet second look of a random 1-3 s (see wait_for_quiet).
+QUIET_SAMPLES = ((1.0, 1.0), (1.0, 3.0))
 
 
 # --------------------------------------------------------------------------- payloads
@@ -277,12 +298,6 @@ def run_client(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- processes
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def server_command(server: str, port: int, deflate: bool) -> list[str]:
     py = sys.executable
     if server == "zonda":
@@ -296,69 +311,26 @@ def server_command(server: str, port: int, deflate: bool) -> list[str]:
     return [*cmd, "--host", "127.0.0.1", "--port", str(port)]
 
 
-def stop_process(proc: subprocess.Popen[Any] | None, name: str, grace: float = 5.0) -> None:
-    """SIGTERM, then SIGKILL after ``grace`` seconds; only ever the process we started, by pid."""
-    if proc is None or proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(grace)
-    except subprocess.TimeoutExpired:
-        log.warning("%s (pid %d) ignored SIGTERM for %.0fs, killing it", name, proc.pid, grace)
-        proc.kill()
-        proc.wait()
+class WsServer(ServerProcess):
+    """One server serving the echo app, ready once websockets' own client gets its messages back."""
 
-
-class ServerProcess:
-    """One server under ``taskset``, which execs it: the Popen pid is the server's pid."""
+    # One process each: reading only its /proc/PID/stat keeps the window's edges sharp (no /proc walk).
+    whole_tree = False
 
     def __init__(self, server: str, deflate: bool, cpu: str, logdir: Path) -> None:
-        self.name = server
+        super().__init__(server, cpu, logdir)
         self.deflate = deflate
-        self.port = free_port()
-        self.argv = ["taskset", "-c", cpu, *server_command(server, self.port, deflate)]
-        self.log_path = logdir / f"{server}-{self.port}.log"
-        self.proc: subprocess.Popen[bytes] | None = None
 
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
+    def command(self) -> list[str]:
+        return server_command(self.name, self.port, self.deflate)
 
-    def __enter__(self) -> ServerProcess:
-        try:
-            self.start()
-        except BaseException:
-            stop_process(self.proc, self.name)
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        stop_process(self.proc, self.name)
-
-    def start(self, timeout: float = 20.0) -> None:
-        log.debug("start: %s", shlex.join(self.argv))
-        with open(self.log_path, "wb") as out:
-            # A new session keeps a terminal Ctrl+C away from the server; stop_process() ends it by pid.
-            self.proc = subprocess.Popen(
-                self.argv, cwd=REPO, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )  # fmt: skip
+    def probe(self) -> None:
         from websockets.exceptions import WebSocketException
 
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.log_tail()}")
-            try:
-                self.check_echo()
-                return
-            except (OSError, WebSocketException) as exc:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"{self.name} did not echo on port {self.port} within {timeout}s"
-                    ) from exc
-                time.sleep(0.05)
+        try:
+            self.check_echo()
+        except WebSocketException as exc:
+            raise ConnectionError(f"{self.name}: {exc!r}") from exc
 
     def check_echo(self) -> None:
         """One WebSocket with websockets' own client: text and bytes come back unchanged."""
@@ -372,75 +344,8 @@ class ServerProcess:
                 if ws.recv(timeout=5) != message:
                     raise RuntimeError(f"{self.name}: the echo differs from {type(message).__name__} sent")
 
-    def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime: fields 14 and 15 of proc(5)
-
-    def log_tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-
-# --------------------------------------------------------------------------- machine load
-
-
-def core_ticks() -> dict[int, tuple[int, int]]:
-    """Per core (busy, total) clock ticks from /proc/stat.
-
-    Busy is user+nice+system+steal (time the VM lost). Interrupt and softirq time are left out: loopback
-    traffic is processed in softirq context, charged to no process, so most of it is this benchmark's own.
-    """
-    ticks = {}
-    for line in Path("/proc/stat").read_text().splitlines():
-        name, *values = line.split()
-        if name.startswith("cpu") and name[3:].isdigit():
-            user, nice, system, idle, iowait, irq, softirq, steal = (int(v) for v in values[:8])
-            busy = user + nice + system + steal
-            ticks[int(name[3:])] = (busy, busy + idle + iowait + irq + softirq)
-    return ticks
-
-
-def busy_share(before: dict[int, tuple[int, int]], cores: set[int], own_s: float) -> float:
-    """Share of ``cores`` busy since ``before`` with work other than ``own_s`` CPU seconds of ours."""
-    after = core_ticks()
-    busy = sum(after[c][0] - before[c][0] for c in cores)
-    total = sum(after[c][1] - before[c][1] for c in cores)
-    return max(0.0, busy - own_s * CLK_TCK) / total if total else 0.0
-
-
-def wait_for_quiet(max_wait: float, limit: float = 0.10) -> None:
-    """Wait (up to ``max_wait`` s) until no core is more than ``limit`` busy over 1 s, then over a random 1-3 s.
-
-    The random second look keeps this script out of step with another benchmark that waits the same way, so
-    the two do not both see a quiet machine and start together.
-    """
-    deadline = time.monotonic() + max_wait
-    second_look = False
-    while True:
-        before = core_ticks()
-        time.sleep(random.uniform(1.0, 3.0) if second_look else 1.0)
-        busy = {c: busy_share(before, {c}, 0.0) for c in before}
-        if max(busy.values()) <= limit:
-            if second_look:
-                return
-            second_look = True
-            continue
-        second_look = False
-        text = ", ".join(f"core {c} {b * 100:.0f}% busy" for c, b in sorted(busy.items()))
-        if time.monotonic() >= deadline:
-            log.warning("machine still busy after %.0fs (%s); measuring anyway", max_wait, text)
-            return
-        log.info("waiting for a quiet machine: %s", text)
-
-
-def parse_cpu_list(spec: str) -> set[int]:
-    cpus: set[int] = set()
-    for part in spec.split(","):
-        lo, _, hi = part.partition("-")
-        cpus.update(range(int(lo), int(hi or lo) + 1))
-    return cpus
+    def __exit__(self, *exc: object) -> None:
+        self.stop()  # measure_round shows what the server printed
 
 
 # --------------------------------------------------------------------------- one round
@@ -459,34 +364,18 @@ class Case:
 
 
 @dataclass
-class Round:
-    round_trips: int
-    seconds: float
-    server_cpu_s: float
+class EchoRound(Round):
+    """One round of echoes; ``requests`` are round trips (a message and its echo)."""
+
     client_cpu_s: float
     errors: int
     negotiated: str
-    noise: tuple[float, float]  # share of the server / client cores busy with other processes
 
-    @property
-    def noisy(self) -> bool:
-        return max(self.noise) > NOISE_LIMIT
-
-    @property
-    def rtps(self) -> float:
-        return self.round_trips / self.seconds if self.seconds else 0.0
-
-    @property
-    def cpu_us(self) -> float:
-        return self.server_cpu_s * 1e6 / self.round_trips if self.round_trips else float("nan")
-
-    @property
-    def server_share(self) -> float:
-        return self.server_cpu_s / self.seconds if self.seconds else 0.0
+    noise_limit: ClassVar[float] = NOISE_LIMIT
 
     @property
     def client_share(self) -> float:
-        return self.client_cpu_s / self.seconds if self.seconds else 0.0
+        return self.client_cpu_s / self.duration_s if self.duration_s else 0.0
 
 
 def client_argv(args: argparse.Namespace, case: Case, port: int, connections: int) -> list[str]:
@@ -516,11 +405,12 @@ def read_line(proc: subprocess.Popen[str], prefix: str, timeout: float) -> str:
     raise RuntimeError(f"no {prefix} from the client within {timeout}s")
 
 
-def measure_round(server: str, case: Case, args: argparse.Namespace, workdir: Path) -> Round:
+def measure_round(server: str, case: Case, args: argparse.Namespace, workdir: Path) -> EchoRound:
     split = [args.connections // args.client_procs] * args.client_procs
     split[0] += args.connections - sum(split)
+    server_cores, client_cores = parse_cpu_list(args.server_cpu), parse_cpu_list(args.client_cpu)
     clients: list[subprocess.Popen[str]] = []
-    with ServerProcess(server, case.deflate, args.server_cpu, workdir) as srv:
+    with WsServer(server, case.deflate, args.server_cpu, workdir) as srv:
         try:
             for connections in split:
                 clients.append(start_client(client_argv(args, case, srv.port, connections)))
@@ -533,7 +423,10 @@ def measure_round(server: str, case: Case, args: argparse.Namespace, workdir: Pa
                 proc.stdin.write(f"GO {start_at} {end_at}\n")
                 proc.stdin.flush()
             time.sleep(max(0.0, start_at - time.monotonic()))
-            ticks, cpu0 = core_ticks(), srv.cpu_seconds()
+            # softirq time left out of the load: it is mostly this benchmark's own loopback traffic
+            server_load = LoadMeter(server_cores, irq_busy=False)
+            client_load = LoadMeter(client_cores, irq_busy=False)
+            cpu0 = srv.cpu_seconds()
             time.sleep(max(0.0, end_at - time.monotonic()))
             server_cpu = srv.cpu_seconds() - cpu0
             results = [json.loads(read_line(proc, "RESULT", 60)) for proc in clients]
@@ -542,7 +435,7 @@ def measure_round(server: str, case: Case, args: argparse.Namespace, workdir: Pa
         finally:
             for proc in clients:
                 stop_process(proc, "client")
-        if srv.proc is None or srv.proc.poll() is not None:
+        if not srv.alive():
             raise RuntimeError(f"{server} died during the run:\n{srv.log_tail()}")
         tail = srv.log_tail()
     if tail:
@@ -552,28 +445,21 @@ def measure_round(server: str, case: Case, args: argparse.Namespace, workdir: Pa
         raise RuntimeError(f"{server}: {failures[0]}")
     client_cpu = sum(r["cpu_s"] for r in results)
     seconds = statistics.mean(r["seconds"] for r in results)
-    return Round(
-        round_trips=sum(r["round_trips"] for r in results),
-        seconds=seconds,
-        server_cpu_s=server_cpu,
+    return EchoRound(
+        requests=sum(r["round_trips"] for r in results),
+        duration_s=seconds,
+        cpu_s=server_cpu,
         client_cpu_s=client_cpu,
         errors=sum(r["errors"] for r in results),
         negotiated=results[0]["negotiated"],
-        noise=(
-            busy_share(ticks, parse_cpu_list(args.server_cpu), server_cpu),
-            busy_share(ticks, parse_cpu_list(args.client_cpu), client_cpu),
-        ),
+        noise=(server_load.busy_share(server_cpu * CLK_TCK), client_load.busy_share(client_cpu * CLK_TCK)),
     )
 
 
 # --------------------------------------------------------------------------- output
 
 
-def median(values: Sequence[float]) -> float:
-    return statistics.median(values) if values else float("nan")
-
-
-Results = dict[tuple[Case, str], list[Round]]
+Results = dict[tuple[Case, str], list[EchoRound]]
 
 ROUND_HEADER = [
     "message",
@@ -600,11 +486,11 @@ def round_rows(results: Results, cases: Sequence[Case], servers: Sequence[str]) 
                 [
                     case.label,
                     server,
-                    " ".join(f"{r.rtps:,.0f}" for r in rounds),
-                    f"{median([r.rtps for r in rounds]):,.0f}",
-                    " ".join(f"{r.cpu_us:.1f}" for r in rounds),
-                    f"{median([r.cpu_us for r in rounds]):.1f}",
-                    f"{median([r.server_share for r in rounds]) * 100:.0f}%",
+                    " ".join(f"{r.rps:,.0f}" for r in rounds),
+                    f"{median([r.rps for r in rounds]):,.0f}",
+                    " ".join(f"{r.cpu_us_per_req:.1f}" for r in rounds),
+                    f"{median([r.cpu_us_per_req for r in rounds]):.1f}",
+                    f"{median([r.cpu_share for r in rounds]) * 100:.0f}%",
                     f"{median([r.client_share for r in rounds]) * 100:.0f}%",
                     f"{max(max(r.noise) for r in rounds) * 100:.0f}%",
                     str(sum(r.errors for r in rounds)),
@@ -623,69 +509,27 @@ def ratio_rows(results: Results, cases: Sequence[Case]) -> list[list[str]]:
         others = {s: r for (c, s), r in results.items() if c == case and s != "zonda" and r}
         if not zonda or not others:
             continue
-        best_rt = max(others, key=lambda s: median([r.rtps for r in others[s]]))
-        best_cpu = min(others, key=lambda s: median([r.cpu_us for r in others[s]]))
-        rt = median([r.rtps for r in zonda]) / median([r.rtps for r in others[best_rt]])
-        cpu = median([r.cpu_us for r in others[best_cpu]]) / median([r.cpu_us for r in zonda])
+        best_rt = max(others, key=lambda s: median([r.rps for r in others[s]]))
+        best_cpu = min(others, key=lambda s: median([r.cpu_us_per_req for r in others[s]]))
+        rt = median([r.rps for r in zonda]) / median([r.rps for r in others[best_rt]])
+        cpu = median([r.cpu_us_per_req for r in others[best_cpu]]) / median([r.cpu_us_per_req for r in zonda])
         best = best_rt if best_rt == best_cpu else f"{best_rt} (rt/s), {best_cpu} (CPU)"
         rows.append([case.label, best, f"{rt:.2f}x", f"{cpu:.2f}x"])
     return rows
 
 
-def text_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
-    lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
-    return "\n".join(lines)
-
-
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def environment() -> list[tuple[str, str]]:
-    cpu_model = "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    versions = []
-    for dist in ("uvicorn", "websockets", "wsproto", "uvloop", "httptools"):
-        try:
-            versions.append(f"{dist} {metadata.version(dist)}")
-        except metadata.PackageNotFoundError:
-            versions.append(f"{dist} missing")
-    git = ["git", "-C", str(REPO)]
-    try:
-        commit = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout
-        dirty = subprocess.run([*git, "status", "--porcelain", "--", "src"], capture_output=True, text=True)
-        changed = [line[3:] for line in dirty.stdout.splitlines() if line.strip()]
-        commit = commit.strip() + (f" + uncommitted changes to {', '.join(changed)}" if changed else "")
-    except OSError:
-        commit = "unknown"
-    return [
-        ("nproc", str(os.cpu_count())),
-        ("CPU", cpu_model),
-        ("kernel", platform.release()),
-        ("Python", platform.python_version()),
-        ("packages", ", ".join(versions)),
-        ("zonda commit", commit),
-    ]
-
-
-def report(results: Results, cases: Sequence[Case], args: argparse.Namespace, loadavg: str) -> str:
+def report(results: Results, cases: Sequence[Case], args: argparse.Namespace, load: str) -> str:
     table = markdown_table if args.markdown else text_table
-    env = environment()
+    env = [
+        *environment(("uvicorn", "websockets", "wsproto", "uvloop", "httptools")),
+        ("zonda commit", zonda_commit()),
+    ]
     if args.markdown:
-        parts = ["\n".join(f"- {k}: {v}" for k, v in env)]
-        parts[0] += f"\n- load average before / after: {loadavg}"
-        parts[0] += f"\n- command: `{shlex.join(['.venv/bin/python', 'bench/ws.py', *sys.argv[1:]])}`"
+        env.append(("load average before / after", load))
+        env.append(("command", f"`{shlex.join(['.venv/bin/python', 'bench/ws.py', *sys.argv[1:]])}`"))
     else:
-        parts = ["\n".join(f"{k:>13}: {v}" for k, v in [*env, ("load average", loadavg)])]
+        env.append(("load average", load))
+    parts = [format_env(env, args.markdown, width=13)]
     setup = (
         f"{args.connections} connections from {args.client_procs} client process(es) on core {args.client_cpu}, "
         f"each server alone on core {args.server_cpu}, {args.duration}s after {args.warmup}s warm-up, "
@@ -703,19 +547,6 @@ def report(results: Results, cases: Sequence[Case], args: argparse.Namespace, lo
 
 
 # --------------------------------------------------------------------------- main
-
-
-def csv_of(convert: Callable[[str], Any], allowed: Sequence[Any] | None = None) -> Callable[[str], list[Any]]:
-    def parse(value: str) -> list[Any]:
-        items = [convert(v.strip()) for v in value.split(",") if v.strip()]
-        bad = [v for v in items if allowed is not None and v not in allowed]
-        if bad or not items:
-            raise argparse.ArgumentTypeError(
-                f"choose from {','.join(map(str, allowed or ()))}; got {value!r}"
-            )
-        return items
-
-    return parse
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -766,24 +597,23 @@ def plan(args: argparse.Namespace) -> Iterator[tuple[Case, int, str]]:
 
 def measure_with_retries(
     server: str, case: Case, args: argparse.Namespace, workdir: Path, prefix: str
-) -> Round:
-    """Re-run a round that other processes disturbed (up to --retries times); keep the quietest."""
-    attempts: list[Round] = []
-    for _ in range(args.retries + 1):
-        wait_for_quiet(args.quiet_wait)
-        r = measure_round(server, case, args, workdir)
-        attempts.append(r)
+) -> EchoRound:
+    def describe(r: EchoRound) -> None:
         log.info(
             "%s: %s rt/s, %.1f µs server CPU/rt, server %.0f%%, client %.0f%%, other load %.0f%%/%.0f%%",
-            prefix, f"{r.rtps:,.0f}", r.cpu_us, r.server_share * 100, r.client_share * 100,
+            prefix, f"{r.rps:,.0f}", r.cpu_us_per_req, r.cpu_share * 100, r.client_share * 100,
             r.noise[0] * 100, r.noise[1] * 100,
         )  # fmt: skip
         if r.client_share > SATURATED:
             log.warning("%s: the client processes used %.0f%% of their core", prefix, r.client_share * 100)
-        if not r.noisy:
-            break
-        log.warning("%s: other processes used the cores during the run", prefix)
-    return min(attempts, key=lambda a: max(a.noise))
+
+    return quietest(
+        lambda: measure_round(server, case, args, workdir),
+        describe,
+        prefix,
+        args.retries,
+        lambda: wait_for_quiet(args.quiet_wait, samples=QUIET_SAMPLES, irq_busy=False),
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -791,39 +621,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] == ["client"]:
         return run_client(parse_client_args(argv[1:]))
     args = parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(message)s",
-        datefmt="%H:%M:%S",
-        stream=sys.stderr,
-    )
+    setup_logging(args.verbose)
     with contextlib.suppress(OSError, ValueError):
         os.sched_setaffinity(0, parse_cpu_list(args.client_cpu))
     # SIGTERM unwinds like Ctrl+C, so the servers and clients this script started get stopped; SIGINT too when
     # a shell started the script in the background with SIGINT ignored.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    loadavg = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    load = loadavg()
     results: Results = {}
     cases: list[Case] = []
     steps = list(plan(args))
-    status = 0
+
+    def measure_all(workdir: Path) -> None:
+        for i, (case, rnd, server) in enumerate(steps, 1):
+            if case not in cases:
+                cases.append(case)
+            prefix = f"[{i}/{len(steps)}] {case.label} {server} round {rnd + 1}"
+            r = measure_with_retries(server, case, args, workdir, prefix)
+            results.setdefault((case, server), []).append(r)
+
     with tempfile.TemporaryDirectory(prefix="zonda-ws-bench-") as tmp:
-        try:
-            for i, (case, rnd, server) in enumerate(steps, 1):
-                if case not in cases:
-                    cases.append(case)
-                prefix = f"[{i}/{len(steps)}] {case.label} {server} round {rnd + 1}"
-                r = measure_with_retries(server, case, args, Path(tmp), prefix)
-                results.setdefault((case, server), []).append(r)
-        except KeyboardInterrupt:
-            log.error("interrupted; printing what was measured")
-            status = 130
-        except Exception:
-            log.exception("benchmark failed; printing what was measured")
-            status = 1
-    loadavg += " / " + " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    sys.stdout.write(report(results, cases, args, loadavg))
+        status = run_steps(lambda: measure_all(Path(tmp)))
+    sys.stdout.write(report(results, cases, args, f"{load} / {loadavg()}"))
     return status
 
 

@@ -26,35 +26,33 @@ process tree). All traffic goes to 127.0.0.1.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import http.client
-import json
 import os
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from bench.harness import (
+    CLK_TCK,
+    HELLO_BODY,
+    LUA_DONE,
+    ONE_SECOND,
+    LoadMeter,
+    ServerProcess,
+    http_get,
+    markdown_table,
+    package_version,
+    run_wrk,
+    text_table,
+    wait_for_quiet,
+)
+
 APP = "bench.wsgi_app:app"
 SERVERS = ("zonda", "uvicorn", "gunicorn", "granian")
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 NOISE_LIMIT = 0.05
-LUA_DONE = """
-done = function(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format('BENCH_SUMMARY {"requests": %d, "duration_us": %d, "errors": %d, "p99_us": %d}\\n',
-    summary.requests, summary.duration, e.connect + e.read + e.write + e.status + e.timeout,
-    latency:percentile(99)))
-end
-"""
 
 
 def zonda_threads() -> int:
@@ -80,136 +78,24 @@ def server_command(server: str, port: int, threads: int) -> list[str]:
     raise ValueError(server)
 
 
-# --------------------------------------------------------------------------- processes and the machine
+class WsgiServer(ServerProcess):
+    """One server pinned to core 0, ready once it answers the hello response."""
 
+    def __init__(self, server: str, threads: int, logdir: Path) -> None:
+        super().__init__(server, "0", logdir)
+        self.threads = threads
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    def command(self) -> list[str]:
+        return server_command(self.name, self.port, self.threads)
 
-
-def read_stat(pid: int) -> list[str]:
-    raw = Path(f"/proc/{pid}/stat").read_text()
-    return raw[raw.rindex(")") + 2 :].split()
-
-
-def process_tree(root: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError, IndexError, ValueError):
-                children.setdefault(int(read_stat(int(entry.name))[1]), []).append(int(entry.name))
-    tree, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        tree.append(pid)
-        todo.extend(children.get(pid, []))
-    return tree
-
-
-def start_time(pid: int) -> int | None:
-    try:
-        return int(read_stat(pid)[19])  # field 22 of proc(5): start time in clock ticks after boot
-    except (OSError, IndexError, ValueError):
-        return None
-
-
-def tree_cpu_seconds(root: int) -> float:
-    ticks = 0
-    for pid in process_tree(root):
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            fields = read_stat(pid)
-            ticks += int(fields[11]) + int(fields[12])
-    return ticks / CLK_TCK
-
-
-def core_busy() -> dict[int, tuple[int, int]]:
-    busy = {}
-    for line in Path("/proc/stat").read_text().splitlines():
-        name, *values = line.split()
-        if name.startswith("cpu") and name[3:].isdigit():
-            nums = [int(v) for v in values[:8]]
-            busy[int(name[3:])] = (sum(nums) - nums[3] - nums[4], sum(nums))
-    return busy
-
-
-def wait_for_quiet(max_wait: float, limit: float = 0.10) -> float:
-    """Wait until no core is more than ``limit`` busy over a second; return the busiest core's share."""
-    deadline = time.monotonic() + max_wait
-    while True:
-        before = core_busy()
-        time.sleep(1.0)
-        after = core_busy()
-        worst = max((after[c][0] - before[c][0]) / max(1, after[c][1] - before[c][1]) for c in after)
-        if worst <= limit or time.monotonic() >= deadline:
-            return worst
-
-
-@contextlib.contextmanager
-def running(server: str, threads: int, logdir: Path) -> Iterator[tuple[int, int]]:
-    """Start ``server`` pinned to core 0; yield (pid, port) once it answers; stop it and its children."""
-    port = free_port()
-    log = (logdir / f"{server}.log").open("w")
-    proc = subprocess.Popen(
-        ["taskset", "-c", "0", *server_command(server, port, threads)],
-        cwd=REPO,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"{server} exited: {(logdir / f'{server}.log').read_text()[-2000:]}")
-            try:
-                check_hello(port)
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
-        yield proc.pid, port
-    finally:
-        tree = {pid: start_time(pid) for pid in process_tree(proc.pid)}
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(5)
-        for pid, started in tree.items():  # what is left of the server's own processes, never a reused pid
-            if started is not None and start_time(pid) == started:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(5)
-        log.close()
+    def probe(self) -> None:
+        check_hello(self.port)
 
 
 def check_hello(port: int) -> None:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    try:
-        conn.request("GET", "/")
-        response = conn.getresponse()
-        body = response.read()
-    finally:
-        conn.close()
-    if response.status != 200 or body != b"Hello, world!":
-        raise RuntimeError(f"unexpected answer {response.status} {body[:80]!r}")
-
-
-def run_wrk(port: int, seconds: float, connections: int, script: Path) -> dict[str, float]:
-    argv = ["taskset", "-c", "1", "wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "10s"]
-    out = subprocess.run(
-        [*argv, "-s", str(script), f"http://127.0.0.1:{port}/"],
-        capture_output=True,
-        text=True,
-        timeout=seconds + 60,
-    ).stdout
-    for line in out.splitlines():
-        if line.startswith("BENCH_SUMMARY "):
-            return json.loads(line.removeprefix("BENCH_SUMMARY "))  # type: ignore[no-any-return]
-    raise RuntimeError(f"no summary in wrk output:\n{out}")
+    status, body = http_get(port, timeout=5)
+    if status != 200 or body != HELLO_BODY:
+        raise RuntimeError(f"unexpected answer {status} {body[:80]!r}")
 
 
 # --------------------------------------------------------------------------- measuring and reporting
@@ -225,22 +111,22 @@ class Round:
 
 
 def measure(server: str, args: argparse.Namespace, workdir: Path) -> Round:
-    wait_for_quiet(args.quiet_wait)
-    with running(server, args.threads, workdir) as (pid, port):
+    wait_for_quiet(args.quiet_wait, samples=ONE_SECOND)
+    script = workdir / "done.lua"
+    with WsgiServer(server, args.threads, workdir) as srv:
         if args.warmup:
-            run_wrk(port, args.warmup, args.connections, workdir / "done.lua")
-        cpu_before, cores_before = tree_cpu_seconds(pid), core_busy()
-        summary = run_wrk(port, args.duration, args.connections, workdir / "done.lua")
-        cpu_after, cores_after = tree_cpu_seconds(pid), core_busy()
+            run_wrk(srv.port, script, args.warmup, args.connections, cpu="1")
+        cpu_before, server_core = srv.cpu_seconds(), LoadMeter({0})
+        summary, _ = run_wrk(srv.port, script, args.duration, args.connections, cpu="1")
+        cpu = srv.cpu_seconds() - cpu_before
+        noise = server_core.busy_share(cpu * CLK_TCK)
     requests = summary["requests"]
-    busy, total = (after - before for after, before in zip(cores_after[0], cores_before[0], strict=True))
-    server_ticks = (cpu_after - cpu_before) * CLK_TCK
     return Round(
         rps=requests / (summary["duration_us"] / 1e6),
-        cpu_us=(cpu_after - cpu_before) * 1e6 / requests if requests else float("nan"),
-        p99_ms=summary["p99_us"] / 1000,
+        cpu_us=cpu * 1e6 / requests if requests else float("nan"),
+        p99_ms=summary["lat_p99_us"] / 1000,
         errors=int(summary["errors"]),
-        noise=max(0.0, busy - server_ticks) / total if total else 0.0,
+        noise=noise,
     )
 
 
@@ -261,8 +147,9 @@ def measure_quietest(server: str, args: argparse.Namespace, workdir: Path) -> Ro
 def versions() -> str:
     parts = [f"Python {sys.version.split()[0]}"]
     for name in ("zonda", "uvicorn", "gunicorn", "granian", "uvloop", "httptools"):
-        with contextlib.suppress(metadata.PackageNotFoundError):
-            parts.append(f"{name} {metadata.version(name)}")
+        version = package_version(name)
+        if version is not None:
+            parts.append(f"{name} {version}")
     return ", ".join(parts)
 
 
@@ -283,13 +170,8 @@ def table(results: dict[str, list[Round]], markdown: bool) -> str:
             ]
         )
     if markdown:
-        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        lines += ["| " + " | ".join(row) + " |" for row in rows]
-        return "\n".join(lines)
-    widths = [max(len(str(x)) for x in column) for column in zip(header, *rows, strict=False)]
-    return "\n".join(
-        "  ".join(str(x).ljust(w) for x, w in zip(row, widths, strict=False)) for row in [header, *rows]
-    )
+        return markdown_table(header, rows)
+    return text_table(header, rows, rule=False)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
