@@ -1,0 +1,64 @@
+"""The per-response tally and its flush into prometheus_client, without a server (tests/e2e/test_metrics.py
+has the server's view)."""
+
+from __future__ import annotations
+
+from time import perf_counter
+from typing import Any
+
+import pytest
+
+pytest.importorskip("prometheus_client")
+
+from zonda.metrics import Metrics
+
+
+class Cycle:
+    def __init__(self, scope: dict[str, Any], status: int, seconds: float) -> None:
+        self.scope = scope
+        self.status = status
+        self.started_at = perf_counter() - seconds
+
+
+def http(method: str, version: str = "1.1") -> dict[str, Any]:
+    return {"type": "http", "method": method, "http_version": version}
+
+
+def test_responses_and_latencies_reach_the_families() -> None:
+    metrics = Metrics()
+    for cycle in (
+        Cycle(http("GET"), 200, 0.0),  # the first bucket, without bisect
+        Cycle(http("GET"), 204, 0.003),
+        Cycle(http("GET"), 404, 0.0),
+        Cycle(http("BREW", "2"), 418, 0.3),  # a method outside the known ones: "other"
+        Cycle({"type": "websocket"}, 101, 0.0),
+        Cycle({"type": "websocket"}, 0, 0.0),  # a WebSocket that ended before any response
+    ):
+        metrics.record(cycle)
+    metrics.flush()
+    metrics.record(Cycle(http("GET"), 200, 20.0))  # a second flush adds to the first
+    metrics.flush()
+    registry = metrics.families.registry
+
+    def sample(name: str, **labels: str) -> float | None:
+        value: float | None = registry.get_sample_value(name, labels)
+        return value
+
+    requests = "zonda_requests_total"
+    assert sample(requests, method="GET", status_class="2xx", protocol="1.1") == 3
+    assert sample(requests, method="GET", status_class="4xx", protocol="1.1") == 1
+    assert sample(requests, method="other", status_class="4xx", protocol="2") == 1
+    assert sample(requests, method="GET", status_class="1xx", protocol="websocket") == 1
+    assert sample(requests, method="GET", status_class="0xx", protocol="websocket") == 1
+    assert sample("zonda_websocket_connections_total") == 1
+    buckets = "zonda_request_duration_seconds_bucket"
+    assert sample(buckets, protocol="1.1", le="0.001") == 2
+    assert sample(buckets, protocol="1.1", le="0.005") == 3
+    assert sample(buckets, protocol="1.1", le="10.0") == 3
+    assert sample(buckets, protocol="1.1", le="+Inf") == 4
+    assert sample(buckets, protocol="2", le="0.25") == 0
+    assert sample(buckets, protocol="2", le="0.5") == 1
+    assert sample("zonda_request_duration_seconds_count", protocol="1.1") == 4
+    total = sample("zonda_request_duration_seconds_sum", protocol="1.1")
+    assert total is not None and 20.003 <= total < 20.1
+    assert not metrics.tally.series  # drained
