@@ -832,9 +832,7 @@ static PyObject *hook_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) 
     h->until = 0.0;
     h->second = -1;
     h->prefix[0] = '\0';
-    buffer_init(&h->lines);
-    tick(h, 0.0);  /* a text from the start; the first line reads the clocks again */
-    h->until = 0.0;
+    buffer_init(&h->lines);  /* no time text yet: until 0 makes the first line tick */
     return (PyObject *)h;
 }
 

@@ -71,6 +71,7 @@ JSON_KEYS = (
     "protocol",
     "request_id",
 )
+DEFAULT_JSON_FORMAT = " ".join("{" + key + "}" for key in JSON_KEYS)
 
 # field -> (Python expression over c: the cycle, s: its scope, d: seconds since it started; kind)
 # kinds: "s" text, "o" text or None, "i" int, "f" float. Header fields are "request_header:NAME" and
@@ -297,9 +298,17 @@ def compile_format(
     name the keys of a JSON object (its literal text is ignored); without a format, ``JSON_KEYS``.
 
     With a ``writer``, the function made is the per-response hook itself: it appends the line to the
-    writer's list and schedules the write, one Python call per response in all."""
+    writer's list and schedules the write, one Python call per response in all (for a default format with
+    the C module built, ``Hook``: one C call)."""
     if fmt is None:
-        fmt = " ".join("{" + key + "}" for key in JSON_KEYS) if as_json else DEFAULT_FORMAT
+        fmt = DEFAULT_JSON_FORMAT if as_json else DEFAULT_FORMAT
+    if writer is not None and _accelerated(fmt, as_json):
+        # The whole hook in C; a line it declines (an unusual type somewhere) is built by the Python line.
+        hook = accelerated.Hook(
+            as_json, writer.schedule, compile_format(fmt, as_json), _Failures().report, perf_counter
+        )
+        writer.collect = hook.take
+        return hook
     parts = parse_format(fmt)
     fields = {field for _, field, _ in parts if field is not None}
     timed = "time" in fields
@@ -362,13 +371,6 @@ def compile_format(
             template.append(f"{{v{index}:{spec}}}" if spec else f"{{v{index}}}")
             index += 1
     text = "f" + repr("".join(template) + "\n")
-    if writer is not None and _accelerated(fmt, as_json):
-        # The whole hook in C; a line it declines (an unusual type somewhere) is built by the Python line.
-        hook = accelerated.Hook(
-            as_json, writer.schedule, compile_format(fmt, as_json), _Failures().report, perf_counter
-        )
-        writer.collect = hook.take
-        return hook
     if writer is None:
         body.append("return " + text)
         source = ["def line(c):", *("    " + line for line in body)]
@@ -410,7 +412,7 @@ def _accelerated(fmt: str, as_json: bool) -> bool:
     """Does the C module build this format's lines (a default format, and the module built)?"""
     if accelerated is None:
         return False
-    return fmt == (" ".join("{" + key + "}" for key in JSON_KEYS) if as_json else DEFAULT_FORMAT)
+    return fmt == (DEFAULT_JSON_FORMAT if as_json else DEFAULT_FORMAT)
 
 
 class _Failures:

@@ -87,7 +87,6 @@ class Cycle(Protocol):
 
     def run(self) -> Coroutine[Any, Any, None]: ...
     def on_disconnect(self) -> None: ...
-    def log_access(self) -> None: ...
 
 
 class ConnectionInfo:
@@ -600,10 +599,6 @@ class HTTPCycle:
         scope = self.scope
         return f"{scope['method']} {scope['path']}"
 
-    def log_access(self) -> None:
-        """The per-response hook (access log, metrics), called only when one is on."""
-        self.session.context.on_response(self)
-
 
 class HTTPSession:
     """All the cycles of one connection, fed by its core's events."""
@@ -745,7 +740,7 @@ class HTTPSession:
         """The core sent the last byte of ``cycle``'s response: the next pipelined request may start."""
         context = self.context
         if context.access_log:
-            context.on_response(cycle)  # what cycle.log_access() does, without its frame
+            context.on_response(cycle)
         if self.current is cycle:
             self.current = None
         self.transport.response_complete()
@@ -814,9 +809,6 @@ class H2CUpgrade:
         session.transport.upgrade_h2c(self.request)  # type: ignore[attr-defined]
 
     def on_disconnect(self) -> None:
-        pass
-
-    def log_access(self) -> None:
         pass
 
 
