@@ -124,8 +124,8 @@ INVALID = {
         500,
         "header",
     ),
-    "header-name-uppercase": (
-        [{"type": "http.response.start", "status": 200, "headers": [(b"X-A", b"v")]}],
+    "header-name-not-a-token": (
+        [{"type": "http.response.start", "status": 200, "headers": [(b"X A", b"v")]}],
         500,
         "header name",
     ),

@@ -890,11 +890,24 @@ def test_deadline_paused_while_the_server_stops_reading() -> None:
 # ------------------------------------------------------------------ app-side errors
 
 
+def test_response_header_names_in_any_case_go_out_lowercase_with_values_trimmed() -> None:
+    # RFC 9110 §5.1: names are case-insensitive (Django sends Content-Type); §5.5: surrounding OWS is not
+    # part of the value (Django's WSGI Set-Cookie comes with a leading space)
+    conn = make(server=None)
+    conn.receive_data(request_head())
+    headers = [(b"Content-Type", b"text/plain"), (b"Set-Cookie", b"  a=b\t"), (b"CONTENT-LENGTH", b" 2 ")]
+    conn.send_response(1, 200, headers)
+    conn.send_body(1, b"ok", True)
+    head, _, body = conn.data_to_send().partition(b"\r\n\r\n")
+    assert head.split(b"\r\n")[1:] == [b"content-type: text/plain", b"set-cookie: a=b", b"content-length: 2"]
+    assert body == b"ok"
+
+
 @pytest.mark.parametrize(
     "headers",
     [
-        [(b"Content-Type", b"x")],
         [(b"bad name", b"x")],
+        [(b"Bad:Name", b"x")],
         [(b"", b"x")],
         [(b"x:y", b"x")],
         [(b"caf\xc3\xa9", b"x")],

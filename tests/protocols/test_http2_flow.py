@@ -411,8 +411,19 @@ def test_response_shorter_than_its_content_length() -> None:
     assert frames[-1].code == ErrorCode.INTERNAL_ERROR
 
 
-@pytest.mark.parametrize("name", [b"Content-Type", b"x y", b":status", b"", b"x\r\ny", "text"])
-def test_response_header_names_must_be_lowercase_tokens(name: bytes) -> None:
+def test_response_header_names_in_any_case_go_out_lowercase_with_values_trimmed() -> None:
+    # RFC 9113 §8.2.1: field names are lowercase on HTTP/2, and a value must not start or end with whitespace
+    client = RawClient()
+    client.request(1)
+    client.server.send_response(1, 200, [(b"Content-Type", b" text/plain "), (b"X-Mixed-Case", b"\tv")])
+    client.server.send_body(1, b"", True)
+    fields = client.decode(client.read()[0])
+    assert (b"content-type", b"text/plain") in fields and (b"x-mixed-case", b"v") in fields
+    assert all(name == name.lower() for name, _ in fields)
+
+
+@pytest.mark.parametrize("name", [b"x y", b":status", b"", b"x\r\ny", "text"])
+def test_response_header_names_must_be_tokens(name: bytes) -> None:
     client = RawClient()
     client.request(1)
     with pytest.raises(AppProtocolError):

@@ -42,6 +42,7 @@ from zonda.protocols.events import (
     Request,
     StreamReset,
 )
+from zonda.protocols.fields import header_name, header_value
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,17 +119,6 @@ _NO_BODY_STATUSES = frozenset({204, 304}) | frozenset(range(100, 200))
 _SPECIAL_RESPONSE_HEADERS = frozenset(
     (b"content-length", b"connection", b"transfer-encoding", b"date", b"server")
 )
-_TOKEN_CHARS = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz")
-_valid_names: set[bytes] = set()  # response header names already checked, shared by all connections
-
-
-def _check_header_name(name: bytes) -> None:
-    if not name or not all(c in _TOKEN_CHARS for c in name):
-        raise AppProtocolError(
-            f"http.response.start: header name {name!r} must be a lowercase token (RFC 9110 §5.1)"
-        )
-    if len(_valid_names) < 4096:
-        _valid_names.add(name)
 
 
 def _check_header_block(block: bytes, line_count: int) -> None:
@@ -193,9 +183,9 @@ def _encode_head(status: Any, headers: Iterable[tuple[bytes, bytes]]) -> tuple[b
     length = None
     close = has_date = has_server = False
     try:
-        for name, value in headers:
-            if name not in _valid_names:
-                _check_header_name(name)
+        for raw_name, raw_value in headers:
+            name = header_name(raw_name)
+            value = header_value(raw_value)
             if name in _SPECIAL_RESPONSE_HEADERS:
                 if name == b"content-length":
                     if not value.isdigit() or (length is not None and int(value) != length):
@@ -560,9 +550,7 @@ class H1Connection(OutputBuffer):
         lines = [b"HTTP/1.1 101 Switching Protocols\r\n"]
         try:
             for name, value in headers:
-                if name not in _valid_names:
-                    _check_header_name(name)
-                lines.append(name + b": " + value + b"\r\n")
+                lines.append(header_name(name) + b": " + header_value(value) + b"\r\n")
         except (TypeError, ValueError) as exc:
             raise AppProtocolError("upgrade response headers must be [bytes, bytes] pairs") from exc
         _check_header_block(b"".join(lines), len(lines))

@@ -30,7 +30,8 @@ from hpack import Decoder, Encoder, HPACKError, OversizedHeaderListError
 from zonda.errors import AppProtocolError, BadRequest, ProtocolError
 from zonda.protocols._output import OutputBuffer
 from zonda.protocols.events import ConnectionTerminated, Data, Event, Headers, Request, StreamReset
-from zonda.protocols.http1 import DefaultHeaders, _check_header_name, _valid_names
+from zonda.protocols.fields import header_name, header_value
+from zonda.protocols.http1 import DefaultHeaders
 
 log = logging.getLogger("zonda.http2")
 
@@ -934,9 +935,9 @@ class H2Connection(OutputBuffer):
         has_date = has_server = False
         length = None
         try:
-            for name, value in headers:
-                if name not in _valid_names:
-                    _check_header_name(name)
+            for raw_name, raw_value in headers:
+                name = header_name(raw_name)
+                value = header_value(raw_value)
                 if name in _RESPONSE_DROPPED:
                     continue  # connection-specific: HTTP/2 frames the response itself (RFC 9113 §8.2.2)
                 if name == b"date":
