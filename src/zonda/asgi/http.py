@@ -3,9 +3,9 @@
 ``HTTPSession`` belongs to one connection: it turns a core's stream events into ``HTTPCycle`` objects and runs
 the app for each, one at a time in request order when the core is sequential (HTTP/1.1), or concurrently.
 Event handlers are plain methods; only the app-facing ``receive()`` and ``send()`` are awaitable, and they
-await only futures the driver hands them (``Transport.create_future``, ``Transport.drain``). ``send()`` is a
-plain function that returns the connection's done future (``Transport.ready``) when the message went out
-without waiting, as it nearly always does: an ``async def`` costs a coroutine object per call.
+await only futures the driver hands them (``Transport.create_future``, ``Transport.drain``). Both are
+coroutine functions, as apps and their libraries expect (``create_task(send(...))``, anyio's ``start_soon``,
+asgiref's ``async_to_sync``), though ``send()`` nearly never waits.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from zonda.asgi._files import PATHSEND, ZEROCOPYSEND, open_path, zerocopy_span
 from zonda.asgi.types import ASGIApp, Message, Scope
 from zonda.errors import AppProtocolError, ClientDisconnected, ProtocolError
 from zonda.protocols.events import ConnectionTerminated, Data, Event, Request, StreamReset
+from zonda.protocols.fields import header_name, header_value
 
 if TYPE_CHECKING:
     from zonda.protocols.websocket import WSSettings
@@ -55,12 +56,6 @@ class Transport(Protocol):
 
     @property
     def core(self) -> Core: ...
-
-    @property
-    def ready(self) -> Awaitable[None]:
-        """An awaitable that is already done (a finished future, reused): what ``send()`` returns when the
-        message went out at once."""
-        ...
 
     def flush(self) -> None: ...
     def drain(self) -> Awaitable[None]: ...
@@ -367,7 +362,7 @@ class HTTPCycle:
             finally:
                 self._waiter = None
 
-    def send(self, message: Message) -> Awaitable[None]:
+    async def send(self, message: Message) -> None:
         if self.disconnected:
             raise ClientDisconnected(f"client disconnected before {message.get('type')!r} could be sent")
         try:
@@ -379,7 +374,8 @@ class HTTPCycle:
         state = self.state
         if state is _BODY:
             if message_type != "http.response.body":
-                return self._send_extension(message_type, message)
+                await self._send_extension(message_type, message)
+                return
             body = message.get("body", b"")
             more_body = message.get("more_body", False)
             if type(body) is not bytes:
@@ -394,7 +390,7 @@ class HTTPCycle:
                 transport.core.send_body(self.stream_id, body, False)
                 transport.flush()
                 if transport.write_paused:
-                    return self._drain()
+                    await self._drain()
             elif self.trailers:
                 self.state = _TRAILERS
                 transport.core.send_body(self.stream_id, body, False)
@@ -410,12 +406,12 @@ class HTTPCycle:
             if message_type != "http.response.start":
                 if message_type == EARLY_HINT and EARLY_HINT in self.session.info.extensions:
                     self._send_early_hint(message)
-                    return self.transport.ready
+                    return
                 if message_type == PUSH and PUSH in self.session.info.extensions:
                     # Before the head too: Starlette's send_push_promise() comes first, and RFC 9113 §8.4 wants
                     # the promise ahead of the response that refers to the pushed resource.
                     self._push(message)
-                    return self.transport.ready
+                    return
                 raise AppProtocolError(f"Expected 'http.response.start', got {message_type!r}")
             status = message.get("status")
             if type(status) is not int:
@@ -435,7 +431,6 @@ class HTTPCycle:
                 f"Unexpected {message_type!r}: the response is already complete "
                 "(http.response.body with more_body=False ends it)"
             )
-        return self.transport.ready
 
     async def _drain(self) -> None:
         """Wait until the transport takes more (the rare part of ``send()`` that waits)."""
@@ -813,15 +808,13 @@ class H2CUpgrade:
 
 
 def _header_pairs(headers: Any, message_type: str) -> list[tuple[bytes, bytes]]:
+    """Trailer and push header fields: names lowercased and checked as tokens (no pseudo-headers), values
+    trimmed, as for the response head."""
     try:
-        pairs = [(bytes(name), bytes(value)) for name, value in headers]
+        return [(header_name(bytes(name)), header_value(bytes(value))) for name, value in headers]
     except (TypeError, ValueError):
         raise AppProtocolError(
             f"{message_type} 'headers' must be an iterable of [bytes, bytes] pairs"
         ) from None
-    for name, _ in pairs:
-        if name[:1] == b":" or name.lower() != name:
-            raise AppProtocolError(
-                f"{message_type}: header name {name!r} must be lowercase, not a pseudo-header"
-            )
-    return pairs
+    except AppProtocolError as exc:
+        raise AppProtocolError(f"{message_type}: {exc}") from None

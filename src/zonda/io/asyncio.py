@@ -1,7 +1,8 @@
 """The asyncio driver (also uvloop's): ``asyncio.Protocol`` callbacks feeding a sans-io core and the bridge.
 
-``data_received`` -> core -> bridge -> ``transport.write`` runs synchronously. The app coroutine starts eagerly
-inside the callback and becomes a task only if it suspends, so a request whose app never waits costs no task.
+``data_received`` -> core -> bridge -> ``transport.write`` runs synchronously. Every app call is a real Task
+from its first line; on Python 3.12+ its first step runs inside the callback (``eager_start``), so a request
+whose app never waits is answered in the same read.
 One timer per connection follows the core's ``deadline``, re-armed only when the deadline moves earlier.
 """
 
@@ -9,10 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import logging
-import types
-from collections.abc import Coroutine, Generator
+import sys
+from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 from zonda.asgi.http import ConnectionInfo, HTTPSession
@@ -30,55 +30,30 @@ if TYPE_CHECKING:
 error_log = logging.getLogger("zonda.error")
 
 
-@types.coroutine
-def _adopt(coro: Coroutine[Any, Any, Any], yielded: Any) -> Generator[Any, Any, Any]:
-    """Carry on a coroutine that already ran its first step outside a task; ``yield from`` with a head start."""
-    while True:
-        try:
-            sent = yield yielded
-        except GeneratorExit:
-            coro.close()
-            raise
-        except BaseException as exc:
-            try:
-                yielded = coro.throw(exc)
-            except StopIteration as stop:
-                return stop.value
-        else:
-            try:
-                yielded = coro.send(sent)
-            except StopIteration as stop:
-                return stop.value
+if sys.version_info >= (3, 12):
 
+    def start_task(
+        loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, None], tasks: set[asyncio.Task[Any]]
+    ) -> None:
+        """Run ``coro`` as a Task whose first step runs now (``eager_start``); track it in ``tasks`` while it
+        lives. The app sees a real task from its first line (``current_task()``, TaskGroup, ``asyncio.timeout``,
+        anyio cancel scopes) in its own copy of the context, and a request whose app never waits is answered
+        within the read that brought it."""
+        task = asyncio.Task(coro, loop=loop, eager_start=True)
+        if not task.done():
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
 
-# next(coro.__await__(), _FINISHED) runs a coroutine's first step like coro.send(None), but a coroutine that
-# returns None there ends it without a StopIteration to create and catch: 30% less for a request whose app
-# never waits. (One that returns something else still raises StopIteration; the cycles' run() return None.)
-_FINISHED: Any = object()
+else:
 
-
-async def _resume(coro: Coroutine[Any, Any, Any], yielded: Any) -> Any:
-    return await _adopt(coro, yielded)
-
-
-def start_eagerly(
-    loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, None], tasks: set[asyncio.Task[Any]]
-) -> None:
-    """Run ``coro`` up to its first suspension now; only then hand it to a task (tracked in ``tasks``).
-
-    The first step runs in a copy of the current context, which the task then keeps, so context variables
-    an app sets never leak into the connection's callbacks.
-    """
-    context = contextvars.copy_context()
-    try:
-        yielded = context.run(next, coro.__await__(), _FINISHED)
-    except StopIteration:  # it returned something other than None
-        return
-    if yielded is _FINISHED:
-        return
-    task = context.run(loop.create_task, _resume(coro, yielded))
-    tasks.add(task)
-    task.add_done_callback(tasks.discard)
+    def start_task(
+        loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, None], tasks: set[asyncio.Task[Any]]
+    ) -> None:
+        """Run ``coro`` as a Task (its first step on the loop's next turn: no eager start before 3.12); track
+        it in ``tasks`` while it lives."""
+        task = loop.create_task(coro)
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
 
 
 class H1Protocol(FileSending, asyncio.Protocol):
@@ -96,10 +71,6 @@ class H1Protocol(FileSending, asyncio.Protocol):
         self.write_paused = False
         self.reading_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
-        self.ready: asyncio.Future[None] = (
-            loop.create_future()
-        )  # done: send() returns it when it did not wait
-        self.ready.set_result(None)
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._closed = False
@@ -224,18 +195,7 @@ class H1Protocol(FileSending, asyncio.Protocol):
         return self.loop.time()
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        # start_eagerly(), inlined: this runs once per request.
-        context = contextvars.copy_context()
-        try:
-            yielded = context.run(next, coro.__await__(), _FINISHED)
-        except StopIteration:  # it returned something other than None
-            return
-        if yielded is _FINISHED:
-            return
-        task = context.run(self.loop.create_task, _resume(coro, yielded))
-        tasks = self.shared.tasks
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
+        start_task(self.loop, coro, self.shared.tasks)
 
     def pause_reading(self) -> None:
         if not self.reading_paused and not self._closed:

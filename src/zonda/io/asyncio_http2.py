@@ -46,13 +46,12 @@ h2_log = logging.getLogger("zonda.http2")
 class StreamChannel:
     """One stream's view of its connection: the bridge's ``Transport`` for that stream's cycle."""
 
-    __slots__ = ("conn", "core", "ready", "stream_id")
+    __slots__ = ("conn", "core", "stream_id")
 
     def __init__(self, conn: H2Protocol, stream_id: int) -> None:
         self.conn = conn
         self.core: H2Connection = conn.core
         self.stream_id = stream_id
-        self.ready = conn.ready
 
     @property
     def write_paused(self) -> bool:
