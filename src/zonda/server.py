@@ -434,18 +434,30 @@ class Server:
             else "ASGI 3"
         )
         app_name = config.app if isinstance(config.app, str) else getattr(app, "__qualname__", repr(app))
+        scheme = "https" if self.shared is not None and self.shared.ssl_context is not None else "http"
         logger.info(
-            "zonda %s serving %s (%s) with %s, HTTP/1.1 via httptools",
+            "zonda %s serving %s (%s) with %s, %s",
             __version__,
             app_name,
             interface,
             loop_name,
+            ", ".join(self._protocols_served(scheme)),
         )
-        scheme = "https" if self.shared is not None and self.shared.ssl_context is not None else "http"
         for sock in self.sockets:
             logger.info("Listening on %s (press CTRL+C to quit)", describe_address(sock, scheme))
         if scheme == "https":
             logger.info("TLS: %s", describe_tls(config))
+
+
+    def _protocols_served(self, scheme: str) -> list[str]:
+        """What the start-up line names: the protocols this server answers, as configured."""
+        config = self.config
+        served = [] if config.http == "2" and scheme == "https" else ["HTTP/1.1"]  # --http 2: ALPN offers only h2
+        if config.http != "1":
+            served.append("HTTP/2 (ALPN h2)" if scheme == "https" else "HTTP/2 (h2c, prior knowledge)")
+        if self.shared is not None and self.shared.context.ws is not None:
+            served.append("WebSocket")
+        return served
 
 
 def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop]:
