@@ -448,11 +448,12 @@ class Server:
         if scheme == "https":
             logger.info("TLS: %s", describe_tls(config))
 
-
     def _protocols_served(self, scheme: str) -> list[str]:
         """What the start-up line names: the protocols this server answers, as configured."""
         config = self.config
-        served = [] if config.http == "2" and scheme == "https" else ["HTTP/1.1"]  # --http 2: ALPN offers only h2
+        served = (
+            [] if config.http == "2" and scheme == "https" else ["HTTP/1.1"]
+        )  # --http 2: ALPN offers only h2
         if config.http != "1":
             served.append("HTTP/2 (ALPN h2)" if scheme == "https" else "HTTP/2 (h2c, prior knowledge)")
         if self.shared is not None and self.shared.context.ws is not None:
