@@ -204,6 +204,12 @@ class Config:
     timeout_graceful_shutdown: float = option(
         30.0, "seconds in-flight requests get to finish on shutdown", "Lifespan and shutdown"
     )
+    shutdown_stream_notice: float = option(
+        5.0,
+        "seconds before the graceful timeout ends that a response still streaming, its request read whole, "
+        "gets http.disconnect to end its body cleanly; 0: never (it is cut at the timeout)",
+        "Lifespan and shutdown",
+    )
     timeout_lifespan_startup: float = option(
         60.0, "seconds the app's lifespan startup may take", "Lifespan and shutdown"
     )

@@ -1,7 +1,8 @@
 """Listeners, the connection registry, lifespan and graceful shutdown, for one process.
 
 Shutdown order (SIGINT/SIGTERM or ``Server.shutdown()``): stop accepting, close idle keep-alive connections,
-let in-flight requests finish within ``timeout_graceful_shutdown``, cancel what is left, run lifespan
+let in-flight requests finish within ``timeout_graceful_shutdown`` (``shutdown_stream_notice`` seconds before
+its end, responses still streaming get ``http.disconnect`` to end cleanly), cancel what is left, run lifespan
 shutdown, return. A second SIGINT skips the waiting.
 """
 
@@ -392,9 +393,24 @@ class Server:
         timeout = self.config.timeout_graceful_shutdown
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        # Streams with no end of their own (SSE) are told to stop this long before the hard close; until then
+        # every response has the window to finish by itself (README: Shutdown).
+        notice = self.config.shutdown_stream_notice
+        notice_at = deadline - notice if notice > 0 else None
+        told = False
         if connections and not self.force_exit:
             logger.info("Waiting for %d connection(s) to finish (up to %gs).", len(connections), timeout)
         while connections and not self.force_exit and loop.time() < deadline:
+            if notice_at is not None and loop.time() >= notice_at:
+                # Again on every turn: a response may start streaming, or its request body end, after the first.
+                count = sum(connection.stop_streaming() for connection in list(connections))
+                if count and not told:
+                    told = True
+                    logger.info(
+                        "Asking %d streaming response(s) to end (http.disconnect), %gs before the hard close.",
+                        count,
+                        min(notice, timeout),
+                    )
             await asyncio.sleep(0.05)
         if connections:
             logger.warning(

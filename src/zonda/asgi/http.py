@@ -34,6 +34,8 @@ error_log = logging.getLogger("zonda.error")
 ASGI_VERSION = {"version": "3.0", "spec_version": "2.5"}
 HIGH_WATER = 65536  # unread request body per stream above which reading pauses
 _DISCONNECT: Message = {"type": "http.disconnect"}
+_END_OF_BODY: Message = {"type": "http.response.body", "body": b"", "more_body": False}
+_NO_TRAILERS: Message = {"type": "http.response.trailers", "headers": []}
 
 
 class Core(Protocol):
@@ -280,6 +282,7 @@ class HTTPCycle:
         "started_at",
         "state",
         "status",
+        "stopping",
         "stream_id",
         "trailers",
         "transport",
@@ -296,6 +299,7 @@ class HTTPCycle:
         self.status = 0
         self.bytes_sent = 0
         self.disconnected = False
+        self.stopping = False  # shutdown asked the app to end its streaming response (stop_streaming)
         self.reading_paused = False
         self.started_at = 0.0
         self.trailers = False  # the app announced http.response.trailers after its last body
@@ -331,6 +335,19 @@ class HTTPCycle:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
+    def stop_streaming(self) -> bool:
+        """Shutdown's notice to a response that is streaming with its request read whole: ``receive()`` says
+        ``http.disconnect`` (at once if the app waits in it; after any body not yet read), while ``send()`` still
+        works, so the app can end its body cleanly before the hard close. A request body still arriving, a
+        response not started or already sent: no notice. Returns whether this call gave it."""
+        if self.state is not _BODY or self._more_body or self.disconnected or self.stopping:
+            return False
+        self.stopping = True
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        return True
+
     # ------------------------------------------------------ the app's side
 
     async def receive(self) -> Message:
@@ -356,6 +373,8 @@ class HTTPCycle:
                     "body": body if type(body) is bytes else bytes(body),
                     "more_body": more,
                 }
+            if self.stopping:
+                return _DISCONNECT
             waiter = self._waiter = self.transport.create_future()
             try:
                 await waiter
@@ -558,9 +577,27 @@ class HTTPCycle:
                 error_log.error("ASGI app returned without sending a response (%s)", self._describe())
                 self._respond_500()
             elif self.state is not _DONE and not self.disconnected:
-                error_log.error("ASGI app returned without completing the response (%s)", self._describe())
-                self.transport.abort()
+                if self.stopping:
+                    self._end_for_app()
+                else:
+                    error_log.error(
+                        "ASGI app returned without completing the response (%s)", self._describe()
+                    )
+                    self.transport.abort()
         self.session.cycle_finished(self)
+
+    def _end_for_app(self) -> None:
+        """The app returned after the shutdown notice without ending its body (sse-starlette does so on any
+        ``http.disconnect``): everything it sent went out whole, so end the body as its ``more_body=False``
+        would have (the chunked terminator, END_STREAM). A declared Content-Length not reached cannot be
+        ended honestly: the core cuts the response instead (close, RST_STREAM)."""
+        try:
+            if self.state is _BODY:
+                self.send(_END_OF_BODY)
+            if self.state is _TRAILERS:
+                self._send_trailers(_NO_TRAILERS)
+        except AppProtocolError as exc:
+            error_log.info("Response cut at shutdown (%s): %s", self._describe(), exc)
 
     def _app_failed(self, exc: Exception) -> None:
         if self.disconnected:
@@ -770,6 +807,15 @@ class HTTPSession:
         if isinstance(cycle, HTTPCycle) and cycle.reading_paused:
             cycle.reading_paused = False
             cycle.transport.resume_reading()  # nobody reads this body now: read on, discarding the rest
+
+    def stop_streaming(self) -> int:
+        """Shutdown's notice to every response of this connection streaming with its request read whole
+        (``HTTPCycle.stop_streaming``); returns how many got it now."""
+        count = 0
+        for cycle in list(self.cycles.values()):
+            if type(cycle) is HTTPCycle and cycle.stop_streaming():
+                count += 1
+        return count
 
     def connection_lost(self) -> None:
         for cycle in list(self.cycles.values()):

@@ -286,6 +286,14 @@ class H1Protocol(FileSending, asyncio.Protocol):
             self.flush()
             self._arm_if_earlier()  # e.g. the deadline for a WebSocket peer's answer to Going Away
 
+    def stop_streaming(self) -> int:
+        """Later in a graceful shutdown (``--shutdown-stream-notice``): ``http.disconnect`` to the responses
+        still streaming with their request read whole, so their apps end them cleanly; returns how many."""
+        session = self.session
+        if self._closed or not isinstance(session, HTTPSession):  # e.g. a WebSocket: it had Going Away
+            return 0
+        return session.stop_streaming()
+
     def rearm(self) -> None:
         """The core's deadline moved earlier outside a read or a timer (a close frame sent): arm for it."""
         self._arm_if_earlier()
