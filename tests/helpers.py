@@ -437,3 +437,19 @@ async def send_denial(send: Any) -> None:
     await send({"type": "websocket.http.response.start", "status": 418, "headers": headers})
     await send({"type": "websocket.http.response.body", "body": b"no web", "more_body": True})
     await send({"type": "websocket.http.response.body", "body": b"sockets here"})
+
+
+def dechunk(body: bytes) -> tuple[bytes, bool]:
+    """A chunked body's payload, and whether it ended with the last chunk (``0\\r\\n\\r\\n``) rather than a cut."""
+    payload = bytearray()
+    while True:
+        size_line, found, rest = body.partition(b"\r\n")
+        if not found:
+            return bytes(payload), False
+        size = int(size_line.split(b";")[0], 16)
+        if size == 0:
+            return bytes(payload), rest.startswith(b"\r\n")
+        if len(rest) < size + 2:
+            return bytes(payload + rest[:size]), False
+        payload += rest[:size]
+        body = rest[size + 2 :]

@@ -2,6 +2,8 @@
 
 Order under test: stop accepting, close idle keep-alive connections, let in-flight requests finish (within
 ``--timeout-graceful-shutdown``), cancel the rest, run lifespan shutdown, exit 0. A second SIGINT exits at once.
+Streams with no end of their own (sse-starlette, a raw app listening on ``receive()``) get ``http.disconnect``
+``--shutdown-stream-notice`` seconds before the hard close and end cleanly, over HTTP/1.1 and HTTP/2.
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ from typing import Any
 
 import pytest
 
+from h2socket import DATA, END_STREAM, RST_STREAM, RawH2
 from helpers import (
     ZondaProcess,
+    dechunk,
     raw_request,
     read_response,
     read_until_closed,
@@ -217,3 +221,154 @@ def test_server_shutdown_from_another_thread() -> None:
         stopper.result(5)
         assert not server.thread.is_alive()
     assert events == ["lifespan.shutdown"]
+
+
+# ------------------------------------------------------------------ streams told to end (--shutdown-stream-notice)
+
+STREAMS_APP = """
+import asyncio
+
+from sse_starlette import EventSourceResponse
+from starlette.applications import Starlette
+from starlette.routing import Route
+
+
+async def ticks():
+    n = 0
+    while True:
+        yield {"event": "tick", "data": str(n)}
+        n += 1
+        await asyncio.sleep(0.1)
+
+
+async def sse(request):
+    print("app started /sse", flush=True)
+    return EventSourceResponse(ticks())
+
+
+sse_app = Starlette(routes=[Route("/sse", sse)])
+
+
+async def raw_stream(receive, send):
+    # streams until receive() says http.disconnect, then ends its body with a last line
+    assert (await receive())["type"] == "http.request"
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+    stop = asyncio.Event()
+
+    async def listen():
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        stop.set()
+
+    listener = asyncio.ensure_future(listen())
+    n = 0
+    while not stop.is_set():
+        await send({"type": "http.response.body", "body": b"tick %d\\n" % n, "more_body": True})
+        n += 1
+        try:
+            await asyncio.wait_for(stop.wait(), 0.1)
+        except asyncio.TimeoutError:
+            pass
+    await listener
+    await send({"type": "http.response.body", "body": b"bye\\n", "more_body": False})
+
+
+async def app(scope, receive, send):
+    if scope["type"] != "http" or scope["path"] == "/sse":
+        await sse_app(scope, receive, send)
+        return
+    print("app started " + scope["path"], flush=True)
+    if scope["path"] == "/raw":
+        await raw_stream(receive, send)
+        return
+    await asyncio.sleep(3.0)  # an ordinary request, in flight past the notice point
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"9")]})
+    await send({"type": "http.response.body", "body": b"slow done"})
+"""
+
+GRACEFUL = 5.0
+NOTICE = 3.0  # the streams are told 2 s into the shutdown; /slow ends at about 3 s by itself
+STREAM_PATHS = ("/sse", "/raw", "/slow")
+
+
+@pytest.fixture
+def streams_dir(tmp_path: Path) -> str:
+    (tmp_path / "streams_app.py").write_text(STREAMS_APP)
+    return str(tmp_path)
+
+
+def streams_server(streams_dir: str) -> Any:
+    args = ("--timeout-graceful-shutdown", str(GRACEFUL), "--shutdown-stream-notice", str(NOTICE))
+    return zonda_process("streams_app:app", "--port", "0", "--app-dir", streams_dir, *args)
+
+
+def read_to_the_end(sock: socket.socket) -> tuple[bytes, float]:
+    data = read_until_closed(sock, 3 * GRACEFUL)
+    sock.close()
+    return data, time.monotonic()
+
+
+def test_streams_end_cleanly_before_the_hard_close_over_http1(streams_dir: str) -> None:
+    with streams_server(streams_dir) as proc, ThreadPoolExecutor(len(STREAM_PATHS)) as pool:
+        proc.wait_listening()
+        readers = {}
+        for path in STREAM_PATHS:
+            sock = socket.create_connection(("127.0.0.1", proc.port), timeout=5)
+            sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            readers[path] = pool.submit(read_to_the_end, sock)
+        wait_for(lambda: all(started(proc, path) for path in STREAM_PATHS), what="every request in the app")
+        signalled = time.monotonic()
+        proc.signal(signal.SIGTERM)
+        results = {path: reader.result(3 * GRACEFUL) for path, reader in readers.items()}
+        assert proc.wait(3 * GRACEFUL) == 0
+        exited = time.monotonic() - signalled
+    assert exited < GRACEFUL
+    for path in ("/sse", "/raw"):
+        response, ended_at = results[path]
+        head, _, body = response.partition(b"\r\n\r\n")
+        assert b"transfer-encoding: chunked" in head.lower(), response
+        payload, complete = dechunk(body)
+        assert complete, f"{path} was cut: {response!r}"  # the last chunk came before the close
+        # streamed on through the window until the notice point, ended well before the hard close
+        assert GRACEFUL - NOTICE - 0.2 <= ended_at - signalled < GRACEFUL, (path, ended_at - signalled)
+        if path == "/sse":
+            assert payload.count(b"event: tick") > 5
+        else:
+            assert payload.startswith(b"tick 0\n") and payload.endswith(b"bye\n")
+    response, _ = results["/slow"]
+    assert status_of(response) == 200 and response.endswith(b"slow done")
+    assert "streaming response(s) to end" in proc.output
+    assert "still open after the graceful timeout" not in proc.output
+    assert "Exception" not in proc.output
+
+
+def test_streams_end_cleanly_before_the_hard_close_over_http2(streams_dir: str) -> None:
+    with streams_server(streams_dir) as proc:
+        proc.wait_listening()
+        with RawH2(proc.port, timeout=3 * GRACEFUL) as raw:
+            streams = dict(zip((1, 3, 5), STREAM_PATHS, strict=True))
+            raw.send(*(raw.headers(stream_id, path) for stream_id, path in streams.items()))
+            wait_for(
+                lambda: all(started(proc, path) for path in STREAM_PATHS), what="every stream in the app"
+            )
+            signalled = time.monotonic()
+            proc.signal(signal.SIGTERM)
+            goaway = raw.goaway()
+            assert raw.wait_closed(3 * GRACEFUL)
+            closed = time.monotonic() - signalled
+            assert proc.wait(3 * GRACEFUL) == 0
+            exited = time.monotonic() - signalled
+            assert raw.response(5)[::2] == (200, b"slow done")
+            after_goaway = raw.frames[raw.frames.index(goaway) :]
+            for stream_id in (1, 3):
+                mine = [f for f in raw.frames if f.stream_id == stream_id]
+                assert not [f for f in mine if f.kind == RST_STREAM], mine
+                assert mine[-1].kind == DATA and mine[-1].flags & END_STREAM, mine[-1]  # ended, not reset
+                # it streamed on after GOAWAY, within the window, until told to end
+                assert len([f for f in after_goaway if f.stream_id == stream_id and f.kind == DATA]) > 5
+            assert raw.response(1)[2].count(b"event: tick") > 5
+            assert raw.response(3)[2].endswith(b"bye\n")
+    assert closed < GRACEFUL and exited < GRACEFUL
+    assert "streaming response(s) to end" in proc.output
+    assert "still open after the graceful timeout" not in proc.output
+    assert "Exception" not in proc.output
