@@ -578,7 +578,7 @@ class HTTPCycle:
                 self._respond_500()
             elif self.state is not _DONE and not self.disconnected:
                 if self.stopping:
-                    self._end_for_app()
+                    await self._end_for_app()
                 else:
                     error_log.error(
                         "ASGI app returned without completing the response (%s)", self._describe()
@@ -586,14 +586,14 @@ class HTTPCycle:
                     self.transport.abort()
         self.session.cycle_finished(self)
 
-    def _end_for_app(self) -> None:
+    async def _end_for_app(self) -> None:
         """The app returned after the shutdown notice without ending its body (sse-starlette does so on any
         ``http.disconnect``): everything it sent went out whole, so end the body as its ``more_body=False``
         would have (the chunked terminator, END_STREAM). A declared Content-Length not reached cannot be
         ended honestly: the core cuts the response instead (close, RST_STREAM)."""
         try:
             if self.state is _BODY:
-                self.send(_END_OF_BODY)
+                await self.send(_END_OF_BODY)
             if self.state is _TRAILERS:
                 self._send_trailers(_NO_TRAILERS)
         except AppProtocolError as exc:
