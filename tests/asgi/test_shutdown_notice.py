@@ -18,8 +18,8 @@ import pytest
 
 from helpers import Record, dechunk, read_until_closed, run_server, wait_for
 
-GRACEFUL = 2.0
-NOTICE = 1.0  # so the notice comes 1 s into the shutdown
+GRACEFUL = 3.0
+NOTICE = 2.0  # so the notice comes 1 s into the shutdown
 START_CHUNKED = {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]}
 
 
