@@ -66,6 +66,7 @@ import h2.exceptions
 
 from bench.harness import (
     HELLO_BODY,
+    HYPERCORN_CONFIG,
     NOISE_LIMIT,
     ROUND_HEADER,
     Round,
@@ -101,11 +102,6 @@ log = logging.getLogger("bench")
 SERVERS = ("zonda", "hypercorn", "granian")
 TRANSPORTS = ("h2c", "tls")
 APP = "bench.apps:hello"
-HYPERCORN_CONFIG = """\
-# bench/h2.py: lift hypercorn's per-connection request cap (keep_alive_max_requests, 1000 by default; an
-# HTTP/2 connection is closed once it has served that many streams).
-keep_alive_max_requests = 1000000000
-"""
 
 
 def server_command(server: str, port: int | str, tls: Path | None, workdir: Path) -> list[str]:

@@ -37,19 +37,45 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 HELLO_BODY = b"Hello, world!"
 NOISE_LIMIT = 0.05  # a round with more foreign load than this on either core is re-run (--retries)
 
+# Prepended to LUA_DONE: checks every response's status. wrk itself counts only statuses above 399
+# (summary.errors.status), so a 1xx or 3xx answer would pass as a success. response() runs in each wrk thread's
+# own Lua state; setup() keeps the threads so that done() can add up their counts.
+LUA_STATUS_TALLY = """
+threads = {}
+setup = function(thread) table.insert(threads, thread) end
+non_2xx = 0
+response = function(status, headers, body)
+  if status < 200 or status > 299 then non_2xx = non_2xx + 1 end
+end
+"""
+
 # wrk's summary as one JSON line; latency values are in microseconds, duration too. "errors" is the sum of
-# the five kinds, for the scripts that only need the total.
+# the five kinds, for the scripts that only need the total. "non_2xx" counts responses whose status is not
+# 2xx when the script starts with LUA_STATUS_TALLY, and is null without it.
 LUA_DONE = """
 done = function(summary, latency, requests)
   local e = summary.errors
+  local non_2xx = "null"
+  if response ~= nil and threads ~= nil then
+    non_2xx = 0
+    for _, thread in ipairs(threads) do non_2xx = non_2xx + thread:get("non_2xx") end
+  end
   io.write(string.format(
     'BENCH_SUMMARY {"requests": %d, "duration_us": %d, "bytes": %d, "connect": %d, "read": %d,'
-    .. ' "write": %d, "status": %d, "timeout": %d, "errors": %d, "lat_mean_us": %.1f, "lat_p50_us": %d,'
-    .. ' "lat_p99_us": %d, "lat_max_us": %d}\\n',
+    .. ' "write": %d, "status": %d, "timeout": %d, "errors": %d, "non_2xx": %s, "lat_mean_us": %.1f,'
+    .. ' "lat_p50_us": %d, "lat_p99_us": %d, "lat_max_us": %d}\\n',
     summary.requests, summary.duration, summary.bytes, e.connect, e.read, e.write, e.status,
-    e.timeout, e.connect + e.read + e.write + e.status + e.timeout, latency.mean,
+    e.timeout, e.connect + e.read + e.write + e.status + e.timeout, tostring(non_2xx), latency.mean,
     latency:percentile(50), latency:percentile(99), latency.max))
 end
+"""
+
+# bench/h2.py and bench/run.py give hypercorn this config file: it lifts hypercorn's per-connection request
+# cap (keep_alive_max_requests, 1000 by default), after which it closes a connection.
+HYPERCORN_CONFIG = """\
+# zonda's bench/: lift hypercorn's per-connection request cap (keep_alive_max_requests, 1000 by default; a
+# connection, HTTP/1.1 or HTTP/2, is closed once it has served that many requests).
+keep_alive_max_requests = 1000000000
 """
 
 
@@ -178,6 +204,13 @@ def tree_cpu_seconds(root: int) -> float:
     return sum(proc_cpu_ticks(pid) for pid in process_tree(root)) / CLK_TCK
 
 
+def vm_rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
 def start_time(pid: int) -> int | None:
     """The process's start time (field 22 of /proc/PID/stat), None once it is gone or a zombie: with the
     pid it names one process, never a later one that reused the pid."""
@@ -299,10 +332,11 @@ class ServerProcess:
         return proc_cpu_ticks(self.pid) / CLK_TCK
 
     def rss_kib(self) -> int:
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-        raise RuntimeError(f"no VmRSS for pid {self.pid}")
+        """VmRSS of the server, summed over its descendants too when ``whole_tree`` (a server that serves
+        from a worker process under a parent, like granian: the parent's share stays put, so a difference
+        of two readings is the worker's)."""
+        pids = process_tree(self.pid) if self.whole_tree else [self.pid]
+        return sum(vm_rss_kib(pid) for pid in pids)
 
     def __enter__(self: S) -> S:
         try:
