@@ -1,32 +1,48 @@
-"""Side-by-side HTTP/1.1 benchmark: zonda against uvicorn (httptools + uvloop), one core each.
+"""Side-by-side HTTP/1.1 benchmark: zonda against uvicorn (httptools + uvloop) and granian (ASGI, uvloop),
+hypercorn if asked for, one core each.
 
-Run from the repo root with the project's virtualenv::
+Run from the repo root with the project's virtualenv (``pip install -e '.[bench]'``)::
 
-    .venv/bin/python -m bench.run                       # the full run (~6 min on idle cores)
-    .venv/bin/python -m bench.run --floor --markdown    # what bench/RESULTS.md records
+    .venv/bin/python -m bench.run                       # everything (~15 min on idle cores)
+    .venv/bin/python -m bench.run --only hello,json,echo,fastapi --duration 8 --markdown   # ~11 min
     .venv/bin/python -m bench.run --duration 3 --rounds 1 --only hello,idle   # a quick look
+    .venv/bin/python -m bench.run --servers zonda,uvicorn,granian,hypercorn --floor   # more to compare with
     .venv/bin/python -m bench.run --json out.json; .venv/bin/python -m bench.run --report out.json --markdown
+
+Workloads: ``hello``, ``json`` and ``echo`` (a 64 KiB POST echoed back) are plain ASGI apps from
+bench/apps.py; ``fastapi`` is bench/fastapi_app.py, an idiomatic FastAPI app with one
+``@app.middleware("http")`` and a route returning a pydantic model. Every server serves the same app.
+``idle`` measures memory per idle keep-alive connection.
 
 How it measures:
 
 - Each server runs alone (never two at once), pinned with ``taskset -c 0`` (``--server-cpu``); ``wrk -t1``
   runs pinned to core 1 (``--client-cpu``), and so does this script. Rounds are interleaved: for each
-  workload, round 1 runs zonda then uvicorn, round 2 the same, and so on, with a fresh server process for
-  every (workload, round, server) and a short unmeasured ``wrk`` warm-up before the measured run, so a
-  slow drift of the shared VM spreads over both servers instead of landing on one.
+  workload, round 1 runs zonda, uvicorn, granian in turn, round 2 the same, and so on, with a fresh
+  server process for every (workload, round, server) and a short unmeasured ``wrk`` warm-up before the
+  measured run, so a slow drift of the shared VM spreads over all servers instead of landing on one.
+  Their commands are in ``server_command`` and in the report's environment lines.
 - Requests/s and the request count come from wrk's Lua ``done()`` summary (printed as one JSON line),
   not from scraping its text output. Server CPU is utime+stime from ``/proc/PID/stat`` of the server and
-  any children, read right before and right after wrk; divided by wrk's request count it gives
-  µs of server CPU per request, steadier than requests/s on a shared machine.
+  any children (granian and hypercorn serve from a worker under a parent), read right before and right
+  after wrk; divided by wrk's request count it gives µs of server CPU per request, steadier than
+  requests/s on a shared machine. wrk's own CPU share is reported too, to show it was not the limit.
+- Every answer is checked: the wrk script's ``response()`` counts statuses outside 2xx (wrk itself counts
+  only those above 399). A round with any such answer or any socket error is marked FAILED in the
+  tables and ratios, listed at the top of the report, and makes the exit status 1.
+- Where the time goes (fastapi): each round ends with bench/inprocess.py calling the same app in-process,
+  without a server, at the ASGI spec_version each server announced (Starlette does more per response
+  below 2.4); a server's CPU per request minus the app's alone is the server's share.
 - Other load: before each server starts, the script waits (up to ``--quiet-wait`` s) until every core has
   been idle for a few seconds, and holds an flock (``--lock``) for the measurement so benchmark scripts
   that take the same lock take turns. It measures how busy the server and client cores were with other
   processes during the run; a round above 5% is re-run (``--retries``), the quietest attempt is kept,
   and rounds still above it are marked ``*`` and left out of the medians (unless all are).
-- Idle keep-alive memory: start the server with ``--timeout-keep-alive 60``, make a few requests, read
-  VmRSS, open ``--idle-connections`` connections from this process and make one GET on each (so each
-  is a real keep-alive connection that has served a request; ``--idle-connect-only`` just connects),
-  wait ``--idle-settle`` seconds, read VmRSS again, check the connections are still open, close them.
+- Idle keep-alive memory: start the server with a 60 s keep-alive timeout (granian has none to set),
+  make a few requests, read VmRSS (of the process tree), open ``--idle-connections`` connections from
+  this process and make one GET on each (so each is a real keep-alive connection that has served a
+  request; ``--idle-connect-only`` just connects), wait ``--idle-settle`` seconds, read VmRSS again,
+  check the connections are still open, close them.
 
 Only processes this script starts are stopped, by pid: SIGTERM, then SIGKILL after a grace period, also
 on Ctrl+C and errors. All traffic goes to 127.0.0.1 on ports picked by binding port 0.
@@ -36,31 +52,27 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import http.client
 import json
 import logging
 import os
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bench.harness import (
-    HELLO_BODY,
-    LUA_DONE,
+    HYPERCORN_CONFIG,
     NOISE_LIMIT,
-    REPO,
     ROUND_HEADER,
-    ServerProcess,
+    LoadMeter,
     add_machine_args,
     bench_lock,
+    children_cpu_ticks,
     clean,
     commit_rows,
     csv_of,
@@ -71,11 +83,13 @@ from bench.harness import (
     markdown_table,
     median,
     noise_cell,
+    parse_cpu_list,
     quietest,
     raise_nofile_limit,
     ratio_cells,
     round_cells,
     round_from_json,
+    run_load,
     run_steps,
     run_wrk,
     setup_logging,
@@ -85,34 +99,24 @@ from bench.harness import (
     zonda_commit,
 )
 from bench.harness import Round as BaseRound
+from bench.http1 import (
+    DEFAULT_SERVERS,
+    SERVERS,
+    WORKLOAD_SPECS,
+    WORKLOADS,
+    Http1Server,
+    IdleRound,
+    Workload,
+    check_response,
+    measure_idle,
+    server_command,
+    write_lua,
+)
 
 log = logging.getLogger("bench")
 
-SERVERS = ("zonda", "uvicorn")
-WORKLOADS = ("hello", "json", "echo")
 SECTIONS = (*WORKLOADS, "idle")
-ECHO_BODY_SIZE = 64 * 1024
-
-
-@dataclass(frozen=True)
-class Workload:
-    name: str
-    app: str
-    method: str = "GET"
-    body_size: int = 0
-
-
-WORKLOAD_SPECS = {
-    "hello": Workload("hello", "bench.apps:hello"),
-    "json": Workload("json", "bench.apps:json_app"),
-    "echo": Workload("echo", "bench.apps:echo", method="POST", body_size=ECHO_BODY_SIZE),
-}
-
-LUA_POST = """
-wrk.method = "POST"
-wrk.body = string.rep("x", {size})
-wrk.headers["Content-Type"] = "application/octet-stream"
-"""
+IN_PROCESS = "in-process"  # the fastapi section's app-alone rounds (bench/inprocess.py), run like a server
 
 
 # --------------------------------------------------------------------------- results
@@ -120,11 +124,15 @@ wrk.headers["Content-Type"] = "application/octet-stream"
 
 @dataclass
 class Round(BaseRound):
-    """One wrk run: what its Lua summary reports on top of the shared round."""
+    """One wrk run: what its Lua summary reports on top of the shared round. ``errors`` are wrk's socket
+    errors and the responses that were not 2xx; ``asgi_spec`` is the spec_version the server announced to
+    the app (fastapi only)."""
 
     bytes_read: int
     errors: dict[str, int]
     lat_p99_us: float
+    client_cpu_s: float = 0.0
+    asgi_spec: str = ""
 
     @property
     def error_count(self) -> int:
@@ -132,184 +140,115 @@ class Round(BaseRound):
 
 
 @dataclass
-class IdleRound:
-    rss_before_kib: int
-    rss_after_kib: int
-    opened: int
-    still_open: int
+class InProcessRound(BaseRound):
+    """One bench/inprocess.py run: ``requests`` are calls of the app, ``cpu_s`` the driver thread's CPU
+    time; ``noise`` is the server core's other load and 0 for the client core, which it does not use. (A
+    call answered with anything but 2xx makes bench/inprocess.py exit 1, which stops the benchmark.)"""
 
-    @property
-    def kib_per_conn(self) -> float:
-        return (self.rss_after_kib - self.rss_before_kib) / self.opened if self.opened else float("nan")
+    spec_version: str
 
 
 @dataclass
 class Results:
     rounds: dict[tuple[str, str], list[Round]] = field(default_factory=dict)
     idle: dict[str, list[IdleRound]] = field(default_factory=dict)
+    in_process: dict[str, list[InProcessRound]] = field(default_factory=dict)  # by spec_version
+
+    def failures(self) -> list[str]:
+        """The rounds with socket errors or non-2xx answers, described."""
+        failed = []
+        for (server, wl), rounds in self.rounds.items():
+            for n, r in enumerate(rounds, 1):
+                if r.error_count:
+                    failed.append(f"{wl} {server} round {n}: {error_detail(r.errors)}")
+        return failed
 
 
-# --------------------------------------------------------------------------- processes
+def error_detail(errors: dict[str, int]) -> str:
+    return ", ".join(f"{kind.replace('_', '-')} {n:,}" for kind, n in errors.items() if n)
 
 
-def server_command(server: str, app: str, port: int, keep_alive: float | None) -> list[str]:
-    py = sys.executable
-    if server == "zonda":
-        cmd = [py, "-m", "zonda", app, "--no-access-log", "--log-level", "warning", "--port", str(port)]
-    elif server == "uvicorn":
-        cmd = [py, "-m", "uvicorn", app, "--http", "httptools", "--loop", "uvloop", "--no-access-log"]
-        cmd += ["--log-level", "warning", "--host", "127.0.0.1", "--port", str(port)]
-    elif server == "floor":
-        return [py, str(REPO / "bench" / "floor.py"), str(port)]
-    else:
-        raise ValueError(f"unknown server {server!r}")
-    if keep_alive is not None:
-        cmd += ["--timeout-keep-alive", str(keep_alive)]
-    return cmd
-
-
-class Http1Server(ServerProcess):
-    """zonda, uvicorn or the floor serving ``app``; ``keep_alive`` for the idle-connection section."""
-
-    def __init__(self, server: str, app: str, cpu: str, logdir: Path, keep_alive: float | None = None):
-        super().__init__(server, cpu, logdir)
-        self.app = app
-        self.keep_alive = keep_alive
-
-    def command(self) -> list[str]:
-        return server_command(self.name, self.app, self.port, self.keep_alive)
-
-
-# --------------------------------------------------------------------------- wrk
-
-
-def write_lua(workdir: Path, workload: Workload) -> Path:
-    path = workdir / f"{workload.name}.lua"
-    text = LUA_DONE
-    if workload.method == "POST":
-        text = LUA_POST.replace("{size}", str(workload.body_size)) + text
-    path.write_text(text)
-    return path
-
-
-def check_response(port: int, workload: Workload) -> None:
-    """One request before measuring: the server answers 200 with the body the workload expects."""
-    body = b"y" * workload.body_size if workload.method == "POST" else None
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        conn.request(workload.method, "/", body=body)
-        resp = conn.getresponse()
-        data = resp.read()
-    finally:
-        conn.close()
-    if resp.status != 200:
-        raise RuntimeError(f"{workload.name}: status {resp.status}")
-    if workload.name == "hello" and data != HELLO_BODY:
-        raise RuntimeError(f"hello: unexpected body {data[:80]!r}")
-    if workload.name == "json":
-        json.loads(data)
-    if workload.name == "echo" and data != body:
-        raise RuntimeError(f"echo: got {len(data)} bytes back, sent {workload.body_size}")
+# --------------------------------------------------------------------------- measuring
 
 
 def measure_round(server: str, workload: Workload, args: argparse.Namespace, workdir: Path) -> Round:
     script = write_lua(workdir, workload)
     with Http1Server(server, workload.app, args.server_cpu, workdir) as srv:
-        check_response(srv.port, workload)
+        asgi_spec = check_response(srv.port, workload)
         if args.warmup > 0:
-            run_wrk(srv.port, script, args.warmup, args.connections, args.client_cpu)
-        (summary, out), cpu_s, _, noise = under_load(
+            run_wrk(srv.port, script, args.warmup, args.connections, args.client_cpu, path=workload.path)
+        (summary, out), cpu_s, client_cpu_s, noise = under_load(
             srv,
             args.server_cpu,
             args.client_cpu,
-            lambda: run_wrk(srv.port, script, args.duration, args.connections, args.client_cpu),
+            lambda: run_wrk(
+                srv.port, script, args.duration, args.connections, args.client_cpu, path=workload.path
+            ),
         )
-    errors = {k: int(summary[k]) for k in ("connect", "read", "write", "timeout", "status")}
+    errors = {k: int(summary[k]) for k in ("connect", "read", "write", "timeout")}
+    # non_2xx covers wrk's own "status" count (answers above 399); it is null only without the tally
+    errors["non_2xx"] = int(summary["status"] if summary["non_2xx"] is None else summary["non_2xx"])
     result = Round(
         requests=int(summary["requests"]),
         duration_s=summary["duration_us"] / 1e6,
         bytes_read=int(summary["bytes"]),
         errors=errors,
         lat_p99_us=summary["lat_p99_us"],
+        client_cpu_s=client_cpu_s,
+        asgi_spec=asgi_spec,
         cpu_s=cpu_s,
         noise=noise,
     )
     if result.error_count:
-        log.warning("%s %s: wrk reported errors %s\n%s", server, workload.name, errors, out)
+        log.error("%s %s: FAILED: %s\n%s", server, workload.name, error_detail(errors), out)
     return result
 
 
-# --------------------------------------------------------------------------- idle connections
+def measure_in_process(spec_version: str, args: argparse.Namespace) -> InProcessRound:
+    """bench/inprocess.py on the fastapi app, pinned to the server core for ``--duration`` seconds."""
+    workload = WORKLOAD_SPECS["fastapi"]
+    argv = ["taskset", "-c", args.server_cpu, *in_process_command(spec_version, args)]
+    meter = LoadMeter(parse_cpu_list(args.server_cpu))
+    ticks_before = children_cpu_ticks(own=False)
+    out = run_load(IN_PROCESS, argv, args.duration)
+    noise = meter.busy_share(children_cpu_ticks(own=False) - ticks_before)
+    for line in out.splitlines():
+        if line.startswith("INPROCESS "):
+            item = json.loads(line.removeprefix("INPROCESS "))
+            break
+    else:
+        raise RuntimeError(f"no INPROCESS line from bench/inprocess.py {workload.app}:\n{out}")
+    return InProcessRound(
+        requests=item["calls"],
+        duration_s=item["seconds"],
+        cpu_s=item["cpu_s"],
+        noise=(noise, 0.0),
+        spec_version=spec_version,
+    )
 
 
-def open_idle_connections(port: int, count: int, make_request: bool) -> list[socket.socket]:
-    request = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
-    socks: list[socket.socket] = []
-    try:
-        for _ in range(count):
-            sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-            socks.append(sock)
-            if make_request:
-                sock.sendall(request)
-                read_hello_response(sock)
-    except BaseException:
-        close_all(socks)
-        raise
-    return socks
-
-
-def read_hello_response(sock: socket.socket) -> None:
-    data = b""
-    while not (b"\r\n\r\n" in data and data.endswith(HELLO_BODY)):
-        chunk = sock.recv(4096)
-        if not chunk:
-            raise RuntimeError(f"connection closed before a full response: {data[:200]!r}")
-        data += chunk
-    if not data.startswith(b"HTTP/1.1 200 "):
-        raise RuntimeError(f"unexpected response: {data[:200]!r}")
-
-
-def count_open(socks: Sequence[socket.socket]) -> int:
-    """Connections the server has not closed: no EOF (and no error) waiting to be read."""
-    alive = 0
-    for sock in socks:
-        sock.settimeout(None)  # a socket with a timeout turns EAGAIN into TimeoutError
-        try:
-            if sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT):
-                alive += 1  # unexpected bytes, but the connection is open
-        except BlockingIOError:
-            alive += 1
-        except OSError:
-            pass
-    return alive
-
-
-def close_all(socks: Sequence[socket.socket]) -> None:
-    for sock in socks:
-        with contextlib.suppress(OSError):
-            sock.close()
-
-
-def measure_idle(server: str, args: argparse.Namespace, workdir: Path) -> IdleRound:
-    with Http1Server(server, "bench.apps:hello", args.server_cpu, workdir, keep_alive=60) as srv:
-        for _ in range(20):  # warm the code paths a request touches before the baseline
-            close_all(open_idle_connections(srv.port, 1, make_request=True))
-        time.sleep(args.idle_settle)
-        before = srv.rss_kib()
-        socks = open_idle_connections(srv.port, args.idle_connections, not args.idle_connect_only)
-        try:
-            time.sleep(args.idle_settle)
-            after = srv.rss_kib()
-            alive = count_open(socks)
-        finally:
-            close_all(socks)
-        time.sleep(0.5)  # let the server see the closes before it is asked to stop
-    if alive != len(socks):
-        log.warning("%s: only %d of %d idle connections were still open", server, alive, len(socks))
-    return IdleRound(before, after, len(socks), alive)
+def in_process_command(
+    spec_version: str, args: argparse.Namespace, python: str = sys.executable
+) -> list[str]:
+    """bench/inprocess.py on the fastapi app for ``--duration`` s, as many callers at once as wrk has
+    connections (with many requests in flight the app costs more than one at a time: more live objects
+    for the garbage collector, colder caches)."""
+    workload = WORKLOAD_SPECS["fastapi"]
+    return [python, "-m", "bench.inprocess", workload.app, "--path", workload.path, "--spec-version",
+            spec_version, "--seconds", str(args.duration), "--concurrency", str(args.connections)]  # fmt: skip
 
 
 # --------------------------------------------------------------------------- output
+
+
+def errors_cell(rounds: Sequence[Round]) -> str:
+    """0, or FAILED and what went wrong, added up over the rounds."""
+    merged: dict[str, int] = {}
+    for r in rounds:
+        for kind, n in r.errors.items():
+            merged[kind] = merged.get(kind, 0) + n
+    total = sum(merged.values())
+    return f"FAILED {total:,} ({error_detail(merged)})" if total else "0"
 
 
 def throughput_rows(results: Results, workloads: Sequence[str], servers: Sequence[str]) -> list[list[str]]:
@@ -319,14 +258,17 @@ def throughput_rows(results: Results, workloads: Sequence[str], servers: Sequenc
             rounds = results.rounds.get((server, wl))
             if not rounds:
                 continue
+            good = clean(rounds)
+            client = median([r.client_cpu_s / r.duration_s for r in good if r.duration_s])
             rows.append(
                 [
                     wl,
                     server,
                     *round_cells(rounds),
-                    f"{median([r.lat_p99_us for r in clean(rounds)]) / 1000:.2f}",
+                    f"{client * 100:.0f}%" if client else "-",  # saved before wrk's CPU was kept
+                    f"{median([r.lat_p99_us for r in good]) / 1000:.2f}",
                     f"{median([r.bytes_read / r.requests for r in rounds if r.requests]):,.0f}",
-                    str(sum(r.error_count for r in rounds)),
+                    errors_cell(rounds),
                     noise_cell(rounds),
                 ]
             )
@@ -337,6 +279,7 @@ THROUGHPUT_HEADER = [
     "workload",
     "server",
     *ROUND_HEADER,
+    "wrk CPU",
     "p99 ms",
     "bytes/resp",
     "errors",
@@ -344,17 +287,85 @@ THROUGHPUT_HEADER = [
 ]
 
 
-def ratio_rows(results: Results, workloads: Sequence[str]) -> list[list[str]]:
+def ratio_rows(results: Results, workloads: Sequence[str], others: Sequence[str]) -> list[list[str]]:
+    """Per workload: zonda against each other server (FAILED beside a ratio when either server's rounds had
+    errors), and which servers' rounds had any."""
     rows = []
     for wl in workloads:
-        z, u = results.rounds.get(("zonda", wl)), results.rounds.get(("uvicorn", wl))
-        if not z or not u:
+        z = results.rounds.get(("zonda", wl))
+        if not z:
             continue
-        rows.append([wl, *ratio_cells(z, u)])
+        failed = [
+            s for s in ("zonda", *others) if any(r.error_count for r in results.rounds.get((s, wl), ()))
+        ]
+        cells = []
+        for other in others:
+            o = results.rounds.get((other, wl))
+            mark = " FAILED" if {"zonda", other} & set(failed) else ""
+            cells += [c + mark for c in ratio_cells(z, o)] if o else ["-", "-"]
+        rows.append([wl, *cells, f"no: {', '.join(failed)}" if failed else "yes"])
     return rows
 
 
-RATIO_HEADER = ["workload", "zonda/uvicorn req/s (medians)", "uvicorn/zonda CPU µs per request (medians)"]
+def ratio_header(others: Sequence[str]) -> list[str]:
+    columns = [(f"zonda/{o} req/s", f"{o}/zonda CPU µs/req") for o in others]
+    return ["workload", *(c for pair in columns for c in pair), "every answer 2xx, no socket errors"]
+
+
+def share_rows(results: Results, servers: Sequence[str]) -> list[list[str]]:
+    """The fastapi workload per server: CPU per request on the wire, the app's own in-process CPU per call
+    at the ASGI spec_version that server announced, and the difference, the server's share."""
+    app_cost = {
+        spec: median([r.cpu_us_per_req for r in clean(rounds)]) for spec, rounds in results.in_process.items()
+    }
+    rows = []
+    for server in servers:
+        rounds = results.rounds.get((server, "fastapi"))
+        if not rounds:
+            continue
+        wire = median([r.cpu_us_per_req for r in clean(rounds)])
+        spec = rounds[0].asgi_spec
+        hello = results.rounds.get((server, "hello"))
+        hello_cell = f"{median([r.cpu_us_per_req for r in clean(hello)]):.1f}" if hello else "-"
+        app = app_cost.get(spec)
+        if app is None:
+            rows.append([server, spec, f"{wire:.1f}", "-", "-", "-", hello_cell])
+            continue
+        share = wire - app
+        rows.append(
+            [server, spec, f"{wire:.1f}", f"{app:.1f}", f"{share:.1f}", f"{share / wire:.0%}", hello_cell]
+        )
+    return rows
+
+
+SHARE_HEADER = [
+    "server",
+    "ASGI spec_version it announces",
+    "CPU µs/req on the wire",
+    "app alone in-process, CPU µs/call",
+    "server's share µs/req",
+    "server's share of the CPU",
+    "hello CPU µs/req, same server",
+]
+
+
+def in_process_rows(results: Results) -> list[list[str]]:
+    return [
+        [spec, *round_cells(rounds), noise_cell(rounds)]
+        for spec, rounds in sorted(results.in_process.items())
+    ]
+
+
+IN_PROCESS_HEADER = [
+    "spec_version",
+    "calls/s per round",
+    "median calls/s",
+    "CPU µs/call per round",
+    "median CPU µs/call",
+    "clean rounds",
+    "driver CPU",
+    "other load per round",
+]
 
 
 def idle_rows(results: Results, servers: Sequence[str]) -> list[list[str]]:
@@ -389,11 +400,19 @@ IDLE_HEADER = [
 def report(results: Results, args: argparse.Namespace, env: Sequence[Sequence[str]], markdown: bool) -> str:
     workloads = [w for w in WORKLOADS if w in args.only]
     servers = [*args.servers, *(["floor"] if args.floor else [])]
+    others = [s for s in args.servers if s != "zonda"]
     tput = throughput_rows(results, workloads, servers)
-    ratios = ratio_rows(results, workloads)
+    ratios = ratio_rows(results, workloads, others) if others else []
+    shares = share_rows(results, args.servers)
     idle = idle_rows(results, args.servers)
     table = markdown_table if markdown else text_table
     parts = [format_env(env, markdown)]
+    failures = results.failures()
+    if failures:
+        parts.append(
+            "FAILED: these rounds had socket errors or answers that were not 2xx, so their rows and the "
+            "ratios built on them are not valid:\n\n" + "\n".join(f"- {f}" for f in failures)
+        )
     setup = (
         f"wrk -t1 -c{args.connections} -d{args.duration}s on core {args.client_cpu}; "
         f"each server alone on core {args.server_cpu}; {args.rounds} round(s)"
@@ -408,12 +427,25 @@ def report(results: Results, args: argparse.Namespace, env: Sequence[Sequence[st
                 "(all rounds when none was clean)."
             )
     if ratios:
-        parts.append("Ratios:\n\n" + table(RATIO_HEADER, ratios))
+        parts.append("Ratios (medians of the clean rounds):\n\n" + table(ratio_header(others), ratios))
+    if shares:
+        parts.append(
+            "Where the CPU goes in the fastapi workload. The app alone is bench/inprocess.py calling it "
+            f"in-process on core {args.server_cpu} for {args.duration}s per round, {args.connections} calls "
+            "at once (as many as wrk keeps in flight), with the spec_version each server announces "
+            "(Starlette's responses do more work below 2.4). The server's share is the server's CPU per "
+            "request on the wire minus that: HTTP parsing, socket I/O and its system calls, the task per "
+            "request, scope and messages, the event loop. If anything it comes out a little large, since "
+            "in-process nothing else runs between the app's steps to cool its caches.\n\n"
+            + table(SHARE_HEADER, shares)
+            + "\n\nThe app alone:\n\n"
+            + table(IN_PROCESS_HEADER, in_process_rows(results))
+        )
     if idle:
         how = "connect only" if args.idle_connect_only else "one GET each"
         parts.append(
-            f"Idle keep-alive memory ({args.idle_connections} connections, {how}, "
-            f"--timeout-keep-alive 60):\n\n" + table(IDLE_HEADER, idle)
+            f"Idle keep-alive memory ({args.idle_connections} connections, {how}, keep-alive timeout 60 s "
+            "where the server has one):\n\n" + table(IDLE_HEADER, idle)
         )
     return "\n\n".join(parts) + "\n"
 
@@ -427,9 +459,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=3, help="rounds per (server, workload) (3)")
     p.add_argument("--connections", type=int, default=64, help="wrk connections (64)")
     p.add_argument(
-        "--only", type=csv_of(str, SECTIONS), default=list(SECTIONS), help="hello,json,echo,idle (all)"
+        "--only", type=csv_of(str, SECTIONS), default=list(SECTIONS), help=f"{','.join(SECTIONS)} (all)"
     )
-    p.add_argument("--servers", type=csv_of(str, SERVERS), default=list(SERVERS), help="zonda,uvicorn")
+    p.add_argument(
+        "--servers",
+        type=csv_of(str, SERVERS),
+        default=list(DEFAULT_SERVERS),
+        help=f"any of {','.join(SERVERS)} ({','.join(DEFAULT_SERVERS)})",
+    )
     p.add_argument("--floor", action="store_true", help="also run bench/floor.py under the hello workload")
     p.add_argument("--markdown", action="store_true", help="print markdown tables for RESULTS.md")
     p.add_argument("--warmup", type=int, default=2, help="unmeasured wrk seconds before each run (2)")
@@ -440,19 +477,23 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def measure_with_retries(
-    server: str, workload: Workload, args: argparse.Namespace, workdir: Path, prefix: str
-) -> Round:
-    def describe(r: Round) -> None:
+def describe_round(prefix: str, what: str) -> Callable[[BaseRound], None]:
+    def describe(r: BaseRound) -> None:
         log.info(
-            "%s: %s req/s, %.1f µs CPU/req, server CPU %.0f%%, other load on server/client core %s",
-            prefix, fmt_rps(r.rps), r.cpu_us_per_req, r.cpu_share * 100,
+            "%s: %s %s/s, %.1f µs CPU/%s, CPU %.0f%%, other load on server/client core %s",
+            prefix, fmt_rps(r.rps), what, r.cpu_us_per_req, what, r.cpu_share * 100,
             "/".join(f"{n * 100:.0f}%" for n in r.noise),
         )  # fmt: skip
 
+    return describe
+
+
+def measure_with_retries(
+    server: str, workload: Workload, args: argparse.Namespace, workdir: Path, prefix: str
+) -> Round:
     return quietest(
         lambda: measure_round(server, workload, args, workdir),
-        describe,
+        describe_round(prefix, "req"),
         prefix,
         args.retries,
         lambda: wait_for_quiet(args.quiet_wait),
@@ -461,16 +502,52 @@ def measure_with_retries(
 
 
 def plan(args: argparse.Namespace) -> Iterator[tuple[str, str, int]]:
-    """(section, server, round) in run order: rounds interleaved across servers."""
+    """(section, server, round) in run order: rounds interleaved across servers; in the fastapi section
+    each round ends with the app alone (IN_PROCESS)."""
     for section in SECTIONS:
         if section not in args.only:
             continue
         servers = list(args.servers)
         if section == "hello" and args.floor:
             servers.append("floor")
+        if section == "fastapi":
+            servers.append(IN_PROCESS)
         for rnd in range(args.rounds):
             for server in servers:
                 yield section, server, rnd
+
+
+def announced_specs(results: Results, servers: Sequence[str]) -> list[str]:
+    """The ASGI spec_versions the servers announced in the fastapi rounds so far."""
+    return sorted(
+        {r.asgi_spec for s in servers for r in results.rounds.get((s, "fastapi"), ()) if r.asgi_spec}
+    )
+
+
+def run_environment(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """The environment lines: machine, Python, versions, and the commands each server and wrk ran."""
+    packages = [
+        "uvloop",
+        "httptools",
+        "uvicorn",
+        "granian",
+        *(["hypercorn"] if "hypercorn" in args.servers else []),
+    ]
+    if "fastapi" in args.only:
+        packages += ["fastapi", "starlette", "pydantic"]
+    env = [*environment(packages), ("wrk", wrk_version())]
+    pin = f"taskset -c {args.server_cpu} "
+    for server in args.servers:
+        cmd = server_command(server, "APP", "PORT", None, Path("TMP"), python="python")
+        env.append((f"{server} command", f"`{pin}{shlex.join(cmd)}`"))
+    if "hypercorn" in args.servers:
+        env.append(("TMP/hypercorn.toml", "`" + HYPERCORN_CONFIG.splitlines()[-1] + "`"))
+    if "fastapi" in args.only:
+        cmd = in_process_command("SPEC", args, python="python")
+        env.append((f"{IN_PROCESS} command", f"`{pin}{shlex.join(cmd)}`"))
+    env.append(("wrk command", f"`taskset -c {args.client_cpu} wrk -t1 -c{args.connections} -d{args.duration}s "
+                "--timeout 10s -s SCRIPT http://127.0.0.1:PORT/PATH`"))  # fmt: skip
+    return env
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -486,17 +563,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     if args.report:
         saved = json.loads(Path(args.report).read_text())
-        sys.stdout.write(
-            report(results_from_json(saved), argparse.Namespace(**saved["args"]), saved["env"], args.markdown)
-        )
-        return 0
-    env = [*environment(("uvloop", "httptools", "uvicorn")), ("wrk", wrk_version())]
+        results = results_from_json(saved)
+        sys.stdout.write(report(results, argparse.Namespace(**saved["args"]), saved["env"], args.markdown))
+        return 1 if results.failures() else 0
+    env = run_environment(args)
     command = shlex.join([".venv/bin/python", "-m", "bench.run", *(sys.argv[1:] if argv is None else argv)])
     commit_start, load_start = zonda_commit(), loadavg()
     results = Results()
     steps = list(plan(args))
 
     def measure_all(workdir: Path) -> None:
+        (workdir / "hypercorn.toml").write_text(HYPERCORN_CONFIG)
         for i, (section, server, rnd) in enumerate(steps, 1):
             prefix = f"[{i}/{len(steps)}] {section} {server} round {rnd + 1}"
             if section == "idle":
@@ -505,6 +582,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                     idle = measure_idle(server, args, workdir)
                 results.idle.setdefault(server, []).append(idle)
                 log.info("%s: %.2f KiB/conn", prefix, idle.kib_per_conn)
+            elif server == IN_PROCESS:
+                for spec in announced_specs(results, args.servers):
+                    at = f"{prefix} spec_version {spec}"
+                    ir = quietest(
+                        lambda spec=spec: measure_in_process(spec, args),  # type: ignore[misc]
+                        describe_round(at, "call"),
+                        at,
+                        args.retries,
+                        lambda: wait_for_quiet(args.quiet_wait),
+                        args.lock,
+                    )
+                    results.in_process.setdefault(spec, []).append(ir)
             else:
                 r = measure_with_retries(server, WORKLOAD_SPECS[section], args, workdir, prefix)
                 results.rounds.setdefault((server, section), []).append(r)
@@ -517,6 +606,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         saved = {"args": vars(args), "env": env, **results_to_json(results)}
         Path(args.json).write_text(json.dumps(saved, indent=1) + "\n")
     sys.stdout.write(report(results, args, env, args.markdown))
+    if results.failures():
+        log.error("FAILED: %s", "; ".join(results.failures()))
+        status = status or 1
     return status
 
 
@@ -533,6 +625,7 @@ def results_to_json(results: Results) -> dict[str, list[dict[str, object]]]:
             for r in rounds
         ],
         "idle": [{"server": server, **asdict(r)} for server, rounds in results.idle.items() for r in rounds],
+        "in_process": [asdict(r) for rounds in results.in_process.values() for r in rounds],
     }
 
 
@@ -543,6 +636,8 @@ def results_from_json(saved: dict[str, Any]) -> Results:
         results.rounds.setdefault((server, wl), []).append(round_from_json(Round, item))
     for item in saved["idle"]:
         results.idle.setdefault(item.pop("server"), []).append(IdleRound(**item))
+    for item in saved.get("in_process", []):
+        results.in_process.setdefault(item["spec_version"], []).append(round_from_json(InProcessRound, item))
     return results
 
 
