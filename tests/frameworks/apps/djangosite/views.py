@@ -1,0 +1,29 @@
+"""Plain Django views: a page, and a form handled the way Django's forms docs show (a CSRF-protected POST,
+a redirect after success, the form again with its errors otherwise)."""
+
+from __future__ import annotations
+
+from django import forms
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import render
+
+
+def hello(request: HttpRequest) -> HttpResponse:
+    thanks = request.GET.get("thanks")
+    greeting = f"Thanks, {thanks}!" if thanks else "Hello from Django"
+    return HttpResponse(f"{greeting} ({request.method} {request.path}, host {request.get_host()})")
+
+
+class FeedbackForm(forms.Form):
+    name = forms.CharField(max_length=100)
+    message = forms.CharField(widget=forms.Textarea)
+
+
+def feedback(request: HttpRequest) -> HttpResponse:
+    if request.method == "POST":
+        form = FeedbackForm(request.POST)
+        if form.is_valid():
+            return HttpResponseRedirect(f"/hello/?thanks={form.cleaned_data['name']}")
+    else:
+        form = FeedbackForm()
+    return render(request, "feedback.html", {"form": form}, status=400 if form.errors else 200)

@@ -1,0 +1,73 @@
+"""Django over ASGI (apps/djangosite/asgi.py: ``get_asgi_application()`` under staticfiles' ASGI handler) on a
+real zonda: pages, the admin's login with CSRF and a session, a form POST, static files, over HTTP/1.1 and
+HTTP/2, on asyncio and uvloop."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import django
+import httpx
+import pytest
+from framework_clients import assert_csrf_cookie_on_the_wire, assert_django_login_works, csrf_form_token
+from framework_servers import ADMIN_PASSWORD, serve
+
+from helpers import ZondaProcess
+
+Client = Callable[[ZondaProcess], httpx.Client]
+ADMIN_CSS = Path(django.__file__).parent / "contrib" / "admin" / "static" / "admin" / "css" / "base.css"
+
+
+@pytest.fixture(scope="module", params=["asyncio", "uvloop"])
+def server(request: pytest.FixtureRequest, django_env: dict[str, str]) -> Iterator[ZondaProcess]:
+    yield from serve("djangosite.asgi:application", request.param, env=django_env)
+
+
+def test_page(server: ZondaProcess, client_for: Client) -> None:
+    response = client_for(server).get("/hello/")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "text/html; charset=utf-8"
+    assert response.text == f"Hello from Django (GET /hello/, host {server.url.removeprefix('http://')})"
+    assert response.headers["x-frame-options"] == "DENY"  # from the middleware stack
+    assert client_for(server).get("/nope/").status_code == 404
+
+
+def test_admin_login_page(server: ZondaProcess, client_for: Client) -> None:
+    response = client_for(server).get("/admin/", follow_redirects=True)
+    assert response.status_code == 200
+    assert str(response.url).endswith("/admin/login/?next=/admin/")
+    assert 'id="login-form"' in response.text
+    assert 'name="csrfmiddlewaretoken"' in response.text
+    assert response.headers["cache-control"] == "max-age=0, no-cache, no-store, must-revalidate, private"
+
+
+def test_admin_login_with_csrf(server: ZondaProcess, client_for: Client) -> None:
+    assert_django_login_works(client_for(server), ADMIN_PASSWORD)
+
+
+def test_form_post(server: ZondaProcess, client_for: Client) -> None:
+    client = client_for(server)
+    token = csrf_form_token(client.get("/feedback/").text)
+    posted = client.post("/feedback/", data={"csrfmiddlewaretoken": token, "name": "Ada", "message": "hi"})
+    assert posted.status_code == 302
+    assert posted.headers["location"] == "/hello/?thanks=Ada"
+    assert client.get(posted.headers["location"]).text.startswith("Thanks, Ada!")
+    invalid = client.post("/feedback/", data={"csrfmiddlewaretoken": token, "name": "Ada"})
+    assert invalid.status_code == 400
+    assert "This field is required." in invalid.text
+
+
+def test_static_files(server: ZondaProcess, client_for: Client) -> None:
+    response = client_for(server).get("/static/admin/css/base.css")
+    assert response.status_code == 200
+    assert response.content == ADMIN_CSS.read_bytes()
+    assert int(response.headers["content-length"]) == ADMIN_CSS.stat().st_size
+    assert response.headers["content-type"].startswith("text/css")
+    assert client_for(server).get("/static/admin/css/nope.css").status_code == 404
+
+
+def test_headers_on_the_wire(server: ZondaProcess, http_version: str) -> None:
+    """Django names its headers ``Set-Cookie``, ``Content-Type``: they go out as valid header lines, lowercased
+    on HTTP/2 (a strict HTTP/2 client rejects uppercase names; httpx does not check)."""
+    assert_csrf_cookie_on_the_wire(server.port, http_version)

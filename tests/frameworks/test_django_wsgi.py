@@ -1,0 +1,47 @@
+"""Django over WSGI (apps/djangosite/wsgi.py, ``--interface wsgi``) on a real zonda: a page, the admin's login
+with CSRF and a session, a form POST, and Set-Cookie values without the leading space Django's WSGI handler
+puts there; over HTTP/1.1 and HTTP/2, on asyncio and uvloop."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import httpx
+import pytest
+from framework_clients import assert_csrf_cookie_on_the_wire, assert_django_login_works, csrf_form_token
+from framework_servers import ADMIN_PASSWORD, serve
+
+from helpers import ZondaProcess
+
+Client = Callable[[ZondaProcess], httpx.Client]
+
+
+@pytest.fixture(scope="module", params=["asyncio", "uvloop"])
+def server(request: pytest.FixtureRequest, django_env: dict[str, str]) -> Iterator[ZondaProcess]:
+    yield from serve("djangosite.wsgi:application", request.param, "--interface", "wsgi", env=django_env)
+
+
+def test_page(server: ZondaProcess, client_for: Client) -> None:
+    assert server.url is not None
+    response = client_for(server).get("/hello/")
+    assert response.status_code == 200
+    assert response.text == f"Hello from Django (GET /hello/, host {server.url.removeprefix('http://')})"
+    assert client_for(server).get("/nope/").status_code == 404
+
+
+def test_admin_login_with_csrf(server: ZondaProcess, client_for: Client) -> None:
+    assert_django_login_works(client_for(server), ADMIN_PASSWORD)
+
+
+def test_form_post(server: ZondaProcess, client_for: Client) -> None:
+    client = client_for(server)
+    token = csrf_form_token(client.get("/feedback/").text)
+    posted = client.post("/feedback/", data={"csrfmiddlewaretoken": token, "name": "Ada", "message": "hi"})
+    assert posted.status_code == 302
+    assert posted.headers["location"] == "/hello/?thanks=Ada"
+    assert client.post("/feedback/", data={"name": "Ada", "message": "hi"}).status_code == 403  # no token
+
+
+def test_set_cookie_has_no_leading_space(server: ZondaProcess, http_version: str) -> None:
+    """Django's WSGI handler sends ``("Set-Cookie", " csrftoken=...")``: the space is not part of the value."""
+    assert_csrf_cookie_on_the_wire(server.port, http_version)

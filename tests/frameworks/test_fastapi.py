@@ -1,0 +1,87 @@
+"""FastAPI (apps/fastapi_app.py) on a real zonda: what its users rely on, over HTTP/1.1 and HTTP/2, on asyncio
+and uvloop."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import httpx
+import pytest
+from framework_clients import WebSocketOpener, expect_server_close, recv_json
+from framework_servers import serve
+
+from helpers import ZondaProcess, wait_for
+
+Client = Callable[[ZondaProcess], httpx.Client]
+
+
+@pytest.fixture(scope="module", params=["asyncio", "uvloop"])
+def server(request: pytest.FixtureRequest) -> Iterator[ZondaProcess]:
+    yield from serve("fastapi_app:app", request.param, "--lifespan", "on")
+
+
+def test_middleware_adds_its_header(server: ZondaProcess, client_for: Client) -> None:
+    response = client_for(server).get("/items/5", params={"q": "x y"})
+    assert response.status_code == 200
+    assert response.json() == {"item_id": 5, "q": "x y"}
+    assert float(response.headers["x-process-time"]) >= 0
+    assert client_for(server).get("/items/five").status_code == 422  # errors pass the middleware too
+
+
+def test_lifespan_state_reaches_requests(server: ZondaProcess, client_for: Client) -> None:
+    assert client_for(server).get("/").json() == {"greeting": "hello from lifespan"}
+
+
+def test_pydantic_body_and_response(server: ZondaProcess, client_for: Client) -> None:
+    client = client_for(server)
+    created = client.post("/items/", json={"name": "widget", "price": 10.0, "tags": ["new"]})
+    assert created.status_code == 201
+    assert created.headers["content-type"] == "application/json"
+    assert created.json() == {"name": "widget", "price_with_tax": 12.0, "tags": ["new"]}
+    invalid = client.post("/items/", json={"name": "widget"})
+    assert invalid.status_code == 422
+    assert invalid.json()["detail"][0]["loc"] == ["body", "price"]
+    big = client.post("/items/", json={"name": "n" * 300_000, "price": 1})
+    assert big.status_code == 201
+    assert len(big.json()["name"]) == 300_000
+
+
+def test_background_task_runs_after_the_response(
+    server: ZondaProcess, client_for: Client, http_version: str
+) -> None:
+    """The task waits for a later request to release it: the response to the first must come without it."""
+    client = client_for(server)
+    email = f"user-{http_version}@example.com"
+    response = client.post(f"/send-notification/{email}")
+    assert response.json() == {"message": "Notification sent in the background"}
+    assert f"notification for {email}: some notification" not in client.get("/notifications").json()
+    assert client.post(f"/release/{email}").json() == {"released": True}
+    wait_for(
+        lambda: f"notification for {email}: some notification" in client.get("/notifications").json(),
+        timeout=10,
+        what="the background task",
+    )
+
+
+def test_websocket_with_a_task_group(server: ZondaProcess, open_websocket: WebSocketOpener) -> None:
+    assert server.url is not None
+    with open_websocket(server.url, "/ws?ticks=3") as ws:
+        ticks, echoes = [], []
+        ws.send_text("hello")
+        while len(ticks) < 3 or not echoes:
+            message = recv_json(ws)
+            (ticks if "tick" in message else echoes).append(message)
+        assert ticks == [{"tick": 0}, {"tick": 1}, {"tick": 2}]
+        assert echoes == [{"echo": "hello", "greeting": "hello from lifespan"}]
+        ws.send_text("again")
+        assert recv_json(ws) == {"echo": "again", "greeting": "hello from lifespan"}
+        ws.send_text("bye")
+        assert expect_server_close(ws) == 1000
+
+
+def test_websocket_client_goes_first(server: ZondaProcess, open_websocket: WebSocketOpener) -> None:
+    """A client that closes while both tasks run: the task group ends without an error in the log."""
+    assert server.url is not None
+    with open_websocket(server.url, "/ws?ticks=1") as ws:
+        assert recv_json(ws) == {"tick": 0}
+        ws.close()

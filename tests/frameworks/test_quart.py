@@ -1,0 +1,46 @@
+"""Quart (apps/quart_app.py) on a real zonda: HTTP routes and a WebSocket route, over HTTP/1.1 and HTTP/2, on
+asyncio and uvloop."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import httpx
+import pytest
+from framework_clients import WebSocketOpener, expect_server_close
+from framework_servers import serve
+
+from helpers import ZondaProcess
+
+Client = Callable[[ZondaProcess], httpx.Client]
+
+
+@pytest.fixture(scope="module", params=["asyncio", "uvloop"])
+def server(request: pytest.FixtureRequest) -> Iterator[ZondaProcess]:
+    yield from serve("quart_app:app", request.param)
+
+
+def test_http_routes(server: ZondaProcess, client_for: Client) -> None:
+    client = client_for(server)
+    index = client.get("/")
+    assert index.status_code == 200
+    assert index.headers["content-type"] == "text/html; charset=utf-8"
+    assert index.text == "Hello from Quart"
+    echo = client.post("/echo", json={"a": [1, 2], "b": "caf\u00e9"})
+    assert echo.status_code == 200
+    assert echo.json() == {
+        "received": {"a": [1, 2], "b": "caf\u00e9"},
+        "content_length": len(echo.request.content),
+    }
+    assert client.get("/missing").status_code == 404
+
+
+def test_websocket(server: ZondaProcess, open_websocket: WebSocketOpener) -> None:
+    assert server.url is not None
+    with open_websocket(server.url, "/ws") as ws:
+        ws.send_text("hello")
+        assert ws.recv_text() == "echo: hello"
+        ws.send_text("caf\u00e9 " * 10_000)
+        assert ws.recv_text() == "echo: " + "caf\u00e9 " * 10_000
+        ws.send_text("bye")
+        assert expect_server_close(ws) == 1000
