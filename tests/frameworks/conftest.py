@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import httpx
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from framework_clients import WebSocketOpener, open_h1_websocket, open_h2_websocket
+from framework_clients import ClientFor, WebSocketOpener, open_h1_websocket, open_h2_websocket
 from framework_servers import assert_clean, make_django_db, running
-
 from helpers import ZondaProcess
 
 
@@ -48,15 +47,8 @@ def http_version(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-def make_client(url: str, http_version: str, **options: object) -> httpx.Client:
-    client = httpx.Client(
-        base_url=url, http1=http_version == "http1", http2=http_version == "http2", timeout=15, **options
-    )
-    return client
-
-
 @pytest.fixture
-def client_for(http_version: str) -> Iterator[Callable[[ZondaProcess], httpx.Client]]:
+def client_for(http_version: str) -> Iterator[ClientFor]:
     """Makes an httpx client of this test's HTTP version for a server; closes them after; checks every
     response came in that version."""
     clients: list[httpx.Client] = []
@@ -67,7 +59,13 @@ def client_for(http_version: str) -> Iterator[Callable[[ZondaProcess], httpx.Cli
 
     def make(process: ZondaProcess) -> httpx.Client:
         assert process.url is not None
-        client = make_client(process.url, http_version, event_hooks={"response": [check_version]})
+        client = httpx.Client(
+            base_url=process.url,
+            http1=http_version == "http1",
+            http2=http_version == "http2",  # prior knowledge: zonda serves it on the plain port
+            timeout=15,
+            event_hooks={"response": [check_version]},
+        )
         clients.append(client)
         return client
 

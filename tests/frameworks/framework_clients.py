@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -15,8 +15,10 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from h2ws import H2Client, H2WebSocket
-from helpers import raw_request, status_of
+from helpers import ZondaProcess, raw_request, status_of
 from wsframes import CLOSE, CONT, PING, PONG, TEXT, close, frame, text
+
+ClientFor = Callable[[ZondaProcess], httpx.Client]  # the client_for fixture: an httpx client for a server
 
 
 class ServerClosed(Exception):

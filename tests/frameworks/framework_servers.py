@@ -6,7 +6,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Generator
 from pathlib import Path
 
 from helpers import ZondaProcess, zonda_process
@@ -17,9 +17,12 @@ LOG_ERRORS = ("Traceback", "Exception")
 running: list[ZondaProcess] = []  # the processes serving now, whose logs each test is checked against
 
 
-def serve(app: str, loop: str, *args: str, env: dict[str, str] | None = None) -> Iterator[ZondaProcess]:
+def serve(
+    app: str, loop: str, *args: str, env: dict[str, str] | None = None
+) -> Generator[ZondaProcess, None, ZondaProcess]:
     """``python -m zonda APP`` from tests/frameworks/apps on ``loop``; yields it listening, and after the last
-    test stops it with SIGTERM and holds it to a clean exit with no traceback in its whole log."""
+    test stops it with SIGTERM and holds it to a clean exit with no traceback in its whole log. Returns it
+    stopped, for a fixture to read what the app said on its way out."""
     with zonda_process(
         app, "--app-dir", APPS, "--port", "0", "--loop", loop, "--no-access-log", *args, env=env
     ) as process:
@@ -33,6 +36,7 @@ def serve(app: str, loop: str, *args: str, env: dict[str, str] | None = None) ->
         code = process.wait(30)
         assert code == 0, f"zonda exited with {code}:\n{process.output}"
         assert_clean(process.output, "the log")
+    return process
 
 
 def assert_clean(text: str, where: str) -> None:
@@ -40,17 +44,15 @@ def assert_clean(text: str, where: str) -> None:
     assert not found, f"{' and '.join(found)} in {where}:\n{text}"
 
 
+ADMIN_PASSWORD = "correct horse battery staple"
 DJANGO_SETUP = """
 import django
 from django.core.management import call_command
 
 django.setup()
-call_command("migrate", verbosity=0, interactive=False)
-from django.contrib.auth import get_user_model
-
-get_user_model().objects.create_superuser("admin", "admin@example.com", ADMIN_PASSWORD)
+call_command("migrate", interactive=False, verbosity=0)
+call_command("createsuperuser", interactive=False, username="admin", email="admin@example.com", verbosity=0)
 """
-ADMIN_PASSWORD = "correct horse battery staple"
 
 
 def make_django_db(directory: Path) -> dict[str, str]:
@@ -61,9 +63,9 @@ def make_django_db(directory: Path) -> dict[str, str]:
         "DJANGO_DB_PATH": str(directory / "db.sqlite3"),
     }
     subprocess.run(
-        [sys.executable, "-c", f"ADMIN_PASSWORD = {ADMIN_PASSWORD!r}\n{DJANGO_SETUP}"],
+        [sys.executable, "-c", DJANGO_SETUP],
         cwd=APPS,
-        env={**os.environ, **env},
+        env={**os.environ, **env, "DJANGO_SUPERUSER_PASSWORD": ADMIN_PASSWORD},
         check=True,
         timeout=120,
     )

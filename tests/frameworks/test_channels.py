@@ -4,16 +4,13 @@ the room, sessions shared between both sides; over HTTP/1.1 and HTTP/2, on async
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
-import httpx
 import pytest
-from framework_clients import WebSocketOpener, django_admin_login, recv_json, websocket_refusal
+
+from framework_clients import ClientFor, WebSocketOpener, django_admin_login, recv_json, websocket_refusal
 from framework_servers import ADMIN_PASSWORD, serve
-
 from helpers import ZondaProcess
-
-Client = Callable[[ZondaProcess], httpx.Client]
 
 
 @pytest.fixture(scope="module", params=["asyncio", "uvloop"])
@@ -21,7 +18,7 @@ def server(request: pytest.FixtureRequest, django_env: dict[str, str]) -> Iterat
     yield from serve("djangosite.channels_asgi:application", request.param, env=django_env)
 
 
-def test_django_view_behind_the_router(server: ZondaProcess, client_for: Client) -> None:
+def test_django_view_behind_the_router(server: ZondaProcess, client_for: ClientFor) -> None:
     response = client_for(server).get("/hello/")
     assert response.status_code == 200
     assert response.text.startswith("Hello from Django (GET /hello/")
@@ -52,7 +49,7 @@ def test_group_send_reaches_the_other_client(server: ZondaProcess, open_websocke
 
 
 def test_websocket_sees_the_http_login(
-    server: ZondaProcess, client_for: Client, open_websocket: WebSocketOpener
+    server: ZondaProcess, client_for: ClientFor, open_websocket: WebSocketOpener
 ) -> None:
     """The session cookie from a login on the HTTP side makes the WebSocket's ``scope["user"]``."""
     assert server.url is not None

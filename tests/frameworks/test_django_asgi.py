@@ -4,18 +4,21 @@ HTTP/2, on asyncio and uvloop."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import django
-import httpx
 import pytest
-from framework_clients import assert_csrf_cookie_on_the_wire, assert_django_login_works, csrf_form_token
-from framework_servers import ADMIN_PASSWORD, serve
 
+from framework_clients import (
+    ClientFor,
+    assert_csrf_cookie_on_the_wire,
+    assert_django_login_works,
+    csrf_form_token,
+)
+from framework_servers import ADMIN_PASSWORD, serve
 from helpers import ZondaProcess
 
-Client = Callable[[ZondaProcess], httpx.Client]
 ADMIN_CSS = Path(django.__file__).parent / "contrib" / "admin" / "static" / "admin" / "css" / "base.css"
 
 
@@ -24,7 +27,7 @@ def server(request: pytest.FixtureRequest, django_env: dict[str, str]) -> Iterat
     yield from serve("djangosite.asgi:application", request.param, env=django_env)
 
 
-def test_page(server: ZondaProcess, client_for: Client) -> None:
+def test_page(server: ZondaProcess, client_for: ClientFor) -> None:
     response = client_for(server).get("/hello/")
     assert response.status_code == 200
     assert response.headers["content-type"] == "text/html; charset=utf-8"
@@ -33,7 +36,7 @@ def test_page(server: ZondaProcess, client_for: Client) -> None:
     assert client_for(server).get("/nope/").status_code == 404
 
 
-def test_admin_login_page(server: ZondaProcess, client_for: Client) -> None:
+def test_admin_login_page(server: ZondaProcess, client_for: ClientFor) -> None:
     response = client_for(server).get("/admin/", follow_redirects=True)
     assert response.status_code == 200
     assert str(response.url).endswith("/admin/login/?next=/admin/")
@@ -42,11 +45,11 @@ def test_admin_login_page(server: ZondaProcess, client_for: Client) -> None:
     assert response.headers["cache-control"] == "max-age=0, no-cache, no-store, must-revalidate, private"
 
 
-def test_admin_login_with_csrf(server: ZondaProcess, client_for: Client) -> None:
+def test_admin_login_with_csrf(server: ZondaProcess, client_for: ClientFor) -> None:
     assert_django_login_works(client_for(server), ADMIN_PASSWORD)
 
 
-def test_form_post(server: ZondaProcess, client_for: Client) -> None:
+def test_form_post(server: ZondaProcess, client_for: ClientFor) -> None:
     client = client_for(server)
     token = csrf_form_token(client.get("/feedback/").text)
     posted = client.post("/feedback/", data={"csrfmiddlewaretoken": token, "name": "Ada", "message": "hi"})
@@ -58,7 +61,7 @@ def test_form_post(server: ZondaProcess, client_for: Client) -> None:
     assert "This field is required." in invalid.text
 
 
-def test_static_files(server: ZondaProcess, client_for: Client) -> None:
+def test_static_files(server: ZondaProcess, client_for: ClientFor) -> None:
     response = client_for(server).get("/static/admin/css/base.css")
     assert response.status_code == 200
     assert response.content == ADMIN_CSS.read_bytes()

@@ -4,16 +4,18 @@ puts there; over HTTP/1.1 and HTTP/2, on asyncio and uvloop."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
-import httpx
 import pytest
-from framework_clients import assert_csrf_cookie_on_the_wire, assert_django_login_works, csrf_form_token
+
+from framework_clients import (
+    ClientFor,
+    assert_csrf_cookie_on_the_wire,
+    assert_django_login_works,
+    csrf_form_token,
+)
 from framework_servers import ADMIN_PASSWORD, serve
-
 from helpers import ZondaProcess
-
-Client = Callable[[ZondaProcess], httpx.Client]
 
 
 @pytest.fixture(scope="module", params=["asyncio", "uvloop"])
@@ -21,7 +23,7 @@ def server(request: pytest.FixtureRequest, django_env: dict[str, str]) -> Iterat
     yield from serve("djangosite.wsgi:application", request.param, "--interface", "wsgi", env=django_env)
 
 
-def test_page(server: ZondaProcess, client_for: Client) -> None:
+def test_page(server: ZondaProcess, client_for: ClientFor) -> None:
     assert server.url is not None
     response = client_for(server).get("/hello/")
     assert response.status_code == 200
@@ -29,11 +31,11 @@ def test_page(server: ZondaProcess, client_for: Client) -> None:
     assert client_for(server).get("/nope/").status_code == 404
 
 
-def test_admin_login_with_csrf(server: ZondaProcess, client_for: Client) -> None:
+def test_admin_login_with_csrf(server: ZondaProcess, client_for: ClientFor) -> None:
     assert_django_login_works(client_for(server), ADMIN_PASSWORD)
 
 
-def test_form_post(server: ZondaProcess, client_for: Client) -> None:
+def test_form_post(server: ZondaProcess, client_for: ClientFor) -> None:
     client = client_for(server)
     token = csrf_form_token(client.get("/feedback/").text)
     posted = client.post("/feedback/", data={"csrfmiddlewaretoken": token, "name": "Ada", "message": "hi"})

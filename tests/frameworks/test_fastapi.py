@@ -3,36 +3,38 @@ and uvloop."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import json
+from collections.abc import Iterator
 
-import httpx
 import pytest
-from framework_clients import WebSocketOpener, expect_server_close, recv_json
+
+from framework_clients import ClientFor, WebSocketOpener, expect_server_close, recv_json
 from framework_servers import serve
-
 from helpers import ZondaProcess, wait_for
-
-Client = Callable[[ZondaProcess], httpx.Client]
 
 
 @pytest.fixture(scope="module", params=["asyncio", "uvloop"])
 def server(request: pytest.FixtureRequest) -> Iterator[ZondaProcess]:
-    yield from serve("fastapi_app:app", request.param, "--lifespan", "on")
+    stopped = yield from serve("fastapi_app:app", request.param, "--lifespan", "on")
+    # Lifespan shutdown ran after every background task had finished.
+    done = json.loads(stopped.output.split("notifications at shutdown: ", 1)[1].splitlines()[0])
+    assert all(entry.endswith(": some notification") for entry in done), done
 
 
-def test_middleware_adds_its_header(server: ZondaProcess, client_for: Client) -> None:
+def test_middleware_adds_its_header(server: ZondaProcess, client_for: ClientFor) -> None:
     response = client_for(server).get("/items/5", params={"q": "x y"})
     assert response.status_code == 200
     assert response.json() == {"item_id": 5, "q": "x y"}
     assert float(response.headers["x-process-time"]) >= 0
+    assert client_for(server).get("/items/5").json()["q"] is None
     assert client_for(server).get("/items/five").status_code == 422  # errors pass the middleware too
 
 
-def test_lifespan_state_reaches_requests(server: ZondaProcess, client_for: Client) -> None:
+def test_lifespan_state_reaches_requests(server: ZondaProcess, client_for: ClientFor) -> None:
     assert client_for(server).get("/").json() == {"greeting": "hello from lifespan"}
 
 
-def test_pydantic_body_and_response(server: ZondaProcess, client_for: Client) -> None:
+def test_pydantic_body_and_response(server: ZondaProcess, client_for: ClientFor) -> None:
     client = client_for(server)
     created = client.post("/items/", json={"name": "widget", "price": 10.0, "tags": ["new"]})
     assert created.status_code == 201
@@ -46,8 +48,20 @@ def test_pydantic_body_and_response(server: ZondaProcess, client_for: Client) ->
     assert len(big.json()["name"]) == 300_000
 
 
+def test_streaming_response_through_the_middleware(server: ZondaProcess, client_for: ClientFor) -> None:
+    with client_for(server).stream("GET", "/stream") as response:
+        assert "x-process-time" in response.headers
+        assert b"".join(response.iter_bytes()) == b"chunk 0\nchunk 1\nchunk 2\nchunk 3\n"
+
+
+def test_openapi_schema(server: ZondaProcess, client_for: ClientFor) -> None:
+    schema = client_for(server).get("/openapi.json").json()
+    assert schema["paths"]["/items/"]["post"]
+    assert schema["components"]["schemas"]["Item"]["required"] == ["name", "price"]
+
+
 def test_background_task_runs_after_the_response(
-    server: ZondaProcess, client_for: Client, http_version: str
+    server: ZondaProcess, client_for: ClientFor, http_version: str
 ) -> None:
     """The task waits for a later request to release it: the response to the first must come without it."""
     client = client_for(server)

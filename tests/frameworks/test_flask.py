@@ -4,15 +4,13 @@ redirect, a JSON route; over HTTP/1.1 and HTTP/2, on asyncio and uvloop."""
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
-import httpx
 import pytest
+
+from framework_clients import ClientFor
 from framework_servers import serve
-
 from helpers import ZondaProcess, raw_request, status_of
-
-Client = Callable[[ZondaProcess], httpx.Client]
 
 
 @pytest.fixture(scope="module", params=["asyncio", "uvloop"])
@@ -20,7 +18,7 @@ def server(request: pytest.FixtureRequest) -> Iterator[ZondaProcess]:
     yield from serve("flask_app:app", request.param, "--interface", "wsgi")
 
 
-def test_page_and_session_cookie(server: ZondaProcess, client_for: Client) -> None:
+def test_page_and_session_cookie(server: ZondaProcess, client_for: ClientFor) -> None:
     client = client_for(server)
     first = client.get("/")
     assert first.status_code == 200
@@ -30,7 +28,7 @@ def test_page_and_session_cookie(server: ZondaProcess, client_for: Client) -> No
     assert client.get("/").text == "Hello from Flask, visit 2"  # the cookie came back and was read
 
 
-def test_form_post(server: ZondaProcess, client_for: Client) -> None:
+def test_form_post(server: ZondaProcess, client_for: ClientFor) -> None:
     client = client_for(server)
     assert "<form" in client.get("/signup").text
     posted = client.post("/signup", data={"name": "Grace Hopper"})
@@ -40,7 +38,7 @@ def test_form_post(server: ZondaProcess, client_for: Client) -> None:
     assert client.post("/signup", data={"name": " "}).status_code == 400
 
 
-def test_json_route(server: ZondaProcess, client_for: Client) -> None:
+def test_json_route(server: ZondaProcess, client_for: ClientFor) -> None:
     response = client_for(server).post("/api/sum", json={"numbers": list(range(10_000))})
     assert response.status_code == 200
     assert response.json() == {"sum": 49_995_000, "count": 10_000}

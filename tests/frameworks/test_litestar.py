@@ -3,16 +3,13 @@ and HTTP/2, on asyncio and uvloop."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
-import httpx
 import pytest
-from framework_clients import WebSocketOpener
+
+from framework_clients import ClientFor, WebSocketOpener
 from framework_servers import serve
-
 from helpers import ZondaProcess
-
-Client = Callable[[ZondaProcess], httpx.Client]
 
 
 @pytest.fixture(scope="module", params=["asyncio", "uvloop"])
@@ -20,7 +17,7 @@ def server(request: pytest.FixtureRequest) -> Iterator[ZondaProcess]:
     yield from serve("litestar_app:app", request.param)
 
 
-def test_http_routes(server: ZondaProcess, client_for: Client) -> None:
+def test_http_routes(server: ZondaProcess, client_for: ClientFor) -> None:
     client = client_for(server)
     book = client.get("/books/7", params={"fmt": "long"})
     assert book.status_code == 200

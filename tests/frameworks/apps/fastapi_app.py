@@ -1,10 +1,12 @@
 """A FastAPI app as its docs write one: an ``@app.middleware("http")`` adding a header, a lifespan that
-yields state, pydantic bodies and responses, BackgroundTasks, and a WebSocket that runs an anyio task group
-after ``accept()``. Served by tests/frameworks/test_fastapi.py in a real zonda process."""
+yields state, pydantic bodies and responses, a StreamingResponse, BackgroundTasks, and a WebSocket that runs an
+anyio task group after ``accept()``. Served by tests/frameworks/test_fastapi.py in a real zonda process; what
+the background tasks did goes to the log at shutdown."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -12,6 +14,7 @@ from typing import Any
 
 import anyio
 from fastapi import BackgroundTasks, FastAPI, Request, Response, WebSocket, WebSocketDisconnect
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
 # What the background tasks did, and the gates that let them finish: one process serves every test.
@@ -22,6 +25,7 @@ gates: dict[str, asyncio.Event] = {}
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
     yield {"greeting": "hello from lifespan", "started": time.time()}
+    print("notifications at shutdown:", json.dumps(notifications), flush=True)
 
 
 app = FastAPI(lifespan=lifespan)
@@ -62,6 +66,17 @@ async def read_item(item_id: int, q: str | None = None) -> dict[str, Any]:
 @app.post("/items/", status_code=201)
 async def create_item(item: Item) -> PricedItem:
     return PricedItem(name=item.name, price_with_tax=round(item.price * 1.2, 2), tags=item.tags)
+
+
+async def numbers(count: int) -> AsyncIterator[bytes]:
+    for number in range(count):
+        yield f"chunk {number}\n".encode()
+        await asyncio.sleep(0.01)
+
+
+@app.get("/stream")
+async def stream() -> StreamingResponse:
+    return StreamingResponse(numbers(4), media_type="text/plain")
 
 
 async def write_notification(email: str, message: str) -> None:

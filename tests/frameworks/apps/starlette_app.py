@@ -1,6 +1,8 @@
-"""A Starlette app as its docs write one: StreamingResponse from async and sync iterators, StaticFiles, and
-sse-starlette's EventSourceResponse. The static directory comes from STATIC_DIR (the test fills a temporary
-one). Served by tests/frameworks/test_starlette.py in a real zonda process."""
+"""A Starlette app as its docs write one: a lifespan that yields state, path and query parameters, JSON bodies,
+a background task, StreamingResponse from async and sync iterators, StaticFiles, and sse-starlette's
+EventSourceResponse. The static directory comes from STATIC_DIR (the test fills a temporary one). Served by
+tests/frameworks/test_starlette.py in a real zonda process; the journal of what ran goes to the log at the
+end."""
 
 from __future__ import annotations
 
@@ -8,13 +10,66 @@ import asyncio
 import json
 import os
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from typing import Any
 
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.applications import Starlette
+from starlette.background import BackgroundTask
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+
+journal: list[str] = []  # what ran, in order: lifespan, background tasks
+
+
+@asynccontextmanager
+async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+    journal.append("startup")
+    yield {"greeting": "hello from lifespan"}
+    journal.append("shutdown")
+    print("journal:", json.dumps(journal), flush=True)
+
+
+async def item(request: Request) -> Response:
+    return JSONResponse(
+        {
+            "id": request.path_params["item_id"],
+            "q": request.query_params.get("q"),
+            "tags": request.query_params.getlist("tag"),
+            "greeting": request.state.greeting,
+        }
+    )
+
+
+async def echo(request: Request) -> Response:
+    data = await request.json()
+    return JSONResponse({"received": data, "method": request.method}, status_code=201)
+
+
+gates: dict[str, asyncio.Event] = {}
+
+
+async def record_when_released(name: str) -> None:
+    """Waits for the test's go-ahead: it can only come in a later request, so the response came first."""
+    await asyncio.wait_for(gates[name].wait(), 30)
+    journal.append(f"background {name}")
+
+
+async def background(request: Request) -> Response:
+    name = request.query_params["name"]
+    gates[name] = asyncio.Event()
+    return PlainTextResponse("queued", background=BackgroundTask(record_when_released, name))
+
+
+async def release(request: Request) -> Response:
+    gates[request.query_params["name"]].set()
+    return PlainTextResponse("released")
+
+
+async def show_journal(request: Request) -> Response:
+    return JSONResponse(journal)
 
 
 async def countdown(count: int) -> AsyncIterator[str]:
@@ -57,10 +112,16 @@ async def events(request: Request) -> Response:
 
 
 app = Starlette(
+    lifespan=lifespan,
     routes=[
+        Route("/items/{item_id:int}", item),
+        Route("/echo", echo, methods=["POST"]),
+        Route("/background", background),
+        Route("/release", release, methods=["POST"]),
+        Route("/journal", show_journal),
         Route("/stream", stream),
         Route("/report.csv", report),
         Route("/events", events),
         Mount("/static", app=StaticFiles(directory=os.environ["STATIC_DIR"]), name="static"),
-    ]
+    ],
 )
