@@ -61,6 +61,15 @@ def test_form_post(server: ZondaProcess, client_for: ClientFor) -> None:
     assert "This field is required." in invalid.text
 
 
+def test_async_streaming_view(server: ZondaProcess, client_for: ClientFor, http_version: str) -> None:
+    with client_for(server).stream("GET", "/countdown/", params={"from": "3"}) as response:
+        assert response.status_code == 200
+        assert "content-length" not in response.headers
+        if http_version == "http1":
+            assert response.headers["transfer-encoding"] == "chunked"
+        assert list(response.iter_lines()) == ["3...", "2...", "1...", "liftoff"]
+
+
 def test_static_files(server: ZondaProcess, client_for: ClientFor) -> None:
     response = client_for(server).get("/static/admin/css/base.css")
     assert response.status_code == 200

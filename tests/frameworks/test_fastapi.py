@@ -48,6 +48,26 @@ def test_pydantic_body_and_response(server: ZondaProcess, client_for: ClientFor)
     assert len(big.json()["name"]) == 300_000
 
 
+def test_dependency_with_yield(server: ZondaProcess, client_for: ClientFor) -> None:
+    """The session a ``yield`` dependency opened is open in the endpoint and closed once the response is out."""
+    client = client_for(server)
+    first = client.get("/sessions").json()
+    assert first["open"] is True
+    wait_for(
+        lambda: client.get("/sessions").json()["closed"] >= first["opened"],
+        timeout=10,
+        what="the first request's session to be closed",
+    )
+
+
+def test_sync_endpoint_in_the_thread_pool(server: ZondaProcess, client_for: ClientFor) -> None:
+    response = client_for(server).get("/blocking", params={"n": 100})
+    assert response.status_code == 200
+    assert response.json()["squares"] == 328_350
+    assert response.json()["thread"] != "MainThread"
+    assert "x-process-time" in response.headers
+
+
 def test_streaming_response_through_the_middleware(server: ZondaProcess, client_for: ClientFor) -> None:
     with client_for(server).stream("GET", "/stream") as response:
         assert "x-process-time" in response.headers

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
-from fastapi import BackgroundTasks, FastAPI, Request, Response, WebSocket, WebSocketDisconnect
+from fastapi import BackgroundTasks, Depends, FastAPI, Request, Response, WebSocket, WebSocketDisconnect
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
@@ -56,6 +57,41 @@ class PricedItem(BaseModel):
 @app.get("/")
 async def root(request: Request) -> dict[str, str]:
     return {"greeting": request.state.greeting}
+
+
+class Session:
+    """What a database session dependency hands out: opened before the endpoint, closed after it."""
+
+    opened = 0
+    closed = 0
+
+    def __init__(self) -> None:
+        Session.opened += 1
+        self.open = True
+
+    def close(self) -> None:
+        self.open = False
+        Session.closed += 1
+
+
+async def get_session() -> AsyncIterator[Session]:
+    session = Session()
+    try:
+        yield session
+    finally:
+        session.close()
+
+
+@app.get("/sessions")
+async def sessions(session: Session = Depends(get_session)) -> dict[str, int | bool]:  # noqa: B008
+    return {"open": session.open, "opened": Session.opened, "closed": Session.closed}
+
+
+@app.get("/blocking")
+def blocking(n: int = 10) -> dict[str, int | str]:
+    """A plain ``def`` endpoint: FastAPI runs it in its thread pool."""
+    time.sleep(0.01)
+    return {"squares": sum(i * i for i in range(n)), "thread": threading.current_thread().name}
 
 
 @app.get("/items/{item_id}")

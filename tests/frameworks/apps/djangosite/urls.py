@@ -9,4 +9,5 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("hello/", views.hello),
     path("feedback/", views.feedback),
+    path("countdown/", views.countdown),
 ]

@@ -1,10 +1,13 @@
-"""Plain Django views: a page, and a form handled the way Django's forms docs show (a CSRF-protected POST,
-a redirect after success, the form again with its errors otherwise)."""
+"""Plain Django views: a page, a form handled the way Django's forms docs show (a CSRF-protected POST, a
+redirect after success, the form again with its errors otherwise), and an async streaming view (ASGI only)."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+
 from django import forms
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
 from django.shortcuts import render
 
 
@@ -27,3 +30,13 @@ def feedback(request: HttpRequest) -> HttpResponse:
     else:
         form = FeedbackForm()
     return render(request, "feedback.html", {"form": form}, status=400 if form.errors else 200)
+
+
+async def countdown(request: HttpRequest) -> StreamingHttpResponse:
+    async def lines() -> AsyncIterator[str]:
+        for number in range(int(request.GET.get("from", "3")), 0, -1):
+            yield f"{number}...\n"
+            await asyncio.sleep(0.01)
+        yield "liftoff\n"
+
+    return StreamingHttpResponse(lines(), content_type="text/plain")
