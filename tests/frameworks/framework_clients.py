@@ -3,6 +3,7 @@ so each framework's WebSocket test runs unchanged over both; and a Server-Sent E
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Callable, Iterator
@@ -237,3 +238,26 @@ def assert_csrf_cookie_on_the_wire(port: int, http_version: str) -> None:
     assert len(re.findall(rb"\r\nset-cookie:", head, re.IGNORECASE)) == 1, head
     assert re.search(rb"\r\nset-cookie: csrftoken=\w+; ", head, re.IGNORECASE), head
     assert re.search(rb"\r\ncontent-type: text/html; charset=utf-8\r\n", head, re.IGNORECASE), head
+
+
+def assert_django_upload_works(client: httpx.Client) -> None:
+    """A multipart upload larger than Django keeps in memory (2.5 MB: it goes to a temporary file), with the
+    CSRF cookie echoed in the X-CSRFToken header as scripts do; refused without it."""
+    client.get("/feedback/")  # sets the csrftoken cookie
+    data = bytes(range(256)) * (3 * 4096)  # 3 MiB
+    files = {"file": ("data.bin", data, "application/octet-stream")}
+    refused = client.post("/upload/", files=files, data={"note": "x"})
+    assert refused.status_code == 403
+    response = client.post(
+        "/upload/",
+        files=files,
+        data={"note": "caf\u00e9"},
+        headers={"X-CSRFToken": client.cookies["csrftoken"]},
+    )
+    assert response.status_code == 200, response.text[:2000]
+    assert response.json() == {
+        "name": "data.bin",
+        "size": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "note": "caf\u00e9",
+    }

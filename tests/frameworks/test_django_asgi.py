@@ -14,6 +14,7 @@ from framework_clients import (
     ClientFor,
     assert_csrf_cookie_on_the_wire,
     assert_django_login_works,
+    assert_django_upload_works,
     csrf_form_token,
 )
 from framework_servers import ADMIN_PASSWORD, serve
@@ -47,6 +48,10 @@ def test_admin_login_page(server: ZondaProcess, client_for: ClientFor) -> None:
 
 def test_admin_login_with_csrf(server: ZondaProcess, client_for: ClientFor) -> None:
     assert_django_login_works(client_for(server), ADMIN_PASSWORD)
+
+
+def test_file_upload(server: ZondaProcess, client_for: ClientFor) -> None:
+    assert_django_upload_works(client_for(server))
 
 
 def test_form_post(server: ZondaProcess, client_for: ClientFor) -> None:

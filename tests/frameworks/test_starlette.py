@@ -85,13 +85,13 @@ def test_streaming_response(server: ZondaProcess, client_for: ClientFor, http_ve
 
 
 def test_streaming_response_from_a_sync_iterator(server: ZondaProcess, client_for: ClientFor) -> None:
-    response = client_for(server).get("/report.csv", params={"rows": "5000"})
+    response = client_for(server).get("/report.csv", params={"rows": "1000"})
     assert response.status_code == 200
     assert response.headers["content-disposition"] == 'attachment; filename="report.csv"'
     lines = response.text.splitlines()
     assert lines[0] == "id,square"
-    assert len(lines) == 5001
-    assert lines[-1] == "4999,24990001"
+    assert len(lines) == 1001
+    assert lines[-1] == "999,998001"
 
 
 # ------------------------------------------------------------------ StaticFiles

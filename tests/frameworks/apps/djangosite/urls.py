@@ -10,4 +10,5 @@ urlpatterns = [
     path("hello/", views.hello),
     path("feedback/", views.feedback),
     path("countdown/", views.countdown),
+    path("upload/", views.upload),
 ]

@@ -4,11 +4,19 @@ redirect after success, the form again with its errors otherwise), and an async 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import AsyncIterator
 
 from django import forms
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
+from django.http import (
+    HttpRequest,
+    HttpResponse,
+    HttpResponseRedirect,
+    JsonResponse,
+    StreamingHttpResponse,
+)
 from django.shortcuts import render
+from django.views.decorators.http import require_POST
 
 
 def hello(request: HttpRequest) -> HttpResponse:
@@ -30,6 +38,23 @@ def feedback(request: HttpRequest) -> HttpResponse:
     else:
         form = FeedbackForm()
     return render(request, "feedback.html", {"form": form}, status=400 if form.errors else 200)
+
+
+@require_POST
+def upload(request: HttpRequest) -> JsonResponse:
+    """A file upload as a script sends it: multipart, the CSRF token in the X-CSRFToken header."""
+    uploaded = request.FILES["file"]
+    digest = hashlib.sha256()
+    for chunk in uploaded.chunks():
+        digest.update(chunk)
+    return JsonResponse(
+        {
+            "name": uploaded.name,
+            "size": uploaded.size,
+            "sha256": digest.hexdigest(),
+            "note": request.POST["note"],
+        }
+    )
 
 
 async def countdown(request: HttpRequest) -> StreamingHttpResponse:
