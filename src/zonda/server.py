@@ -31,8 +31,7 @@ from zonda.asgi.types import ASGIApp
 from zonda.asgi.wsgi import WSGIAdapter
 from zonda.config import Config
 from zonda.errors import ConfigError, LifespanFailure
-from zonda.io.asyncio import H1Protocol
-from zonda.io.observed import ObservedH1Protocol
+from zonda.io.asyncio import AsyncioLoop, protocol_factory
 from zonda.loading import ASGI2Adapter, load_app
 from zonda.logging import access_log_enabled
 from zonda.protocols.http1 import DefaultHeaders, H1Limits
@@ -41,6 +40,7 @@ from zonda.proxy import ProxySettings, TrustList
 from zonda.tls import create_ssl_context, describe_tls, listener_options, server_cert_pem
 
 if TYPE_CHECKING:
+    from zonda.connection.base import Connection
     from zonda.metrics import Metrics, Tally
     from zonda.protocols.websocket import WSSettings
 
@@ -93,7 +93,7 @@ class ServerShared:
         self.defaults = DefaultHeaders(b"zonda" if config.server_header else None, extra)
         self.date_header = config.date_header
         self.limit_connections = config.limit_connections
-        self.connections: set[H1Protocol] = set()
+        self.connections: set[Connection] = set()
         self.tasks: set[asyncio.Task[Any]] = set()
         self.stats_refused = 0
         self.rejections: dict[str, int] = {}  # ProtocolError class name -> count (metrics)
@@ -293,23 +293,17 @@ class Server:
             on_response=on_response,
         )
         shared = self.shared = ServerShared(config, context, ssl_context)
-        protocol: type[H1Protocol] = H1Protocol
         if self.metrics is not None:
             self.metrics.attach(shared, loop)
-            protocol = ObservedH1Protocol
-        elif config.proxy_protocol != "off":
-            protocol = ObservedH1Protocol
+        observed = self.metrics is not None or config.proxy_protocol != "off"
+        protocol = protocol_factory(observed, shared, AsyncioLoop(loop, shared.tasks))
         date_timer = _DateTicker(loop, shared)
         listeners = []
         tls = listener_options(config, ssl_context)  # {} for plain HTTP
         try:
             self.sockets = sockets if sockets is not None else [bind_socket(config)]
             for sock in self.sockets:
-                listeners.append(
-                    await loop.create_server(
-                        lambda: protocol(shared, loop), sock=sock, backlog=config.backlog, **tls
-                    )
-                )
+                listeners.append(await loop.create_server(protocol, sock=sock, backlog=config.backlog, **tls))
             self._log_started(app)
             self.started.set()
             await self._exit_waiter

@@ -446,7 +446,7 @@ def test_reading_stops_when_the_app_does_not_receive(record: Record) -> None:
         assert sent * 65536 < 32 * 2**20  # the kernel's buffers and a few queued messages, no more
         (connection,) = server.server.shared.connections
         assert connection.reading_paused
-        assert len(connection.session._inbox) <= 4 + 8  # max_queue, plus what one read brought
+        assert len(connection.handler._inbox) <= 4 + 8  # max_queue, plus what one read brought
         record.go.set()  # the app reads now: reading resumes and every message arrives
         ws.sock.settimeout(10)
         ws.send(rest, close(1000))

@@ -470,7 +470,7 @@ def test_file_wrapper_downloads_by_sendfile_with_httpx_and_curl(
                 streamed.update(chunk)
             assert response.headers["content-length"] == str(len(data)) and streamed.hexdigest() == digest
             (connection,) = server.server.shared.connections
-            assert connection._file_way == _sendfile.OS  # sent by os.sendfile, not read in the app thread
+            assert connection._files.way == _sendfile.OS  # sent by os.sendfile, not read in the app thread
         with httpx.Client(base_url=server.url) as client:
             assert client.get("/file?name=random&cl=1000").content == data[:1000]  # PEP 3333 truncation
             assert client.get("/file?name=random&seek=5000&cl=70000").content == data[5000:75000]

@@ -23,7 +23,7 @@ def test_the_first_step_runs_in_a_task() -> None:
         found.append(asyncio.current_task())
 
     async def main() -> None:
-        start_task(asyncio.get_running_loop(), app(), set())
+        start_task(asyncio.get_running_loop(), set(), app())
         if not EAGER:
             await asyncio.sleep(0)
         assert len(found) == 1 and found[0] is not None and found[0] is not asyncio.current_task()
@@ -40,7 +40,7 @@ def test_the_first_step_runs_at_once_on_312() -> None:
 
     async def main() -> None:
         tasks: set[asyncio.Task[Any]] = set()
-        start_task(asyncio.get_running_loop(), app(), tasks)
+        start_task(asyncio.get_running_loop(), tasks, app())
         assert steps == ["first"] and not tasks  # finished within the call: nothing to track
 
     asyncio.run(main())
@@ -62,7 +62,7 @@ def test_a_task_that_suspends_is_tracked_and_keeps_its_context() -> None:
             steps.append(seen.get())
 
         tasks: set[asyncio.Task[Any]] = set()
-        start_task(loop, app(), tasks)
+        start_task(loop, tasks, app())
         await asyncio.sleep(0)
         assert steps == ["first"] and len(tasks) == 1
         gate.set_result("resumed")
@@ -86,7 +86,7 @@ def test_task_groups_and_timeouts_work_before_the_first_await() -> None:
 
     async def main() -> None:
         tasks: set[asyncio.Task[Any]] = set()
-        start_task(asyncio.get_running_loop(), app(), tasks)
+        start_task(asyncio.get_running_loop(), tasks, app())
         await asyncio.sleep(0)
         await asyncio.gather(*tasks)
         assert results == ["waited"]
@@ -100,7 +100,7 @@ def test_an_error_stays_in_the_task() -> None:
 
     async def main() -> None:
         tasks: set[asyncio.Task[Any]] = set()
-        start_task(asyncio.get_running_loop(), app(), tasks)  # does not raise into the driver
+        start_task(asyncio.get_running_loop(), tasks, app())  # does not raise into the driver
         for task in list(tasks):
             with pytest.raises(LookupError, match="first step"):
                 await task

@@ -3,7 +3,7 @@
 ``HTTPSession`` belongs to one connection: it turns a core's stream events into ``HTTPCycle`` objects and runs
 the app for each, one at a time in request order when the core is sequential (HTTP/1.1), or concurrently.
 Event handlers are plain methods; only the app-facing ``receive()`` and ``send()`` are awaitable, and they
-await only futures the driver hands them (``Transport.create_future``, ``Transport.drain``). Both are
+await only waiters the connection hands them (``Transport.create_waiter``, ``Transport.drain``). Both are
 coroutine functions, as apps and their libraries expect (``create_task(send(...))``, anyio's ``start_soon``,
 asgiref's ``async_to_sync``), though ``send()`` nearly never waits.
 """
@@ -13,10 +13,10 @@ from __future__ import annotations
 import enum
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from http import HTTPStatus
 from time import perf_counter
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 from urllib.parse import quote, unquote_to_bytes
 
 from zonda.accesslog import log_default
@@ -27,7 +27,9 @@ from zonda.protocols.events import ConnectionTerminated, Data, Event, Request, S
 from zonda.protocols.fields import header_name, header_value
 
 if TYPE_CHECKING:
-    from zonda.protocols.websocket import WSSettings
+    from zonda.asgi.websocket import WebSocketCycle
+    from zonda.io.base import Waiter
+    from zonda.protocols.websocket import WSConnection, WSSettings
 
 error_log = logging.getLogger("zonda.error")
 
@@ -52,27 +54,42 @@ class Core(Protocol):
 
 
 class Transport(Protocol):
-    """What a driver gives the bridge for one connection."""
+    """What the connection layer (``zonda.connection``) gives the bridge for one connection or stream."""
 
-    write_paused: bool
+    @property
+    def write_paused(self) -> bool: ...
 
     @property
     def core(self) -> Core: ...
 
     def flush(self) -> None: ...
-    def drain(self) -> Awaitable[None]: ...
-    def send_file(self, file: Any, offset: int, count: int) -> Awaitable[int]:
+    def drain(self) -> Waiter: ...
+    def send_file(self, file: BinaryIO, offset: int, count: int) -> Awaitable[int]:
         """Flush, then send ``count`` bytes of ``file`` from ``offset``; return how many went (fewer: EOF)."""
         ...
 
-    def create_future(self) -> Any: ...
+    def create_waiter(self) -> Waiter: ...
     def pause_reading(self) -> None: ...
     def resume_reading(self) -> None: ...
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None: ...
     def response_complete(self) -> None: ...
     def abort(self) -> None: ...
     def time(self) -> float: ...
-    def upgrade(self, stream_id: int, headers: Any, core: Any, handler: Any) -> None: ...
+    def upgrade(
+        self,
+        stream_id: int,
+        headers: Iterable[tuple[bytes, bytes]],
+        core: WSConnection,
+        handler: WebSocketCycle,
+    ) -> None:
+        """Accept a WebSocket: ``core`` parses the connection's (or stream's) bytes from now on, ``handler``
+        gets its events."""
+        ...
+
+    def upgrade_h2c(self, request: Request) -> None:
+        """Answer ``Upgrade: h2c`` with 101 and go on over HTTP/2 (HTTP/1.1 connections only)."""
+        ...
+
     def rearm(self) -> None: ...
 
 
@@ -375,7 +392,7 @@ class HTTPCycle:
                 }
             if self.stopping:
                 return _DISCONNECT
-            waiter = self._waiter = self.transport.create_future()
+            waiter = self._waiter = self.transport.create_waiter()
             try:
                 await waiter
             finally:
@@ -847,7 +864,7 @@ class H2CUpgrade:
         session.context.stats.active_requests -= 1
         if session.current is self:
             session.current = None
-        session.transport.upgrade_h2c(self.request)  # type: ignore[attr-defined]
+        session.transport.upgrade_h2c(self.request)
 
     def on_disconnect(self) -> None:
         pass

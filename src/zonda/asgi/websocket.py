@@ -157,7 +157,7 @@ class WebSocketCycle:
         while not self._inbox:
             if self._disconnect_message is not None:
                 return dict(self._disconnect_message)  # asked again after the disconnect: the same answer
-            waiter = self._waiter = self.transport.create_future()
+            waiter = self._waiter = self.transport.create_waiter()
             try:
                 await waiter
             finally:

@@ -1,8 +1,9 @@
 """Sending a file's bytes on an asyncio/uvloop connection, for ``http.response.zerocopysend`` and ``pathsend``.
 
-The bridge has the core frame the bytes (head, chunk-size line), then awaits ``send_file`` for ``count`` bytes
-of a file; ``FileSending`` (mixed into ``H1Protocol``) sends them one of two ways, fixed per connection at its
-first file:
+The bridge has the core frame the bytes (head, chunk-size line), then awaits the connection's ``send_file`` for
+``count`` bytes of a file (``zonda.connection.base``); the connection hands all but small files to this module's
+``AsyncioFileSender`` (the ``io.base.FileSender`` of asyncio and uvloop), which sends them one of two ways,
+fixed per connection at its first file:
 
 - ``OS`` (plaintext): once the transport's own buffer has drained, ``os.sendfile`` onto the socket from the loop
   thread, one call of at most ``STEP`` bytes per writable event (``OsSendfile``). The writability wait uses a
@@ -16,7 +17,7 @@ first file:
   ``CHUNK`` bytes in the loop's default executor, written through the transport. On plaintext it moved a
   200 MiB file at ~1.1 GB/s and ~700 ms CPU/GiB against ``OS``'s ~1.7 GB/s and ~300-400 ms.
 
-Files of at most ``SMALL`` bytes are read on the loop thread and written with the head in one write, either
+Files of at most ``SMALL_FILE`` bytes (``zonda.connection.base``) are read on the loop thread and written with the head in one write, either
 way: one ``pread`` of a few KiB costs less than a ``dup``/``sendfile``/``close`` round or a thread hop.
 
 Back-pressure: ``OS`` sends only as fast as the socket drains, and ``CHUNKS`` awaits the protocol's
@@ -29,19 +30,16 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
-from zonda.asgi._files import PATHSEND, ZEROCOPYSEND
 from zonda.errors import ClientDisconnected
 
 if TYPE_CHECKING:
-    from zonda.asgi.http import ConnectionInfo
+    from zonda.io.base import FileDrain
 
 OS = 1
 CHUNKS = 2
 
-SMALL = 16 * 1024  # at most this many bytes: read on the loop thread, written with the head
 STEP = 1024 * 1024  # most bytes per os.sendfile call (the loop's longest stay in one disk read)
 CHUNK = 256 * 1024  # read size without sendfile
 
@@ -115,113 +113,74 @@ class OsSendfile:
             os.close(out)
 
 
-class FileSending:
-    """``H1Protocol``'s side of file sending: the bridge's ``Transport.send_file``, and what it offers."""
+class AsyncioFileSender:
+    """One connection's ``io.base.FileSender`` on asyncio/uvloop: ``OS`` or ``CHUNKS``, fixed at its first file."""
 
-    _file_way = 0  # OS or CHUNKS, chosen at the connection's first file above SMALL
-    _file_sender: OsSendfile | None = None
+    __slots__ = ("_conn", "_loop", "_sender", "_transport", "bypasses_stream", "way")
 
-    if TYPE_CHECKING:  # provided by H1Protocol
-        loop: asyncio.AbstractEventLoop
-        transport: Any
-        core: Any
-        session: Any
-        write_paused: bool
-        _closed: bool
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, transport: asyncio.Transport, plaintext: bool, conn: FileDrain
+    ) -> None:
+        self._loop = loop
+        self._transport = transport
+        self._conn = conn
+        self._sender: OsSendfile | None = None
+        self.way = way_for(transport, plaintext)
+        self.bypasses_stream = self.way == OS  # os.sendfile's bytes never pass transport.write
 
-        def flush(self) -> None: ...
-        def drain(self) -> Awaitable[None]: ...
-        def abort(self) -> None: ...
+    def cancel(self) -> None:
+        if self._sender is not None:
+            self._sender.cancel(ClientDisconnected("client disconnected while a file was being sent"))
 
-    def _offer_files(self, info: ConnectionInfo) -> None:
-        """pathsend on every connection; zerocopysend only where os.sendfile reaches the socket (not TLS)."""
-        info.extensions[PATHSEND] = {}
-        if info.scheme == "http" and "tls" not in info.extensions:
-            info.extensions[ZEROCOPYSEND] = {}
-
-    def _cancel_file_send(self) -> None:
-        """The connection is lost: a file send in progress ends with ClientDisconnected."""
-        if self._file_sender is not None:
-            self._file_sender.cancel(ClientDisconnected("client disconnected while a file was being sent"))
-
-    def _count_out(self, sent: int) -> None:
-        """Bytes that bypassed ``transport.write`` (sendfile); ``io.observed`` counts them for metrics."""
-
-    async def send_file(self, file: Any, offset: int, count: int) -> int:
-        """The core's queued bytes, then ``count`` bytes of ``file`` from ``offset``; return how many went
-        (fewer: the file ended). Raises ClientDisconnected if the peer goes; aborts on any failure."""
-        fd = file.fileno()
-        if count <= SMALL:
-            data = os.pread(fd, count, offset)  # a few KiB, page-cached as a rule: cheaper than any hand-off
-            head = self.core.data_to_send()
-            if self._closed or self.transport.is_closing():
-                raise ClientDisconnected("client disconnected before the file could be sent")
-            self.transport.write(head + data if head else data)  # one write with the head
-            return len(data)
-        self.flush()
-        if self._closed or self.transport.is_closing():
-            raise ClientDisconnected("client disconnected before the file could be sent")
-        if not self._file_way:
-            self._file_way = way_for(self.transport, ZEROCOPYSEND in self.session.info.extensions)
-        try:
-            if self._file_way == OS:
-                return await self._os_sendfile(fd, offset, count)
-            return await self._send_chunks(fd, offset, count)
-        except ClientDisconnected:
-            self.abort()
-            raise
-        except ConnectionError as exc:  # EPIPE, ECONNRESET, ENOTCONN from the socket
-            self.abort()
-            raise ClientDisconnected("client disconnected while a file was being sent") from exc
-        except OSError:  # the file's side (EIO ...): the response cannot be completed
-            self.abort()
-            raise
+    async def send(self, fd: int, offset: int, count: int) -> int:
+        if self.way == OS:
+            return await self._os_sendfile(fd, offset, count)
+        return await self._send_chunks(fd, offset, count)
 
     async def _os_sendfile(self, fd: int, offset: int, count: int) -> int:
         await self._wait_written()  # the head and anything before it reach the socket first
-        sock = self.transport.get_extra_info("socket")
-        if self._closed or sock is None:
+        sock = self._transport.get_extra_info("socket")
+        if self._conn.closed or sock is None:
             raise ClientDisconnected("client disconnected before the file could be sent")
         try:
-            sender = self._file_sender = OsSendfile(self.loop, sock.fileno(), fd, offset, count)
+            sender = self._sender = OsSendfile(self._loop, sock.fileno(), fd, offset, count)
         except OSError:  # no descriptor left for the dup (EMFILE): this file goes the slow way
             return await self._send_chunks(fd, offset, count)
         try:
             sender.step()
-            sent = await sender.future
+            return await sender.future
         finally:
             sender.stop()
-            self._file_sender = None
-        self._count_out(sent)
-        return sent
+            self._sender = None
 
     async def _wait_written(self) -> None:
         """Wait until the transport's write buffer is empty: with a high-water mark of 0, the transport calls
         pause_writing() now and resume_writing() once it has written everything."""
-        transport = self.transport
+        transport = self._transport
         if not transport.get_write_buffer_size():
             return
         low, high = transport.get_write_buffer_limits()
         transport.set_write_buffer_limits(high=0)
         try:
-            while transport.get_write_buffer_size() and not self._closed:
-                await self.drain()
+            while transport.get_write_buffer_size() and not self._conn.closed:
+                await self._conn.drain()
         finally:
-            if not self._closed:
+            if not self._conn.closed:
                 transport.set_write_buffer_limits(high=high, low=low)
 
     async def _send_chunks(self, fd: int, offset: int, count: int) -> int:
         """No sendfile (TLS): read blocks in the loop's default executor, write them with back-pressure."""
         sent = 0
+        conn = self._conn
         while sent < count:
             size = min(CHUNK, count - sent)
-            data = await self.loop.run_in_executor(None, os.pread, fd, size, offset + sent)
-            if self._closed or self.transport.is_closing():
+            data = await self._loop.run_in_executor(None, os.pread, fd, size, offset + sent)
+            if conn.closed or self._transport.is_closing():
                 raise ClientDisconnected("client disconnected while a file was being sent")
             if not data:
                 break
-            self.transport.write(data)
+            self._transport.write(data)
             sent += len(data)
-            if self.write_paused:
-                await self.drain()
+            if conn.write_paused:
+                await conn.drain()
         return sent

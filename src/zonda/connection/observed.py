@@ -1,4 +1,4 @@
-"""``H1Protocol`` with the fleet features that cost per read: a PROXY protocol header first, and byte counts.
+"""``HTTP1Connection`` with the fleet features that cost per read: a PROXY protocol header first, and byte counts.
 
 The server uses this subclass only when ``--proxy-protocol`` is not ``off`` or ``--metrics-bind`` is set, so
 the plain driver pays nothing for either. Protocol logic stays out of here: the PROXY header is parsed by
@@ -8,53 +8,78 @@ the plain driver pays nothing for either. Protocol logic stays out of here: the 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
+from zonda.connection.http1 import Address, HTTP1Connection
 from zonda.errors import ProxyProtocolError
-from zonda.io.asyncio import H1Protocol
+from zonda.io.base import ByteStream, Loop
 from zonda.proxy import ProxyHeader, parse_proxy_header
 
 if TYPE_CHECKING:
+    import ssl
+
     from zonda.metrics import Tally
     from zonda.server import ServerShared
 
 error_log = logging.getLogger("zonda.error")
 
 
-class CountingTransport:
-    """Counts the bytes written; everything else goes to the real transport."""
+class CountingStream:
+    """A ``ByteStream`` that counts the bytes written; the rest goes to the driver's stream as it is."""
 
-    __slots__ = ("_tally", "_transport")
+    __slots__ = ("_stream", "_tally")
 
-    def __init__(self, transport: Any, tally: Tally) -> None:
-        self._transport = transport
+    def __init__(self, stream: ByteStream, tally: Tally) -> None:
+        self._stream = stream
         self._tally = tally
 
     def write(self, data: bytes) -> None:
         self._tally.bytes_out += len(data)
-        self._transport.write(data)
+        self._stream.write(data)
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def abort(self) -> None:
+        self._stream.abort()
 
     def is_closing(self) -> bool:
-        return bool(self._transport.is_closing())
+        return self._stream.is_closing()
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._transport, name)
+    def pause_reading(self) -> None:
+        self._stream.pause_reading()
+
+    def resume_reading(self) -> None:
+        self._stream.resume_reading()
+
+    def set_protocol(self, protocol: Any) -> None:
+        self._stream.set_protocol(protocol)
+
+    @property
+    def inner(self) -> ByteStream:
+        """The driver's own stream (file sending needs it: its bytes bypass ``write``)."""
+        return self._stream
 
 
-class ObservedH1Protocol(H1Protocol):
-    def __init__(self, shared: ServerShared, loop: asyncio.AbstractEventLoop) -> None:
+class ObservedHTTP1Connection(HTTP1Connection):
+    def __init__(self, shared: ServerShared, loop: Loop) -> None:
         super().__init__(shared, loop)
         self._tally: Tally | None = shared.tally
         self._proxy_buffer: bytes | None = None  # bytes while a PROXY header is expected
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
+    def open(
+        self,
+        stream: ByteStream,
+        client: Address | None,
+        server: tuple[str, int | None] | None,
+        ssl_object: ssl.SSLObject | None,
+    ) -> None:
+        super().open(stream, client, server, ssl_object)
         if self._closed:
             return
         if self._tally is not None:
-            self.transport = CountingTransport(self.transport, self._tally)  # type: ignore[assignment]
+            self.stream = CountingStream(self.stream, self._tally)
         proxy = self.shared.proxy
         client = self.session.info.client
         if proxy is not None and proxy.expects_proxy_header(client[0] if client else None):
@@ -65,7 +90,7 @@ class ObservedH1Protocol(H1Protocol):
         if tally is not None:
             tally.bytes_in += len(data)
         if self._proxy_buffer is None:
-            H1Protocol.data_received(self, data)
+            HTTP1Connection.data_received(self, data)
             return
         data = self._proxy_buffer + data
         try:
@@ -85,7 +110,7 @@ class ObservedH1Protocol(H1Protocol):
         self._use_proxy_header(header)
         rest = data[header.length :]
         if rest:
-            H1Protocol.data_received(self, rest)
+            HTTP1Connection.data_received(self, rest)
 
     def _use_proxy_header(self, header: ProxyHeader) -> None:
         info = self.session.info
@@ -94,10 +119,10 @@ class ObservedH1Protocol(H1Protocol):
                 info.scheme = "https"
             return  # LOCAL (a health check) or unknown addresses: the connection's own stand
         scheme = "https" if header.ssl else info.scheme
-        new_info = self._make_info(header.client, header.server, scheme)
+        new_info = self.make_info(header.client, header.server, scheme)
         new_info.extensions.update(info.extensions)  # they describe this connection: TLS, file sending
         self.session.info = new_info
 
     def _count_out(self, sent: int) -> None:
         if self._tally is not None:
-            self._tally.bytes_out += sent  # os.sendfile bypassed the counting transport
+            self._tally.bytes_out += sent  # os.sendfile bypassed the counting stream

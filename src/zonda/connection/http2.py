@@ -1,0 +1,291 @@
+"""An HTTP/2 connection: one ``HTTP2Connection`` per connection, one ``StreamChannel`` per stream.
+
+A connection becomes HTTP/2 in one of three ways, all decided by the ``HTTP1Connection`` that opened it: ALPN
+``h2`` on TLS, the client preface on plaintext (prior knowledge), or an ``Upgrade: h2c`` request. That object
+then hands the stream over with ``stream.set_protocol`` (uvloop caches the protocol's callbacks, so swapping
+methods on the old object would not reach it).
+
+Output is batched per read: apps that answer without suspending queue their frames while ``data_received``
+runs, and the connection writes them with one ``transport.write`` at the end.
+
+WebSocket (RFC 8441): an extended CONNECT with ``:protocol websocket`` gets a ``WebSocketChannel``. Accepting
+sends a 200 that leaves the stream open; from then on the stream's DATA is the WebSocket's byte stream, fed to
+the same frame core as over HTTP/1.1, and END_STREAM and RST_STREAM stand for TCP's FIN and RST.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from zonda.asgi._files import PATHSEND, ZEROCOPYSEND
+from zonda.asgi.http import ConnectionInfo, HTTPSession
+from zonda.connection.base import Connection
+from zonda.connection.observed import CountingStream
+from zonda.connection.streams import StreamChannel, WebSocketChannel
+from zonda.io.base import ByteStream, Loop, Waiter
+from zonda.protocols.events import ConnectionTerminated, Data, Event, Request, StreamReset
+from zonda.protocols.http2 import ErrorCode, H2Connection, H2Error
+
+if TYPE_CHECKING:
+    from zonda.asgi.websocket import WebSocketCycle
+    from zonda.metrics import Tally
+    from zonda.protocols.websocket import WSConnection
+    from zonda.server import ServerShared
+
+error_log = logging.getLogger("zonda.error")
+# What the bridge offers on HTTP/2 connections (ASGI extensions.rst); copied into every request's scope.
+HTTP2_EXTENSIONS: dict[str, dict[str, Any]] = {
+    "http.response.trailers": {},
+    "http.response.push": {},
+    "http.response.early_hint": {},
+}
+h2_log = logging.getLogger("zonda.http2")
+
+
+class HTTP2Connection(Connection):
+    """An HTTP/2 connection: the core, one session for all its streams, a channel per stream."""
+
+    protocol_label = "http2"
+
+    core: H2Connection
+
+    def __init__(self, shared: ServerShared, loop: Loop, stream: ByteStream, info: ConnectionInfo) -> None:
+        super().__init__(shared, loop)
+        self.stream = self.raw_stream = stream
+        # the core adds its attack and error counts to the server's as they happen (metrics read them live)
+        self.core = H2Connection(
+            shared.h2_settings,  # type: ignore[arg-type]
+            shared.defaults,
+            loop.time,
+            shared.h2_counters,
+        )
+        tally = shared.tally
+        if tally is not None:
+            self._count_bytes(tally)
+        # Scope extensions of this connection: no file sending (the driver's sendfile is HTTP/1.1 framing).
+        info.extensions.pop(ZEROCOPYSEND, None)
+        info.extensions.pop(PATHSEND, None)
+        info.extensions.update(HTTP2_EXTENSIONS)
+        session = HTTPSession(self, info, shared.context, sequential=False)
+        session.stream_transport = self._channel
+        self.session = self.handler = session
+        self.batching = False
+        self._stream_waiters: dict[int, Waiter] = {}
+        self.websockets: dict[int, WebSocketChannel] = {}  # accepted WebSocket streams still open
+
+    def _count_bytes(self, tally: Tally) -> None:
+        """Metrics are on: count the bytes of this connection, as ``ObservedHTTP1Connection`` does for HTTP/1.1.
+
+        Bytes out: the counting stream that a plaintext connection (prior knowledge, h2c) already writes
+        through; TLS with ALPN ``h2`` never had one. Bytes in: ``data_received`` is replaced on this object
+        before ``start()`` hands it the stream (uvloop reads the callback then), so without metrics a read
+        costs nothing more. Bytes read before the hand-over were counted then; ``start()`` feeds them past the
+        counting."""
+        if not isinstance(self.stream, CountingStream):
+            self.stream = CountingStream(self.stream, tally)
+        core = self.core
+        handle = self._handle
+
+        def data_received(data: bytes) -> None:
+            tally.bytes_in += len(data)
+            handle(core.receive_data(data))
+
+        self.data_received = data_received  # type: ignore[method-assign]
+
+    def _channel(self, stream_id: int) -> StreamChannel:
+        return StreamChannel(self, stream_id)
+
+    def websocket_channel(self, stream_id: int) -> WebSocketChannel:
+        """The transport of an extended CONNECT's WebSocket cycle (``zonda.asgi.websocket``)."""
+        return WebSocketChannel(self, stream_id)
+
+    # ------------------------------------------------------------ taking over a connection
+
+    def start(self, held: bytes = b"") -> None:
+        """Take over from the HTTP/1.1 protocol: register, send our SETTINGS, feed what was already read."""
+        self.shared.connections.add(self)
+        self.stream.set_protocol(self)
+        self.flush()
+        if held:
+            self._handle(self.core.receive_data(held))  # not self.data_received: counted when read
+        else:
+            self._arm_if_earlier()
+
+    def start_upgraded(self, request: Request, body_length: int, held: bytes) -> None:
+        """h2c: answer ``request`` on stream 1; ``body_length`` bytes of its body come before the preface."""
+        self.shared.connections.add(self)
+        self.stream.set_protocol(self)
+        events = self.core.initiate_upgrade(request, body_length)
+        self._handle(events)
+        if held:
+            self._handle(self.core.receive_data(held))  # not self.data_received: counted when read
+        else:
+            self._arm_if_earlier()
+
+    # ------------------------------------------------------------ the stream's callbacks
+
+    def data_received(self, data: bytes) -> None:
+        self._handle(self.core.receive_data(data))
+
+    def _handle(self, events: list[Event]) -> None:
+        core = self.core
+        terminated = False
+        if events:
+            self.batching = True
+            try:
+                if self.websockets:
+                    events = self._route_websockets(events)
+                terminated = self.session.handle_events(events)
+            finally:
+                self.batching = False
+            if self._stream_waiters:
+                for event in events:
+                    if type(event) is StreamReset:
+                        self._wake(event.stream_id)
+        if core.unblocked:
+            for stream_id in core.unblocked:
+                self._wake(stream_id)
+            core.unblocked.clear()
+        if terminated:
+            self._log_termination(events)
+        self.flush()
+        self._arm_if_earlier()
+
+    def _route_websockets(self, events: list[Event]) -> list[Event]:
+        """DATA on an accepted WebSocket stream is the WebSocket's, not a request body: its channel takes it,
+        even after the app has returned (the closing handshake may still run). A reset ends the WebSocket and
+        still reaches the session, for the app's cycle."""
+        websockets = self.websockets
+        rest: list[Event] = []
+        for event in events:
+            kind = type(event)
+            if kind is Data:
+                channel = websockets.get(event.stream_id)  # type: ignore[union-attr]
+                if channel is not None:
+                    channel.receive(event.data, event.end_stream)  # type: ignore[union-attr]
+                    continue
+            elif kind is StreamReset:
+                channel = websockets.get(event.stream_id)  # type: ignore[union-attr]
+                if channel is not None:
+                    channel.lost()
+            rest.append(event)
+        return rest
+
+    def _log_termination(self, events: list[Event]) -> None:
+        terminated = events[-1]
+        assert isinstance(terminated, ConnectionTerminated)
+        error = terminated.error
+        client = self.session.info.client
+        peer = f"{client[0]}:{client[1]}" if client else "client"
+        if error is None:  # the idle timeout: GOAWAY NO_ERROR
+            h2_log.debug("GOAWAY NO_ERROR to %s: %s", peer, terminated.reason)
+            return
+        name = type(error).__name__
+        self.shared.rejections[name] = self.shared.rejections.get(name, 0) + 1
+        if isinstance(error, H2Error):
+            level = logging.WARNING if error.code == ErrorCode.ENHANCE_YOUR_CALM else logging.INFO
+            h2_log.log(level, "GOAWAY %s to %s: %s", error.code.name, peer, error.detail)
+        else:
+            error_log.info("HTTP/2 connection from %s ended: %s", peer, error.detail)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        for channel in list(self.websockets.values()):
+            channel.lost()
+        super().connection_lost(exc)
+        for stream_id in list(self._stream_waiters):
+            self._wake(stream_id)
+        counters = self.core.counters  # already in shared.h2_counters: the core adds to both
+        if counters:
+            h2_log.debug("HTTP/2 connection counters: %s", counters)
+            stalled = counters.get("send_stall", 0) + counters.get("body_stall", 0)
+            if stalled:
+                # one line per connection, not per stream: a client that stalls many streams is one event
+                client = self.session.info.client
+                h2_log.info(
+                    "HTTP/2 connection from %s ended after %d stream reset(s) for stalling over %gs "
+                    "(%d with the client's window closed, %d with the request body stalled)",
+                    f"{client[0]}:{client[1]}" if client else "client",
+                    stalled,
+                    self.core.settings.stall_timeout,
+                    counters.get("send_stall", 0),
+                    counters.get("body_stall", 0),
+                )
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        for stream_id in list(self._stream_waiters):
+            if not self.core.is_blocked(stream_id):
+                self._wake(stream_id)
+
+    # ------------------------------------------------------------ the bridge's side
+
+    def flush(self) -> None:
+        if self.batching:
+            return  # written once the read's events are all handled
+        core = self.core
+        data = core.data_to_send()
+        if data and not self._closed:
+            self.stream.write(data)
+        if core.closing:
+            self._close()
+
+    def _queued_output(self) -> bytes:
+        raise NotImplementedError("no file sending over HTTP/2")
+
+    def drain_stream(self, stream_id: int) -> Waiter:
+        waiter = self.loop.create_waiter()
+        if self._closed or not (self.write_paused or self.core.is_blocked(stream_id)):
+            waiter.set_result(None)
+        else:
+            previous = self._stream_waiters.get(stream_id)
+            if previous is not None and not previous.done():
+                previous.set_result(None)
+            self._stream_waiters[stream_id] = waiter
+            self._arm_if_earlier()  # the core may have brought its stall sweep forward (send outside a read)
+        return waiter
+
+    def _wake(self, stream_id: int) -> None:
+        waiter = self._stream_waiters.pop(stream_id, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def pause_reading(self) -> None:
+        pass  # per stream (StreamChannel); the connection itself keeps reading for control frames
+
+    def resume_reading(self) -> None:
+        pass
+
+    def response_complete(self) -> None:
+        pass  # the core tracks stream ends; its deadline is read after every read and timer
+
+    def shutdown(self) -> None:
+        if not self._closed:
+            for channel in list(self.websockets.values()):
+                channel.going_away()  # 1001 on each WebSocket; GOAWAY waits for their streams to end
+            self.core.finish_and_close()
+            self.flush()
+            self._arm_if_earlier()
+
+    def upgrade(
+        self,
+        stream_id: int,
+        headers: Iterable[tuple[bytes, bytes]],
+        core: WSConnection,
+        handler: WebSocketCycle,
+    ) -> None:
+        raise NotImplementedError("WebSocket over HTTP/2 is a stream's (websocket_channel)")
+
+    def upgrade_h2c(self, request: Request) -> None:
+        raise NotImplementedError("already HTTP/2")
+
+    def stop_streaming(self) -> int:
+        """Later in a graceful shutdown: ``http.disconnect`` to responses still streaming (``HTTPSession``)."""
+        return 0 if self._closed else self.session.stop_streaming()
+
+    def core_deadline(self) -> float | None:
+        return self.core.deadline
+
+    def _on_timer(self) -> None:
+        self._handle(self.core.handle_timer(self.loop.time()))

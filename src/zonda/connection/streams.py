@@ -1,0 +1,264 @@
+"""Stream channels: one stream of a multiplexed connection as the bridge's ``Transport`` (HTTP/2 today; the
+same shape serves HTTP/3), and the WebSocket tunnel over such a stream (RFC 8441).
+
+A ``StreamChannel`` is a request's transport: flushing, draining and pausing act on its stream (flow control
+pauses a stream; the connection reads on for the others). A ``WebSocketChannel`` starts as one, and once the app
+accepts carries the WebSocket's bytes in the stream's DATA, with a timer of its own for the frame core.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Coroutine, Iterable
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+from zonda.connection.timer import DeadlineTimer
+from zonda.io.base import Waiter
+from zonda.protocols.events import Request
+from zonda.protocols.http2 import ErrorCode, H2Connection
+
+if TYPE_CHECKING:
+    from zonda.asgi.websocket import WebSocketCycle
+    from zonda.connection.http2 import HTTP2Connection
+    from zonda.protocols.websocket import WSConnection
+
+
+class StreamChannel:
+    """One stream's view of its connection: the bridge's ``Transport`` for that stream's cycle."""
+
+    __slots__ = ("conn", "core", "stream_id")
+
+    def __init__(self, conn: HTTP2Connection, stream_id: int) -> None:
+        self.conn = conn
+        self.core: H2Connection = conn.core
+        self.stream_id = stream_id
+
+    @property
+    def write_paused(self) -> bool:
+        return self.conn.write_paused or self.core.is_blocked(self.stream_id)
+
+    def flush(self) -> None:
+        self.conn.flush()
+
+    def drain(self) -> Waiter:
+        return self.conn.drain_stream(self.stream_id)
+
+    def create_waiter(self) -> Waiter:
+        return self.conn.loop.create_waiter()
+
+    def time(self) -> float:
+        return self.conn.loop.time()
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        self.conn.spawn(coro)
+
+    def pause_reading(self) -> None:
+        # HTTP/2 flow control does the pausing: the stream's window stays closed until the app reads.
+        self.core.pause_stream(self.stream_id)
+
+    def resume_reading(self) -> None:
+        self.core.resume_stream(self.stream_id)
+        self.conn.flush()
+
+    def response_complete(self) -> None:
+        self.conn.response_complete()
+
+    def abort(self) -> None:
+        self.core.reset_stream(self.stream_id, ErrorCode.INTERNAL_ERROR)
+        self.conn.flush()
+
+    def rearm(self) -> None:
+        self.conn.rearm()
+
+    def send_file(self, file: BinaryIO, offset: int, count: int) -> Awaitable[int]:
+        raise NotImplementedError("no file sending over HTTP/2: the extensions are not offered")
+
+    def upgrade(
+        self,
+        stream_id: int,
+        headers: Iterable[tuple[bytes, bytes]],
+        core: WSConnection,
+        handler: WebSocketCycle,
+    ) -> None:
+        raise NotImplementedError("WebSocket over HTTP/2 goes through extended CONNECT")
+
+    def upgrade_h2c(self, request: Request) -> None:
+        raise NotImplementedError("an HTTP/2 stream is not upgraded to HTTP/2")
+
+
+class WebSocketChannel(StreamChannel):
+    """The transport of a WebSocket stream (RFC 8441): an HTTP response until ``upgrade()``, then a tunnel.
+
+    ``upgrade()`` sends the 200 head without ending the stream and takes the WebSocket core and its handler
+    (the cycle). From then on the connection hands this stream's DATA to ``receive()``, which feeds the core
+    and the handler; ``flush()`` moves the core's output into DATA frames and, once the core is closing, ends
+    the stream (END_STREAM, as the server closes TCP over HTTP/1.1). Back-pressure is per stream: pausing keeps
+    the stream's window closed and holds what still arrives; the connection reads on. The core's keep-alive and
+    closing-handshake deadline gets a timer of its own. Before ``upgrade()`` DATA is held (window closed) for
+    the core; a denial drops it with the stream.
+    """
+
+    __slots__ = ("_ended", "_held", "_held_end", "_paused", "handler", "timer", "ws")
+
+    def __init__(self, conn: HTTP2Connection, stream_id: int) -> None:
+        super().__init__(conn, stream_id)
+        self.ws: WSConnection | None = None
+        self.handler: WebSocketCycle | None = None
+        self._held = bytearray()  # DATA not yet fed: before the accept, or while paused
+        self._held_end = False
+        self._paused = False
+        self._ended = False  # the WebSocket is over on this stream (ended, reset, or the connection lost)
+        self.timer = DeadlineTimer(conn.loop.call_at, self._on_timer)
+
+    # ------------------------------------------------------------ the cycle's side
+
+    def upgrade(
+        self,
+        stream_id: int,
+        headers: Iterable[tuple[bytes, bytes]],
+        core: WSConnection,
+        handler: WebSocketCycle,
+    ) -> None:
+        h2 = self.core
+        self.ws = core
+        self.handler = handler
+        if not h2.is_open(stream_id):  # reset while the app decided
+            self._ended = True
+            handler.on_disconnect()
+            return
+        h2.send_response(stream_id, 200, headers)
+        h2.send_body(stream_id, b"", False)  # the head goes now; the stream stays open for the frames
+        self.conn.websockets[stream_id] = self
+        if self._held or self._held_end:  # frames that came with the request: fed from the loop, as a read
+            h2.resume_stream(stream_id)
+            self.conn.loop.call_soon(self._replay)
+        self.conn.flush()
+        self._arm()
+
+    def flush(self) -> None:
+        ws = self.ws
+        if ws is not None and not self._ended:
+            data = ws.data_to_send()
+            if data:
+                self.core.send_body(self.stream_id, data, False)
+            if ws.closing:
+                self._finish()
+        self.conn.flush()
+
+    def pause_reading(self) -> None:
+        if not self._paused:
+            self._paused = True
+            self.core.pause_stream(self.stream_id)
+            if self.ws is not None:
+                self.ws.set_reading_paused(True)  # a pong could not be read: the keep-alive waits
+
+    def resume_reading(self) -> None:
+        if self._paused:
+            self._paused = False
+            self.core.resume_stream(self.stream_id)
+            ws = self.ws
+            if ws is not None and not self._ended:
+                ws.set_reading_paused(False)
+                if self._held or self._held_end:
+                    self.conn.loop.call_soon(self._replay)
+                self._arm()
+            self.conn.flush()
+
+    def abort(self) -> None:
+        self._stop()
+        super().abort()
+
+    def rearm(self) -> None:
+        if self.ws is None:
+            self.conn.rearm()
+        else:
+            self._arm()
+
+    # ------------------------------------------------------------ the connection's side
+
+    def receive(self, data: bytes, end_stream: bool) -> None:
+        """The stream's DATA; END_STREAM is the peer's end of the byte stream, as TCP's FIN."""
+        if self._ended:
+            return
+        if self.ws is None or self._paused or self._held:
+            self._held += data
+            self._held_end = self._held_end or end_stream
+            if self.ws is None:
+                self.core.pause_stream(self.stream_id)  # held for the core: no more until the app accepts
+            return
+        self._feed(data, end_stream)
+
+    def going_away(self) -> None:
+        """Graceful shutdown: Going Away (1001); the stream ends once the peer answers or the wait runs out."""
+        ws = self.ws
+        if ws is not None and not self._ended:
+            ws.finish_and_close()
+            self.flush()
+            self._arm()
+
+    def lost(self) -> None:
+        """The stream was reset or the connection lost: the app gets 1006, unless it already knows better."""
+        if not self._ended:
+            self._stop()
+            if self.handler is not None:
+                self.handler.on_disconnect()
+
+    # ------------------------------------------------------------ internals
+
+    def _feed(self, data: bytes, end_stream: bool) -> None:
+        ws = self.ws
+        assert ws is not None
+        if data:
+            events = ws.receive_data(data)
+            if events:
+                self._dispatch(events)
+        if end_stream and not self._ended:
+            # The peer ended its side before the closing handshake ended ours: an abrupt loss (1006).
+            self._finish()
+            self.conn.flush()
+        self._arm()
+
+    def _dispatch(self, events: list[Any]) -> None:
+        """The core's events to the handler (which flushes); a WebSocket that failed or timed out ends here."""
+        handler = self.handler
+        assert handler is not None
+        if handler.handle_events(events) and not self._ended:
+            self.flush()  # ends the stream if the core is closing, as it is after a failure
+            if not self._ended:
+                self._finish()
+                self.conn.flush()
+
+    def _replay(self) -> None:
+        if self._paused or self._ended or self.ws is None or not (self._held or self._held_end):
+            return
+        data, end_stream = bytes(self._held), self._held_end
+        self._held = bytearray()
+        self._held_end = False
+        self._feed(data, end_stream)
+
+    def _finish(self) -> None:
+        """End our side of the stream; the handler hears of it (1006) if the core had not told it already."""
+        self._stop()
+        self.core.send_body(self.stream_id, b"", True)
+        if self.handler is not None:
+            self.handler.on_disconnect()
+
+    def _stop(self) -> None:
+        self._ended = True
+        self._held = bytearray()
+        self.timer.cancel()
+        self.conn.websockets.pop(self.stream_id, None)
+
+    def _arm(self) -> None:
+        """The timer for the core's deadline (keep-alive ping, pong wait, closing handshake)."""
+        ws = self.ws
+        if ws is not None and not self._ended:
+            self.timer.arm(ws.deadline)
+
+    def _on_timer(self) -> None:
+        ws = self.ws
+        if ws is None or self._ended:
+            return
+        events = ws.handle_timer(self.conn.loop.time())
+        if events:
+            self._dispatch(events)
+        self._arm()

@@ -1,0 +1,96 @@
+"""The one seam between the loop-neutral code (``zonda.connection``, ``zonda.asgi``) and an I/O driver.
+
+A driver (``io/asyncio.py`` for asyncio and uvloop; others to come) gives each connection a ``ByteStream`` and
+every connection of a server one ``Loop``. The connection layer and the bridge call only these: no asyncio,
+uvloop or trio name reaches them. asyncio's transports are ``ByteStream``s as they are, and the asyncio
+``Loop`` binds the loop's own methods, so the seam costs the hot path no extra call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine, Generator
+from typing import Any, Protocol
+
+
+class Timer(Protocol):
+    """A scheduled call that can be called off."""
+
+    def cancel(self) -> None: ...
+
+
+class Waiter(Protocol):
+    """A one-shot wake-up: the connection sets it, an app's task awaits it (asyncio's Future fits)."""
+
+    def done(self) -> bool: ...
+    def set_result(self, result: None, /) -> None: ...
+    def __await__(self) -> Generator[Any, None, None]: ...
+
+
+class StreamProtocol(Protocol):
+    """What a byte stream calls on the connection that owns it (asyncio's protocol callbacks)."""
+
+    def data_received(self, data: bytes) -> None: ...
+    def eof_received(self) -> bool | None: ...
+    def connection_lost(self, exc: Exception | None) -> None: ...
+    def pause_writing(self) -> None: ...
+    def resume_writing(self) -> None: ...
+
+
+class ByteStream(Protocol):
+    """One connection's bytes. ``write`` never blocks: past the high-water mark the stream calls the
+    protocol's ``pause_writing`` and, once drained, ``resume_writing``."""
+
+    def write(self, data: bytes) -> None: ...
+    def close(self) -> None: ...
+    def abort(self) -> None: ...
+    def is_closing(self) -> bool: ...
+    def pause_reading(self) -> None: ...
+    def resume_reading(self) -> None: ...
+    def set_protocol(self, protocol: Any) -> None:
+        """From now on ``protocol`` (a ``StreamProtocol``) gets this stream's callbacks: protocol switching."""
+        ...
+
+
+class FileSender(Protocol):
+    """A driver's way to move a file's bytes onto one connection after what was already written."""
+
+    bypasses_stream: bool  # the bytes do not pass the stream's write (os.sendfile): counted apart
+
+    async def send(self, fd: int, offset: int, count: int) -> int:
+        """Send ``count`` bytes of ``fd`` from ``offset``; return how many went (fewer: the file ended).
+        Raises ClientDisconnected or OSError."""
+        ...
+
+    def cancel(self) -> None:
+        """The connection is lost: a send in progress ends with ClientDisconnected."""
+        ...
+
+
+class FileDrain(Protocol):
+    """The connection's side a ``FileSender`` waits on."""
+
+    write_paused: bool
+
+    @property
+    def closed(self) -> bool: ...
+    def drain(self) -> Waiter: ...
+
+
+class Loop(Protocol):
+    """What every connection of a server asks of its event loop."""
+
+    def time(self) -> float: ...
+    def call_at(self, when: float, callback: Callable[[], object], /) -> Timer: ...
+    def call_soon(self, callback: Callable[[], object], /) -> object: ...
+    def call_soon_threadsafe(self, callback: Callable[[], object], /) -> object:
+        """Wake the loop from another thread (the WSGI pool) to run ``callback`` on it."""
+        ...
+
+    def create_waiter(self) -> Waiter: ...
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run an app call as a real task of this loop, from its first line, in its own context."""
+        ...
+
+    def file_sender(self, stream: ByteStream, plaintext: bool, conn: FileDrain) -> FileSender:
+        """How ``stream`` sends files (os.sendfile on plaintext, chunks read off the loop thread on TLS)."""
+        ...
