@@ -161,6 +161,22 @@ class ZondaProcess:
             self.proc.wait(5)
 
 
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, cwd: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``python -m zonda ARGS`` for commands that exit on their own (help, bad flags, start-up errors)."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("ZONDA_", "UVICORN_"))}
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "zonda", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        cwd=cwd or REPO,
+        timeout=20,
+    )
+
+
 @contextmanager
 def zonda_process(*args: str, **kwargs: Any) -> Iterator[ZondaProcess]:
     process = ZondaProcess(list(args), **kwargs)

@@ -3,39 +3,21 @@
 from __future__ import annotations
 
 import dataclasses
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
 import pytest
 
-from helpers import REPO, run_server, simple_app
+from helpers import run_cli, run_server, simple_app
 from zonda import Config
 from zonda.cli import build_parser, config_from_args
+from zonda.config_sources import env_var_warnings
 from zonda.errors import ConfigError
 
 
 def write(path: Path, text: str) -> str:
     path.write_text(text)
     return str(path)
-
-
-def run_cli(
-    *args: str, env: dict[str, str] | None = None, cwd: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    """``python -m zonda ARGS`` for commands that exit on their own (help, bad flags)."""
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("ZONDA_")}
-    full_env.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "zonda", *args],
-        capture_output=True,
-        text=True,
-        env=full_env,
-        cwd=cwd or REPO,
-        timeout=20,
-    )
 
 
 # ------------------------------------------------------------------ defaults
@@ -194,6 +176,56 @@ def test_pyproject_unknown_key_is_an_error(tmp_path: Path) -> None:
         Config.load(env={}, config_file=path)
 
 
+def test_pyproject_in_the_working_directory_is_read_without_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write(tmp_path / "pyproject.toml", '[project]\nname = "x"\n\n[tool.zonda]\napp = "m:app"\nworkers = 3\n')
+    monkeypatch.chdir(tmp_path)
+    assert config_from_args([]).workers == 3
+    assert config_from_args(["--workers", "2"]).workers == 2  # flags still win
+    assert Config.load(env={}).app == "m:app"  # the Python API finds it too
+    other = write(tmp_path / "zonda.toml", "port = 9700\n")
+    config = config_from_args(["--config", other])  # an explicit file replaces the table, no merging
+    assert (config.port, config.workers, config.app) == (9700, 1, None)
+    assert Config.load(env={"ZONDA_CONFIG": other}).workers == 1
+
+
+def test_pyproject_without_a_zonda_table_or_broken_is_not_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path / "pyproject.toml", '[project]\nname = "x"\n')
+    assert Config.load(env={}) == Config()
+    write(tmp_path / "pyproject.toml", "[project\n")  # someone else's broken file: theirs to report
+    assert Config.load(env={}) == Config()
+
+
+def test_other_servers_flag_names_are_toml_keys(tmp_path: Path) -> None:
+    path = write(tmp_path / "zonda.toml", "limit-max-requests = 50\nh11-max-incomplete-event-size = 4096\n")
+    config = Config.load(env={}, config_file=path)
+    assert (config.max_requests, config.limit_request_header_size) == (50, 4096)
+
+
+def test_env_file_sits_between_the_environment_and_the_toml_file(tmp_path: Path) -> None:
+    env_file = write(tmp_path / ".env", "ZONDA_PORT=9001\nZONDA_BACKLOG=11\nZONDA_WORKERS=3\nOTHER=x\n")
+    toml = write(tmp_path / "zonda.toml", "backlog = 5\nlimit-concurrency = 9\n")
+    config = Config.load(
+        cli={"env_file": env_file, "workers": 4}, env={"ZONDA_PORT": "9002"}, config_file=toml
+    )
+    assert config.port == 9002  # the environment wins over the file
+    assert config.backlog == 11  # the file wins over TOML
+    assert config.limit_concurrency == 9
+    assert config.workers == 4  # the command line wins over all
+    from_toml = write(tmp_path / "env.toml", f"env-file = {env_file!r}\n")
+    assert Config.load(env={}, config_file=from_toml).port == 9001
+    assert Config.load(env={"ZONDA_ENV_FILE": env_file}).backlog == 11
+
+
+def test_missing_env_file_is_an_error_naming_it(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"env_file: cannot read .*nope\.env"):
+        Config.load(cli={"env_file": str(tmp_path / "nope.env")}, env={})
+
+
 def test_cli_precedence_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The real command line: flag > env > file, via config_from_args."""
     path = write(tmp_path / "zonda.toml", "port = 9100\nbacklog = 10\nlimit-concurrency = 5\n")
@@ -211,8 +243,43 @@ def test_cli_precedence_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 
 def test_unknown_toml_key_names_the_key(tmp_path: Path) -> None:
     path = write(tmp_path / "zonda.toml", "port = 1\ntimeout-keepalive = 3\n")
-    with pytest.raises(ConfigError, match="timeout-keepalive"):
+    with pytest.raises(ConfigError, match="timeout-keepalive") as raised:
         Config.load(env={}, config_file=path)
+    assert str(raised.value).endswith("(did you mean 'timeout-keep-alive'?)")
+
+
+@pytest.mark.parametrize(
+    ("key", "hint"),
+    [
+        ("worker", " (did you mean 'workers'?)"),
+        ("log_levl", " (did you mean 'log-level'?)"),
+        ("max-request", " (did you mean 'max-requests'?)"),
+        ("colour", ""),
+    ],
+)
+def test_unknown_pyproject_key_suggests_the_nearest(tmp_path: Path, key: str, hint: str) -> None:
+    path = write(tmp_path / "pyproject.toml", f"[tool.zonda]\n{key} = 1\n")
+    with pytest.raises(ConfigError) as raised:
+        Config.load(env={}, config_file=path)
+    assert str(raised.value) == f"config: unknown key {key!r} in [tool.zonda] of {path}{hint}"
+
+
+def test_env_var_warnings() -> None:
+    env = {
+        "ZONDA_WORKER": "2",
+        "ZONDA_TIMEOUT_KEEPALIVE": "3",
+        "ZONDA_PORT": "1",
+        "ZONDA_CONFIG": "x",
+        "ZONDA_REQUIRE_TOOLS": "1",  # not an option, not close to one: someone else's
+        "UVICORN_WORKERS": "4",
+        "UVICORN_PORT": "9",  # ZONDA_PORT is set: nothing to say
+        "UVICORN_SOMETHING_ELSE": "1",
+    }
+    assert env_var_warnings(env) == [
+        "UVICORN_WORKERS is uvicorn's; zonda reads ZONDA_WORKERS",
+        "ZONDA_TIMEOUT_KEEPALIVE is not a zonda option (did you mean 'ZONDA_TIMEOUT_KEEP_ALIVE'?); it is ignored",
+        "ZONDA_WORKER is not a zonda option (did you mean 'ZONDA_WORKERS'?); it is ignored",
+    ]
 
 
 def test_missing_and_invalid_toml_files(tmp_path: Path) -> None:
@@ -319,8 +386,8 @@ def test_bad_flag_exits_2_naming_the_key(args: list[str], key: str) -> None:
     result = run_cli("examples.hello:app", *args)
     assert result.returncode == 2, result.stderr
     assert key in result.stderr
-    assert "usage: zonda" in result.stderr
-    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith("zonda: error: ")
+    assert result.stderr.count("\n") == 1, result.stderr  # one line: no usage block, no traceback
 
 
 def test_bad_env_value_exits_2_naming_the_key() -> None:

@@ -1,8 +1,10 @@
 """One ``Config``: CLI flags, ``ZONDA_*`` environment variables and a TOML file all fill it.
 
-Each option is one field with its metadata (help, group, choices); the CLI, the env var names and the TOML
-keys are generated from the fields. Precedence: CLI flag > environment variable > TOML file > default.
-Resolving a config (importing the app, setting up logging) happens elsewhere and never mutates it.
+Each option is one field with its metadata (help, group, choices, the names and values other servers use for
+it); the CLI, the env var names and the TOML keys are generated from the fields. Precedence: CLI flag >
+environment variable > ``--env-file`` variable > TOML file (``--config``, or ``[tool.zonda]`` in
+``./pyproject.toml``) > default. Resolving a config (importing the app, setting up logging) happens elsewhere
+and never mutates it.
 """
 
 from __future__ import annotations
@@ -14,10 +16,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from zonda._compat import tomllib
 from zonda.errors import ConfigError
 
 ENV_PREFIX = "ZONDA_"
+PYPROJECT = "pyproject.toml"
+# ZONDA_* variables that are not options but are read on purpose (not warned about as unknown)
+KNOWN_ENV = {ENV_PREFIX + "CONFIG", ENV_PREFIX + "WORKER_START_METHOD"}
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 
 
@@ -31,6 +35,8 @@ def option(
     metavar: str | None = None,
     minimum: float | None = 0,
     aliases: Mapping[str, Any] | None = None,
+    also: tuple[str, ...] = (),
+    refused: Mapping[str, str] | None = None,
 ) -> Any:
     metadata = {
         "help": help,
@@ -39,7 +45,9 @@ def option(
         "flag": flag,
         "metavar": metavar,
         "minimum": minimum,
-        "aliases": aliases,  # words accepted for a value, e.g. workers "auto" for 0
+        "aliases": aliases,  # words accepted for a value, e.g. workers "auto" for 0, uvicorn's --http h11 for 1
+        "also": also,  # more flag (and TOML key) names with the same meaning, e.g. uvicorn's
+        "refused": refused,  # values other servers take that zonda does not: value -> what to do instead
     }
     return field(default=default, metadata=metadata)
 
@@ -58,6 +66,8 @@ class Config:
         "app interface; auto tells WSGI, ASGI 2 and ASGI 3 apps apart by their call signature",
         "Application",
         choices=("auto", "asgi3", "asgi2", "wsgi"),
+        aliases={"asgi": "asgi3"},  # granian's name
+        refused={"rsgi": "zonda serves ASGI and WSGI apps, not RSGI", "asginl": "use --lifespan off"},
     )
     wsgi_threads: int = option(
         16, "threads per process that run a WSGI app; more requests wait for one", "Application", minimum=1
@@ -69,6 +79,13 @@ class Config:
         choices=("auto", "on", "off"),
     )
     root_path: str = option("", "ASGI root_path, for an app mounted below a path prefix", "Application")
+    env_file: str | None = option(
+        None,
+        "read KEY=VALUE lines (a .env file) into the environment before the app is imported; variables "
+        "already set win, and its ZONDA_* variables configure zonda",
+        "Application",
+        metavar="FILE",
+    )
 
     host: str = option("127.0.0.1", "interface to bind (IPv4 or IPv6 address, or a host name)", "Listening")
     port: int = option(8000, "TCP port to bind; 0 picks a free one", "Listening", minimum=0)
@@ -81,6 +98,9 @@ class Config:
         "event loop; auto picks uvloop when installed",
         "Listening",
         choices=("auto", "asyncio", "uvloop"),
+        refused=dict.fromkeys(
+            ("zuvloop", "rloop", "winloop"), "zonda runs on asyncio or uvloop (--loop uvloop)"
+        ),
     )
 
     timeout_keep_alive: float = option(
@@ -99,7 +119,11 @@ class Config:
         100, "most request headers (more: 431)", "HTTP timeouts and limits", minimum=1
     )
     limit_request_header_size: int = option(
-        65536, "largest request header block in bytes (larger: 431)", "HTTP timeouts and limits", minimum=64
+        65536,
+        "largest request header block in bytes (larger: 431)",
+        "HTTP timeouts and limits",
+        minimum=64,
+        also=("h11-max-incomplete-event-size",),  # uvicorn's: h11's buffer for an unfinished request head
     )
     limit_request_body: int = option(
         100 * 1024 * 1024, "largest request body in bytes, 0 for none (413)", "HTTP timeouts and limits"
@@ -119,6 +143,7 @@ class Config:
         "HTTP versions served: auto (HTTP/1.1 and HTTP/2 via ALPN, h2c upgrade or prior knowledge), 1 or 2",
         "HTTP/2",
         choices=("auto", "1", "2"),
+        aliases=dict.fromkeys(("h11", "httptools", "zttp"), "1"),  # uvicorn's HTTP/1.1 implementations
     )
     h2_max_concurrent_streams: int = option(
         100,
@@ -174,6 +199,7 @@ class Config:
         "WebSocket support; none serves upgrade requests as plain HTTP",
         "WebSocket",
         choices=("auto", "none"),
+        aliases=dict.fromkeys(("websockets", "websockets-sansio", "wsproto"), "auto"),  # uvicorn's
     )
     ws_max_size: int = option(
         16 * 1024 * 1024, "largest incoming WebSocket message in bytes (larger: 1009)", "WebSocket", minimum=1
@@ -217,9 +243,21 @@ class Config:
         30.0, "seconds the app's lifespan shutdown may take", "Lifespan and shutdown"
     )
 
-    log_level: str = option("info", "log level", "Logging", choices=LOG_LEVELS)
+    log_level: str = option(
+        "info",
+        "log level; debug adds a line per connection (zonda.connection), trace one per ASGI message (zonda.asgi)",
+        "Logging",
+        choices=LOG_LEVELS,
+    )
     access_log: bool = option(True, "log one line per response on zonda.access", "Logging")
-    log_config: str | None = option(None, "logging dictConfig file (.json, .toml, .yaml)", "Logging")
+    log_config: str | None = option(
+        None, "logging config file: dictConfig (.json, .toml, .yaml) or fileConfig (.ini)", "Logging"
+    )
+    use_colors: bool | None = option(
+        None,
+        "color the level names of log lines (default: when stderr is a terminal and NO_COLOR is unset)",
+        "Logging",
+    )
     access_log_format: str | None = option(
         None,
         "access line from named fields, e.g. '{client} \"{method} {target}\" {status} {duration_ms:.1f}ms' "
@@ -281,10 +319,17 @@ class Config:
         10.0, "kill and replace a worker whose event loop is silent this many seconds", "Workers", minimum=0.1
     )
     max_requests: int | None = option(
-        None, "recycle a worker after this many requests (replaced first, then drained)", "Workers", minimum=1
+        None,
+        "recycle a worker after this many requests (replaced first, then drained)",
+        "Workers",
+        minimum=1,
+        also=("limit-max-requests",),  # uvicorn's
     )
     max_requests_jitter: int = option(
-        0, "add a random 0..N to --max-requests per worker, so workers do not recycle together", "Workers"
+        0,
+        "add a random 0..N to --max-requests per worker, so workers do not recycle together",
+        "Workers",
+        also=("limit-max-requests-jitter",),
     )
     max_worker_lifetime: float | None = option(
         None, "recycle a worker after this many seconds (plus a random 0-10 percent)", "Workers", minimum=1
@@ -323,6 +368,9 @@ class Config:
         flag="reload-exclude",
         metavar="GLOB",
     )
+    reload_delay: float = option(
+        0.4, "seconds to gather further changes after the first before reloading", "Reload"
+    )
 
     def __post_init__(self) -> None:
         hints = _field_types()
@@ -341,6 +389,7 @@ class Config:
                 object.__setattr__(self, f.name, coerced)
             choices = f.metadata["choices"]
             if choices and coerced not in choices:
+                _refuse(f.name, coerced)
                 raise ConfigError(f"{f.name}: {coerced!r} is not one of {', '.join(choices)}")
             minimum = f.metadata["minimum"]
             if minimum is not None and kind.base in (int, float) and coerced < minimum:
@@ -367,14 +416,26 @@ class Config:
         env: Mapping[str, str] | None = None,
         config_file: str | None = None,
     ) -> Config:
-        """Merge TOML file < environment < CLI values over the defaults."""
+        """Merge TOML file < env file < environment < CLI values over the defaults.
+
+        The TOML file is ``config_file``, else ``ZONDA_CONFIG``, else ``./pyproject.toml`` when it has a
+        ``[tool.zonda]`` table. The env file's variables are read here for zonda's options only; putting
+        them into ``os.environ`` for the app is ``zonda.envfile.apply``'s job, at start-up."""
+        from zonda.config_sources import find_pyproject, from_env, read_toml
+
         values: dict[str, Any] = {}
+        cli = cli or {}
         env = os.environ if env is None else env
-        config_file = config_file or env.get(ENV_PREFIX + "CONFIG")
+        config_file = config_file or env.get(ENV_PREFIX + "CONFIG") or find_pyproject()
         if config_file:
             values.update(read_toml(config_file))
+        env_file = cli.get("env_file") or env.get(ENV_PREFIX + "ENV_FILE") or values.get("env_file")
+        if env_file:
+            from zonda.envfile import read_env_file
+
+            env = {**read_env_file(str(env_file)), **env}
         values.update(from_env(env))
-        values.update(cli or {})
+        values.update(cli)
         return cls(**values)
 
 
@@ -426,79 +487,8 @@ def _check_type(name: str, value: Any, kind: _Kind) -> Any:
     return value
 
 
-def parse_text(name: str, text: str) -> Any:
-    """Turn an environment variable's text into the field's type."""
-    kind = _field_types()[name]
-    aliases = Config.__dataclass_fields__[name].metadata["aliases"]
-    if aliases and text.strip().lower() in aliases:
-        return aliases[text.strip().lower()]
-    if kind.optional and text.strip().lower() in ("", "none"):
-        return None
-    base = kind.base
-    try:
-        if base is bool:
-            lowered = text.strip().lower()
-            if lowered in ("1", "true", "yes", "on"):
-                return True
-            if lowered in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(text)
-        if base is int:
-            return int(text)
-        if base is float:
-            return float(text)
-        if base is tuple:
-            items: list[str] = []
-            for item in text.split(","):
-                # a comma inside a header value: "cache-control: a, b"
-                if name == "headers" and items and ":" not in item:
-                    items[-1] += "," + item
-                else:
-                    items.append(item)
-            return tuple(item.strip() for item in items if item.strip())
-    except ValueError:
-        raise ConfigError(f"{name}: {text!r} is not a valid {base.__name__}") from None
-    return text
-
-
-_FLAG_NAMES = {
-    f.metadata["flag"].replace("-", "_"): f.name for f in dataclasses.fields(Config) if f.metadata["flag"]
-}  # TOML keys may be the flag's name too: header = [...], reload-dir = [...]
-
-
-def field_names() -> list[str]:
-    return [f.name for f in dataclasses.fields(Config)]
-
-
-def from_env(env: Mapping[str, str]) -> dict[str, Any]:
-    values = {}
-    for name in field_names():
-        key = ENV_PREFIX + name.upper()
-        if key in env:
-            try:
-                values[name] = parse_text(name, env[key])
-            except ConfigError as exc:
-                raise ConfigError(f"{key}: {exc}") from None  # name the variable the bad value came from
-    return values
-
-
-def read_toml(path: str) -> dict[str, Any]:
-    """Read a zonda TOML file (flat keys, or ``[tool.zonda]`` in a pyproject.toml)."""
-    try:
-        with open(path, "rb") as file:
-            data = tomllib.load(file)
-    except OSError as exc:
-        raise ConfigError(f"config: cannot read {path}: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config: {path} is not valid TOML: {exc}") from None
-    if os.path.basename(path) == "pyproject.toml":
-        data = data.get("tool", {}).get("zonda", {})
-    known = set(field_names())
-    values = {}
-    for key, value in data.items():
-        name = key.replace("-", "_")
-        name = _FLAG_NAMES.get(name, name)
-        if name not in known:
-            raise ConfigError(f"config: unknown key {key!r} in {path}")
-        values[name] = value
-    return values
+def _refuse(name: str, value: Any) -> None:
+    """Raise the remedy when ``value`` is another server's value for this option that zonda does not take."""
+    refused = Config.__dataclass_fields__[name].metadata["refused"]
+    if refused and isinstance(value, str) and value.strip().lower() in refused:
+        raise ConfigError(f"{name}: {value!r} is not supported: {refused[value.strip().lower()]}")

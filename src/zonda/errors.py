@@ -16,7 +16,18 @@ class ConfigError(ZondaError):
 
 
 class AppLoadError(ZondaError):
-    """The app could not be imported or called as configured; the message is one line for the user."""
+    """The app could not be imported or called as configured; the message is one line for the user.
+
+    ``traceback_text`` is the app's own part of the traceback when its code raised (empty otherwise), to log
+    after the line: from the app's module down to the failing line, without the import machinery's frames."""
+
+    def __init__(self, message: str, traceback_text: str = "") -> None:
+        super().__init__(message)
+        self.traceback_text = traceback_text
+
+
+class ListenError(ZondaError, OSError):
+    """A listener could not be opened; the message names the address and the cause, in one line."""
 
 
 class LifespanFailure(ZondaError):

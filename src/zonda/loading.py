@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
 import sys
+import traceback
+from types import TracebackType
 from typing import Any
 
 from zonda.asgi.types import ASGIApp, Receive, Scope, Send
@@ -35,9 +38,11 @@ def import_from_string(target: str) -> Any:
             raise AppLoadError(
                 f"could not import module {module_name!r}: no module named {exc.name!r}"
             ) from None
-        raise AppLoadError(f"importing module {module_name!r} failed: {exc}") from None
+        raise AppLoadError(f"importing module {module_name!r} failed: {exc}", app_traceback(exc)) from None
     except Exception as exc:
-        raise AppLoadError(f"importing module {module_name!r} failed: {type(exc).__name__}: {exc}") from None
+        raise AppLoadError(
+            f"importing module {module_name!r} failed: {type(exc).__name__}: {exc}", app_traceback(exc)
+        ) from None
     obj: Any = module
     for attr in attrs.split("."):
         try:
@@ -45,6 +50,20 @@ def import_from_string(target: str) -> Any:
         except AttributeError:
             raise AppLoadError(f"attribute {attrs!r} not found in module {module_name!r}") from None
     return obj
+
+
+_IMPORT_MACHINERY = (os.path.dirname(importlib.__file__) + os.sep, "<frozen importlib", __file__)
+
+
+def app_traceback(exc: BaseException) -> str:
+    """``exc``'s traceback from the first frame of the app's own code on, as a block to log after the error
+    line (starting with a newline): the frames of zonda and of the import machinery above it say nothing
+    the user can act on. A SyntaxError shows its file, line and caret."""
+    tb: TracebackType | None = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename.startswith(_IMPORT_MACHINERY):
+        tb = tb.tb_next
+    text = "".join(traceback.format_exception(type(exc), exc, tb))
+    return "\n" + text.rstrip("\n")
 
 
 def _takes_one_argument(func: Any) -> bool:
@@ -115,8 +134,10 @@ def load_app(
             raise AppLoadError(f"--factory was given but {app!r} is not callable")
         try:
             app = app()
-        except TypeError as exc:
-            raise AppLoadError(f"calling the app factory failed: {exc}") from exc
+        except Exception as exc:
+            raise AppLoadError(
+                f"calling the app factory failed: {type(exc).__name__}: {exc}", app_traceback(exc)
+            ) from None
     elif inspect.isfunction(app) and not inspect.iscoroutinefunction(app) and _takes_no_arguments(app):
         raise AppLoadError(f"{app.__qualname__} takes no arguments: is it a factory? (use --factory)")
     if not callable(app):

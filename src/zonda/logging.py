@@ -1,7 +1,12 @@
-"""Logging set-up: the ``zonda.error`` and ``zonda.access`` loggers, levels, and ``--log-config`` files."""
+"""Logging set-up: the ``zonda.error`` and ``zonda.access`` loggers, levels, colors, and ``--log-config`` files.
+
+Other loggers: ``zonda.connection`` (a line per connection at debug), ``zonda.asgi`` (a line per ASGI message at
+trace), ``zonda.http2`` and ``zonda.supervisor``; all children of ``zonda``, whose level ``--log-level`` sets.
+"""
 
 from __future__ import annotations
 
+import configparser
 import json
 import logging
 import logging.config
@@ -49,6 +54,40 @@ class Formatter(logging.Formatter):
         return self.default_msec_format % (cached[3], record.msecs)
 
 
+LEVEL_COLORS = {
+    TRACE: "34",  # blue
+    logging.DEBUG: "36",  # cyan
+    logging.INFO: "32",  # green
+    logging.WARNING: "33",  # yellow
+    logging.ERROR: "31",  # red
+    logging.CRITICAL: "1;31",  # bold red
+}
+
+
+class ColorFormatter(Formatter):
+    """``Formatter`` with the level name in a color per level: one prepared format per level, so a record is
+    neither copied nor changed (other handlers see it as it was)."""
+
+    def __init__(self, fmt: str, *args: Any, **kwargs: Any) -> None:
+        super().__init__(fmt, *args, **kwargs)
+        self._styles = {
+            level: type(self._style)(fmt.replace("%(levelname)s", f"\033[{color}m%(levelname)s\033[0m"))
+            for level, color in LEVEL_COLORS.items()
+        }
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return self._styles.get(record.levelno, self._style).format(record)
+
+
+def colors_wanted(use_colors: bool | None, stream: Any = None) -> bool:
+    """``--use-colors`` / ``--no-use-colors``, or by default: a terminal, and no NO_COLOR (no-color.org)."""
+    if use_colors is not None:
+        return use_colors
+    stream = sys.stderr if stream is None else stream
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty()) and not os.environ.get("NO_COLOR")
+
+
 def _read_log_config(path: str) -> dict[str, Any]:
     ext = os.path.splitext(path)[1].lower()
     try:
@@ -68,7 +107,7 @@ def _read_log_config(path: str) -> dict[str, Any]:
                 raise ConfigError("log_config: YAML files need PyYAML installed") from None
             data = yaml.safe_load(raw)
         else:
-            raise ConfigError(f"log_config: {path} must end in .json, .toml, .yaml or .yml")
+            raise ConfigError(f"log_config: {path} must end in .json, .toml, .yaml, .yml or .ini")
     except (ValueError, UnicodeDecodeError) as exc:
         raise ConfigError(f"log_config: {path} could not be parsed: {exc}") from None
     if not isinstance(data, dict):
@@ -78,11 +117,26 @@ def _read_log_config(path: str) -> dict[str, Any]:
     return data
 
 
+def _file_config(path: str) -> None:
+    """An ``.ini`` file in ``logging.config.fileConfig``'s format (uvicorn takes these too)."""
+    if not os.path.isfile(path):
+        raise ConfigError(f"log_config: cannot read {path}: no such file")
+    try:
+        logging.config.fileConfig(path, disable_existing_loggers=False)
+    except (configparser.Error, KeyError, ValueError, TypeError, AttributeError, ImportError) as exc:
+        raise ConfigError(f"log_config: {path}: {type(exc).__name__}: {exc}") from None
+
+
 def configure_logging(
-    log_level: str = "info", access_log: bool = True, log_config: str | None = None
+    log_level: str = "info",
+    access_log: bool = True,
+    log_config: str | None = None,
+    use_colors: bool | None = None,
 ) -> None:
     """Give zonda's loggers a stderr handler (unless a log config says otherwise) and set their levels."""
-    if log_config:
+    if log_config and os.path.splitext(log_config)[1].lower() == ".ini":
+        _file_config(log_config)
+    elif log_config:
         try:
             logging.config.dictConfig(_read_log_config(log_config))
         except (ValueError, TypeError, AttributeError, ImportError) as exc:
@@ -91,7 +145,8 @@ def configure_logging(
         root = logging.getLogger("zonda")
         if not root.handlers:
             handler = logging.StreamHandler(sys.stderr)
-            handler.setFormatter(Formatter(DEFAULT_FORMAT))
+            colored = colors_wanted(use_colors, handler.stream)
+            handler.setFormatter((ColorFormatter if colored else Formatter)(DEFAULT_FORMAT))
             root.addHandler(handler)
             root.propagate = False
     if log_config:

@@ -220,7 +220,9 @@ def test_log_config_file(app_dir: str, tmp_path: Path, ext: str) -> None:
     ("name", "text", "error"),
     [
         ("missing.json", None, "cannot read"),
-        ("logging.ini", "[loggers]\n", "must end in"),
+        ("logging.cfg", "[loggers]\n", "must end in"),
+        ("logging.ini", "[loggers]\n", "log_config: "),
+        ("missing.ini", None, "cannot read"),
         ("logging.json", "{not json", "could not be parsed"),
         ("logging.json", "[1, 2]", "dictConfig mapping"),
         ("logging.json", '{"handlers": {"h": {"class": "no.such.Handler"}}}', "log_config"),

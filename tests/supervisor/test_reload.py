@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import select
+import time
 from pathlib import Path
 
 import pytest
@@ -72,3 +74,25 @@ def test_reload_options_from_cli_env_and_toml(tmp_path: Path) -> None:
     toml.write_text('reload = true\nreload-dir = ["src"]\nworkers = "auto"\nmax-requests = 100\n')
     loaded = Config.load(env={}, config_file=str(toml))
     assert loaded.reload_dirs == ("src",) and loaded.workers == 0 and loaded.max_requests == 100
+
+
+def test_reload_delay_is_the_time_changes_are_gathered(tmp_path: Path) -> None:
+    """uvicorn's --reload-delay: how long the watcher gathers changes into one reload."""
+    from zonda.cli import config_from_args
+    from zonda.supervisor.reload import Watcher
+
+    assert config_from_args(["a:b", "--reload-delay", "0.05"]).reload_delay == 0.05
+    assert Config().reload_delay == 0.4
+    watcher = Watcher([str(tmp_path)], ReloadFilter(roots=[str(tmp_path)]), delay=0.05)
+    assert watcher.debounce_ms == 50
+    watcher.start()
+    try:
+        changed = tmp_path / "app.py"
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:  # the watcher may still be starting: write until it sees one
+            changed.write_text(str(time.monotonic()))
+            if select.select([watcher], [], [], 0.5)[0]:
+                break
+        assert watcher.take() == [str(changed)]
+    finally:
+        watcher.stop()

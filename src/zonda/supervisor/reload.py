@@ -76,7 +76,7 @@ def watch_dirs(config: Config) -> list[str]:
 class Watcher:
     """Watches ``dirs`` in a thread; ``fileno()`` turns readable when changes are waiting in ``take()``."""
 
-    def __init__(self, dirs: list[str], watch_filter: ReloadFilter) -> None:
+    def __init__(self, dirs: list[str], watch_filter: ReloadFilter, delay: float = 0.4) -> None:
         try:
             import watchfiles
         except ImportError:
@@ -84,6 +84,7 @@ class Watcher:
         self._watch = watchfiles.watch
         self.dirs = dirs
         self.filter = watch_filter
+        self.debounce_ms = max(1, round(delay * 1000))  # --reload-delay: changes gathered into one reload
         self._read_fd, self._write_fd = os.pipe()
         for fd in (self._read_fd, self._write_fd):
             os.set_inheritable(fd, False)
@@ -108,7 +109,7 @@ class Watcher:
                 *self.dirs,
                 watch_filter=self.filter,
                 stop_event=self._stop,
-                debounce=400,
+                debounce=self.debounce_ms,
                 step=50,
                 rust_timeout=500,
                 raise_interrupt=False,

@@ -330,7 +330,7 @@ class Supervisor:
 
         dirs = watch_dirs(self.config)
         watch_filter = ReloadFilter(self.config.reload_includes, self.config.reload_excludes, dirs)
-        self.watcher = Watcher(dirs, watch_filter)
+        self.watcher = Watcher(dirs, watch_filter, self.config.reload_delay)
         self.selector.register(self.watcher.fileno(), selectors.EVENT_READ, self._on_changes)
         self.watcher.start()
         logger.info(
