@@ -1,5 +1,8 @@
 """Listeners, the connection registry, lifespan and graceful shutdown, for one process.
 
+Start-up order: import the app, bind the listeners (a busy port or a bad host fails here, before the app's
+lifespan runs; connections made during startup wait in the backlog), lifespan startup, serve.
+
 Shutdown order (SIGINT/SIGTERM or ``Server.shutdown()``): stop accepting, close idle keep-alive connections,
 let in-flight requests finish within ``timeout_graceful_shutdown`` (``shutdown_stream_notice`` seconds before
 its end, responses still streaming get ``http.disconnect`` to end cleanly), cancel what is left, run lifespan
@@ -10,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import signal
@@ -27,10 +31,11 @@ from zonda import __version__
 from zonda.accesslog import AccessLogWriter, build_access_log, uses_request_id
 from zonda.asgi.http import SessionContext
 from zonda.asgi.lifespan import Lifespan
+from zonda.asgi.trace import traced
 from zonda.asgi.types import ASGIApp
 from zonda.asgi.wsgi import WSGIAdapter
 from zonda.config import Config
-from zonda.errors import ConfigError, LifespanFailure
+from zonda.errors import ConfigError, LifespanFailure, ListenError
 from zonda.io.asyncio import AsyncioLoop, protocol_factory
 from zonda.loading import ASGI2Adapter, load_app
 from zonda.logging import access_log_enabled
@@ -45,6 +50,7 @@ if TYPE_CHECKING:
     from zonda.protocols.websocket import WSSettings
 
 logger = logging.getLogger("zonda.error")
+connection_log = logging.getLogger("zonda.connection")
 
 
 class ServerShared:
@@ -94,6 +100,8 @@ class ServerShared:
         self.date_header = config.date_header
         self.limit_connections = config.limit_connections
         self.connections: set[Connection] = set()
+        # --log-level debug: a line per connection opened and closed, decided once here (zonda.connection)
+        self.log_connections = connection_log.isEnabledFor(logging.DEBUG)
         self.tasks: set[asyncio.Task[Any]] = set()
         self.stats_refused = 0
         self.rejections: dict[str, int] = {}  # ProtocolError class name -> count (metrics)
@@ -111,6 +119,15 @@ class ServerShared:
 def _resolve(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_result(None)
+
+
+def _settle_waiter(waiter: asyncio.Future[None], error: BaseException | None) -> None:
+    if waiter.done():
+        return  # the waiting coroutine was cancelled
+    if error is None:
+        waiter.set_result(None)
+    else:
+        waiter.set_exception(error)
 
 
 def ws_settings(config: Config) -> WSSettings | None:
@@ -149,8 +166,50 @@ class _DateTicker:
             self.handle.cancel()
 
 
+_LISTEN_CAUSES = {
+    errno.EADDRINUSE: "address already in use (another process listens there: stop it or choose another port)",
+    errno.EACCES: "permission denied (ports below 1024 need privileges; a unix socket, a writable directory)",
+    errno.EADDRNOTAVAIL: "address not available (it is not an address of this machine)",
+    errno.ENOENT: "no such directory",
+    errno.EBADF: "not an open file descriptor",
+    errno.ENOTSOCK: "not a socket",
+}
+
+
+def listen_address(config: Config, port: int | None = None) -> str:
+    """The address the config asks to listen on, as a person writes it: ``host:port``, ``unix:PATH``, ``fd N``."""
+    if config.fd is not None:
+        return f"fd {config.fd}"
+    if config.uds:
+        return f"unix:{config.uds}"
+    host = config.host.strip("[]")
+    port = config.port if port is None else port
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def listen_error(address: str, exc: OSError | UnicodeError) -> ListenError:
+    """One line naming the address and the cause, for an error raised while resolving or binding."""
+    host = address.rsplit(":", 1)[0]
+    if isinstance(exc, UnicodeError):  # the IDNA codec refuses the name before any lookup
+        cause = f"{host} is not a valid host name"
+    elif isinstance(exc, socket.gaierror):
+        cause = f"cannot resolve the host name {host} ({exc.strerror})"
+    else:
+        cause = _LISTEN_CAUSES.get(exc.errno or 0) or exc.strerror or str(exc)
+    return ListenError(f"could not listen on {address}: {cause}")
+
+
 def bind_socket(config: Config) -> socket.socket:
-    """Create the listening socket the config asks for. Raises OSError or ConfigError."""
+    """Create the listening socket the config asks for. Raises ListenError (naming the address) or ConfigError."""
+    try:
+        return _bind_socket(config)
+    except (OSError, UnicodeError) as exc:
+        if isinstance(exc, ListenError):
+            raise
+        raise listen_error(listen_address(config), exc) from None
+
+
+def _bind_socket(config: Config) -> socket.socket:
     if config.fd is not None:
         sock = socket.socket(fileno=config.fd)
         if sock.type != socket.SOCK_STREAM:
@@ -217,11 +276,49 @@ class Server:
         self.drain_grace = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._exit_waiter: asyncio.Future[None] | None = None
+        # wait_started(): waiters on any loop, settled when serving starts or serve() fails first
+        self._start_lock = threading.Lock()
+        self._start_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._start_error: BaseException | None = None
 
     @property
     def port(self) -> int:
         """The bound TCP port of the first listener (useful with ``port=0``)."""
         return int(self.sockets[0].getsockname()[1])
+
+    async def wait_started(self) -> None:
+        """Return once the server serves: listening, lifespan startup complete. Awaitable from any event loop.
+
+        If ``serve()`` fails before that, raise its error (an ``AppLoadError``, ``LifespanFailure``,
+        ``ListenError``, ...); if it is cancelled first, a RuntimeError."""
+        loop = asyncio.get_running_loop()
+        with self._start_lock:
+            if self._start_error is not None:
+                raise self._start_error
+            if self.started.is_set():
+                return
+            waiter = loop.create_future()
+            self._start_waiters.append((loop, waiter))
+        await waiter
+
+    def _settle_start(self, error: BaseException | None) -> None:
+        """Serving started (``error`` None), or ``serve()`` failed before it: wake every ``wait_started()``."""
+        with self._start_lock:
+            if error is None:
+                self.started.set()
+            elif self.started.is_set() or self._start_error is not None:
+                return
+            else:
+                # cancelled or interrupted: raising that in the waiter would look like its own cancellation
+                if not isinstance(error, Exception):
+                    stopped = RuntimeError("zonda stopped before it started serving")
+                    stopped.__cause__ = error
+                    error = stopped
+                self._start_error = error
+            waiters, self._start_waiters = self._start_waiters, []
+        for loop, waiter in waiters:
+            with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits there any more
+                loop.call_soon_threadsafe(_settle_waiter, waiter, error)
 
     def shutdown(self, force: bool = False) -> None:
         """Ask the server to stop; safe from any thread and from signal handlers."""
@@ -239,6 +336,15 @@ class Server:
         With ``--metrics-bind``, the metrics listener runs from before the app loads until after shutdown,
         so ``/readyz`` says 503 while lifespan startup runs and while draining.
         """
+        try:
+            await self._serve_with_metrics(sockets, install_signal_handlers)
+        except BaseException as exc:
+            self._settle_start(exc)
+            raise
+
+    async def _serve_with_metrics(
+        self, sockets: list[socket.socket] | None, install_signal_handlers: bool
+    ) -> None:
         if not self.config.metrics_bind:
             await self._serve(sockets, install_signal_handlers)
             return
@@ -277,14 +383,19 @@ class Server:
             self._install_signal_handlers(loop)
         ssl_context = create_ssl_context(config)  # a bad certificate or key fails before startup too
         on_response, access_writer = self._response_hook(loop)  # a bad --access-log-file fails before startup
+        served_app = traced(app)  # --log-level trace: a line per ASGI message; otherwise the app itself
         try:
-            lifespan, lifespan_task = await self._start_lifespan(app)
+            # bound before lifespan startup: a busy port or a bad host never starts (and stops) the app
+            self.sockets = sockets if sockets is not None else [bind_socket(config)]
+            lifespan, lifespan_task = await self._start_lifespan(served_app)
         except BaseException:
             if access_writer is not None:
                 access_writer.close()
+            if sockets is None:
+                self._close_own_sockets()
             raise
         context = SessionContext(
-            app,
+            served_app,
             lifespan.state if lifespan else {},
             root_path=config.root_path,
             access_log=on_response is not None,
@@ -301,11 +412,10 @@ class Server:
         listeners = []
         tls = listener_options(config, ssl_context)  # {} for plain HTTP
         try:
-            self.sockets = sockets if sockets is not None else [bind_socket(config)]
             for sock in self.sockets:
                 listeners.append(await loop.create_server(protocol, sock=sock, backlog=config.backlog, **tls))
             self._log_started(app)
-            self.started.set()
+            self._settle_start(None)
             await self._exit_waiter
         finally:
             for listener in listeners:
@@ -323,6 +433,15 @@ class Server:
                 with contextlib.suppress(OSError):
                     os.unlink(config.uds)
             logger.info("Finished server process [%d]", os.getpid())
+
+    def _close_own_sockets(self) -> None:
+        """Start-up failed after binding: close what this server bound, and remove its unix socket."""
+        for sock in self.sockets:
+            sock.close()
+        if self.config.uds and self.sockets:
+            with contextlib.suppress(OSError):
+                os.unlink(self.config.uds)
+        self.sockets = []
 
     def _response_hook(
         self, loop: asyncio.AbstractEventLoop

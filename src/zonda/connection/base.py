@@ -14,6 +14,7 @@ from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 from zonda.asgi._files import PATHSEND, ZEROCOPYSEND
+from zonda.connection.log import log_closed
 from zonda.connection.timer import DeadlineTimer
 from zonda.errors import ClientDisconnected
 from zonda.io.base import ByteStream, FileSender, Loop, Waiter
@@ -82,6 +83,8 @@ class Connection:
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.shared.log_connections and self.session is not None:
+            log_closed(self, exc)
         self._closed = True
         if self._files is not None:
             self._files.cancel()

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from zonda.asgi.http import ConnectionInfo, HTTPSession
 from zonda.connection.base import ActiveCore, Connection, EventHandler
+from zonda.connection.log import log_opened
 from zonda.errors import ProtocolError, RequestTimeout
 from zonda.io.base import ByteStream
 from zonda.protocols.events import ConnectionTerminated, Event, HTTP2Preface, Request
@@ -57,6 +58,8 @@ class HTTP1Connection(Connection):
             stream.close()
             self._closed = True
             return
+        if shared.log_connections:
+            log_opened(client, server, ssl_object is not None)
         info = self._connection_info(client, server, ssl_object)
         if ssl_object is not None and ssl_object.selected_alpn_protocol() == "h2":
             self._start_http2(b"", info)

@@ -22,9 +22,9 @@ from multiprocessing import reduction
 from typing import Any
 
 from zonda.config import Config
-from zonda.errors import AppLoadError, ConfigError, LifespanFailure
+from zonda.errors import AppLoadError, ConfigError, LifespanFailure, ListenError
 from zonda.logging import configure_logging
-from zonda.server import Server, run_in_loop
+from zonda.server import Server, listen_address, listen_error, run_in_loop
 
 logger = logging.getLogger("zonda.error")
 
@@ -107,7 +107,10 @@ def bind_reuse_port(config: Config, port: int, listen: bool = True) -> socket.so
     """A TCP socket on ``config.host``:``port`` with SO_REUSEPORT: one per worker, the kernel spreads
     connections between them."""
     host = config.host.strip("[]")
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (OSError, UnicodeError) as exc:
+        raise listen_error(listen_address(config, port), exc) from None
     family, kind, proto, _, address = infos[0]
     sock = socket.socket(family, kind, proto)
     try:
@@ -118,9 +121,9 @@ def bind_reuse_port(config: Config, port: int, listen: bool = True) -> socket.so
         sock.bind(address)
         if listen:
             sock.listen(config.backlog)
-    except OSError:
+    except OSError as exc:
         sock.close()
-        raise
+        raise listen_error(listen_address(config, port), exc) from None
     sock.setblocking(False)
     return sock
 
@@ -169,7 +172,7 @@ def worker_main(spec: WorkerSpec) -> None:
         spec.after_fork()
     config = spec.config
     if spec.configure_logging:
-        configure_logging(config.log_level, config.access_log, config.log_config)
+        configure_logging(config.log_level, config.access_log, config.log_config, config.use_colors)
     channel = Channel(spec.channel.fd)
     reason = None
     try:
@@ -179,7 +182,10 @@ def worker_main(spec: WorkerSpec) -> None:
         server = Server(config)
         server.drain_grace = DRAIN_GRACE
         run_in_loop(config.loop, _serve(server, sockets, channel, spec))
-    except (AppLoadError, ConfigError) as exc:
+    except AppLoadError as exc:
+        reason = str(exc)
+        logger.error("Error: %s%s", exc, exc.traceback_text)
+    except (ConfigError, ListenError) as exc:
         reason = str(exc)
         logger.error("Error: %s", exc)
     except LifespanFailure as exc:
