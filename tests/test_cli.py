@@ -162,6 +162,7 @@ def test_a_yes_no_word_after_a_boolean_flag_is_its_value_not_the_app() -> None:
         (["--interface", "rsgi"], "not RSGI"),
         (["--workrs", "2"], "zonda: error: unknown option --workrs (did you mean '--workers'?)"),
         (["--frobnicate"], "zonda: error: unknown option --frobnicate (zonda --help lists the options)"),
+        (["--thread"], "unknown option --thread (zonda --help lists the options)"),  # never another server's
         (["--port", "eighty"], "zonda: error: argument --port: 'eighty' is not a valid int"),
         (["second:app"], "zonda: error: unexpected argument 'second:app'"),
     ],

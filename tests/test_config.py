@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import signal
 from pathlib import Path
 
 import httpx
 import pytest
 
-from helpers import run_cli, run_server, simple_app
+from helpers import run_cli, run_server, simple_app, zonda_process
 from zonda import Config
 from zonda.cli import build_parser, config_from_args
 from zonda.config_sources import env_var_warnings
@@ -190,6 +191,28 @@ def test_pyproject_in_the_working_directory_is_read_without_config(
     assert Config.load(env={"ZONDA_CONFIG": other}).workers == 1
 
 
+def test_zonda_with_no_arguments_serves_what_pyproject_says(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text(
+        '[project]\nname = "site"\n\n[tool.zonda]\napp = "site_app:app"\nport = 0\nlog-level = "debug"\n'
+    )
+    (tmp_path / "site_app.py").write_text(SITE_APP)
+    with zonda_process(cwd=str(tmp_path)) as proc:
+        url = proc.wait_listening()
+        assert httpx.get(url + "/").text == "site"
+        proc.signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+    assert "Options from ./pyproject.toml" in proc.output
+    assert "zonda.connection: Connection from" in proc.output  # log-level came from the table too
+
+
+SITE_APP = """
+async def app(scope, receive, send):
+    if scope["type"] == "http":
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"site"})
+"""
+
+
 def test_pyproject_without_a_zonda_table_or_broken_is_not_read(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -271,6 +294,9 @@ def test_env_var_warnings() -> None:
         "ZONDA_PORT": "1",
         "ZONDA_CONFIG": "x",
         "ZONDA_REQUIRE_TOOLS": "1",  # not an option, not close to one: someone else's
+        "ZONDA_TEST_MARKER": "x",
+        "ZONDA_DEBUG": "1",
+        "ZONDA_WORKER_START_METHOD": "spawn",  # read on purpose (tests of the supervisor's spawn path)
         "UVICORN_WORKERS": "4",
         "UVICORN_PORT": "9",  # ZONDA_PORT is set: nothing to say
         "UVICORN_SOMETHING_ELSE": "1",

@@ -176,8 +176,14 @@ def _reject_unknown(parser: argparse.ArgumentParser, extras: list[str]) -> NoRet
     if not options:
         parser.error(f"unexpected argument {extras[0]!r} (the app is given once, as MODULE:APP)")
     option = options[0].partition("=")[0]
-    known = [flag for flag in parser._option_string_actions if flag.startswith("--")]
-    hint = suggest(option, known) or " (zonda --help lists the options)"
+    known = [  # zonda's own flags: another server's would only be refused next
+        flag
+        for action in parser._actions
+        if not isinstance(action, ForeignFlagAction)
+        for flag in action.option_strings
+        if flag.startswith("--")
+    ]
+    hint = suggest(option, known, "--") or " (zonda --help lists the options)"
     parser.error(f"unknown option {option}{hint}")
 
 

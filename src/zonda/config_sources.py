@@ -64,10 +64,12 @@ _FLAG_NAMES = {
 }  # TOML keys may be the flag's name too: header = [...], reload-dir = [...], limit-max-requests = ...
 
 
-def suggest(name: str, candidates: Iterable[str]) -> str:
-    """ " (did you mean 'x'?)" for the closest candidate, or "" when none is close."""
-    close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.7)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+def suggest(name: str, candidates: Iterable[str], prefix: str = "") -> str:
+    """The text " (did you mean 'x'?)" for the closest candidate, or "" when none is close. A ``prefix``
+    every name shares (``--``, ``ZONDA_``) is left out of the comparison: it makes any two names look alike."""
+    stems = {candidate.removeprefix(prefix): candidate for candidate in candidates}
+    close = difflib.get_close_matches(name.removeprefix(prefix), list(stems), n=1, cutoff=0.75)
+    return f" (did you mean {stems[close[0]]!r}?)" if close else ""
 
 
 def field_names() -> list[str]:
@@ -81,7 +83,7 @@ def env_var_warnings(env: Mapping[str, str]) -> list[str]:
     warnings = []
     for key in sorted(env):
         if key.startswith(ENV_PREFIX) and key not in known:
-            hint = suggest(key, known)
+            hint = suggest(key, known - KNOWN_ENV, ENV_PREFIX)
             if hint:
                 warnings.append(f"{key} is not a zonda option{hint}; it is ignored")
         elif key.startswith("UVICORN_"):

@@ -159,7 +159,7 @@ def test_a_listener_that_cannot_open_is_one_line(
 
 def test_a_name_that_does_not_resolve_is_named() -> None:
     """The message for getaddrinfo's own failure (not run end to end: a lookup would leave the machine)."""
-    from zonda.server import listen_error
+    from zonda.listeners import listen_error
 
     error = listen_error(
         "nosuch.example:8000", socket.gaierror(socket.EAI_NONAME, "Name or service not known")

@@ -29,7 +29,7 @@ from typing import Any
 
 from zonda.config import Config
 from zonda.errors import ConfigError
-from zonda.server import bind_socket, describe_address
+from zonda.listeners import bind_socket, describe_address
 from zonda.supervisor import systemd
 from zonda.supervisor.pidfile import PidFile
 from zonda.supervisor.worker import (

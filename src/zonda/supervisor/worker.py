@@ -23,8 +23,9 @@ from typing import Any
 
 from zonda.config import Config
 from zonda.errors import AppLoadError, ConfigError, LifespanFailure, ListenError
+from zonda.listeners import listen_address, listen_error
 from zonda.logging import configure_logging
-from zonda.server import Server, listen_address, listen_error, run_in_loop
+from zonda.server import Server, run_in_loop
 
 logger = logging.getLogger("zonda.error")
 
