@@ -244,7 +244,7 @@ def serve(config: Config, config_file: str | None = None) -> int:
         logger.error("Application startup failed: %s", exc)
         return EXIT_STARTUP_FAILURE
     except OSError as exc:
-        logger.error("Error: could not listen: %s", exc)  # ListenError names the address; this is the rest
+        logger.error("Error: could not listen: %s", exc)  # an OSError past binding (ListenError is above)
         return EXIT_STARTUP_FAILURE
     except KeyboardInterrupt:
         pass

@@ -420,7 +420,7 @@ class Config:
 
         The TOML file is ``config_file``, else ``ZONDA_CONFIG``, else ``./pyproject.toml`` when it has a
         ``[tool.zonda]`` table. The env file's variables are read here for zonda's options only; putting
-        them into ``os.environ`` for the app is ``zonda.envfile.apply``'s job, at start-up."""
+        them into ``os.environ`` for the app is ``zonda.envfile.apply_env_file``'s job, at start-up."""
         from zonda.config_sources import find_pyproject, from_env, read_toml
 
         values: dict[str, Any] = {}
