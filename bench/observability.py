@@ -164,7 +164,9 @@ async def in_process_run(variant: str, count: int, workdir: Path) -> float:
     from bench.apps import hello
     from zonda import Config, Server
     from zonda.asgi.http import SessionContext
-    from zonda.io.asyncio import AsyncioLoop, protocol_factory
+    from zonda.connection.http1 import HTTP1Connection
+    from zonda.connection.observed import ObservedHTTP1Connection
+    from zonda.io.asyncio import AsyncioLoop
     from zonda.server import ServerShared
 
     options = {
@@ -184,12 +186,13 @@ async def in_process_run(variant: str, count: int, workdir: Path) -> float:
     shared.refresh_date()
     if server.metrics is not None:
         server.metrics.attach(shared, loop)
-    connection = protocol_factory(server.metrics is not None, shared, AsyncioLoop(loop, shared.tasks))()
+    kind = ObservedHTTP1Connection if server.metrics is not None else HTTP1Connection
+    connection = kind(shared, AsyncioLoop(loop, set()))
     transport = FakeTransport()
-    connection.connection_made(transport)  # type: ignore[arg-type]
+    connection.open(transport, ("127.0.0.1", 5555), ("127.0.0.1", 8000), None)  # type: ignore[arg-type]
     start = time.thread_time()
     for _ in range(count):
-        connection.data_received(REQUEST)  # type: ignore[attr-defined]
+        connection.data_received(REQUEST)
         await asyncio.sleep(0)  # the app's task runs (before 3.12 it starts on this turn), due timers too
     await asyncio.sleep(0)
     used = time.thread_time() - start

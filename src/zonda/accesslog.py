@@ -33,7 +33,6 @@ load or string part per field: CPython's floor for building the line.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import re
@@ -47,6 +46,7 @@ from time import gmtime, perf_counter, strftime, time
 from typing import Any
 
 from zonda.errors import ConfigError
+from zonda.io.base import Loop, Timer
 
 try:  # the default lines built in C (optional: built when a C compiler was at hand at install time)
     from zonda import _accesslog as accelerated
@@ -464,9 +464,7 @@ class AccessLogWriter:
     ``PIPE_BUF`` bytes, which the kernel keeps in one piece, so several workers sharing stderr never
     interleave within a line."""
 
-    def __init__(
-        self, path: str | None, loop: asyncio.AbstractEventLoop, interval: float = FLUSH_INTERVAL
-    ) -> None:
+    def __init__(self, path: str | None, loop: Loop, interval: float = FLUSH_INTERVAL) -> None:
         self.loop = loop
         self.path = path
         self.interval = interval
@@ -491,7 +489,7 @@ class AccessLogWriter:
         # what the next write takes: the lines above, or (the C hook, which keeps its own) ``Hook.take``
         self.collect: Callable[[], bytes] = self._take_lines
         self.scheduled = False  # a write is due: the hook need not schedule one
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: Timer | None = None
         self._pending = b""
 
     def schedule(self) -> None:
@@ -499,7 +497,7 @@ class AccessLogWriter:
         if self.scheduled:  # a retry is already due (the C hook asks whenever its buffer was empty)
             return
         self.scheduled = True
-        self._timer = self.loop.call_later(self.interval, self.flush)
+        self._timer = self.loop.call_at(self.loop.time() + self.interval, self.flush)
 
     def flush(self) -> None:
         self.scheduled = False
@@ -519,7 +517,7 @@ class AccessLogWriter:
             except BlockingIOError:
                 self._pending = data[position:]  # a non-blocking stderr that is full: try again shortly
                 self.scheduled = True
-                self._timer = self.loop.call_later(0.05, self.flush)
+                self._timer = self.loop.call_at(self.loop.time() + 0.05, self.flush)
                 return
             except OSError as exc:
                 error_log.error("Access log write failed (%s): %s", self.path or "stderr", exc.strerror)
@@ -549,7 +547,7 @@ def custom_output(config: Any) -> bool:
 
 
 def build_access_log(
-    config: Any, loop: asyncio.AbstractEventLoop, logger_enabled: bool
+    config: Any, loop: Loop, logger_enabled: bool
 ) -> tuple[Hook | None, AccessLogWriter | None]:
     """The per-response access log hook for this process, and the writer to close at exit (if any)."""
     if not config.access_log:

@@ -20,8 +20,9 @@ from zonda.config import Config, _field_types
 from zonda.config_sources import env_var_warnings, find_pyproject, parse_text, suggest
 from zonda.errors import AppLoadError, ConfigError, LifespanFailure, ListenError
 from zonda.foreign import FOREIGN_FLAGS, ForeignFlag
+from zonda.io import run as run_loop
 from zonda.logging import configure_logging
-from zonda.server import Server, run_in_loop
+from zonda.server import Server
 from zonda.supervisor import needs_supervisor, run_supervisor
 
 logger = logging.getLogger("zonda.error")
@@ -233,7 +234,7 @@ def serve(config: Config, config_file: str | None = None) -> int:
                 prepare_multiprocess()  # before any worker, and before prometheus_client is imported
             return run_supervisor(config)
         server = Server(config)
-        run_in_loop(config.loop, server.serve())
+        run_loop(config.loop, server.serve())
     except AppLoadError as exc:
         logger.error("Error: %s%s", exc, exc.traceback_text)
         return EXIT_STARTUP_FAILURE

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 from zonda.asgi.http import HTTPSession
 from zonda.errors import ConfigError
+from zonda.io.base import Loop, Timer
 
 if TYPE_CHECKING:
     from zonda.server import ServerShared
@@ -208,19 +209,19 @@ class Metrics:
         self.tally = Tally()
         self.shared: ServerShared | None = None
         self._seen: dict[str, int] = {}  # last values of the server's cumulative counters
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: Timer | None = None
         self.record = self._make_record()
 
-    def attach(self, shared: ServerShared, loop: asyncio.AbstractEventLoop) -> None:
+    def attach(self, shared: ServerShared, loop: Loop) -> None:
         """Start following a server's counts (once its connections are about to be accepted)."""
         self.shared = shared
         shared.tally = self.tally
 
         def tick() -> None:
             self.flush()
-            self._timer = loop.call_later(FLUSH_INTERVAL, tick)
+            self._timer = loop.call_at(loop.time() + FLUSH_INTERVAL, tick)
 
-        self._timer = loop.call_later(FLUSH_INTERVAL, tick)
+        self._timer = loop.call_at(loop.time() + FLUSH_INTERVAL, tick)
 
     def _make_record(self) -> Callable[[Any], None]:
         tally = self.tally

@@ -11,18 +11,17 @@ shutdown, return. A second SIGINT skips the waiting.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import os
 import signal
 import socket
 import ssl
-import sys
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from email.utils import formatdate
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from zonda import __version__
@@ -33,15 +32,18 @@ from zonda.asgi.trace import traced
 from zonda.asgi.types import ASGIApp
 from zonda.asgi.wsgi import WSGIAdapter
 from zonda.config import Config
-from zonda.errors import ConfigError, LifespanFailure
-from zonda.io.asyncio import AsyncioLoop, protocol_factory
+from zonda.connection.http1 import HTTP1Connection
+from zonda.connection.observed import ObservedHTTP1Connection
+from zonda.errors import LifespanFailure
+from zonda.io import run, running
+from zonda.io.base import Loop, Runtime, TaskHandle, Timer, Waiter, current_loop
 from zonda.listeners import bind_socket, describe_address
 from zonda.loading import ASGI2Adapter, load_app
 from zonda.logging import access_log_enabled
 from zonda.protocols.http1 import DefaultHeaders, H1Limits
 from zonda.protocols.http2 import H2Settings
 from zonda.proxy import ProxySettings, TrustList
-from zonda.tls import create_ssl_context, describe_tls, listener_options, server_cert_pem
+from zonda.tls import create_ssl_context, describe_tls, server_cert_pem
 
 if TYPE_CHECKING:
     from zonda.connection.base import Connection
@@ -49,6 +51,7 @@ if TYPE_CHECKING:
     from zonda.protocols.websocket import WSSettings
 
 logger = logging.getLogger("zonda.error")
+LIFESPAN_EXIT_WAIT = 5.0  # seconds the app's lifespan task gets to end once it failed or was cancelled
 connection_log = logging.getLogger("zonda.connection")
 
 
@@ -101,7 +104,6 @@ class ServerShared:
         self.connections: set[Connection] = set()
         # --log-level debug: a line per connection opened and closed, decided once here (zonda.connection)
         self.log_connections = connection_log.isEnabledFor(logging.DEBUG)
-        self.tasks: set[asyncio.Task[Any]] = set()
         self.stats_refused = 0
         self.rejections: dict[str, int] = {}  # ProtocolError class name -> count (metrics)
         self.tally: Tally | None = None  # byte counts, when metrics are on
@@ -115,18 +117,9 @@ class ServerShared:
         self.defaults.set_date(formatdate(usegmt=True).encode() if self.date_header else None)
 
 
-def _resolve(waiter: asyncio.Future[None]) -> None:
+def _resolve(waiter: Waiter) -> None:
     if not waiter.done():
         waiter.set_result(None)
-
-
-def _settle_waiter(waiter: asyncio.Future[None], error: BaseException | None) -> None:
-    if waiter.done():
-        return  # the waiting coroutine was cancelled
-    if error is None:
-        waiter.set_result(None)
-    else:
-        waiter.set_exception(error)
 
 
 def ws_settings(config: Config) -> WSSettings | None:
@@ -150,15 +143,15 @@ def ws_settings(config: Config) -> WSSettings | None:
 class _DateTicker:
     """Refreshes the cached Date header just after each wall-clock second turns."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, shared: ServerShared) -> None:
+    def __init__(self, loop: Loop, shared: ServerShared) -> None:
         self.loop = loop
         self.shared = shared
-        self.handle: asyncio.TimerHandle | None = None
+        self.handle: Timer | None = None
         self.tick()
 
     def tick(self) -> None:
         self.shared.refresh_date()
-        self.handle = self.loop.call_later(1.0 - time.time() % 1.0, self.tick)
+        self.handle = self.loop.call_at(self.loop.time() + 1.0 - time.time() % 1.0, self.tick)
 
     def cancel(self) -> None:
         if self.handle is not None:
@@ -183,11 +176,11 @@ class Server:
         # under the supervisor sets it: a connection accepted just before the stop gets to send its first
         # request (another worker serves the shared listener meanwhile), instead of being closed unread.
         self.drain_grace = 0.0
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._exit_waiter: asyncio.Future[None] | None = None
-        # wait_started(): waiters on any loop, settled when serving starts or serve() fails first
+        self._runtime: Runtime | None = None  # the event loop's, while serve() runs
+        self._exit_waiter: Waiter | None = None
+        # wait_started(): waiters on any loop, woken when serving starts or serve() fails first
         self._start_lock = threading.Lock()
-        self._start_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._start_waiters: list[tuple[Loop, Waiter]] = []
         self._start_error: BaseException | None = None
 
     @property
@@ -200,15 +193,17 @@ class Server:
 
         If ``serve()`` fails before that, raise its error (an ``AppLoadError``, ``LifespanFailure``,
         ``ListenError``, ...); if it is cancelled first, a RuntimeError."""
-        loop = asyncio.get_running_loop()
+        loop = running().loop
         with self._start_lock:
             if self._start_error is not None:
                 raise self._start_error
             if self.started.is_set():
                 return
-            waiter = loop.create_future()
+            waiter = loop.create_waiter()
             self._start_waiters.append((loop, waiter))
         await waiter
+        if self._start_error is not None:
+            raise self._start_error
 
     def _settle_start(self, error: BaseException | None) -> None:
         """Serving started (``error`` None), or ``serve()`` failed before it: wake every ``wait_started()``."""
@@ -227,15 +222,16 @@ class Server:
             waiters, self._start_waiters = self._start_waiters, []
         for loop, waiter in waiters:
             with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits there any more
-                loop.call_soon_threadsafe(_settle_waiter, waiter, error)
+                loop.call_soon_threadsafe(partial(_resolve, waiter))
 
     def shutdown(self, force: bool = False) -> None:
         """Ask the server to stop; safe from any thread and from signal handlers."""
         self.force_exit = self.force_exit or force
         self.should_exit = True
-        loop, waiter = self._loop, self._exit_waiter
-        if loop is not None and waiter is not None:
-            loop.call_soon_threadsafe(_resolve, waiter)
+        runtime, waiter = self._runtime, self._exit_waiter
+        if runtime is not None and waiter is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: serve() is over anyway
+                runtime.loop.call_soon_threadsafe(partial(_resolve, waiter))
 
     async def serve(
         self, sockets: list[socket.socket] | None = None, install_signal_handlers: bool = True
@@ -277,10 +273,12 @@ class Server:
 
     async def _serve(self, sockets: list[socket.socket] | None, install_signal_handlers: bool) -> None:
         config = self.config
-        loop = self._loop = asyncio.get_running_loop()
-        self._exit_waiter = loop.create_future()
+        runtime = self._runtime = running()
+        loop = runtime.loop
+        current_loop.set(loop)  # before anything is accepted: connections and app tasks inherit it
+        exit_waiter = self._exit_waiter = loop.create_waiter()
         if self.should_exit:
-            self._exit_waiter.set_result(None)
+            exit_waiter.set_result(None)
         app = self.app or load_app(
             config.app,
             factory=config.factory,
@@ -288,15 +286,27 @@ class Server:
             app_dir=config.app_dir,
             wsgi_threads=config.wsgi_threads,
         )
-        if install_signal_handlers:  # before startup, so a SIGTERM during a slow startup still stops cleanly
-            self._install_signal_handlers(loop)
+        # before startup, so that a SIGTERM during a slow startup still stops cleanly
+        signals = runtime.on_signals((signal.SIGINT, signal.SIGTERM), self._on_signal)
+        if not install_signal_handlers:
+            signals()
+        try:
+            await self._serve_app(runtime, app, sockets, exit_waiter)
+        finally:
+            signals()  # an embedding program's own Ctrl+C works again once zonda is done
+
+    async def _serve_app(
+        self, runtime: Runtime, app: ASGIApp, sockets: list[socket.socket] | None, exit_waiter: Waiter
+    ) -> None:
+        config = self.config
+        loop = runtime.loop
         ssl_context = create_ssl_context(config)  # a bad certificate or key fails before startup too
         on_response, access_writer = self._response_hook(loop)  # a bad --access-log-file fails before startup
         served_app = traced(app)  # --log-level trace: a line per ASGI message; otherwise the app itself
         try:
             # bound before lifespan startup: a busy port or a bad host never starts (and stops) the app
             self.sockets = sockets if sockets is not None else [bind_socket(config)]
-            lifespan, lifespan_task = await self._start_lifespan(served_app)
+            lifespan, lifespan_task = await self._start_lifespan(runtime, served_app)
         except BaseException:
             if access_writer is not None:
                 access_writer.close()
@@ -315,28 +325,33 @@ class Server:
         shared = self.shared = ServerShared(config, context, ssl_context)
         if self.metrics is not None:
             self.metrics.attach(shared, loop)
+        # PROXY headers or byte counts cost per read: only this subclass pays for them
         observed = self.metrics is not None or config.proxy_protocol != "off"
-        protocol = protocol_factory(observed, shared, AsyncioLoop(loop, shared.tasks))
+        kind = ObservedHTTP1Connection if observed else HTTP1Connection
         date_timer = _DateTicker(loop, shared)
-        listeners = []
-        tls = listener_options(config, ssl_context)  # {} for plain HTTP
+        listening = None
         try:
-            for sock in self.sockets:
-                listeners.append(await loop.create_server(protocol, sock=sock, backlog=config.backlog, **tls))
-            self._log_started(app)
+            listening = await runtime.listen(
+                self.sockets,
+                lambda: kind(shared, loop),
+                ssl_context,
+                config.timeout_tls_handshake,
+                config.backlog,
+            )
+            self._log_started(runtime.name, app)
             self._settle_start(None)
-            await self._exit_waiter
+            await exit_waiter
         finally:
-            for listener in listeners:
-                listener.close()
+            if listening is not None:
+                listening.close()
             if self.drain_grace and shared.connections and not self.force_exit:
-                await asyncio.sleep(self.drain_grace)
-            await self._drain_connections(shared)
+                await runtime.sleep(self.drain_grace)
+            await self._drain_connections(runtime, shared)
             date_timer.cancel()
             if access_writer is not None:
                 access_writer.close()
             if lifespan is not None:
-                await self._stop_lifespan(lifespan, lifespan_task)
+                await self._stop_lifespan(runtime, lifespan, lifespan_task)
             # unlink only a socket this server bound, never a file that was in the way
             if config.uds and sockets is None and self.sockets:
                 with contextlib.suppress(OSError):
@@ -352,9 +367,7 @@ class Server:
                 os.unlink(self.config.uds)
         self.sockets = []
 
-    def _response_hook(
-        self, loop: asyncio.AbstractEventLoop
-    ) -> tuple[Callable[[Any], None] | None, AccessLogWriter | None]:
+    def _response_hook(self, loop: Loop) -> tuple[Callable[[Any], None] | None, AccessLogWriter | None]:
         """The per-response hook: the access log and/or metrics, or None when both are off."""
         access, writer = build_access_log(self.config, loop, access_log_enabled())
         record = self.metrics.record if self.metrics is not None else None
@@ -367,53 +380,56 @@ class Server:
 
         return both, writer
 
-    async def _start_lifespan(self, app: ASGIApp) -> tuple[Lifespan | None, asyncio.Task[None] | None]:
+    async def _start_lifespan(
+        self, runtime: Runtime, app: ASGIApp
+    ) -> tuple[Lifespan | None, TaskHandle | None]:
         mode = self.config.lifespan
         if mode == "off":
             return None, None
-        lifespan = Lifespan(app, mode, asyncio.get_running_loop().create_future)
-        task = asyncio.ensure_future(lifespan.run())
+        lifespan = Lifespan(app, mode, runtime.loop.create_waiter)
+        task = runtime.start(lifespan.run())
         logger.info("Waiting for application startup.")
+        timeout = self.config.timeout_lifespan_startup
         try:
-            await asyncio.wait_for(lifespan.startup(), self.config.timeout_lifespan_startup)
-        except asyncio.TimeoutError:
+            await runtime.wait_for(lifespan.startup(), timeout)
+        except TimeoutError:
             task.cancel()
-            raise LifespanFailure(
-                f"lifespan startup did not complete within {self.config.timeout_lifespan_startup:g}s"
-            ) from None
+            raise LifespanFailure(f"lifespan startup did not complete within {timeout:g}s") from None
         except LifespanFailure:
-            await asyncio.gather(task, return_exceptions=True)
+            await runtime.join([task], LIFESPAN_EXIT_WAIT)
+            raise
+        except BaseException:  # serve() cancelled (or interrupted) during startup: the app's task goes too
+            task.cancel()
             raise
         if not lifespan.supported:
             return None, None
         logger.info("Application startup complete.")
         return lifespan, task
 
-    async def _stop_lifespan(self, lifespan: Lifespan, task: asyncio.Task[None] | None) -> None:
+    async def _stop_lifespan(self, runtime: Runtime, lifespan: Lifespan, task: TaskHandle | None) -> None:
         if self.force_exit:
             if task is not None:
                 task.cancel()
             return
         logger.info("Waiting for application shutdown.")
+        timeout = self.config.timeout_lifespan_shutdown
         try:
-            await asyncio.wait_for(lifespan.shutdown(), self.config.timeout_lifespan_shutdown)
+            await runtime.wait_for(lifespan.shutdown(), timeout)
             logger.info("Application shutdown complete.")
-        except asyncio.TimeoutError:
-            logger.error(
-                "Lifespan shutdown did not complete within %gs", self.config.timeout_lifespan_shutdown
-            )
+        except TimeoutError:
+            logger.error("Lifespan shutdown did not complete within %gs", timeout)
         except LifespanFailure as exc:
             logger.error("Application shutdown failed: %s", exc)
         if task is not None and not task.done():
             task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            await runtime.join([task], LIFESPAN_EXIT_WAIT)
 
-    async def _drain_connections(self, shared: ServerShared) -> None:
+    async def _drain_connections(self, runtime: Runtime, shared: ServerShared) -> None:
         connections = shared.connections
         for connection in list(connections):
             connection.shutdown()
         timeout = self.config.timeout_graceful_shutdown
-        loop = asyncio.get_running_loop()
+        loop = runtime.loop
         deadline = loop.time() + timeout
         # Streams with no end of their own (SSE) are told to stop this long before the hard close; until then
         # every response has the window to finish by itself (README: Shutdown).
@@ -433,37 +449,28 @@ class Server:
                         count,
                         min(notice, timeout),
                     )
-            await asyncio.sleep(0.05)
+            await runtime.sleep(0.05)
         if connections:
             logger.warning(
                 "Closing %d connection(s) still open after the graceful timeout.", len(connections)
             )
-        for task in list(shared.tasks):
+        tasks = runtime.app_tasks()
+        for task in tasks:
             task.cancel()
         for connection in list(connections):
             connection.abort()
-        if shared.tasks:
-            await asyncio.wait(list(shared.tasks), timeout=1.0)
+        await runtime.join(tasks, 1.0)
 
-    def _install_signal_handlers(self, loop: asyncio.AbstractEventLoop) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return  # signals reach only the main thread; an embedding thread stops us with shutdown()
+    def _on_signal(self, signum: int) -> None:
+        if self.should_exit and signum == signal.SIGINT:
+            logger.warning("Second SIGINT: exiting now.")
+            self.shutdown(force=True)
+        else:
+            logger.info("Received %s: shutting down gracefully.", signal.Signals(signum).name)
+            self.shutdown()
 
-        def on_signal(sig: signal.Signals) -> None:
-            if self.should_exit and sig == signal.SIGINT:
-                logger.warning("Second SIGINT: exiting now.")
-                self.shutdown(force=True)
-            else:
-                logger.info("Received %s: shutting down gracefully.", sig.name)
-                self.shutdown()
-
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, on_signal, sig)
-
-    def _log_started(self, app: ASGIApp) -> None:
+    def _log_started(self, loop_name: str, app: ASGIApp) -> None:
         config = self.config
-        loop_name = type(asyncio.get_running_loop()).__module__.split(".")[0]
         interface = (
             "ASGI 2"
             if isinstance(app, ASGI2Adapter)
@@ -499,29 +506,4 @@ class Server:
         return served
 
 
-def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop]:
-    if name in ("auto", "uvloop"):
-        try:
-            import uvloop
-        except ImportError:
-            if name == "uvloop":
-                raise ConfigError("loop: uvloop is not installed (pip install 'zonda[standard]')") from None
-        else:
-            return uvloop.new_event_loop
-    return asyncio.new_event_loop
-
-
-def run_in_loop(name: str, main: Coroutine[Any, Any, None]) -> None:
-    factory = loop_factory(name)
-    if sys.version_info >= (3, 11):
-        with asyncio.Runner(loop_factory=factory) as runner:
-            runner.run(main)
-    else:  # pragma: no cover
-        loop = factory()
-        try:
-            asyncio.set_event_loop(loop)
-            loop.run_until_complete(main)
-            loop.run_until_complete(loop.shutdown_asyncgens())
-        finally:
-            asyncio.set_event_loop(None)
-            loop.close()
+run_in_loop = run  # the name the tests and the CLI used before zonda.io.run

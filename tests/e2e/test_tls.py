@@ -24,7 +24,7 @@ import pytest
 import trustme
 from websockets.asyncio.client import connect
 
-import zonda.tls
+import zonda.io.asyncio
 from helpers import (
     raw_request,
     read_response,
@@ -279,8 +279,8 @@ def test_access_log_tls_version(files: TLSFiles, tmp_path: Path) -> None:
 def test_graceful_shutdown_does_not_wait_long_for_an_idle_client(
     files: TLSFiles, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # An idle pooled client never answers the server's close_notify; SHUTDOWN_TIMEOUT bounds the wait for it
-    monkeypatch.setattr(zonda.tls, "SHUTDOWN_TIMEOUT", 0.5)
+    # An idle pooled client never answers the server's close_notify; TLS_SHUTDOWN_TIMEOUT bounds the wait for it
+    monkeypatch.setattr(zonda.io.asyncio, "TLS_SHUTDOWN_TIMEOUT", 0.5)
     with httpx.Client(verify=files.client_context()) as client:
         with run_server(app, **files.server_options()) as server:
             assert client.get(server.url + "/").status_code == 200

@@ -10,14 +10,13 @@ picked up a job yet is waiting for the GIL while the loop works; more threads wo
 
 ``Channel`` is the mailbox between one request's app thread (producer) and its pump on the loop (consumer).
 Neither side holds the channel lock while it waits: the loop awaits a future that the thread resolves through
-the loop's ``Waker`` (one ``loop.call_soon_threadsafe`` per burst of finished requests); the thread blocks on
+the loop's ``Waker`` (one ``call_soon_threadsafe`` per burst of finished requests, through ``io.base.Loop``); the thread blocks on
 a plain lock the loop releases. See ``zonda.asgi.wsgi``
 for the invariants (bounded buffering, back-pressure, unwinding on disconnect).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import os
@@ -26,10 +25,12 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any
 
 from zonda.asgi.types import Message, Receive, Send
 from zonda.errors import ClientDisconnected
+from zonda.io.base import Loop, Timer, Waiter
 
 error_log = logging.getLogger("zonda.error")
 
@@ -79,21 +80,21 @@ class JobPool:
         self._threads: set[threading.Thread] = set()
         self._closed = False
         self._dispatching = False
-        self._recheck: tuple[asyncio.AbstractEventLoop, asyncio.TimerHandle] | None = None
+        self._recheck: tuple[Loop, Timer] | None = None
 
     @property
     def threads(self) -> int:
         """Threads alive in this process, busy or parked."""
         return len(self._threads)
 
-    def submit(self, loop: asyncio.AbstractEventLoop, *job: Any) -> None:
+    def submit(self, loop: Loop, *job: Any) -> None:
         """Queue a job (on the loop); it starts once a pool thread is free."""
         self._jobs.append(job)  # atomic; the dispatcher counts under the lock
         if not self._dispatching:
             self._dispatching = True
-            loop.call_soon(self._dispatch, loop)
+            loop.call_soon(partial(self._dispatch, loop))
 
-    def _dispatch(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _dispatch(self, loop: Loop) -> None:
         self._dispatching = False
         wake: list[_Worker] = []
         new: list[_Worker] = []
@@ -131,9 +132,9 @@ class JobPool:
             self._threads.add(thread)
             thread.start()
         if recheck and (self._recheck is None or self._recheck[0] is not loop):
-            self._recheck = (loop, loop.call_later(STALL, self._recheck_now, loop))
+            self._recheck = (loop, loop.call_at(loop.time() + STALL, partial(self._recheck_now, loop)))
 
-    def _recheck_now(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _recheck_now(self, loop: Loop) -> None:
         self._recheck = None
         self._dispatch(loop)
 
@@ -218,12 +219,12 @@ class Waker:
 
     __slots__ = ("_pending", "_scheduled", "loop")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: Loop) -> None:
         self.loop = loop
-        self._pending: deque[asyncio.Future[None]] = deque()
+        self._pending: deque[Waiter] = deque()
         self._scheduled = False
 
-    def wake(self, waiter: asyncio.Future[None]) -> None:
+    def wake(self, waiter: Waiter) -> None:
         """From any thread: resolve ``waiter`` on the loop soon."""
         self._pending.append(waiter)
         if not self._scheduled:
@@ -253,7 +254,7 @@ class Channel:
         self._pending = 0  # items put and not yet fully handled by the loop
         # The pump waits for items; the first waiter exists before the job is queued, so the app thread cannot
         # finish before there is something to wake (and the pump needs no lock to start waiting).
-        self._waiter: asyncio.Future[None] | None = waker.loop.create_future()
+        self._waiter: Waiter | None = waker.loop.create_waiter()
         self._parked: Any = None  # a lock the app thread blocks on until the pump makes progress
         self._input_waiter: Any = None  # a lock the app thread blocks on until _input is set
         self._input: Message | None = None
@@ -351,7 +352,7 @@ class Channel:
                 with lock:
                     batch = self._items
                     if not batch:
-                        waiter = self._waiter = self._waker.loop.create_future()
+                        waiter = self._waiter = self._waker.loop.create_waiter()
                         continue
                     self._items = []
                     waiter = None

@@ -25,13 +25,11 @@ Invariants:
 - Once the client is gone (or the pump stops), the channel is closed: the app thread's next ``write()``,
   yielded chunk or ``wsgi.input`` read raises ``ClientDisconnected`` (an ``OSError``), so the app unwinds.
 
-This is the one module of ``zonda.asgi`` that needs the running asyncio loop (for ``call_soon_threadsafe``);
-a driver for another event loop would hand the adapter an equivalent.
+The loop is the server's ``io.base.Loop`` (``current_loop``), so the adapter runs on any driver.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import stat
@@ -42,6 +40,8 @@ from urllib.parse import unquote_to_bytes
 from zonda.asgi._wsgi_threads import BODY_END, NO_BODY, ZEROCOPY, Channel, JobPool, Waker, WSGIInput
 from zonda.asgi.types import Message, Receive, Scope, Send
 from zonda.errors import AppProtocolError
+from zonda.io import running
+from zonda.io.base import current_loop
 
 error_log = logging.getLogger("zonda.error")
 
@@ -501,7 +501,11 @@ class WSGIAdapter:
             first = await receive()
             if first["type"] != "http.request":
                 return
-        loop = asyncio.get_running_loop()
+        try:
+            loop = current_loop.get()
+        except LookupError:  # called outside a zonda server: whatever loop runs this
+            loop = running().loop
+            current_loop.set(loop)
         waker = self._waker
         if waker is None or waker.loop is not loop:
             waker = self._waker = Waker(loop)

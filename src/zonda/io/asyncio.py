@@ -10,20 +10,21 @@ app never waits is answered in the same read.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import sys
-from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any, cast
+import threading
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from zonda.connection.http1 import Address, HTTP1Connection
-from zonda.connection.observed import ObservedHTTP1Connection
+from zonda.errors import ConfigError
 from zonda.io._sendfile import AsyncioFileSender
 
 if TYPE_CHECKING:
+    import socket
     import ssl
 
-    from zonda.io.base import ByteStream, FileDrain
-    from zonda.server import ServerShared
+    from zonda.io.base import Accepting, ByteStream, FileDrain, TaskHandle
 
 
 if sys.version_info >= (3, 12):
@@ -52,6 +53,13 @@ else:
         task.add_done_callback(tasks.discard)
 
 
+T = TypeVar("T")
+# How long the TLS closing handshake may take before the connection is dropped (the loop's default, 30 s, would
+# hold every graceful shutdown for the whole grace period; but it also bounds the flushing of a response still
+# buffered when the connection closes, so it is not made tiny either).
+TLS_SHUTDOWN_TIMEOUT = 5.0
+
+
 class AsyncioLoop:
     """The ``io.base.Loop`` of asyncio and uvloop: the loop's own methods, bound once per server."""
 
@@ -69,44 +77,134 @@ class AsyncioLoop:
         return AsyncioFileSender(self.loop, stream, plaintext, conn)  # type: ignore[arg-type]  # a transport
 
 
-def _address(address: object) -> Address | None:
-    return (address[0], address[1]) if isinstance(address, tuple) else None
+class _Opening(asyncio.Protocol):
+    """What asyncio calls first on an accepted connection (after its TLS handshake, if any): hands the transport
+    to the connection, then opens it with the addresses and the TLS session, read once. From then on asyncio
+    calls the connection itself (it is an asyncio protocol by its methods): this object costs no call per read."""
+
+    __slots__ = ("conn",)
+
+    def __init__(self, conn: Accepting) -> None:
+        self.conn = conn
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        conn = self.conn
+        transport.set_protocol(conn)  # type: ignore[arg-type]  # a protocol by its methods
+        sock = transport.get_extra_info("sockname")
+        if isinstance(sock, tuple):
+            server: tuple[str, int | None] | None = (sock[0], sock[1])
+        elif sock:
+            server = (sock if isinstance(sock, str) else sock.decode(), None)  # a Unix socket's path
+        else:
+            server = None
+        peer = transport.get_extra_info("peername")
+        client = (peer[0], peer[1]) if isinstance(peer, tuple) else None
+        ssl_object: ssl.SSLObject | None = transport.get_extra_info("ssl_object")
+        conn.open(cast("ByteStream", transport), client, server, ssl_object)
 
 
-def _accept(conn: HTTP1Connection, transport: asyncio.Transport) -> None:
-    """asyncio's ``connection_made`` (after the TLS handshake, if any): the addresses and the TLS session,
-    read once, open the connection."""
-    sock = transport.get_extra_info("sockname")
-    if isinstance(sock, tuple):
-        server: tuple[str, int | None] | None = (sock[0], sock[1])
-    elif sock:
-        server = (sock if isinstance(sock, str) else sock.decode(), None)  # a Unix socket's path
-    else:
-        server = None
-    ssl_object: ssl.SSLObject | None = None
-    if conn.shared.ssl_context is not None:
-        ssl_object = transport.get_extra_info("ssl_object")
-    conn.open(transport, _address(transport.get_extra_info("peername")), server, ssl_object)
+class _Listening:
+    def __init__(self, servers: list[asyncio.base_events.Server]) -> None:
+        self._servers = servers
+
+    def close(self) -> None:
+        for server in self._servers:
+            server.close()
 
 
-class H1Protocol(HTTP1Connection):
-    """An ``HTTP1Connection`` accepted by asyncio."""
+class AsyncioRuntime:
+    """The ``io.base.Runtime`` of asyncio and uvloop."""
 
-    def connection_made(self, transport: asyncio.Transport) -> None:
-        _accept(self, transport)
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.name = type(loop).__module__.split(".")[0]  # "asyncio" or "uvloop"
+        self.aio = loop
+        self.loop = AsyncioLoop(loop, set())
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+    async def wait_for(self, awaitable: Awaitable[T], timeout: float) -> T:
+        try:
+            return await asyncio.wait_for(awaitable, timeout)
+        except asyncio.TimeoutError:  # not the builtin TimeoutError before Python 3.11
+            raise TimeoutError(f"not done within {timeout:g}s") from None
+
+    def start(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        return self.aio.create_task(coro)
+
+    async def join(self, tasks: Iterable[TaskHandle], timeout: float) -> None:
+        waiting = [task for task in tasks if not task.done()]
+        if waiting:
+            await asyncio.wait(cast("list[asyncio.Task[None]]", waiting), timeout=timeout)
+
+    def app_tasks(self) -> list[TaskHandle]:
+        return list(self.loop.tasks)
+
+    async def listen(
+        self,
+        sockets: list[socket.socket],
+        connection: Callable[[], Accepting],
+        ssl_context: ssl.SSLContext | None,
+        handshake_timeout: float,
+        backlog: int,
+    ) -> _Listening:
+        options: dict[str, Any] = {}
+        if ssl_context is not None:
+            # The handshake runs before connection_made: a client that does not finish it in time, or sends
+            # anything but TLS, is closed without the app or the connection registry ever seeing it.
+            options = {"ssl": ssl_context, "ssl_handshake_timeout": handshake_timeout}
+            if self.name != "asyncio" or sys.version_info >= (3, 11):  # asyncio takes it from 3.11
+                options["ssl_shutdown_timeout"] = TLS_SHUTDOWN_TIMEOUT
+
+        def protocol() -> asyncio.BaseProtocol:
+            return _Opening(connection())
+
+        servers = [
+            await self.aio.create_server(protocol, sock=sock, backlog=backlog, **options) for sock in sockets
+        ]
+        return _Listening(servers)
+
+    def on_signals(self, signals: Iterable[int], handler: Callable[[int], None]) -> Callable[[], None]:
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None  # signals reach only the main thread; an embedder stops us with shutdown()
+        installed = []
+        for signum in signals:
+            with contextlib.suppress(NotImplementedError, RuntimeError):  # no signals on this loop/platform
+                self.aio.add_signal_handler(signum, handler, signum)
+                installed.append(signum)
+
+        def undo() -> None:
+            for signum in installed:
+                with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                    self.aio.remove_signal_handler(signum)
+
+        return undo
 
 
-class ObservedH1Protocol(ObservedHTTP1Connection):
-    """An ``ObservedHTTP1Connection`` (PROXY header, byte counts) accepted by asyncio."""
+def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop]:
+    if name in ("auto", "uvloop"):
+        try:
+            import uvloop
+        except ImportError:
+            if name == "uvloop":
+                raise ConfigError("loop: uvloop is not installed (pip install 'zonda[standard]')") from None
+        else:
+            return uvloop.new_event_loop
+    return asyncio.new_event_loop
 
-    def connection_made(self, transport: asyncio.Transport) -> None:
-        _accept(self, transport)
 
-
-def protocol_factory(
-    observed: bool, shared: ServerShared, io_loop: AsyncioLoop
-) -> Callable[[], asyncio.BaseProtocol]:
-    """What ``loop.create_server`` calls per accepted connection. ``observed``: the PROXY protocol or metrics
-    are on (``ObservedHTTP1Connection``; the plain class pays nothing for either)."""
-    kind = ObservedH1Protocol if observed else H1Protocol
-    return lambda: cast(asyncio.BaseProtocol, kind(shared, io_loop))  # an asyncio protocol by its methods
+def run(name: str, main: Coroutine[Any, Any, None]) -> None:
+    """Run ``main`` to the end on a new loop of this kind (``auto``: uvloop when installed)."""
+    factory = loop_factory(name)
+    if sys.version_info >= (3, 11):
+        with asyncio.Runner(loop_factory=factory) as runner:
+            runner.run(main)
+    else:  # pragma: no cover
+        loop = factory()
+        try:
+            asyncio.set_event_loop(loop)
+            loop.run_until_complete(main)
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()

@@ -8,8 +8,15 @@ uvloop or trio name reaches them. asyncio's transports are ``ByteStream``s as th
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine, Generator
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+if TYPE_CHECKING:
+    import socket
+    import ssl
+
+T = TypeVar("T")
 
 
 class Timer(Protocol):
@@ -34,6 +41,20 @@ class StreamProtocol(Protocol):
     def connection_lost(self, exc: Exception | None) -> None: ...
     def pause_writing(self) -> None: ...
     def resume_writing(self) -> None: ...
+
+
+class Accepting(StreamProtocol, Protocol):
+    """A connection as a driver opens it (``zonda.connection``'s, made per accepted socket)."""
+
+    def open(
+        self,
+        stream: ByteStream,
+        client: tuple[str, int] | None,
+        server: tuple[str, int | None] | None,
+        ssl_object: ssl.SSLObject | None,
+    ) -> None:
+        """``stream`` is accepted (its TLS handshake done): the peer's and our address, the TLS session."""
+        ...
 
 
 class ByteStream(Protocol):
@@ -94,3 +115,66 @@ class Loop(Protocol):
     def file_sender(self, stream: ByteStream, plaintext: bool, conn: FileDrain) -> FileSender:
         """How ``stream`` sends files (os.sendfile on plaintext, chunks read off the loop thread on TLS)."""
         ...
+
+
+class TaskHandle(Protocol):
+    """A task: an app call, or a server's own (lifespan, a worker's heartbeat)."""
+
+    def cancel(self) -> object: ...
+    def done(self) -> bool: ...
+
+
+class Listening(Protocol):
+    """Listeners accepting connections; ``close()`` stops accepting (open connections go on)."""
+
+    def close(self) -> None: ...
+
+
+class Runtime(Protocol):
+    """What a server asks of the event loop it runs on; ``loop`` is the part its connections use.
+
+    ``zonda.server`` runs on any driver through this; ``zonda.io.running()`` gives the one of the loop the
+    caller runs on."""
+
+    @property
+    def name(self) -> str:
+        """The loop's name for the start-up line: asyncio, uvloop, trio."""
+        ...
+
+    @property
+    def loop(self) -> Loop: ...
+
+    async def sleep(self, seconds: float) -> None: ...
+    async def wait_for(self, awaitable: Awaitable[T], timeout: float) -> T:
+        """``awaitable``'s result; TimeoutError (it cancelled) if it takes longer than ``timeout`` seconds."""
+        ...
+
+    def start(self, coro: Coroutine[Any, Any, None]) -> TaskHandle: ...
+    async def join(self, tasks: Iterable[TaskHandle], timeout: float) -> None:
+        """Wait until ``tasks`` are done, ``timeout`` seconds at most; their errors are theirs."""
+        ...
+
+    def app_tasks(self) -> list[TaskHandle]:
+        """The app calls (``Loop.spawn``) still running: cancelled after the graceful timeout."""
+        ...
+
+    async def listen(
+        self,
+        sockets: list[socket.socket],
+        connection: Callable[[], Accepting],
+        ssl_context: ssl.SSLContext | None,
+        handshake_timeout: float,
+        backlog: int,
+    ) -> Listening:
+        """Accept on bound ``sockets``; each connection gets a ``connection()``, opened once its TLS handshake
+        (``ssl_context``) is done; one that takes over ``handshake_timeout`` seconds is dropped unseen."""
+        ...
+
+    def on_signals(self, signals: Iterable[int], handler: Callable[[int], None]) -> Callable[[], None]:
+        """Call ``handler(signum)`` on the loop for these signals (main thread only); returns the undo."""
+        ...
+
+
+# The Loop of the server the running code belongs to: set by the server before it listens, so its connections'
+# callbacks and its app tasks see it (the WSGI adapter wakes the loop from its threads through it).
+current_loop: ContextVar[Loop] = ContextVar("zonda_current_loop")

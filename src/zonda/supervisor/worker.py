@@ -9,7 +9,6 @@ and by itself when the supervisor is gone.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import os
@@ -23,9 +22,11 @@ from typing import Any
 
 from zonda.config import Config
 from zonda.errors import AppLoadError, ConfigError, LifespanFailure, ListenError
+from zonda.io import run, running
+from zonda.io.base import Runtime
 from zonda.listeners import listen_address, listen_error
 from zonda.logging import configure_logging
-from zonda.server import Server, run_in_loop
+from zonda.server import Server
 
 logger = logging.getLogger("zonda.error")
 
@@ -129,19 +130,19 @@ def bind_reuse_port(config: Config, port: int, listen: bool = True) -> socket.so
     return sock
 
 
-async def _heartbeat(server: Server, channel: Channel, spec: WorkerSpec) -> None:
+async def _heartbeat(server: Server, channel: Channel, spec: WorkerSpec, runtime: Runtime) -> None:
     interval = spec.heartbeat_interval
-    loop = asyncio.get_running_loop()
+    loop = runtime.loop
     next_beat = loop.time()
     while not server.started.is_set():
         if loop.time() >= next_beat:
             channel.send(HEARTBEAT)
             next_beat = loop.time() + interval
-        await asyncio.sleep(READY_POLL)
+        await runtime.sleep(READY_POLL)
     channel.send(READY)
     asked_to_recycle = False
     while True:
-        await asyncio.sleep(interval)
+        await runtime.sleep(interval)
         alive = channel.send(HEARTBEAT) and os.getppid() == spec.supervisor_pid
         if not alive and not server.should_exit:
             logger.warning("The supervisor (pid %d) is gone: shutting down.", spec.supervisor_pid)
@@ -155,15 +156,15 @@ async def _heartbeat(server: Server, channel: Channel, spec: WorkerSpec) -> None
 
 
 async def _serve(server: Server, sockets: list[socket.socket], channel: Channel, spec: WorkerSpec) -> None:
-    loop = asyncio.get_running_loop()
-    with contextlib.suppress(NotImplementedError, RuntimeError):
-        loop.add_signal_handler(signal.SIGQUIT, server.shutdown, True)
-    beat = loop.create_task(_heartbeat(server, channel, spec))
+    runtime = running()
+    quit_now = runtime.on_signals((signal.SIGQUIT,), lambda signum: server.shutdown(force=True))
+    beat = runtime.start(_heartbeat(server, channel, spec, runtime))
     try:
         await server.serve(sockets=sockets)
     finally:
+        quit_now()
         beat.cancel()
-        await asyncio.gather(beat, return_exceptions=True)
+        await runtime.join([beat], 1.0)
 
 
 def worker_main(spec: WorkerSpec) -> None:
@@ -182,7 +183,7 @@ def worker_main(spec: WorkerSpec) -> None:
             sockets = [bind_reuse_port(config, spec.reuse_port)]
         server = Server(config)
         server.drain_grace = DRAIN_GRACE
-        run_in_loop(config.loop, _serve(server, sockets, channel, spec))
+        run(config.loop, _serve(server, sockets, channel, spec))
     except AppLoadError as exc:
         reason = str(exc)
         logger.error("Error: %s%s", exc, exc.traceback_text)
