@@ -11,8 +11,6 @@ import pytest
 SRC = Path(__file__).resolve().parent.parent / "src" / "zonda"
 LOOPS = {"asyncio", "uvloop", "trio", "anyio"}
 IO = LOOPS | {"socket", "ssl", "selectors", "threading"}
-# Modules outside io/ that still reach the asyncio loop directly. This list only shrinks.
-NOT_YET_BEHIND_THE_SEAM = {"metrics.py"}  # its /metrics listener is an asyncio server
 
 
 def runtime_imports(path: Path) -> set[str]:
@@ -51,15 +49,8 @@ def test_the_protocol_cores_import_no_io(path: Path) -> None:
 
 @pytest.mark.parametrize(
     "path",
-    [p for p in modules() if not name(p).startswith("io/") and name(p) not in NOT_YET_BEHIND_THE_SEAM],
+    [p for p in modules() if not name(p).startswith("io/")],
     ids=name,
 )
 def test_only_the_drivers_import_an_event_loop(path: Path) -> None:
     assert not runtime_imports(path) & LOOPS
-
-
-def test_the_list_of_modules_not_yet_behind_the_seam_is_current() -> None:
-    for module in NOT_YET_BEHIND_THE_SEAM:
-        assert runtime_imports(SRC / module) & LOOPS, (
-            f"{module} no longer imports a loop: take it off the list"
-        )

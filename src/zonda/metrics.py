@@ -28,12 +28,11 @@ report from each worker; a worker's own answer is what a load balancer's probe o
 
 from __future__ import annotations
 
-import asyncio
 import atexit
-import contextlib
 import logging
 import os
 import shutil
+import socket
 import tempfile
 from bisect import bisect_left
 from collections.abc import Callable
@@ -42,8 +41,9 @@ from types import NoneType
 from typing import TYPE_CHECKING, Any
 
 from zonda.asgi.http import HTTPSession
+from zonda.asgi.types import Receive, Scope, Send
 from zonda.errors import ConfigError
-from zonda.io.base import Loop, Timer
+from zonda.io.base import Listening, Loop, Runtime, Timer
 
 if TYPE_CHECKING:
     from zonda.server import ServerShared
@@ -349,67 +349,79 @@ class Metrics:
 
 
 class MetricsListener:
-    """A tiny HTTP/1.1 server for ``/metrics``, ``/healthz`` and ``/readyz``: one request per connection."""
+    """``/metrics``, ``/healthz`` and ``/readyz`` on their own port, served by zonda's HTTP/1.1 connection (its
+    limits and timeouts included) on the server's runtime: one request per connection."""
 
     def __init__(self, metrics: Metrics, ready: Callable[[], str | None]) -> None:
         self.metrics = metrics
         self.ready = ready  # None when ready, else the reason it is not
-        self.server: asyncio.Server | None = None
+        self.sock: socket.socket | None = None
+        self._listening: Listening | None = None
 
-    async def start(self, bind: str, reuse_port: bool = False) -> None:
+    async def start(self, runtime: Runtime, bind: str, reuse_port: bool = False) -> None:
+        from zonda.asgi.http import SessionContext
+        from zonda.config import Config
+        from zonda.connection.http1 import HTTP1Connection
+        from zonda.server import ServerShared
+
         host, port = parse_bind(bind)
-        loop = asyncio.get_running_loop()
-        self.server = await asyncio.start_server(
-            self._handle, host, port, reuse_address=True, reuse_port=reuse_port or None
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = self.sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind((host, port))
+            sock.listen(64)
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            raise
+        config = Config(app=self.app, http="1", ws="none", access_log=False, server_header=False)
+        shared = ServerShared(config, SessionContext(self.app, {}, access_log=False))
+        shared.refresh_date()
+        self._listening = await runtime.listen(
+            [sock], lambda: HTTP1Connection(shared, runtime.loop), None, 5.0, 64
         )
-        assert loop is not None
-        address = self.server.sockets[0].getsockname()
+        address = sock.getsockname()
         shown = f"[{address[0]}]" if ":" in address[0] else address[0]
         logger.info("Metrics on http://%s:%d/metrics (also /healthz, /readyz)", shown, address[1])
 
     @property
     def port(self) -> int:
-        assert self.server is not None
-        return int(self.server.sockets[0].getsockname()[1])
+        assert self.sock is not None
+        return int(self.sock.getsockname()[1])
 
-    async def close(self) -> None:
-        if self.server is not None:
-            self.server.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.server.wait_closed(), 1.0)
+    def close(self) -> None:
+        if self._listening is not None:
+            self._listening.close()
+            self._listening = None
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5.0)
-            status, content_type, body = self._respond(head.split(b"\r\n", 1)[0])
-            writer.write(
-                b"HTTP/1.1 %d %s\r\ncontent-type: %s\r\ncontent-length: %d\r\nconnection: close\r\n\r\n"
-                % (status, _REASONS[status], content_type.encode(), len(body))
-                + (b"" if head.startswith(b"HEAD ") else body)
-            )
-            await writer.drain()
-        except (asyncio.TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, OSError):
-            pass
-        finally:
-            writer.close()
+    async def app(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The endpoints as an ASGI app (a HEAD's body is dropped by the HTTP/1.1 core)."""
+        if scope["type"] != "http":
+            return
+        status, content_type, body = self._respond(scope["method"], scope["path"])
+        headers = [
+            (b"content-type", content_type.encode()),
+            (b"content-length", b"%d" % len(body)),
+            (b"connection", b"close"),
+        ]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
-    def _respond(self, request_line: bytes) -> tuple[int, str, bytes]:
-        parts = request_line.split(b" ")
+    def _respond(self, method: str, path: str) -> tuple[int, str, bytes]:
         text = "text/plain; charset=utf-8"
-        if len(parts) != 3 or parts[0] not in (b"GET", b"HEAD"):
+        if method not in ("GET", "HEAD"):
             return 405, text, b"GET /metrics, /healthz or /readyz\n"
-        path = parts[1].split(b"?", 1)[0]
-        if path == b"/metrics":
+        if path == "/metrics":
             body, content_type = self.metrics.expose()
             return 200, content_type, body
-        if path == b"/healthz":
+        if path == "/healthz":
             return 200, text, b"ok\n"
-        if path == b"/readyz":
+        if path == "/readyz":
             reason = self.ready()
             if reason is None:
                 return 200, text, b"ready\n"
             return 503, text, f"not ready: {reason}\n".encode()
         return 404, text, b"not found: GET /metrics, /healthz or /readyz\n"
-
-
-_REASONS = {200: b"OK", 404: b"Not Found", 405: b"Method Not Allowed", 503: b"Service Unavailable"}

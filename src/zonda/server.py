@@ -258,12 +258,12 @@ class Server:
         self.metrics = Metrics()
         listener = MetricsListener(self.metrics, self._not_ready)
         # under the supervisor every worker binds the same address (multiprocess mode: any answers for all)
-        await listener.start(self.config.metrics_bind, reuse_port=multiprocess())
+        await listener.start(running(), self.config.metrics_bind, reuse_port=multiprocess())
         self.metrics_port = listener.port
         try:
             await self._serve(sockets, install_signal_handlers)
         finally:
-            await listener.close()
+            listener.close()
             self.metrics.close()
 
     def _not_ready(self) -> str | None:

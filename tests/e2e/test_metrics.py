@@ -176,9 +176,11 @@ def test_health_endpoints() -> None:
         assert fetch(metrics_port, "/other")[0] == 404
         assert fetch(metrics_port, "/metrics", method="POST")[0] == 405
         assert fetch(metrics_port, "/metrics", method="HEAD")[0] == 200
-        with socket.create_connection(("127.0.0.1", metrics_port), timeout=5) as sock:  # nonsense: closed
+        with socket.create_connection(
+            ("127.0.0.1", metrics_port), timeout=5
+        ) as sock:  # nonsense: 400, closed
             sock.sendall(b"\x00\x01garbage\r\n\r\n")
-            assert sock.recv(100).startswith(b"HTTP/1.1 405")
+            assert sock.recv(100).startswith(b"HTTP/1.1 400")
 
 
 class SlowStartApp:
