@@ -166,8 +166,8 @@ async def in_process_run(variant: str, count: int, workdir: Path) -> float:
     from zonda.asgi.http import SessionContext
     from zonda.connection.http1 import HTTP1Connection
     from zonda.connection.observed import ObservedHTTP1Connection
+    from zonda.connection.shared import ServerShared
     from zonda.io.asyncio import AsyncioLoop
-    from zonda.server import ServerShared
 
     options = {
         key: value.replace("{log}", str(workdir / f"{variant}.log")) if isinstance(value, str) else value

@@ -46,7 +46,7 @@ from zonda.errors import ConfigError
 from zonda.io.base import Listening, Loop, Runtime, Timer
 
 if TYPE_CHECKING:
-    from zonda.server import ServerShared
+    from zonda.connection.shared import ServerShared
 
 logger = logging.getLogger("zonda.error")
 
@@ -362,7 +362,7 @@ class MetricsListener:
         from zonda.asgi.http import SessionContext
         from zonda.config import Config
         from zonda.connection.http1 import HTTP1Connection
-        from zonda.server import ServerShared
+        from zonda.connection.shared import ServerShared
 
         host, port = parse_bind(bind)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET

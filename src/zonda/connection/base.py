@@ -21,7 +21,7 @@ from zonda.io.base import ByteStream, FileSender, Loop, Waiter
 
 if TYPE_CHECKING:
     from zonda.asgi.http import ConnectionInfo, HTTPSession
-    from zonda.server import ServerShared
+    from zonda.connection.shared import ServerShared
 
 
 class ActiveCore(Protocol):

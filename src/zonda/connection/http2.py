@@ -30,9 +30,9 @@ from zonda.protocols.http2 import ErrorCode, H2Connection, H2Error
 
 if TYPE_CHECKING:
     from zonda.asgi.websocket import WebSocketCycle
+    from zonda.connection.shared import ServerShared
     from zonda.metrics import Tally
     from zonda.protocols.websocket import WSConnection
-    from zonda.server import ServerShared
 
 error_log = logging.getLogger("zonda.error")
 # What the bridge offers on HTTP/2 connections (ASGI extensions.rst); copied into every request's scope.

@@ -19,8 +19,8 @@ from zonda.proxy import ProxyHeader, parse_proxy_header
 if TYPE_CHECKING:
     import ssl
 
+    from zonda.connection.shared import ServerShared
     from zonda.metrics import Tally
-    from zonda.server import ServerShared
 
 error_log = logging.getLogger("zonda.error")
 

@@ -1,0 +1,85 @@
+"""What every connection of a server shares: limits, settings, default headers, the registry of open
+connections and the counters, built once at start-up by ``zonda.server`` and read by ``zonda.connection``."""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from email.utils import formatdate
+from typing import TYPE_CHECKING
+
+from zonda.accesslog import uses_request_id
+from zonda.asgi.http import SessionContext
+from zonda.config import Config
+from zonda.protocols.http1 import DefaultHeaders, H1Limits
+from zonda.protocols.http2 import H2Settings
+from zonda.proxy import ProxySettings, TrustList
+from zonda.tls import server_cert_pem
+
+if TYPE_CHECKING:
+    from zonda.connection.base import Connection
+    from zonda.metrics import Tally
+
+connection_log = logging.getLogger("zonda.connection")
+
+
+class ServerShared:
+    """What every connection of a server shares, built once at start-up."""
+
+    def __init__(
+        self, config: Config, context: SessionContext, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
+        self.context = context
+        # TLS (zonda.tls): None serves plain HTTP; the driver reads these on TLS connections only
+        self.ssl_context = ssl_context
+        self.server_cert = (
+            server_cert_pem(config.ssl_certfile) if ssl_context and config.ssl_certfile else None
+        )
+        self.limits = H1Limits(
+            max_request_line=config.limit_request_line,
+            max_header_count=config.limit_request_headers,
+            max_header_bytes=config.limit_request_header_size,
+            max_body=config.limit_request_body,
+            header_timeout=config.timeout_request_header,
+            body_timeout=config.timeout_request_body,
+            keep_alive_timeout=config.timeout_keep_alive,
+            http2_prior_knowledge=config.http != "1",
+        )
+        self.h2_settings: H2Settings | None = None
+        if config.http != "1":
+            self.h2_settings = H2Settings(
+                max_concurrent_streams=config.h2_max_concurrent_streams,
+                initial_window_size=config.h2_initial_window_size,
+                connection_window_size=config.h2_connection_window_size,
+                max_frame_size=config.h2_max_frame_size,
+                max_header_list_size=config.h2_max_header_list_size,
+                max_resets=config.h2_max_resets,
+                max_control_frames=config.h2_max_control_frames,
+                idle_timeout=config.timeout_h2_idle,
+                header_timeout=config.timeout_request_header,
+                stall_timeout=config.timeout_request_body,
+                enable_connect_protocol=context.ws is not None,
+            )
+            context.h2c = True
+        self.h2_counters: dict[str, int] = {}  # HTTP/2 attack and error counters, summed over connections
+        extra = []
+        for header in config.headers:
+            name, _, value = header.partition(":")
+            extra.append((name.strip().encode("latin-1"), value.strip().encode("latin-1")))
+        self.defaults = DefaultHeaders(b"zonda" if config.server_header else None, extra)
+        self.date_header = config.date_header
+        self.limit_connections = config.limit_connections
+        self.connections: set[Connection] = set()
+        # --log-level debug: a line per connection opened and closed, decided once here (zonda.connection)
+        self.log_connections = connection_log.isEnabledFor(logging.DEBUG)
+        self.stats_refused = 0
+        self.rejections: dict[str, int] = {}  # ProtocolError class name -> count (metrics)
+        self.tally: Tally | None = None  # byte counts, when metrics are on
+        request_id = uses_request_id(config)
+        self.proxy: ProxySettings | None = None  # None: no per-connection proxy or request-id work at all
+        if config.proxy_headers or request_id or config.proxy_protocol != "off":
+            trust = TrustList(config.forwarded_allow_ips)
+            self.proxy = ProxySettings(trust, config.proxy_headers, config.proxy_protocol, request_id)
+
+    def refresh_date(self) -> None:
+        self.defaults.set_date(formatdate(usegmt=True).encode() if self.date_header else None)
