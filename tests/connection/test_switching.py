@@ -8,7 +8,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from fakeio import FakeServer, FakeTLS, H2Peer, Replies, h2_response, responses
+from fakeio import FakeServer, FakeTLS, FakeWaiter, H2Peer, Replies, h2_response, responses
 from h2wire import settings_payload
 from wire import get
 from wsframes import CLOSE, PING, TEXT, close, frame, handshake_request, parse_frames, text
@@ -160,7 +160,10 @@ def test_with_http_1_only_the_preface_is_a_bad_request(serve: Serve) -> None:
 
 def ws_echo(events: list[dict[str, Any]]) -> Any:
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        assert scope["type"] == "websocket"
+        if scope["type"] == "http":
+            await send({"type": "http.response.start", "status": 204})
+            await send({"type": "http.response.body"})
+            return
         assert await receive() == {"type": "websocket.connect"}
         await send({"type": "websocket.accept"})
         while True:
@@ -228,6 +231,51 @@ def test_the_connection_timer_follows_the_websocket_cores_keep_alive_ping(serve:
     [failure] = parse_frames(stream.take())
     assert (failure.opcode, failure.close_code) == (CLOSE, 1011)
     assert events[-1]["type"] == "websocket.disconnect" and events[-1]["code"] == 1006
+
+
+def test_an_h2c_upgrade_pipelined_behind_a_request_switches_after_its_response(serve: Serve) -> None:
+    gates: list[FakeWaiter] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["path"] == "/first":
+            gates.append(server.loop.create_waiter())
+            await gates[-1]
+        await describe(scope, receive, send)
+
+    server = serve(app)
+    stream = server.connect()
+    client_settings = base64.urlsafe_b64encode(settings_payload()).rstrip(b"=")
+    upgrade = get(
+        "/up",
+        "Connection: Upgrade, HTTP2-Settings",
+        "Upgrade: h2c",
+        "HTTP2-Settings: " + client_settings.decode(),
+    )
+    peer = H2Peer(stream)
+    stream.feed(get("/first") + upgrade + peer.preface())  # a client that does not wait for the 101
+    assert stream.take() == b""
+    gates[0].set_result(None)
+    server.loop.run()
+    replies = Replies(stream.take())
+    first = replies.read_response()
+    assert json.loads(first.body)["http_version"] == "1.1"
+    assert replies.read_response().status == 101
+    frames = peer.read(replies.buffer)
+    assert (SETTINGS, ACK) in [(f.kind, f.flags) for f in frames]  # the preface that came early was read
+    response = h2_response(frames, 1)
+    assert json.loads(response.body)["path"] == "/up"
+    assert isinstance(stream.protocol, HTTP2Connection)
+
+
+def test_a_websocket_handshake_pipelined_behind_a_request_is_accepted_in_its_turn(serve: Serve) -> None:
+    events: list[dict[str, Any]] = []
+    server = serve(ws_echo(events), ws_ping_interval=None)
+    stream = server.connect()
+    stream.feed(get("/first") + handshake_request() + text("early"))
+    replies = Replies(stream.take())
+    assert replies.read_response().status == 204
+    assert replies.read_response().status == 101
+    assert [(f.opcode, f.payload) for f in parse_frames(replies.buffer)] == [(TEXT, b"early")]
 
 
 def test_the_preface_after_an_http1_request_is_a_bad_request(serve: Serve) -> None:

@@ -1221,3 +1221,31 @@ def test_no_file_bytes_for_responses_without_a_body(method: bytes, status: int) 
         b"OK" if status == 200 else b"Not Modified",
     )
     assert not conn.closing
+
+
+PIPELINED_UPGRADE = (
+    b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n"
+    b"GET /chat HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\nEARLY"
+)
+
+
+def test_an_upgrade_pipelined_behind_a_request_stays_pending_through_the_earlier_response() -> None:
+    conn = make()
+    requests = [e for e in conn.receive_data(PIPELINED_UPGRADE) if isinstance(e, Request)]
+    assert [(r.stream_id, r.upgrade) for r in requests] == [(1, None), (2, b"websocket")]
+    assert respond(conn, 1, body=b"ok").endswith(b"\r\n\r\nok")
+    assert not conn.has_held_data  # the bytes after the upgrade request wait for its answer, not this one
+    assert conn.receive_data(b"MORE") == []
+    assert conn.accept_upgrade(2, [(b"upgrade", b"websocket")]) == b"EARLYMORE"
+    assert conn.data_to_send().startswith(b"HTTP/1.1 101 ")
+
+
+def test_a_pipelined_upgrade_declined_in_its_turn_reads_what_followed_as_http1() -> None:
+    conn = make()
+    conn.receive_data(PIPELINED_UPGRADE.replace(b"EARLY", b"GET /after HTTP/1.1\r\nHost: x\r\n\r\n"))
+    respond(conn, 1)
+    assert not conn.has_held_data
+    respond(conn, 2, status=403)
+    assert conn.has_held_data
+    [after] = [e for e in conn.receive_data(b"") if isinstance(e, Request)]
+    assert (after.stream_id, after.path) == (3, b"/after")

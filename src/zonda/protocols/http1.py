@@ -754,7 +754,8 @@ class H1Connection(OutputBuffer):
                 self.deadline = self.clock() + self.limits.keep_alive_timeout
             elif state is _STOPPED:
                 self.closing = True
-        if self._upgrade_pending and not self.closing:
+        # The upgrade request is the last one parsed: only its own response, with no earlier one left, declines it.
+        if self._upgrade_pending and not self._exchanges and not self.closing:
             self._upgrade_pending = False  # declined: what followed the upgrade request is HTTP/1.1 again
             self._parser = httptools.HttpRequestParser(self)
 
