@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from fakeio import FakeServer, H2Peer, ServerFrame, h2_response
+from fakeio import FakeServer, FakeWaiter, H2Peer, ServerFrame, h2_response
 from h2wire import data, rst
 from wsframes import CLOSE, PING, PONG, TEXT, close, frame, parse_frames, text
 from zonda.connection.http2 import HTTP2Connection
@@ -180,17 +180,17 @@ def test_a_reset_stream_tells_the_app_1006_and_stops_the_tunnels_timer(serve: Se
 
 def test_a_tunnel_whose_app_lags_closes_its_window_and_replays_what_it_held(serve: Serve) -> None:
     events: list[dict[str, Any]] = []
-    gate = None
+    gates: list[FakeWaiter] = []
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await receive()
         await send({"type": "websocket.accept"})
-        await gate  # not reading yet: messages queue up
+        gates.append(server.loop.create_waiter())
+        await gates[0]  # not reading yet: messages queue up
         while (message := await receive())["type"] == "websocket.receive":
             events.append(message)
 
     server = serve(app, ws_ping_interval=None, ws_max_queue=2)
-    gate = server.loop.create_waiter()
     peer, _ = open_tunnel(server)
     peer.send(*(data(1, text(f"m{n}")) for n in range(6)))
     assert events == []
@@ -198,7 +198,7 @@ def test_a_tunnel_whose_app_lags_closes_its_window_and_replays_what_it_held(serv
     assert not [
         f for f in frames if f.kind == WINDOW_UPDATE and f.stream_id == 1
     ]  # the stream's window stays shut
-    gate.set_result(None)
+    gates[0].set_result(None)
     server.loop.run()
     assert [e["text"] for e in events] == [f"m{n}" for n in range(6)]  # none lost, in order
     peer.send(data(1, text("after")))
