@@ -278,6 +278,27 @@ def test_a_websocket_handshake_pipelined_behind_a_request_is_accepted_in_its_tur
     assert [(f.opcode, f.payload) for f in parse_frames(replies.buffer)] == [(TEXT, b"early")]
 
 
+def test_an_h2c_upgrade_pipelined_behind_a_connection_close_response_is_dropped(serve: Serve) -> None:
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        headers = [(b"content-length", b"2"), (b"connection", b"close")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    server = serve(app)
+    stream = server.connect()
+    client_settings = base64.urlsafe_b64encode(settings_payload()).rstrip(b"=").decode()
+    upgrade = get(
+        "/up", "Connection: Upgrade, HTTP2-Settings", "Upgrade: h2c", "HTTP2-Settings: " + client_settings
+    )
+    stream.feed(get("/first") + upgrade)
+    [response] = responses(stream.take())
+    assert (response.body, response.header("connection")) == (b"ok", "close")
+    assert stream.closed and stream.lost
+    assert stream.late_writes == []  # no HTTP/2 after the close
+    assert isinstance(stream.protocol, HTTP1Connection)
+    assert not server.connections  # nothing left behind that a graceful shutdown would wait for
+
+
 def test_the_preface_after_an_http1_request_is_a_bad_request(serve: Serve) -> None:
     server = serve(describe)
     stream = server.connect()

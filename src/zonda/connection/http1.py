@@ -156,6 +156,11 @@ class HTTP1Connection(Connection):
         from zonda.connection.http2 import HTTP2Connection
         from zonda.protocols.http2 import h2c_upgrade
 
+        if self._closed:
+            # Closed before the upgrade's turn came (an earlier response said `Connection: close`, or the peer
+            # went): its connection_lost may have come already, so an HTTP/2 object made now would never leave
+            # the registry, and its frames would follow the close.
+            return
         try:
             body_length, settings = h2c_upgrade(request)
         except ProtocolError as refusal:
