@@ -147,3 +147,46 @@ def test_the_peer_going_away_tells_a_waiting_app_http_disconnect(serve: Serve) -
     stream.feed_eof()
     assert messages[1] == {"type": "http.disconnect"}
     assert stream.closed and not server.connections
+
+
+def test_a_slow_app_is_not_cut_by_the_keep_alive_timeout_which_counts_from_its_response(serve: Serve) -> None:
+    gates: list[FakeWaiter] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        gates.append(server.loop.create_waiter())
+        await gates[-1]
+        await hello(scope, receive, send)
+
+    server = serve(app, timeout_keep_alive=5)
+    stream = server.connect()
+    stream.feed(get("/slow"))
+    server.loop.advance(60)  # the server owes a response: no client deadline meanwhile
+    assert not stream.is_closing()
+    gates[0].set_result(None)
+    server.loop.run()
+    assert responses(stream.take())[0].body == b"/slow"
+    server.loop.advance(4.9)
+    assert not stream.is_closing()
+    server.loop.advance(0.1)
+    assert stream.closed
+
+
+def test_a_request_body_that_stalls_past_the_body_timeout_gets_408(serve: Serve) -> None:
+    received: list[dict[str, Any]] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        while (message := await receive())["type"] == "http.request":
+            received.append(message)
+
+    server = serve(app, timeout_request_body=30)
+    stream = server.connect()
+    stream.feed(b"POST /upload HTTP/1.1\r\nHost: test\r\nContent-Length: 10\r\n\r\nabc")
+    assert received == [{"type": "http.request", "body": b"abc", "more_body": True}]
+    server.loop.advance(20)
+    stream.feed(b"def")  # progress: the wait starts again
+    server.loop.advance(29.9)
+    assert stream.take() == b"" and not stream.is_closing()
+    server.loop.advance(0.1)
+    [response] = responses(stream.take())
+    assert response.status == 408
+    assert stream.closed
