@@ -864,7 +864,14 @@ class H2CUpgrade:
         session.context.stats.active_requests -= 1
         if session.current is self:
             session.current = None
-        session.transport.upgrade_h2c(self.request)
+        try:
+            session.transport.upgrade_h2c(self.request)
+        except (
+            ProtocolError,
+            AppProtocolError,
+        ) as exc:  # the HTTP/1.1 core could not take it: end the connection
+            error_log.warning("h2c upgrade failed: %s", exc)
+            session.transport.abort()
 
     def on_disconnect(self) -> None:
         pass
