@@ -94,6 +94,10 @@ class Handshake:
             for name, params in self.extension_offers:
                 if name != factory.name:
                     continue
+                if ("server_max_window_bits", "8") in params:
+                    # zlib refuses to compress with a 256-byte window; websockets >= 17 declines this offer
+                    # itself, older releases (the last ones for Python 3.10) accept it and then fail
+                    continue
                 try:
                     response_params, extension = factory.process_request_params(params, extensions)
                 except NegotiationError:
