@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime
 import ssl
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -236,11 +237,27 @@ def test_extension_over_tls12_with_a_chosen_cipher(files: TLSFiles) -> None:
 def test_extension_with_a_client_certificate(files: TLSFiles, reqs: str) -> None:
     server, _ = handshake(context(**files.mtls_options(reqs)), files.client_context(client_cert=True))
     tls = tls_extension(server, None)
-    assert tls["client_cert_chain"] == [files.client_cert.read_text()]
+    assert tls["client_cert_chain"] == files.client_chain_sent()
     assert tls["client_cert_name"] == files.client_name
     assert tls["client_cert_name"].startswith("CN=zonda test client,")
     assert "O=Zonda QA\\, Inc." in tls["client_cert_name"]
     assert tls["client_cert_error"] is None
+
+
+def test_the_chain_is_what_the_client_sent(files: TLSFiles, tmp_path: Path) -> None:
+    # A client certificate issued by an intermediate CA; the client sends both, the server trusts the root.
+    intermediate = files.ca.create_child_ca()
+    client_cert = intermediate.issue_cert("chained@example.org", common_name="chained client")
+    client_context = files.client_context()
+    client_cert.configure_cert(client_context)
+    server, _ = handshake(context(**files.mtls_options("required")), client_context)
+    leaf, sent_intermediate = (pem.bytes().decode() for pem in client_cert.cert_chain_pems)
+    chain = tls_extension(server, None)["client_cert_chain"]
+    if sys.version_info >= (3, 13):
+        assert chain == [leaf, sent_intermediate]  # not the root: the client did not send it
+    else:
+        assert chain == [leaf]  # the standard library gives nothing more before 3.13
+    assert tls_extension(server, None)["client_cert_name"].startswith("CN=chained client,")
 
 
 def test_optional_mode_without_a_client_certificate(files: TLSFiles) -> None:

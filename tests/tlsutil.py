@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import ssl
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +48,16 @@ class TLSFiles:
     def mtls_options(self, cert_reqs: str = "required", **extra: Any) -> dict[str, Any]:
         """Config options for mutual TLS: client certificates checked against the test CA."""
         return self.server_options(ssl_ca_certs=str(self.ca_pem), ssl_cert_reqs=cert_reqs, **extra)
+
+    def client_chain_sent(self) -> list[str]:
+        """``client_cert_chain`` for a client that presents ``client_context(client_cert=True)``: the client
+        certificate, then the CA, which OpenSSL adds when it completes a lone certificate's chain from the
+        client's trust store. Python shows a server the whole chain it was sent from 3.13 on; before, only
+        the client's own certificate."""
+        chain = [self.client_cert.read_text()]
+        if sys.version_info >= (3, 13):
+            chain.append(self.ca_pem.read_text())
+        return chain
 
     def client_context(
         self,

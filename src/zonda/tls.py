@@ -41,8 +41,10 @@ _PEM_KEY = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----")
 # flushing of a response still buffered when the connection closes, so it is not made tiny either.
 SHUTDOWN_TIMEOUT = 5.0
 
-# Python 3.13+: the chain the server verified, leaf first; before that only the leaf is available.
-_verified_chain = getattr(ssl.SSLObject, "get_verified_chain", None)
+# Python 3.13+: the certificates the client sent, its own first, as the ASGI spec's client_cert_chain asks;
+# before that only the client's own is available. (get_verified_chain would add the CA from the server's
+# trust store, which the client did not send.)
+_sent_chain = getattr(ssl.SSLObject, "get_unverified_chain", None)
 
 
 def alpn_protocols(config: Config) -> list[str]:
@@ -128,7 +130,7 @@ def tls_extension(ssl_object: ssl.SSLObject, server_cert_pem: str | None) -> dic
     chain: list[str] = []
     name = error = None
     if der is not None:
-        ders = _verified_chain(ssl_object) if _verified_chain is not None else [der]
+        ders = _sent_chain(ssl_object) if _sent_chain is not None else [der]
         chain = [ssl.DER_cert_to_PEM_cert(item) for item in ders]
         name = _client_cert_name(der)
         if ssl_object.context.verify_mode == ssl.CERT_NONE:  # not reachable with zonda's own contexts

@@ -396,7 +396,7 @@ def test_mutual_tls_over_http2(app: Any, files: TLSFiles) -> None:
     assert data["http_version"] == "2"
     assert data["tls"]["client_cert_name"] == files.client_name
     assert data["tls"]["client_cert_name"].startswith("CN=zonda test client,")
-    assert data["tls"]["client_cert_chain"] == [files.client_cert.read_text()]
+    assert data["tls"]["client_cert_chain"] == files.client_chain_sent()
 
 
 # --------------------------------------------------------------------------------------------- --http 1|2

@@ -190,7 +190,7 @@ def test_mutual_tls_required(files: TLSFiles) -> None:
     tls = data["tls"]
     assert tls["client_cert_name"] == files.client_name
     assert tls["client_cert_name"].startswith("CN=zonda test client,")
-    assert tls["client_cert_chain"] == [files.client_cert.read_text()]
+    assert tls["client_cert_chain"] == files.client_chain_sent()
     assert tls["client_cert_error"] is None
 
 
