@@ -23,6 +23,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import sysconfig
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -610,6 +611,15 @@ def package_version(name: str) -> str | None:
         return None
 
 
+def python_build() -> str:
+    """The Python a benchmark ran on, e.g. ``CPython 3.12.1``: the script's own interpreter, which also runs the
+    servers it starts (each is started with ``sys.executable`` or from its venv)."""
+    build = f"{platform.python_implementation()} {platform.python_version()}"
+    if sysconfig.get_config_var("Py_GIL_DISABLED"):
+        build += " (free-threaded)"
+    return build
+
+
 def environment(packages: Sequence[str]) -> list[tuple[str, str]]:
     """The machine, Python and the versions of ``packages``, as (key, value) rows for format_env."""
     cpu_model = "unknown"
@@ -623,7 +633,7 @@ def environment(packages: Sequence[str]) -> list[tuple[str, str]]:
         ("nproc", str(os.cpu_count())),
         ("CPU", cpu_model),
         ("kernel", platform.release()),
-        ("Python", platform.python_version()),
+        ("Python", python_build()),
         ("packages", ", ".join(versions)),
     ]
 

@@ -44,7 +44,16 @@ from pathlib import Path
 if not __package__:  # run as a file (bench/observability.py, and its in-process child): import bench
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.harness import HELLO_BODY, LUA_DONE, REPO, ServerProcess, http_get, round_parser, run_wrk
+from bench.harness import (
+    HELLO_BODY,
+    LUA_DONE,
+    REPO,
+    ServerProcess,
+    http_get,
+    python_build,
+    round_parser,
+    run_wrk,
+)
 
 PLAIN = '{time} {client} - "{method} {target} {protocol}" {status} {bytes} {duration_ms:.1f}ms'
 VARIANTS: dict[str, list[str]] = {
@@ -260,7 +269,7 @@ def report(results: dict[str, list[Round]], args: argparse.Namespace, cpu: dict[
             f"`bench/observability.py`: hello app, zonda pinned `taskset -c {args.server_cpu}`, "
             f"`wrk -t1 -c{args.connections} -d{args.duration}s` pinned `taskset -c {args.client_cpu}`, "
             f"{args.rounds} interleaved rounds, fresh server each, medians. "
-            f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+            f"{platform.machine()}, {os.cpu_count()} CPUs, {python_build()}, "
             f"{time.strftime('%Y-%m-%d')}.",
             "",
             *rows,

@@ -43,6 +43,7 @@ from bench.harness import (
     ONE_SECOND,
     REPO,
     free_port,
+    python_build,
     run_wrk,
     stop_tree,
     tree_cpu_seconds,
@@ -188,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ways", default=None, help="only these ways, e.g. OS,LOOP")
     args = parser.parse_args(argv)
     os.sched_setaffinity(0, {1})
+    print(f"Python: {python_build()} (zonda's child and this script)")
     with tempfile.TemporaryDirectory(prefix="zonda-bench-sendfile-") as tmp:
         directory = Path(tmp)
         make_files(directory)

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -40,6 +39,7 @@ from bench.harness import (
     package_version,
     proc_cpu_ticks,
     process_tree,
+    python_build,
     round_parser,
     run_wrk,
 )
@@ -165,7 +165,7 @@ def markdown(results: dict[str, list[Round]], args: argparse.Namespace) -> str:
         f" {args.noise_limit * 100:.0f}% is run again, up to {args.retries} times): other sessions share this"
         " machine, so rounds vary; the CPU per request varies much less than requests/s.",
         "",
-        f"Python {platform.python_version()}, zonda {version('zonda')}, uvicorn {version('uvicorn')},"
+        f"{python_build()}, zonda {version('zonda')}, uvicorn {version('uvicorn')},"
         f" gunicorn {version('gunicorn')}, uvicorn-worker {version('uvicorn-worker')},"
         f" uvloop {version('uvloop')}, httptools {version('httptools')}.",
         "",

@@ -8,8 +8,10 @@ permessage-deflate off and on, all in memory. Prints microseconds per echoed mes
 from __future__ import annotations
 
 import os
+import platform
 import sys
 import time
+from importlib.metadata import version
 
 from websockets.extensions.permessage_deflate import PerMessageDeflate
 from websockets.frames import BINARY as OP_BINARY
@@ -78,6 +80,10 @@ def main() -> None:
                     best = min(fn(data, count, deflate) for _ in range(5))
                     results[name] = best / count * 1e6
                 rows.append((size, "text" if text else "binary", deflate, results))
+    sys.stdout.write(
+        f"Python {platform.python_implementation()} {platform.python_version()},"
+        f" websockets {version('websockets')}, wsproto {version('wsproto')}\n"
+    )
     sys.stdout.write(
         f"{'size':>6} {'kind':>6} {'deflate':>7} {'websockets us':>14} {'wsproto us':>11} {'ratio':>6}\n"
     )

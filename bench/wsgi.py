@@ -45,6 +45,7 @@ from bench.harness import (
     http_get,
     markdown_table,
     package_version,
+    python_build,
     run_wrk,
     text_table,
     wait_for_quiet,
@@ -145,7 +146,7 @@ def measure_quietest(server: str, args: argparse.Namespace, workdir: Path) -> Ro
 
 
 def versions() -> str:
-    parts = [f"Python {sys.version.split()[0]}"]
+    parts = [python_build()]
     for name in ("zonda", "uvicorn", "gunicorn", "granian", "uvloop", "httptools"):
         version = package_version(name)
         if version is not None:
