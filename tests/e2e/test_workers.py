@@ -136,7 +136,10 @@ class Supervised:
         self.proc.send_signal(sig)
 
     def wait(self, timeout: float = 15.0) -> int:
-        code = self.proc.wait(timeout)
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"still running {timeout:g}s later; output:\n{self.output}") from None
         self._reader.join(2)
         return code
 
@@ -421,6 +424,19 @@ def test_sigterm_lets_slow_requests_finish(app_dir: Path) -> None:
         assert proc.wait(5) == 0
         assert time.monotonic() - signalled < 3
         assert proc.output.count("Application shutdown complete.") == 2
+
+
+def test_sigterm_right_behind_a_fork_stops_the_new_worker_too(app_dir: Path) -> None:
+    # SIGHUP makes the supervisor fork a successor; a SIGTERM a moment later reaches it while or just after it
+    # forks, and it passes the SIGTERM on to every worker, the newborn included. The newborn must not lose it
+    # (it would serve on until the drain timeout, 35 s here). The delays walk the SIGTERM across the fork.
+    for delay in (0.0, 0.001, 0.002, 0.003, 0.005):
+        with supervisor(*base_args(app_dir, "--workers", "2")) as proc:
+            proc.wait_line("Ready: 2 worker(s)")
+            proc.signal(signal.SIGHUP)
+            time.sleep(delay)
+            proc.signal(signal.SIGTERM)
+            assert proc.wait(10) == 0, f"SIGTERM {delay * 1000:g} ms after SIGHUP"
 
 
 def test_sigquit_stops_at_once(app_dir: Path) -> None:

@@ -37,6 +37,7 @@ from zonda.supervisor.worker import (
     EXIT_BOOT_FAILURE,
     READY,
     RECYCLE,
+    SUPERVISOR_SIGNALS,
     InheritedFd,
     WorkerSpec,
     bind_reuse_port,
@@ -395,12 +396,15 @@ class Supervisor:
         self.numbered += 1
         process = self.context.Process(target=worker_main, args=(spec,), name=f"zonda-worker-{self.numbered}")
         self._spawning_fd = read_fd
+        # the child inherits the mask: what comes before it has its own dispositions waits for it (reset_signals)
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, SUPERVISOR_SIGNALS)
         try:
             process.start()
         except BaseException:
             os.close(read_fd)
             raise
         finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             self._spawning_fd = -1
             os.close(write_fd)
         assert process.pid is not None

@@ -90,8 +90,25 @@ class Channel:
         return True
 
 
+# The signals the supervisor handles. It blocks them while it starts a worker, and the worker unblocks them once
+# its own dispositions are set (reset_signals): a forked child starts with the supervisor's Python handler,
+# which would swallow a SIGTERM sent to the newborn (the worker would serve on until the drain timeout).
+SUPERVISOR_SIGNALS = frozenset(
+    {
+        signal.SIGTERM,
+        signal.SIGINT,
+        signal.SIGQUIT,
+        signal.SIGHUP,
+        signal.SIGTTIN,
+        signal.SIGTTOU,
+        signal.SIGCHLD,
+    }
+)
+
+
 def reset_signals() -> None:
-    """Forget the supervisor's signal handling: the Server installs its own once its loop runs."""
+    """Forget the supervisor's signal handling: the Server installs its own once its loop runs. A signal
+    that came while the supervisor's were blocked (see SUPERVISOR_SIGNALS) is delivered here, at the end."""
     with contextlib.suppress(ValueError):
         signal.set_wakeup_fd(-1)
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
@@ -99,6 +116,7 @@ def reset_signals() -> None:
     for sig in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU):
         signal.signal(sig, signal.SIG_IGN)  # meant for the supervisor (a terminal's hang-up reaches us all)
     signal.signal(signal.SIGQUIT, _quit_now)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, SUPERVISOR_SIGNALS)
 
 
 def _quit_now(signum: int, frame: Any) -> None:
