@@ -38,6 +38,8 @@ from typing import Any
 
 import uvloop
 
+from bench.harness import python_build
+
 Message = MutableMapping[str, Any]
 ASGIApp = Callable[
     [MutableMapping[str, Any], Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]],
@@ -166,8 +168,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     result = uvloop.run(measure(app, template, args.seconds, args.warmup, args.concurrency))
     print("INPROCESS " + json.dumps(result), flush=True)
     print(
-        f"{args.app} {args.path} spec_version {args.spec_version}, {args.concurrency} at once: "
-        f"{result['calls']:,} calls, "
+        f"{args.app} {args.path} spec_version {args.spec_version} on {python_build()}, "
+        f"{args.concurrency} at once: {result['calls']:,} calls, "
         f"{result['cpu_s'] * 1e6 / result['calls']:.1f} µs thread CPU per call, {result['non_2xx']} not 2xx",
         file=sys.stderr,
     )
