@@ -24,7 +24,6 @@ from zonda.tls import (
     alpn_protocols,
     create_ssl_context,
     describe_tls,
-    listener_options,
     server_cert_pem,
     subject_rfc4514,
     tls_extension,
@@ -88,7 +87,6 @@ def test_alpn_protocols(http: str, protocols: list[str]) -> None:
 def test_no_certificate_means_no_tls() -> None:
     config = Config(app="x:y")
     assert create_ssl_context(config) is None
-    assert listener_options(config, None) == {}
 
 
 def test_context_defaults(files: TLSFiles) -> None:
@@ -97,9 +95,6 @@ def test_context_defaults(files: TLSFiles) -> None:
     assert made.verify_mode == ssl.CERT_NONE
     assert made.options & ssl.OP_NO_RENEGOTIATION
     config = Config(app="x:y", timeout_tls_handshake=3, **files.server_options())
-    options = listener_options(config, made)
-    assert options["ssl"] is made
-    assert options["ssl_handshake_timeout"] == 3
     assert describe_tls(config) == "TLS 1.2 and up, ALPN h2, http/1.1, client certificates not asked for"
 
 

@@ -35,12 +35,6 @@ _CIPHER_IDS: dict[str, int | None] = {}
 _PEM_CERT = re.compile(r"-----BEGIN CERTIFICATE-----\s.*?-----END CERTIFICATE-----", re.DOTALL)
 _PEM_KEY = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----")
 
-# Seconds a closing connection waits for the peer's close_notify before the socket is closed anyway (asyncio's
-# default is 30). Waiting is not required (RFC 8446 section 6.1), and an idle pooled client may never answer,
-# which would hold every graceful shutdown for the whole grace period; but the same timer also bounds the
-# flushing of a response still buffered when the connection closes, so it is not made tiny either.
-SHUTDOWN_TIMEOUT = 5.0
-
 # Python 3.13+: the certificates the client sent, its own first, as the ASGI spec's client_cert_chain asks;
 # before that only the client's own is available. (get_verified_chain would add the CA from the server's
 # trust store, which the client did not send.)
@@ -83,21 +77,6 @@ def create_ssl_context(config: Config) -> ssl.SSLContext | None:
     context.set_alpn_protocols(alpn_protocols(config))
     _learn_ciphers(context)
     return context
-
-
-def listener_options(config: Config, context: ssl.SSLContext | None) -> dict[str, Any]:
-    """``loop.create_server`` keywords (asyncio's and uvloop's) for a listener: none for plain HTTP.
-
-    The handshake runs before the protocol's ``connection_made``; a client that does not finish it in time,
-    or sends anything but TLS, is closed without the app or the connection registry ever seeing it.
-    """
-    if context is None:
-        return {}
-    return {
-        "ssl": context,
-        "ssl_handshake_timeout": config.timeout_tls_handshake,
-        "ssl_shutdown_timeout": SHUTDOWN_TIMEOUT,
-    }
 
 
 def describe_tls(config: Config) -> str:

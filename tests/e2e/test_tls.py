@@ -15,7 +15,6 @@ import signal
 import socket
 import ssl
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -281,11 +280,6 @@ def test_graceful_shutdown_does_not_wait_long_for_an_idle_client(
     files: TLSFiles, monkeypatch: pytest.MonkeyPatch, loop: str
 ) -> None:
     # An idle pooled client never answers the server's close_notify; TLS_SHUTDOWN_TIMEOUT bounds the wait for it
-    if loop == "asyncio" and sys.version_info < (3, 11):
-        # Python 3.10's asyncio create_server has no ssl_shutdown_timeout: a closed TLS transport waits for
-        # the peer's close_notify as long as the peer keeps the TCP connection open (here: until the
-        # graceful timeout). zonda has no timer of its own for it yet.
-        pytest.xfail("no TLS shutdown timeout on Python 3.10's asyncio loop")
     monkeypatch.setattr(zonda.io.asyncio, "TLS_SHUTDOWN_TIMEOUT", 0.5)
     with httpx.Client(verify=files.client_context()) as client:
         with run_server(app, loop=loop, **files.server_options()) as server:

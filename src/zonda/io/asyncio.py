@@ -54,9 +54,10 @@ else:
 
 
 T = TypeVar("T")
-# How long the TLS closing handshake may take before the connection is dropped (the loop's default, 30 s, would
-# hold every graceful shutdown for the whole grace period; but it also bounds the flushing of a response still
-# buffered when the connection closes, so it is not made tiny either).
+# Seconds a closing TLS connection waits for the peer's close_notify before the socket is closed anyway (the
+# loop's default is 30). Waiting is not required (RFC 8446 section 6.1), and an idle pooled client may never
+# answer, which would hold every graceful shutdown for the whole grace period; but the same timer also bounds
+# the flushing of a response still buffered when the connection closes, so it is not made tiny either.
 TLS_SHUTDOWN_TIMEOUT = 5.0
 
 
@@ -100,7 +101,35 @@ class _Opening(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         client = (peer[0], peer[1]) if isinstance(peer, tuple) else None
         ssl_object: ssl.SSLObject | None = transport.get_extra_info("ssl_object")
-        conn.open(cast("ByteStream", transport), client, server, ssl_object)
+        stream = cast("ByteStream", transport)
+        if (
+            ssl_object is not None
+            and _NO_SSL_SHUTDOWN_TIMEOUT
+            and type(transport).__module__.startswith("asyncio")
+        ):
+            stream = _TLSClosing(transport)
+        conn.open(stream, client, server, ssl_object)
+
+
+# Python 3.10's asyncio takes no ssl_shutdown_timeout: a closed TLS transport would wait for the peer's
+# close_notify as long as the peer keeps TCP open (an idle pooled client: until the graceful timeout).
+_NO_SSL_SHUTDOWN_TIMEOUT = sys.version_info < (3, 11)
+
+
+class _TLSClosing:
+    """An asyncio TLS transport whose ``close()`` turns into ``abort()`` after ``TLS_SHUTDOWN_TIMEOUT``
+    (Python 3.10 only, see above); everything else is the transport's own."""
+
+    def __init__(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)
+        self._loop = asyncio.get_running_loop()
+
+    def close(self) -> None:
+        self._transport.close()
+        self._loop.call_later(TLS_SHUTDOWN_TIMEOUT, self._transport.abort)  # a no-op once it is gone
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
 
 
 class _Listening:
