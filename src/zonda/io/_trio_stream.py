@@ -1,0 +1,298 @@
+"""One connection's bytes on trio: the ``io.base.ByteStream`` over a ``trio.SocketStream`` or ``trio.SSLStream``.
+
+Each connection has two trio tasks. The reader (``read``) calls the current protocol's ``data_received`` with
+what it reads, waiting while reading is paused; the writer (``write_loop``) sends what ``write`` queued and is
+the one that ends the connection: on ``close()`` it flushes first, on ``abort()`` or an error it does not; then
+it closes the socket, stops the reader, and calls the protocol's ``connection_lost`` (exactly once).
+
+On plaintext, ``write`` sends at once with one non-blocking ``os.write`` while nothing is queued (the common
+case: a response fits the socket buffer), so a response costs no wake-up of the writer task; what does not fit
+is queued for the writer. TLS writes always go through the writer (``SSLStream.send_all`` is async).
+
+Back-pressure as asyncio's transports do it: above ``HIGH_WATER`` queued bytes the protocol's
+``pause_writing`` is called, and ``resume_writing`` once the queue is down to ``LOW_WATER``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+from typing import TYPE_CHECKING
+
+import trio
+
+from zonda.errors import ClientDisconnected
+from zonda.io._trio_waiter import TrioWaiter
+from zonda.tls import SHUTDOWN_TIMEOUT
+
+if TYPE_CHECKING:
+    from zonda.io.base import ByteStream, FileDrain, StreamProtocol
+
+error_log = logging.getLogger("zonda.error")
+
+HIGH_WATER = 64 * 1024  # asyncio's default write-buffer limits
+LOW_WATER = HIGH_WATER // 4
+READ_SIZE = 256 * 1024  # asyncio's selector transports read this much at most per call
+DIRECT_WRITES = sys.platform != "win32"  # os.write on a socket's descriptor: POSIX only
+CHUNK = 256 * 1024  # file bytes read per worker-thread call
+
+
+def _cause(exc: BaseException) -> Exception:
+    """The OSError behind trio's ``BrokenResourceError`` (what asyncio would pass to ``connection_lost``)."""
+    cause = exc.__cause__
+    if isinstance(cause, Exception):
+        return cause
+    return exc if isinstance(exc, Exception) else ConnectionError(str(exc))
+
+
+class TrioStream:
+    """See the module docstring. ``protocol`` is looked up at every read: ``set_protocol`` switches it."""
+
+    __slots__ = (
+        "_aborted",
+        "_buffer",
+        "_buffered",
+        "_closing",
+        "_error",
+        "_fd",
+        "_lost",
+        "_read_scope",
+        "_reader_waiter",
+        "_reading_paused",
+        "_send_scope",
+        "_sending",
+        "_socket",
+        "_stream",
+        "_write_paused",
+        "_writer_waiter",
+        "protocol",
+    )
+
+    def __init__(self, stream: trio.SocketStream | trio.SSLStream[trio.SocketStream]) -> None:
+        self._stream = stream
+        tls = isinstance(stream, trio.SSLStream)
+        self._socket = stream.transport_stream.socket if tls else stream.socket  # type: ignore[union-attr]
+        # >= 0: writes go straight to this descriptor while nothing is queued (plaintext only)
+        self._fd = -1 if tls or not DIRECT_WRITES else self._socket.fileno()
+        self.protocol: StreamProtocol = None  # type: ignore[assignment]  # set before the first read
+        self._buffer: list[bytes] = []
+        self._buffered = 0  # bytes queued or being sent by the writer
+        self._sending = False  # the writer is inside send_all
+        self._write_paused = False
+        self._reading_paused = False
+        self._closing = False  # close() or abort() called, or the connection failed: no more reads or writes
+        self._aborted = False  # end without flushing
+        self._lost = False  # connection_lost was called
+        self._error: Exception | None = None
+        self._read_scope = trio.CancelScope()
+        self._send_scope = trio.CancelScope()
+        self._reader_waiter: TrioWaiter | None = None  # the reader, parked while reading is paused
+        self._writer_waiter: TrioWaiter | None = None  # the writer, parked with nothing to send
+
+    # ------------------------------------------------------------ io.base.ByteStream
+
+    def write(self, data: bytes) -> None:
+        if self._closing or not data:
+            return  # asyncio drops writes after close() as well (and warns after a few)
+        if self._fd >= 0 and not self._buffer and not self._sending:
+            try:
+                sent = os.write(self._fd, data)
+            except BlockingIOError:
+                sent = 0
+            except OSError as exc:
+                self._fail(exc)
+                return
+            if sent == len(data):
+                return
+            data = data[sent:]
+        self._buffer.append(data)
+        self._buffered += len(data)
+        self._wake_writer()
+        if self._buffered > HIGH_WATER and not self._write_paused:
+            self._write_paused = True
+            self._call_protocol("pause_writing")
+
+    def close(self) -> None:
+        """Send what is queued, then close."""
+        if not self._closing:
+            self._closing = True
+            self._wake_writer()
+
+    def abort(self) -> None:
+        """Close now; what is queued is dropped."""
+        if not self._aborted:
+            self._closing = self._aborted = True
+            self._send_scope.cancel()
+            self._wake_writer()
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    def pause_reading(self) -> None:
+        self._reading_paused = True
+
+    def resume_reading(self) -> None:
+        if self._reading_paused:
+            self._reading_paused = False
+            waiter = self._reader_waiter
+            if waiter is not None:
+                self._reader_waiter = None
+                waiter.set_result(None)
+
+    def set_protocol(self, protocol: StreamProtocol) -> None:
+        self.protocol = protocol
+
+    # ------------------------------------------------------------ for the file sender
+
+    @property
+    def socket(self) -> trio.socket.SocketType:
+        return self._socket
+
+    @property
+    def buffered(self) -> int:
+        """Bytes written but not yet handed to the kernel."""
+        return self._buffered
+
+    # ------------------------------------------------------------ the tasks
+
+    async def read(self) -> None:
+        """The reader task: feed the protocol until EOF, an error, or the end of the connection."""
+        stream = self._stream
+        try:
+            with self._read_scope:
+                while not self._closing:
+                    while self._reading_paused:
+                        waiter = self._reader_waiter = TrioWaiter()
+                        await waiter
+                    data = await stream.receive_some(READ_SIZE)
+                    if self._closing:
+                        break  # close() or abort() while the read was under way: asyncio reads no more either
+                    if not data:
+                        self._eof()
+                        break
+                    self.protocol.data_received(data)  # type: ignore[arg-type]  # SSLObject.read gives bytes
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            if not self._closing:
+                self._fail(_cause(exc))
+        except Exception as exc:  # a bug above the seam: this connection ends, not the server
+            error_log.exception("Error in a connection's data_received; closing it")
+            self._fail(exc)
+
+    def _eof(self) -> None:
+        keep_open = False
+        try:
+            keep_open = bool(self.protocol.eof_received())
+        except Exception as exc:
+            error_log.exception("Error in a connection's eof_received; closing it")
+            self._fail(exc)
+            return
+        if not keep_open:
+            self.close()
+
+    async def write_loop(self) -> None:
+        """The writer task: send what is queued; once closing, close the socket and report the loss."""
+        try:
+            while True:
+                if not self._buffer or self._aborted:
+                    if self._closing:
+                        break
+                    waiter = self._writer_waiter = TrioWaiter()
+                    await waiter
+                    continue
+                data = b"".join(self._buffer) if len(self._buffer) > 1 else self._buffer[0]
+                self._buffer.clear()
+                self._sending = True
+                try:
+                    with trio.CancelScope() as self._send_scope:  # abort() cancels a send under way
+                        await self._stream.send_all(data)
+                except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                    self._fail(_cause(exc))
+                    break
+                except Exception as exc:  # a bug: this connection ends, not the server
+                    error_log.exception("Error sending on a connection; closing it")
+                    self._fail(exc)
+                    break
+                finally:
+                    self._sending = False
+                self._buffered -= len(data)
+                if self._write_paused and self._buffered <= LOW_WATER:
+                    self._write_paused = False
+                    self._call_protocol("resume_writing")
+        finally:
+            await self._finish()
+
+    async def _finish(self) -> None:
+        self._closing = True
+        self._buffer.clear()
+        self._buffered = 0
+        self._read_scope.cancel()
+        stream = self._stream
+        if isinstance(stream, trio.SSLStream) and not self._aborted and self._error is None:
+            with trio.move_on_after(SHUTDOWN_TIMEOUT) as scope:
+                scope.shield = True  # also when the server's tasks are being cancelled: a bounded goodbye
+                with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                    await stream.aclose()  # close_notify, then the socket
+        self._socket.close()
+        if not self._lost:
+            self._lost = True
+            try:
+                self.protocol.connection_lost(self._error)
+            except Exception:
+                error_log.exception("Error in a connection's connection_lost")
+
+    # ------------------------------------------------------------ internals
+
+    def _fail(self, exc: Exception) -> None:
+        """The connection broke: end it without flushing; ``connection_lost`` gets ``exc``."""
+        if self._error is None and not self._lost:
+            self._error = exc
+        self.abort()
+
+    def _wake_writer(self) -> None:
+        waiter = self._writer_waiter
+        if waiter is not None:
+            self._writer_waiter = None
+            waiter.set_result(None)
+
+    def _call_protocol(self, name: str) -> None:
+        try:
+            getattr(self.protocol, name)()
+        except Exception:
+            error_log.exception("Error in a connection's %s", name)
+
+
+class TrioFileSender:
+    """A connection's ``io.base.FileSender`` on trio: ``os.pread`` blocks of ``CHUNK`` bytes in a worker thread
+    (``trio.to_thread``), written through the driver's stream with its back-pressure: one block in memory per
+    connection, never the file. The bytes go to the driver's own stream, past a counting stream the connection
+    may write through, so they are reported as bypassing it."""
+
+    __slots__ = ("_conn", "_stream")
+
+    bypasses_stream = True
+
+    def __init__(self, stream: ByteStream, conn: FileDrain) -> None:
+        self._stream = stream
+        self._conn = conn
+
+    def cancel(self) -> None:
+        pass  # connection_lost wakes the drain this may wait on; a block being read is checked when it comes
+
+    async def send(self, fd: int, offset: int, count: int) -> int:
+        sent = 0
+        conn = self._conn
+        stream = self._stream
+        while sent < count:
+            size = min(CHUNK, count - sent)
+            data = await trio.to_thread.run_sync(os.pread, fd, size, offset + sent)
+            if conn.closed or stream.is_closing():
+                raise ClientDisconnected("client disconnected while a file was being sent")
+            if not data:
+                break  # the file ended early
+            stream.write(data)
+            sent += len(data)
+            if conn.write_paused:
+                await conn.drain()
+        return sent

@@ -1,0 +1,478 @@
+"""The trio driver (``zonda.io.trio``): its waiter, timers and app tasks under ``trio.run``, and the connection
+layer served by it on a real socket to real clients (httpx HTTP/1.1 and HTTP/2, raw pipelining, a WebSocket,
+TLS with ALPN h2, back-pressure both ways, pathsend), with a trio-native app and a FastAPI app on it."""
+
+from __future__ import annotations
+
+import contextvars
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import sniffio
+import trio
+
+from helpers import raw_request, read_response, respond, simple_app, status_of, wait_for
+from tlsutil import make_tls_files
+from zonda.asgi.http import SessionContext
+from zonda.config import Config
+from zonda.connection.http1 import HTTP1Connection
+from zonda.io.trio import TrioLoop, open_loop, serve_trio
+from zonda.server import ServerShared, bind_socket, ws_settings
+from zonda.tls import create_ssl_context
+
+seen: contextvars.ContextVar[str] = contextvars.ContextVar("seen", default="outside")
+
+
+def run_trio(main: Callable[[TrioLoop], Any]) -> None:
+    async def entry() -> None:
+        async with open_loop() as loop:
+            with trio.fail_after(10):
+                await main(loop)
+
+    trio.run(entry)
+
+
+# ------------------------------------------------------------------ the waiter
+
+
+def test_a_waiter_set_before_it_is_awaited_does_not_yield() -> None:
+    async def main(loop: TrioLoop) -> None:
+        waiter = loop.create_waiter()
+        waiter.set_result(None)
+        assert waiter.done()
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await waiter  # no checkpoint: a cancelled scope does not interrupt it
+        assert not scope.cancelled_caught
+
+    run_trio(main)
+
+
+def test_a_waiter_wakes_the_task_that_awaits_it() -> None:
+    async def main(loop: TrioLoop) -> None:
+        waiter = loop.create_waiter()
+        woke: list[float] = []
+
+        async def sleeper() -> None:
+            await waiter
+            woke.append(trio.current_time())
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(sleeper)
+            await trio.sleep(0.05)
+            assert not woke and not waiter.done()
+            waiter.set_result(None)
+        assert len(woke) == 1
+
+    run_trio(main)
+
+
+def test_a_waiter_set_after_its_task_was_cancelled_is_harmless() -> None:
+    async def main(loop: TrioLoop) -> None:
+        waiter = loop.create_waiter()
+        with trio.move_on_after(0.02) as scope:
+            await waiter
+        assert scope.cancelled_caught and not waiter.done()
+        waiter.set_result(None)  # nobody to wake: must not reschedule the (running) task
+        assert waiter.done()
+        await trio.sleep(0.01)
+        await waiter  # set: returns at once
+
+    run_trio(main)
+
+
+# ------------------------------------------------------------------ timers
+
+
+def test_timers_fire_in_time_order_and_cancelled_ones_never() -> None:
+    async def main(loop: TrioLoop) -> None:
+        fired: list[str] = []
+        now = loop.time()
+        loop.call_at(now + 0.06, lambda: fired.append("c"))
+        late = loop.call_at(now + 0.04, lambda: fired.append("cancelled"))
+        loop.call_at(now + 0.02, lambda: fired.append("a"))
+        loop.call_at(now + 0.02, lambda: fired.append("b"))  # a tie: call order
+        late.cancel()
+        late.cancel()  # twice: still once
+        await trio.sleep(0.1)
+        assert fired == ["a", "b", "c"]
+
+    run_trio(main)
+
+
+def test_an_earlier_timer_wakes_the_sleeping_timer_task() -> None:
+    async def main(loop: TrioLoop) -> None:
+        fired: list[float] = []
+        start = loop.time()
+        loop.call_at(start + 5, lambda: fired.append(-1))  # the timer task sleeps until then ...
+        await trio.sleep(0.01)
+        loop.call_at(start + 0.03, lambda: fired.append(loop.time()))  # ... and is woken for this
+        await trio.sleep(0.2)
+        assert len(fired) == 1 and start + 0.03 <= fired[0] < start + 0.15
+
+    run_trio(main)
+
+
+def test_a_timer_armed_from_a_timer_callback_fires_and_a_failing_one_is_only_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def main(loop: TrioLoop) -> None:
+        fired: list[str] = []
+
+        def first() -> None:
+            fired.append("first")
+            loop.call_at(loop.time() + 0.01, lambda: fired.append("second"))
+            raise RuntimeError("boom")
+
+        loop.call_at(loop.time() + 0.01, first)
+        await trio.sleep(0.1)
+        assert fired == ["first", "second"]
+
+    run_trio(main)
+    assert "boom" in caplog.text
+
+
+def test_cancelled_timers_are_compacted_away() -> None:
+    async def main(loop: TrioLoop) -> None:
+        timers = loop._timers
+        fired: list[int] = []
+        kept = loop.call_at(loop.time() + 0.05, lambda: fired.append(1))
+        for _ in range(1000):
+            loop.call_at(loop.time() + 60, lambda: fired.append(0)).cancel()  # re-armed connection timers
+        assert len(timers._heap) < 600 and len(timers) == 1
+        await trio.sleep(0.1)
+        assert fired == [1]
+        kept.cancel()  # after firing: a no-op
+
+    run_trio(main)
+
+
+def test_call_soon_and_call_soon_threadsafe_run_on_the_loop() -> None:
+    async def main(loop: TrioLoop) -> None:
+        ran: list[str] = []
+        done = trio.Event()
+        loop.call_soon(lambda: ran.append("soon"))
+
+        def from_thread() -> None:
+            loop.call_soon_threadsafe(lambda: (ran.append(threading.current_thread().name), done.set()))
+
+        await trio.to_thread.run_sync(from_thread)
+        await done.wait()
+        assert ran == ["soon", threading.main_thread().name]
+
+    run_trio(main)
+
+
+# ------------------------------------------------------------------ app tasks
+
+
+def test_spawn_runs_a_trio_task_in_a_copy_of_the_context() -> None:
+    async def main(loop: TrioLoop) -> None:
+        found: dict[str, Any] = {}
+        finished = trio.Event()
+
+        async def app() -> None:
+            found["task"] = trio.lowlevel.current_task()
+            found["library"] = sniffio.current_async_library()
+            found["inherited"] = seen.get()
+            seen.set("app")
+            async with trio.open_nursery() as nursery:  # trio-native structure inside the app
+                nursery.start_soon(trio.sleep, 0.01)
+            found["after"] = seen.get()
+            finished.set()
+
+        seen.set("caller")
+        loop.spawn(app())
+        await finished.wait()
+        assert found["task"] is not trio.lowlevel.current_task()
+        assert found["library"] == "trio"
+        assert found["inherited"] == "caller" and found["after"] == "app"
+        assert seen.get() == "caller"  # the app's change stayed in its copy
+        assert loop.app_tasks == 0
+
+    run_trio(main)
+
+
+def test_app_tasks_are_counted_cancelled_and_waited_for(caplog: pytest.LogCaptureFixture) -> None:
+    async def main(loop: TrioLoop) -> None:
+        cancelled: list[bool] = []
+
+        async def hangs() -> None:
+            try:
+                await trio.sleep_forever()
+            except trio.Cancelled:
+                cancelled.append(True)
+                raise
+
+        async def fails() -> None:
+            raise RuntimeError("a bug above the seam")
+
+        loop.spawn(hangs())
+        loop.spawn(hangs())
+        loop.spawn(fails())
+        await trio.sleep(0.01)
+        assert loop.app_tasks == 2
+        assert not await loop.wait_app_tasks(0.02)
+        loop.cancel_app_tasks()
+        assert await loop.wait_app_tasks(1.0)
+        assert cancelled == [True, True]
+
+    run_trio(main)
+    assert "a bug above the seam" in caplog.text
+
+
+def test_open_loop_lets_an_exception_out_as_it_is() -> None:
+    async def main() -> None:
+        async with open_loop() as loop:
+            loop.spawn(trio.sleep_forever())
+            raise KeyError("mine")
+
+    with pytest.raises(KeyError, match="mine"):
+        trio.run(main)
+
+
+# ------------------------------------------------------------------ a real server on trio
+
+
+class TrioServer:
+    def __init__(self, port: int, shared: ServerShared, url: str) -> None:
+        self.port = port
+        self.shared = shared
+        self.url = url
+
+
+@contextmanager
+def trio_server(app: Any, **options: Any) -> Iterator[TrioServer]:
+    """``app`` served by ``serve_trio`` in a ``trio.run`` on a thread, with a ``ServerShared`` built as
+    ``zonda.server`` builds it; cancelled at the end."""
+    config = Config(app=app, port=0, host="127.0.0.1", **options)
+    sock = bind_socket(config)
+    ssl_context = create_ssl_context(config)
+    context = SessionContext(app, {}, ws=ws_settings(config))
+    shared = ServerShared(config, context, ssl_context)
+    shared.refresh_date()
+    started = threading.Event()
+    token: list[Any] = []
+    errors: list[BaseException] = []
+    stop_event: list[Any] = []
+
+    async def main() -> None:
+        async with open_loop() as loop:
+            listeners = serve_trio(loop, [sock], shared, HTTP1Connection, config.timeout_tls_handshake)
+            stop_event.append(trio.Event())
+            token.append(trio.lowlevel.current_trio_token())
+            started.set()
+            await stop_event[0].wait()
+            listeners.close()
+            await listeners.wait_closed()
+            for connection in list(shared.connections):
+                connection.abort()
+            loop.cancel_app_tasks()
+            assert await loop.wait_app_tasks(5)
+
+    def target() -> None:
+        try:
+            trio.run(main)
+        except BaseException as exc:  # surfaced to the test below
+            errors.append(exc)
+            started.set()
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    assert started.wait(10), "the trio server did not start"
+    if errors:
+        raise errors[0]
+    port = sock.getsockname()[1]
+    scheme = "https" if ssl_context is not None else "http"
+    try:
+        yield TrioServer(port, shared, f"{scheme}://127.0.0.1:{port}")
+    finally:
+        if thread.is_alive():
+            token[0].run_sync_soon(stop_event[0].set)
+            thread.join(10)
+        assert not thread.is_alive(), "the trio server did not stop"
+        if errors:
+            raise errors[0]
+
+
+def test_http1_keep_alive_and_pipelining() -> None:
+    with trio_server(simple_app) as server:
+        with httpx.Client(base_url=server.url) as client:
+            for index in range(5):
+                response = client.get(f"/item/{index}")
+                assert response.status_code == 200 and response.text == f"GET /item/{index}"
+                assert response.http_version == "HTTP/1.1"
+        pipelined = b"".join(b"GET /%d HTTP/1.1\r\nhost: x\r\n\r\n" % index for index in range(10))
+        answer = raw_request(
+            server.port, pipelined + b"GET /last HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+        )
+        assert answer.count(b"HTTP/1.1 200 OK") == 11
+        positions = [answer.index(b"GET /%d" % index) for index in range(10)]
+        assert positions == sorted(positions) and answer.endswith(b"GET /last")
+        wait_for(lambda: not server.shared.connections, what="connection_lost for both connections")
+
+
+def test_a_bad_request_gets_its_status_and_the_connection_closes() -> None:
+    with trio_server(simple_app) as server:
+        answer = raw_request(server.port, b"GET / HTTP/1.1\r\nhost: x\r\nbad header\r\n\r\n")
+        assert status_of(answer) == 400
+
+
+def test_http2_prior_knowledge() -> None:
+    with (
+        trio_server(simple_app) as server,
+        httpx.Client(base_url=server.url, http1=False, http2=True) as client,
+    ):
+        for index in range(3):
+            response = client.get(f"/h2/{index}")
+            assert response.http_version == "HTTP/2" and response.text == f"GET /h2/{index}"
+
+
+def test_tls_with_alpn_h2_and_the_tls_extension(tmp_path: Path) -> None:
+    files = make_tls_files(tmp_path)
+    scopes: list[dict[str, Any]] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        scopes.append(scope)
+        await respond(send, scope["http_version"].encode())
+
+    with trio_server(app, **files.mtls_options(cert_reqs="optional")) as server:
+        context = files.client_context(client_cert=True, alpn=["h2", "http/1.1"])
+        with httpx.Client(base_url=server.url, verify=context, http2=True) as client:
+            assert client.get("/").text == "2"
+            assert client.get("/").text == "2"
+        with httpx.Client(base_url=server.url, verify=files.client_context()) as client:
+            assert client.get("/").text == "1.1"
+    tls = scopes[0]["extensions"]["tls"]
+    assert scopes[0]["scheme"] == "https"
+    assert tls["tls_version"] in (0x0303, 0x0304) and tls["client_cert_name"] == files.client_name
+    assert tls["client_cert_chain"] and tls["server_cert"]
+
+
+def test_a_client_that_is_not_tls_is_closed_unseen(tmp_path: Path) -> None:
+    files = make_tls_files(tmp_path)
+    with trio_server(simple_app, **files.server_options()) as server:
+        assert raw_request(server.port, b"GET / HTTP/1.1\r\nhost: x\r\n\r\n") == b""
+        assert not server.shared.connections
+
+
+def test_a_websocket_over_http1_and_the_server_still_serves() -> None:
+    from websockets.sync.client import connect
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "websocket":
+            assert (await receive())["type"] == "websocket.connect"
+            await send({"type": "websocket.accept"})
+            while True:
+                message = await receive()
+                if message["type"] == "websocket.disconnect":
+                    return
+                await trio.sleep(0)  # a trio-native await inside the app
+                await send({"type": "websocket.send", "text": message["text"][::-1]})
+        else:
+            await simple_app(scope, receive, send)
+
+    with trio_server(app) as server:
+        with connect(f"ws://127.0.0.1:{server.port}/ws") as websocket:
+            for text in ("hello", "trio", "x" * 100_000):
+                websocket.send(text)
+                assert websocket.recv(timeout=5) == text[::-1]
+        assert httpx.get(server.url + "/after").text == "GET /after"
+
+
+def test_a_large_response_to_a_slow_reader_is_held_back_and_arrives_whole() -> None:
+    chunk = bytes(range(256)) * 256  # 64 KiB
+    total_chunks = 512  # 32 MiB
+    sent = [0]
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        for _ in range(total_chunks):
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            sent[0] += 1
+        await send({"type": "http.response.body", "body": b""})
+
+    with trio_server(app) as server:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        sock.connect(("127.0.0.1", server.port))
+        with sock:
+            sock.settimeout(10)
+            sock.sendall(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+            received = len(sock.recv(65536))
+            time.sleep(0.5)  # the server fills the socket buffers and must then wait for us
+            held_at = sent[0]
+            assert held_at < total_chunks // 2, f"the app sent {held_at} of {total_chunks} chunks unread"
+            data = bytearray()
+            while not data.endswith(b"0\r\n\r\n"):
+                piece = sock.recv(1 << 20)
+                assert piece
+                data += piece
+            received += len(data)
+        assert sent[0] == total_chunks
+        assert received > total_chunks * len(chunk)
+
+
+def test_a_large_upload_read_slowly_arrives_whole() -> None:
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        size = 0
+        while True:
+            message = await receive()
+            size += len(message.get("body", b""))
+            await trio.sleep(0.001)  # slower than the client: reading gets paused
+            if not message.get("more_body"):
+                break
+        await respond(send, str(size).encode())
+
+    body = os.urandom(1024) * 8 * 1024  # 8 MiB
+    with trio_server(app) as server:
+        response = httpx.post(server.url, content=body, timeout=20)
+        assert response.text == str(len(body))
+
+
+def test_pathsend_in_blocks_through_the_stream(tmp_path: Path) -> None:
+    path = tmp_path / "big.bin"
+    content = os.urandom(3 * 1024 * 1024 + 123)
+    path.write_bytes(content)
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        assert "http.response.pathsend" in scope["extensions"]
+        headers = [(b"content-length", str(len(content)).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.pathsend", "path": str(path)})
+
+    with trio_server(app) as server, socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        for _ in range(2):  # the keep-alive connection serves a second file after the first
+            sock.sendall(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+            response = read_response(sock, timeout=10)
+            assert response.split(b"\r\n\r\n", 1)[1] == content
+
+
+def test_a_fastapi_app_with_middleware_runs_on_trio() -> None:
+    fastapi = pytest.importorskip("fastapi")
+    app = fastapi.FastAPI()
+
+    @app.middleware("http")
+    async def tag(request: Any, call_next: Any) -> Any:
+        response = await call_next(request)
+        response.headers["x-library"] = sniffio.current_async_library()
+        return response
+
+    @app.get("/items/{item}")
+    async def item(item: int) -> dict[str, Any]:
+        await trio.sleep(0.001)
+        return {"item": item, "library": sniffio.current_async_library()}
+
+    with trio_server(app) as server, httpx.Client(base_url=server.url) as client:
+        for index in range(3):
+            response = client.get(f"/items/{index}")
+            assert response.json() == {"item": index, "library": "trio"}
+            assert response.headers["x-library"] == "trio"
