@@ -476,3 +476,79 @@ def test_a_fastapi_app_with_middleware_runs_on_trio() -> None:
             response = client.get(f"/items/{index}")
             assert response.json() == {"item": index, "library": "trio"}
             assert response.headers["x-library"] == "trio"
+
+
+async def reverse_websocket(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """A WebSocket that answers each text reversed, after a trio-native await; plain HTTP gets simple_app."""
+    if scope["type"] != "websocket":
+        await simple_app(scope, receive, send)
+        return
+    assert (await receive())["type"] == "websocket.connect"
+    await send({"type": "websocket.accept"})
+    while True:
+        message = await receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        await trio.sleep(0)
+        await send({"type": "websocket.send", "text": message["text"][::-1]})
+
+
+def test_a_websocket_over_http2_runs_through_the_tunnel() -> None:
+    from h2ws import H2Client
+    from wsframes import text
+
+    with trio_server(reverse_websocket, ws_ping_interval=0.2, ws_ping_timeout=5) as server:
+        with H2Client(server.port) as client:
+            websocket = client.open_websocket("/ws")
+            assert websocket.status == 200
+            for word in ("tunnel", "trio"):
+                websocket.send(text(word))
+                frame = websocket.recv_frame()
+                while frame.opcode == 0x9:  # the server's keep-alive pings: its own timer on the stream
+                    frame = websocket.recv_frame()
+                assert frame.payload == word[::-1].encode()
+            time.sleep(0.5)
+            frame = websocket.recv_frame()
+            assert frame.opcode == 0x9  # a ping from the tunnel's timer
+            assert client.request("GET", "/plain").data == b"GET /plain"  # the connection serves on
+            websocket.close_handshake()
+        wait_for(lambda: not server.shared.connections, what="the HTTP/2 connection's end")
+
+
+def test_a_client_reset_mid_response_ends_the_connection_once(logs: pytest.LogCaptureFixture) -> None:
+    from helpers import download_partly, rst_close
+
+    outcome: list[str] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["path"] != "/endless":
+            await simple_app(scope, receive, send)
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        try:
+            while True:
+                await send({"type": "http.response.body", "body": b"x" * 65536, "more_body": True})
+        except OSError:  # ClientDisconnected
+            outcome.append("disconnected")
+            raise
+
+    with trio_server(app) as server:
+        sock = download_partly(server.port, b"GET /endless HTTP/1.1\r\nhost: x\r\n\r\n", 256 * 1024)
+        rst_close(sock)
+        wait_for(lambda: not server.shared.connections, what="connection_lost")
+        wait_for(lambda: outcome == ["disconnected"], what="the app's send to raise")
+        assert httpx.get(server.url + "/after").status_code == 200
+    assert "Error in a connection" not in logs.text
+
+
+def test_a_unix_socket(short_dir: str) -> None:
+    path = os.path.join(short_dir, "zonda.sock")
+    seen_scopes: list[dict[str, Any]] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        seen_scopes.append(scope)
+        await respond(send, b"over unix")
+
+    with trio_server(app, uds=path), httpx.Client(transport=httpx.HTTPTransport(uds=path)) as client:
+        assert client.get("http://zonda/").text == "over unix"
+    assert seen_scopes[0]["server"] == (path, None) and seen_scopes[0]["client"] is None
