@@ -24,7 +24,7 @@ from tlsutil import make_tls_files
 from zonda.asgi.http import SessionContext
 from zonda.config import Config
 from zonda.connection.http1 import HTTP1Connection
-from zonda.io.trio import TrioLoop, open_loop, serve_trio
+from zonda.io.trio import TrioLoop, TrioRuntime, open_runtime, serve_trio
 from zonda.server import ServerShared, bind_socket, ws_settings
 from zonda.tls import create_ssl_context
 
@@ -33,9 +33,9 @@ seen: contextvars.ContextVar[str] = contextvars.ContextVar("seen", default="outs
 
 def run_trio(main: Callable[[TrioLoop], Any]) -> None:
     async def entry() -> None:
-        async with open_loop() as loop:
+        async with open_runtime() as runtime:
             with trio.fail_after(10):
-                await main(loop)
+                await main(runtime.loop)
 
     trio.run(entry)
 
@@ -202,41 +202,97 @@ def test_spawn_runs_a_trio_task_in_a_copy_of_the_context() -> None:
 
 
 def test_app_tasks_are_counted_cancelled_and_waited_for(caplog: pytest.LogCaptureFixture) -> None:
-    async def main(loop: TrioLoop) -> None:
-        cancelled: list[bool] = []
+    async def main() -> None:
+        async with open_runtime() as runtime:
+            loop = runtime.loop
+            cancelled: list[str] = []
+            ran: list[str] = []
 
-        async def hangs() -> None:
-            try:
-                await trio.sleep_forever()
-            except trio.Cancelled:
-                cancelled.append(True)
-                raise
+            async def hangs(name: str) -> None:
+                try:
+                    await trio.sleep_forever()
+                except trio.Cancelled:
+                    cancelled.append(name)
+                    raise
 
-        async def fails() -> None:
-            raise RuntimeError("a bug above the seam")
+            async def fails() -> None:
+                raise RuntimeError("a bug above the seam")
 
-        loop.spawn(hangs())
-        loop.spawn(hangs())
-        loop.spawn(fails())
-        await trio.sleep(0.01)
-        assert loop.app_tasks == 2
-        assert not await loop.wait_app_tasks(0.02)
-        loop.cancel_app_tasks()
-        assert await loop.wait_app_tasks(1.0)
-        assert cancelled == [True, True]
+            async def quick() -> None:
+                ran.append(seen.get())
 
-    run_trio(main)
+            loop.spawn(hangs("a"))
+            loop.spawn(hangs("b"))
+            loop.spawn(fails())
+            await trio.sleep(0.01)
+            assert loop.app_tasks == 2
+            tasks = runtime.app_tasks()
+            assert len(tasks) == 1 and not tasks[0].done()
+            with trio.move_on_after(0.02) as scope:
+                await runtime.join(tasks, 5)  # bounded by the caller's scope too
+            assert scope.cancelled_caught
+            for task in tasks:
+                task.cancel()
+            seen.set("after the cancel")
+            loop.spawn(quick())  # app calls spawned after the cancel run, in a new generation
+            await runtime.join(tasks, 1.0)
+            assert tasks[0].done() and sorted(cancelled) == ["a", "b"]
+            await trio.sleep(0.01)
+            assert ran == ["after the cancel"] and not runtime.app_tasks()
+
+    trio.run(main)
     assert "a bug above the seam" in caplog.text
 
 
-def test_open_loop_lets_an_exception_out_as_it_is() -> None:
+def test_runtime_tasks_wait_for_and_join() -> None:
     async def main() -> None:
-        async with open_loop() as loop:
-            loop.spawn(trio.sleep_forever())
+        async with open_runtime() as runtime:
+            steps: list[str] = []
+
+            async def slow() -> None:
+                try:
+                    await trio.sleep(10)
+                except trio.Cancelled:
+                    steps.append("cancelled")
+                    raise
+
+            async def quick() -> int:
+                await trio.sleep(0.01)
+                return 7
+
+            assert await runtime.wait_for(quick(), 1) == 7
+            with pytest.raises(TimeoutError):
+                await runtime.wait_for(trio.sleep(1), 0.02)
+            task = runtime.start(slow())
+            await runtime.join([task], 0.02)
+            assert not task.done()
+            task.cancel()
+            await runtime.join([task], 1)
+            assert task.done() and steps == ["cancelled"]
+
+    trio.run(main)
+
+
+def test_open_runtime_lets_an_exception_out_as_it_is() -> None:
+    async def main() -> None:
+        async with open_runtime() as runtime:
+            runtime.loop.spawn(trio.sleep_forever())
             raise KeyError("mine")
 
     with pytest.raises(KeyError, match="mine"):
         trio.run(main)
+
+
+def test_running_finds_the_runtime_of_the_block() -> None:
+    from zonda.io import running
+
+    async def main() -> None:
+        with pytest.raises(RuntimeError, match="open_runtime"):
+            running()
+        async with open_runtime() as runtime:
+            assert running() is runtime and isinstance(runtime, TrioRuntime) and runtime.name == "trio"
+
+    trio.run(main)
 
 
 # ------------------------------------------------------------------ a real server on trio
@@ -265,8 +321,11 @@ def trio_server(app: Any, **options: Any) -> Iterator[TrioServer]:
     stop_event: list[Any] = []
 
     async def main() -> None:
-        async with open_loop() as loop:
-            listeners = serve_trio(loop, [sock], shared, HTTP1Connection, config.timeout_tls_handshake)
+        async with open_runtime() as runtime:
+            loop = runtime.loop
+            listeners = serve_trio(
+                loop, [sock], lambda: HTTP1Connection(shared, loop), ssl_context, config.timeout_tls_handshake
+            )
             stop_event.append(trio.Event())
             token.append(trio.lowlevel.current_trio_token())
             started.set()
@@ -275,8 +334,11 @@ def trio_server(app: Any, **options: Any) -> Iterator[TrioServer]:
             await listeners.wait_closed()
             for connection in list(shared.connections):
                 connection.abort()
-            loop.cancel_app_tasks()
-            assert await loop.wait_app_tasks(5)
+            tasks = runtime.app_tasks()
+            for task in tasks:
+                task.cancel()
+            await runtime.join(tasks, 5)
+            assert not runtime.app_tasks()
 
     def target() -> None:
         try:
@@ -552,3 +614,62 @@ def test_a_unix_socket(short_dir: str) -> None:
     with trio_server(app, uds=path), httpx.Client(transport=httpx.HTTPTransport(uds=path)) as client:
         assert client.get("http://zonda/").text == "over unix"
     assert seen_scopes[0]["server"] == (path, None) and seen_scopes[0]["client"] is None
+
+
+def test_the_server_runs_on_trio_with_lifespan_and_a_graceful_shutdown(
+    logs: pytest.LogCaptureFixture,
+) -> None:
+    """``zonda.server.Server`` itself through ``zonda.io.run("trio", ...)``: lifespan state reaches requests,
+    a request in flight at shutdown finishes, then lifespan shutdown runs."""
+    from zonda import Server
+    from zonda.io import run
+
+    events: list[str] = []
+    release = threading.Event()
+    in_flight = threading.Event()
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    scope["state"]["greeting"] = "hello from lifespan"
+                    events.append(f"startup on {sniffio.current_async_library()}")
+                    await send({"type": "lifespan.startup.complete"})
+                else:
+                    events.append("shutdown")
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if scope["path"] == "/slow":
+            in_flight.set()
+            await trio.to_thread.run_sync(release.wait, 10)
+        await respond(send, scope["state"]["greeting"].encode())
+
+    server = Server(Config(app=app, port=0, host="127.0.0.1", lifespan="on", timeout_graceful_shutdown=10))
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            run("trio", server.serve(install_signal_handlers=False))
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    assert server.started.wait(10), errors
+    url = f"http://127.0.0.1:{server.port}"
+    assert httpx.get(url + "/").text == "hello from lifespan"
+    slow: list[httpx.Response] = []
+    client = threading.Thread(target=lambda: slow.append(httpx.get(url + "/slow", timeout=10)))
+    client.start()
+    assert in_flight.wait(10)
+    server.shutdown()
+    time.sleep(0.2)
+    assert thread.is_alive() and not slow  # waiting for the request in flight
+    release.set()
+    client.join(10)
+    thread.join(10)
+    assert not thread.is_alive() and not errors
+    assert slow[0].text == "hello from lifespan"
+    assert events == ["startup on trio", "shutdown"]
+    assert "with trio" in logs.text

@@ -1,19 +1,17 @@
-"""The trio driver: the ``io.base`` seam on trio, and accepting connections on already-bound sockets.
+"""The trio driver: the ``io.base`` seam (``Loop``, ``Runtime``) on trio.
 
-Use it inside ``trio.run``::
+``zonda.io.run("trio", server.serve())`` runs a server on it; inside a program's own ``trio.run``::
 
-    async with open_loop() as loop:                      # timers, app tasks
-        listeners = serve_trio(loop, sockets, shared, HTTP1Connection)
-        ...                                              # serve until told to stop
-        listeners.close()                                # stop accepting
-        ...                                              # drain connections (loop-neutral)
-        loop.cancel_app_tasks()
-        await loop.wait_app_tasks(1.0)
+    async with open_runtime():                # timers, app tasks, connections; running() finds it
+        await server.serve()
 
-or ``run(main)`` for the same without an enclosing ``trio.run``. Everything a connection does lives in
-``zonda.connection``; this module only accepts (the TLS handshake done before ``open()``), keeps the time
-and the timers, starts app tasks, and wakes the loop from threads. A connection's bytes are
-``zonda.io._trio_stream``'s.
+Everything a connection does lives in ``zonda.connection``; this module only accepts (the TLS handshake done
+before ``open()``), keeps the time and the timers, starts app tasks, and wakes the loop from threads and
+signals. A connection's bytes are ``zonda.io._trio_stream``'s.
+
+Tasks: one system nursery holds the timer task, accept loops, connections' readers and writers, and the
+server's own tasks (``Runtime.start``: lifespan); app calls (``Loop.spawn``) run in a nursery of their own
+(``AppTasks``), which the server cancels after the graceful timeout without touching the rest.
 
 Timers: one timer task per loop with a heap (as asyncio keeps its ``TimerHandle`` s), sleeping in a cancel scope
 whose deadline is the earliest timer. ``call_at`` is a heap push, plus moving that deadline when the new timer
@@ -24,16 +22,20 @@ re-arm of each connection's timer.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import errno
 import heapq
 import itertools
 import logging
 import math
+import signal
 import socket
 import ssl
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import trio
 
@@ -42,9 +44,20 @@ from zonda.io._trio_stream import TrioFileSender, TrioStream
 from zonda.io._trio_waiter import TrioWaiter
 
 if TYPE_CHECKING:
-    from zonda.connection.http1 import Address
-    from zonda.io.base import ByteStream, FileDrain, StreamProtocol
-    from zonda.server import ServerShared
+    from zonda.io.base import (
+        Accepting,
+        ByteStream,
+        FileDrain,
+        FileSender,
+        Listening,
+        Loop,
+        Runtime,
+        TaskHandle,
+        Timer,
+        Waiter,
+    )
+
+T = TypeVar("T")
 
 error_log = logging.getLogger("zonda.error")
 
@@ -128,23 +141,72 @@ class TimerQueue:
             self._scope = None
 
 
+class AppTasks:
+    """One generation of app calls: a nursery of its own, and the ``io.base.TaskHandle`` the server cancels at
+    the end of a graceful shutdown (``Runtime.app_tasks``). Cancelling it retires the nursery; app calls
+    spawned from then on start a new generation, as asyncio's tasks created after a cancel run normally."""
+
+    def __init__(self, loop: TrioLoop) -> None:
+        self._loop = loop
+        self.nursery: trio.Nursery | None = None  # open once its host task runs
+        self.pending: list[tuple[contextvars.Context, Coroutine[Any, Any, None]]] = []  # spawned before that
+        self.count = 0  # app calls running
+        self._idle: list[TrioWaiter] = []
+
+    def cancel(self) -> None:
+        if self._loop._apps is self:
+            self._loop._new_generation()
+        if self.nursery is not None:
+            self.nursery.cancel_scope.cancel()
+        for _, coro in self.pending:
+            coro.close()
+        self.pending.clear()
+
+    def done(self) -> bool:
+        return not self.count and not self.pending
+
+    async def wait(self) -> None:
+        while not self.done():
+            waiter = TrioWaiter()
+            self._idle.append(waiter)
+            await waiter
+
+    def finished_one(self) -> None:
+        self.count -= 1
+        if not self.count and self._idle:
+            for waiter in self._idle:
+                waiter.set_result(None)
+            self._idle.clear()
+
+    def _start(self, coro: Coroutine[Any, Any, None]) -> None:
+        assert self.nursery is not None
+        self.nursery.start_soon(self._loop._run_app, self, coro, name=APP_TASK)
+
+    async def host(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """The task whose nursery the generation's app calls run in; it lives until the loop closes."""
+        async with trio.open_nursery() as nursery:
+            self.nursery = nursery
+            for (
+                context,
+                coro,
+            ) in self.pending:  # in the context each was spawned from, as start_soon copies it
+                context.run(self._start, coro)
+            self.pending.clear()
+            task_status.started()
+            await trio.sleep_forever()
+
+
 class TrioLoop:
-    """The ``io.base.Loop`` of trio; made by ``open_loop()``.
+    """The ``io.base.Loop`` of trio; made by ``open_runtime()`` (``TrioRuntime.loop``)."""
 
-    App calls (``spawn``) run in a nursery of their own, so that ``cancel_app_tasks()`` ends them and nothing
-    else; other long-lived tasks (lifespan) go to ``start_task``. Both are cancelled when the loop closes.
-    """
-
-    def __init__(self, system: trio.Nursery, apps: trio.Nursery, timers: TimerQueue) -> None:
+    def __init__(self, system: trio.Nursery, timers: TimerQueue) -> None:
         self._system = system
-        self._apps = apps
         self._timers = timers
         self._token = trio.lowlevel.current_trio_token()
         self.time: Callable[[], float] = trio.current_time
         self.call_at: Callable[[float, Callable[[], object]], TrioTimer] = timers.call_at
         self.create_waiter: Callable[[], TrioWaiter] = TrioWaiter
-        self.app_tasks = 0  # app calls still running
-        self._idle: TrioWaiter | None = None  # wait_app_tasks(), until app_tasks is 0
+        self._apps = AppTasks(self)  # the current generation; its host is started by open_runtime
 
     def call_soon(self, callback: Callable[[], object], /) -> None:
         self._token.run_sync_soon(_run_logged, callback)
@@ -154,87 +216,178 @@ class TrioLoop:
         self._token.run_sync_soon(_run_logged, callback)
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        """Run an app call as a trio task (in a copy of the calling task's context), from the next batch of
-        the scheduler: trio has no eager start."""
-        self._apps.start_soon(self._run_app, coro, name=APP_TASK)
+        """Run an app call as a trio task in a copy of the calling task's context (``start_soon`` copies it),
+        from the scheduler's next batch: trio has no eager start."""
+        apps = self._apps
+        nursery = apps.nursery
+        if nursery is not None:
+            nursery.start_soon(self._run_app, apps, coro, name=APP_TASK)
+        else:
+            apps.pending.append((contextvars.copy_context(), coro))
 
-    async def _run_app(self, coro: Coroutine[Any, Any, None]) -> None:
-        self.app_tasks += 1
+    async def _run_app(self, apps: AppTasks, coro: Coroutine[Any, Any, None]) -> None:
+        apps.count += 1
         try:
             await coro
         except Exception:  # the bridge answers for the app's errors: this is a bug of zonda's own
             error_log.exception("Error in an app task")
         finally:
-            self.app_tasks -= 1
-            idle = self._idle
-            if not self.app_tasks and idle is not None:
-                self._idle = None
-                idle.set_result(None)
+            apps.finished_one()
 
-    def start_task(self, coro: Coroutine[Any, Any, None], name: str = "zonda.task") -> None:
-        """Run ``coro`` as a task that ``cancel_app_tasks`` leaves alone (the lifespan); its errors propagate."""
+    def _new_generation(self) -> None:
+        self._apps = AppTasks(self)
+        self._system.start_soon(self._apps.host, name="zonda.apps")
 
-        async def run() -> None:
-            await coro
-
-        self._system.start_soon(run, name=name)
-
-    def cancel_app_tasks(self) -> None:
-        """Cancel every app call, now and from now on (the graceful shutdown's end)."""
-        self._apps.cancel_scope.cancel()
-
-    async def wait_app_tasks(self, timeout: float) -> bool:
-        """Wait up to ``timeout`` seconds for the app calls to end; return whether they all did."""
-        with trio.move_on_after(timeout):
-            while self.app_tasks:
-                waiter = self._idle = TrioWaiter()
-                await waiter
-        return not self.app_tasks
+    @property
+    def app_tasks(self) -> int:
+        """App calls running in the current generation."""
+        return self._apps.count
 
     def file_sender(self, stream: ByteStream, plaintext: bool, conn: FileDrain) -> TrioFileSender:
         return TrioFileSender(stream, conn)
 
 
+class TrioTask:
+    """An ``io.base.TaskHandle`` of ``TrioRuntime.start``: a task with a cancel scope of its own."""
+
+    __slots__ = ("_finished", "scope")
+
+    def __init__(self) -> None:
+        self.scope = trio.CancelScope()
+        self._finished = trio.Event()
+
+    def cancel(self) -> None:
+        self.scope.cancel()
+
+    def done(self) -> bool:
+        return self._finished.is_set()
+
+    async def wait(self) -> None:
+        await self._finished.wait()
+
+    async def run(self, coro: Coroutine[Any, Any, None]) -> None:
+        try:
+            with self.scope:
+                await coro
+        except Exception:  # as an asyncio Task keeps its error: the task ends, the server does not
+            error_log.exception("Error in a task on the trio loop")
+        finally:
+            self._finished.set()
+
+
+_runtime: contextvars.ContextVar[TrioRuntime] = contextvars.ContextVar("zonda_trio_runtime")
+
+
+class TrioRuntime:
+    """The ``io.base.Runtime`` of trio: what ``zonda.server`` asks of the loop, inside ``open_runtime()``."""
+
+    name = "trio"
+
+    def __init__(self, loop: TrioLoop) -> None:
+        self.loop = loop
+
+    async def sleep(self, seconds: float) -> None:
+        await trio.sleep(seconds)
+
+    async def wait_for(self, awaitable: Awaitable[T], timeout: float) -> T:
+        with trio.move_on_after(timeout):
+            return await awaitable
+        raise TimeoutError(f"not done within {timeout:g}s")
+
+    def start(self, coro: Coroutine[Any, Any, None]) -> TrioTask:
+        task = TrioTask()
+        self.loop._system.start_soon(task.run, coro, name="zonda.task")
+        return task
+
+    async def join(self, tasks: Iterable[TaskHandle], timeout: float) -> None:
+        with trio.move_on_after(timeout):
+            for task in tasks:
+                if isinstance(task, (TrioTask, AppTasks)):
+                    await task.wait()
+                else:  # not one of ours: poll it
+                    while not task.done():
+                        await trio.sleep(0.01)
+
+    def app_tasks(self) -> list[TaskHandle]:
+        apps = self.loop._apps
+        return [] if apps.done() else [apps]
+
+    async def listen(
+        self,
+        sockets: list[socket.socket],
+        connection: Callable[[], Accepting],
+        ssl_context: ssl.SSLContext | None,
+        handshake_timeout: float,
+        backlog: int,
+    ) -> TrioListeners:
+        for sock in sockets:
+            sock.listen(backlog)  # as asyncio's create_server does
+        return serve_trio(self.loop, sockets, connection, ssl_context, handshake_timeout)
+
+    def on_signals(self, signals: Iterable[int], handler: Callable[[int], None]) -> Callable[[], None]:
+        """Python handlers that hand the signal to the loop (``run_sync_soon`` is safe in a signal handler)."""
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None  # signals reach only the main thread; an embedder stops us with shutdown()
+        token = self.loop._token
+        previous: dict[int, Any] = {}
+
+        def on_signal(signum: int, frame: object) -> None:
+            with contextlib.suppress(trio.RunFinishedError):
+                token.run_sync_soon(handler, signum)
+
+        for signum in signals:
+            previous[signum] = signal.signal(signum, on_signal)
+
+        def undo() -> None:
+            for signum, old in previous.items():
+                signal.signal(signum, old)
+            previous.clear()
+
+        return undo
+
+
 @asynccontextmanager
-async def open_loop() -> AsyncIterator[TrioLoop]:
-    """A ``TrioLoop`` for the block; on leaving it, every task the loop started is cancelled (connections
-    included). An exception from the block comes out as it is, not in an ExceptionGroup."""
+async def open_runtime() -> AsyncIterator[TrioRuntime]:
+    """A ``TrioRuntime`` for the block (``running()`` finds it there); on leaving it, every task it started
+    is cancelled, connections included. An exception from the block comes out as it is, not in an
+    ExceptionGroup."""
     failure: Exception | None = None
     async with trio.open_nursery() as system:
         timers = TimerQueue()
         system.start_soon(timers.run, name="zonda.timers")
-        async with trio.open_nursery() as apps:
-            try:
-                yield TrioLoop(system, apps, timers)
-            except Exception as exc:
-                failure = exc
-            finally:
-                apps.cancel_scope.cancel()
-                system.cancel_scope.cancel()
+        loop = TrioLoop(system, timers)
+        await system.start(loop._apps.host, name="zonda.apps")
+        runtime = TrioRuntime(loop)
+        token = _runtime.set(runtime)
+        try:
+            yield runtime
+        except Exception as exc:
+            failure = exc
+        finally:
+            _runtime.reset(token)
+            system.cancel_scope.cancel()
     if failure is not None:
         raise failure
 
 
-def run(main: Callable[[TrioLoop], Awaitable[None]]) -> None:
-    """``trio.run`` of ``main(loop)`` inside ``open_loop()``."""
+def running() -> TrioRuntime:
+    """The runtime of the ``open_runtime()`` block the caller runs in."""
+    try:
+        return _runtime.get()
+    except LookupError:
+        raise RuntimeError(
+            "zonda on trio runs inside zonda.io.trio.open_runtime() (zonda.io.run('trio', ...) opens it)"
+        ) from None
+
+
+def run(main: Coroutine[Any, Any, None]) -> None:
+    """``trio.run`` of ``main`` inside ``open_runtime()``."""
 
     async def entry() -> None:
-        async with open_loop() as loop:
-            await main(loop)
+        async with open_runtime():
+            await main
 
     trio.run(entry)
-
-
-class AcceptedConnection(Protocol):
-    """What ``serve_trio`` makes per connection (``zonda.connection``'s ``HTTP1Connection`` and subclasses)."""
-
-    def open(
-        self,
-        stream: ByteStream,
-        client: Address | None,
-        server: tuple[str, int | None] | None,
-        ssl_object: ssl.SSLObject | None,
-    ) -> None: ...
 
 
 class _SSLObjectKeeper:
@@ -263,21 +416,20 @@ class _SSLObjectKeeper:
 
 
 class TrioListeners:
-    """The accept loops of ``serve_trio``: ``close()`` stops accepting (and closes the listening sockets);
-    connections already accepted go on."""
+    """The accept loops of ``serve_trio`` (an ``io.base.Listening``): ``close()`` stops accepting and closes the
+    listening sockets; connections already accepted go on."""
 
     def __init__(
         self,
         loop: TrioLoop,
-        shared: ServerShared,
-        factory: Callable[[ServerShared, TrioLoop], AcceptedConnection],
+        connection: Callable[[], Accepting],
+        ssl_context: ssl.SSLContext | None,
         handshake_timeout: float,
     ) -> None:
         self._loop = loop
-        self._shared = shared
-        self._factory = factory
+        self._connection_factory = connection
         self._handshake_timeout = handshake_timeout
-        self._keeper = _SSLObjectKeeper(shared.ssl_context) if shared.ssl_context is not None else None
+        self._keeper = _SSLObjectKeeper(ssl_context) if ssl_context is not None else None
         self._scopes: list[trio.CancelScope] = []
         self._listeners: list[trio.SocketListener] = []
         self._running = 0
@@ -315,13 +467,13 @@ class TrioListeners:
                         error_log.error("accept() failed: %s; retrying in %gs", exc, ACCEPT_RETRY_DELAY)
                         await trio.sleep(ACCEPT_RETRY_DELAY)
                         continue
-                    start(self._connection, stream, name="zonda.connection")
+                    start(self._serve_connection, stream, name="zonda.connection")
         finally:
             self._running -= 1
             if not self._running:
                 self._stopped.set()
 
-    async def _connection(self, socket_stream: trio.SocketStream) -> None:
+    async def _serve_connection(self, socket_stream: trio.SocketStream) -> None:
         """One accepted connection: the TLS handshake, ``open()``, then this task reads until the end."""
         sock = socket_stream.socket
         try:
@@ -348,8 +500,8 @@ class TrioListeners:
             if stream is None:
                 sock.close()
                 return
-        connection = self._factory(self._shared, self._loop)
-        stream.protocol = cast("StreamProtocol", connection)
+        connection = self._connection_factory()
+        stream.protocol = connection
         self._loop._system.start_soon(stream.write_loop, name="zonda.writer")
         try:
             connection.open(stream, client, server, ssl_object)
@@ -363,14 +515,30 @@ class TrioListeners:
 def serve_trio(
     loop: TrioLoop,
     sockets: Iterable[socket.socket],
-    shared: ServerShared,
-    factory: Callable[[ServerShared, TrioLoop], AcceptedConnection],
+    connection: Callable[[], Accepting],
+    ssl_context: ssl.SSLContext | None = None,
     handshake_timeout: float = 10.0,
 ) -> TrioListeners:
-    """Accept on ``sockets`` (bound and listening stdlib sockets) until ``close()``: each connection gets
-    ``factory(shared, loop)`` (e.g. ``HTTP1Connection``), opened once its TLS handshake (``shared.ssl_context``)
-    is done within ``handshake_timeout`` seconds."""
-    listeners = TrioListeners(loop, shared, factory, handshake_timeout)
+    """Accept on ``sockets`` (bound and listening) until ``close()``: each connection gets a ``connection()``
+    (e.g. ``HTTP1Connection(shared, loop)``), opened once its TLS handshake (``ssl_context``) is done within
+    ``handshake_timeout`` seconds; one that fails or takes longer is closed unseen."""
+    listeners = TrioListeners(loop, connection, ssl_context, handshake_timeout)
     for sock in sockets:
         listeners._start(trio.SocketListener(trio.socket.from_stdlib_socket(sock)))
     return listeners
+
+
+if TYPE_CHECKING:
+
+    def _implements_the_seam(
+        runtime: TrioRuntime,
+        listening: TrioListeners,
+        task: TrioTask,
+        apps: AppTasks,
+        timer: TrioTimer,
+        waiter: TrioWaiter,
+        stream: TrioStream,
+        files: TrioFileSender,
+    ) -> tuple[Runtime, Listening, TaskHandle, TaskHandle, Timer, Waiter, ByteStream, FileSender, Loop]:
+        """mypy checks here that the driver's classes are what ``io.base`` asks for."""
+        return runtime, listening, task, apps, timer, waiter, stream, files, runtime.loop
