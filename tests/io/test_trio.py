@@ -19,7 +19,7 @@ import pytest
 import sniffio
 import trio
 
-from helpers import raw_request, read_response, respond, simple_app, status_of, wait_for
+from helpers import raw_request, respond, simple_app, status_of, wait_for
 from tlsutil import make_tls_files
 from zonda.asgi.http import SessionContext
 from zonda.config import Config
@@ -500,22 +500,41 @@ def test_a_large_upload_read_slowly_arrives_whole() -> None:
         assert response.text == str(len(body))
 
 
-def test_pathsend_in_blocks_through_the_stream(tmp_path: Path) -> None:
+@pytest.mark.parametrize("tls", [False, True], ids=["os-sendfile", "tls-blocks"])
+def test_pathsend_to_a_slow_reader_then_the_next_response(tmp_path: Path, tls: bool) -> None:
+    """Plaintext files go by os.sendfile after the head, TLS ones in blocks read in a thread; either way the
+    bytes come whole and in order with what follows on the connection, to a client slower than the server."""
     path = tmp_path / "big.bin"
     content = os.urandom(3 * 1024 * 1024 + 123)
     path.write_bytes(content)
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        assert "http.response.pathsend" in scope["extensions"]
+        if scope["path"] != "/file":
+            await simple_app(scope, receive, send)
+            return
         headers = [(b"content-length", str(len(content)).encode())]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.pathsend", "path": str(path)})
 
-    with trio_server(app) as server, socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-        for _ in range(2):  # the keep-alive connection serves a second file after the first
-            sock.sendall(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
-            response = read_response(sock, timeout=10)
-            assert response.split(b"\r\n\r\n", 1)[1] == content
+    files = make_tls_files(tmp_path)
+    with trio_server(app, **(files.server_options() if tls else {})) as server:
+        raw = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        sock = files.client_context().wrap_socket(raw, server_hostname="127.0.0.1") if tls else raw
+        with sock:
+            for _ in range(2):  # the keep-alive connection serves a second file after the first
+                sock.sendall(b"GET /file HTTP/1.1\r\nhost: x\r\n\r\nGET /next HTTP/1.1\r\nhost: x\r\n\r\n")
+                time.sleep(0.2)  # the server fills the socket and must wait for us
+                data = b""
+                while not data.endswith(b"GET /next"):
+                    piece = sock.recv(1 << 20)
+                    assert piece, data[-200:]
+                    data += piece
+                head, _, rest = data.partition(b"\r\n\r\n")
+                assert head.startswith(b"HTTP/1.1 200") and rest[: len(content)] == content
+                assert rest[len(content) :].startswith(b"HTTP/1.1 200")
+            (connection,) = server.shared.connections
+            assert connection._files.os_sendfile is not tls
 
 
 def test_a_fastapi_app_with_middleware_runs_on_trio() -> None:

@@ -19,10 +19,10 @@ import contextlib
 import logging
 import os
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import trio
-from trio.lowlevel import wait_readable
+from trio.lowlevel import wait_readable, wait_writable
 
 from zonda.errors import ClientDisconnected
 from zonda.io._trio_waiter import TrioWaiter
@@ -37,7 +37,8 @@ HIGH_WATER = 64 * 1024  # asyncio's default write-buffer limits
 LOW_WATER = HIGH_WATER // 4
 READ_SIZE = 256 * 1024  # asyncio's selector transports read this much at most per call
 DIRECT_WRITES = sys.platform != "win32"  # os.write on a socket's descriptor: POSIX only
-CHUNK = 256 * 1024  # file bytes read per worker-thread call
+CHUNK = 256 * 1024  # file bytes read per worker-thread call (TLS)
+STEP = 1024 * 1024  # most bytes per os.sendfile call: the loop's longest stay in one disk read
 
 
 def _cause(exc: BaseException) -> Exception:
@@ -58,6 +59,8 @@ class TrioStream:
         "_closing",
         "_error",
         "_fd",
+        "_flushed_waiter",
+        "_held",
         "_lost",
         "_read_scope",
         "_reader_waiter",
@@ -91,13 +94,15 @@ class TrioStream:
         self._send_scope = trio.CancelScope()
         self._reader_waiter: TrioWaiter | None = None  # the reader, parked while reading is paused
         self._writer_waiter: TrioWaiter | None = None  # the writer, parked with nothing to send
+        self._held = False  # a file is being sent past the writer (os.sendfile): writes queue meanwhile
+        self._flushed_waiter: TrioWaiter | None = None  # wait_flushed(), until nothing is queued
 
     # ------------------------------------------------------------ io.base.ByteStream
 
     def write(self, data: bytes) -> None:
         if self._closing or not data:
             return  # asyncio drops writes after close() as well (and warns after a few)
-        if self._fd >= 0 and not self._buffer and not self._sending:
+        if self._fd >= 0 and not self._buffer and not self._sending and not self._held:
             try:
                 sent = os.write(self._fd, data)
             except BlockingIOError:
@@ -148,13 +153,21 @@ class TrioStream:
     # ------------------------------------------------------------ for the file sender
 
     @property
-    def socket(self) -> trio.socket.SocketType:
-        return self._socket
+    def fd(self) -> int:
+        """The socket's descriptor on plaintext (POSIX); -1 on TLS."""
+        return self._fd
 
-    @property
-    def buffered(self) -> int:
-        """Bytes written but not yet handed to the kernel."""
-        return self._buffered
+    async def wait_flushed(self) -> None:
+        """Wait until everything written is in the kernel (or the stream is closing)."""
+        while (self._buffer or self._sending) and not self._closing:
+            waiter = self._flushed_waiter = TrioWaiter()
+            await waiter
+
+    def hold(self, held: bool) -> None:
+        """While held, writes queue and the writer waits: the socket is another's (``os.sendfile``)."""
+        self._held = held
+        if not held and (self._buffer or self._closing):
+            self._wake_writer()
 
     # ------------------------------------------------------------ the tasks
 
@@ -219,9 +232,13 @@ class TrioStream:
         """The writer task: send what is queued; once closing, close the socket and report the loss."""
         try:
             while True:
-                if not self._buffer or self._aborted:
-                    if self._closing:
+                if self._aborted or self._held or not self._buffer:
+                    if self._aborted or (self._closing and not self._held and not self._buffer):
                         break
+                    flushed = self._flushed_waiter
+                    if flushed is not None and not self._buffer:
+                        self._flushed_waiter = None
+                        flushed.set_result(None)
                     waiter = self._writer_waiter = TrioWaiter()
                     await waiter
                     continue
@@ -249,6 +266,10 @@ class TrioStream:
 
     async def _finish(self) -> None:
         self._closing = True
+        flushed = self._flushed_waiter
+        if flushed is not None:
+            self._flushed_waiter = None
+            flushed.set_result(None)
         self._buffer.clear()
         self._buffered = 0
         self._read_scope.cancel()
@@ -288,23 +309,66 @@ class TrioStream:
 
 
 class TrioFileSender:
-    """A connection's ``io.base.FileSender`` on trio: ``os.pread`` blocks of ``CHUNK`` bytes in a worker thread
-    (``trio.to_thread``), written through the driver's stream with its back-pressure: one block in memory per
-    connection, never the file. The bytes go to the driver's own stream, past a counting stream the connection
-    may write through, so they are reported as bypassing it."""
+    """A connection's ``io.base.FileSender`` on trio, one of two ways fixed per connection:
 
-    __slots__ = ("_conn", "_stream")
+    - plaintext (POSIX): once the stream's queue is in the kernel, ``os.sendfile`` onto the socket from the
+      loop thread, at most ``STEP`` bytes per writable event, the stream held meanwhile (writes queue behind
+      the file); no thread hop, the bytes never in user space.
+    - TLS (``ssl`` needs the bytes): ``os.pread`` blocks of ``CHUNK`` bytes in a worker thread
+      (``trio.to_thread``), written through the stream with its back-pressure: one block in memory per
+      connection, never the file.
+
+    Either way the bytes go to the driver's own stream, past a counting stream the connection may write
+    through, so they are reported as bypassing it."""
+
+    __slots__ = ("_conn", "_stream", "os_sendfile")
 
     bypasses_stream = True
 
-    def __init__(self, stream: ByteStream, conn: FileDrain) -> None:
+    def __init__(self, stream: ByteStream, plaintext: bool, conn: FileDrain) -> None:
         self._stream = stream
         self._conn = conn
+        self.os_sendfile = (
+            plaintext and hasattr(os, "sendfile") and isinstance(stream, TrioStream) and stream.fd >= 0
+        )
 
     def cancel(self) -> None:
-        pass  # connection_lost wakes the drain this may wait on; a block being read is checked when it comes
+        """The connection is lost. Nothing to stop: the socket was closed first, which ends an
+        ``os.sendfile``'s wait for it; a block read in a thread is checked when it comes, and
+        ``connection_lost`` wakes the drain the blocks may wait on."""
 
     async def send(self, fd: int, offset: int, count: int) -> int:
+        if self.os_sendfile:
+            return await self._send_os(fd, offset, count)
+        return await self._send_chunks(fd, offset, count)
+
+    async def _send_os(self, fd: int, offset: int, count: int) -> int:
+        stream = cast(TrioStream, self._stream)
+        await stream.wait_flushed()  # the head and anything before it reach the socket first
+        if self._conn.closed or stream.is_closing():
+            raise ClientDisconnected("client disconnected before the file could be sent")
+        sock = stream.fd
+        sent = 0
+        stream.hold(True)
+        try:
+            while sent < count:
+                try:
+                    step = os.sendfile(sock, fd, offset + sent, min(STEP, count - sent))
+                except BlockingIOError:
+                    step = -1  # the socket is full: wait for it to drain
+                if step == 0:
+                    break  # the file ended early
+                if step > 0:
+                    sent += step
+                if sent < count:
+                    await wait_writable(sock)  # one call per writable event: the others get their turn
+        except (trio.ClosedResourceError, trio.BrokenResourceError) as exc:  # closed under the wait
+            raise ClientDisconnected("client disconnected while a file was being sent") from exc
+        finally:
+            stream.hold(False)
+        return sent
+
+    async def _send_chunks(self, fd: int, offset: int, count: int) -> int:
         sent = 0
         conn = self._conn
         stream = self._stream

@@ -244,7 +244,7 @@ class TrioLoop:
         return self._apps.count
 
     def file_sender(self, stream: ByteStream, plaintext: bool, conn: FileDrain) -> TrioFileSender:
-        return TrioFileSender(stream, conn)
+        return TrioFileSender(stream, plaintext, conn)
 
 
 class TrioTask:
