@@ -187,6 +187,12 @@ class TrioStream:
                         break  # close() or abort() while the read was under way: asyncio reads no more either
                     if not data:
                         self._eof()
+                        if (
+                            self._closing
+                            and self._fd >= 0
+                            and not (self._buffer or self._sending or self._held)
+                        ):
+                            self._close_and_report()  # nothing to flush: lost now, not a writer's turn later
                         break
                     self.protocol.data_received(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
@@ -266,22 +272,28 @@ class TrioStream:
 
     async def _finish(self) -> None:
         self._closing = True
+        self._read_scope.cancel()
+        stream = self._stream
+        if isinstance(stream, trio.SSLStream) and not (self._aborted or self._lost) and self._error is None:
+            with trio.move_on_after(SHUTDOWN_TIMEOUT) as scope:
+                scope.shield = True  # also when the server's tasks are being cancelled: a bounded goodbye
+                with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                    await stream.aclose()  # close_notify, then the socket
+        self._close_and_report()
+
+    def _close_and_report(self) -> None:
+        """Close the socket and call ``connection_lost``, once; the writer, woken, then ends."""
+        self._closing = True
         flushed = self._flushed_waiter
         if flushed is not None:
             self._flushed_waiter = None
             flushed.set_result(None)
         self._buffer.clear()
         self._buffered = 0
-        self._read_scope.cancel()
-        stream = self._stream
-        if isinstance(stream, trio.SSLStream) and not self._aborted and self._error is None:
-            with trio.move_on_after(SHUTDOWN_TIMEOUT) as scope:
-                scope.shield = True  # also when the server's tasks are being cancelled: a bounded goodbye
-                with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                    await stream.aclose()  # close_notify, then the socket
         self._socket.close()
         if not self._lost:
             self._lost = True
+            self._wake_writer()
             try:
                 self.protocol.connection_lost(self._error)
             except Exception:
