@@ -26,7 +26,6 @@ from trio.lowlevel import wait_readable, wait_writable
 
 from zonda.errors import ClientDisconnected
 from zonda.io._trio_waiter import TrioWaiter
-from zonda.tls import SHUTDOWN_TIMEOUT
 
 if TYPE_CHECKING:
     from zonda.io.base import ByteStream, FileDrain, StreamProtocol
@@ -36,6 +35,8 @@ error_log = logging.getLogger("zonda.error")
 HIGH_WATER = 64 * 1024  # asyncio's default write-buffer limits
 LOW_WATER = HIGH_WATER // 4
 READ_SIZE = 256 * 1024  # asyncio's selector transports read this much at most per call
+# seconds to send close_notify on a graceful TLS close (asyncio's driver bounds it the same: TLS_SHUTDOWN_TIMEOUT)
+TLS_CLOSE_TIMEOUT = 5.0
 DIRECT_WRITES = sys.platform != "win32"  # os.write on a socket's descriptor: POSIX only
 CHUNK = 256 * 1024  # file bytes read per worker-thread call (TLS)
 STEP = 1024 * 1024  # most bytes per os.sendfile call: the loop's longest stay in one disk read
@@ -275,7 +276,7 @@ class TrioStream:
         self._read_scope.cancel()
         stream = self._stream
         if isinstance(stream, trio.SSLStream) and not (self._aborted or self._lost) and self._error is None:
-            with trio.move_on_after(SHUTDOWN_TIMEOUT) as scope:
+            with trio.move_on_after(TLS_CLOSE_TIMEOUT) as scope:
                 scope.shield = True  # also when the server's tasks are being cancelled: a bounded goodbye
                 with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                     await stream.aclose()  # close_notify, then the socket
