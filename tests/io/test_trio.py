@@ -692,3 +692,52 @@ def test_the_server_runs_on_trio_with_lifespan_and_a_graceful_shutdown(
     assert slow[0].text == "hello from lifespan"
     assert events == ["startup on trio", "shutdown"]
     assert "with trio" in logs.text
+
+
+@contextmanager
+def server_on_trio(app: Any, **options: Any) -> Iterator[Any]:
+    """``zonda.server.Server`` itself run by ``zonda.io.run("trio", ...)`` in a thread; stopped after."""
+    from zonda import Server
+    from zonda.io import run
+
+    server = Server(Config(app=app, port=0, host="127.0.0.1", **options))
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            run("trio", server.serve(install_signal_handlers=False))
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+            server.started.set()
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    assert server.started.wait(10) and not errors, errors
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        thread.join(10)
+        assert not thread.is_alive() and not errors, errors
+
+
+def test_a_wsgi_app_on_trio_wakes_the_loop_from_its_threads() -> None:
+    from zonda.asgi.wsgi import WSGIAdapter
+
+    def wsgi_app(environ: dict[str, Any], start_response: Any) -> Any:
+        body = environ["wsgi.input"].read()
+        start_response("200 OK", [("content-type", "application/octet-stream")])
+        yield threading.current_thread().name.encode() + b"|"
+        for index in range(0, len(body), 65536):
+            yield body[index : index + 65536]
+
+    body = os.urandom(1024 * 1024)
+    with (
+        server_on_trio(WSGIAdapter(wsgi_app, threads=2), lifespan="on") as server,
+        httpx.Client(base_url=f"http://127.0.0.1:{server.port}", timeout=10) as client,
+    ):
+        for _ in range(3):
+            response = client.post("/echo", content=body)
+            thread_name, _, echoed = response.content.partition(b"|")
+            assert response.status_code == 200 and echoed == body
+            assert thread_name != threading.main_thread().name.encode()
