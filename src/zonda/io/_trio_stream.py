@@ -158,6 +158,10 @@ class TrioStream:
         """The socket's descriptor on plaintext (POSIX); -1 on TLS."""
         return self._fd
 
+    def get_write_buffer_size(self) -> int:
+        """Bytes written but not yet handed to the kernel (asyncio's transports name it so)."""
+        return self._buffered
+
     async def wait_flushed(self) -> None:
         """Wait until everything written is in the kernel (or the stream is closing)."""
         while (self._buffer or self._sending) and not self._closing:
