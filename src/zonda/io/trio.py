@@ -239,7 +239,7 @@ class TrioLoop:
         self._system.start_soon(self._apps.host, name="zonda.apps")
 
     @property
-    def app_tasks(self) -> int:
+    def app_calls(self) -> int:
         """App calls running in the current generation."""
         return self._apps.count
 
