@@ -1,8 +1,8 @@
-"""A connection's two addresses as the connection layer takes them, from the socket's raw name tuples."""
+"""A connection's two addresses as the connection layer takes them, from the socket's names (both drivers)."""
 
 from __future__ import annotations
 
-from zonda.connection.http1 import Address
+Address = tuple[str, int]
 
 
 def peer_address(peername: object) -> Address | None:

@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from zonda.errors import ConfigError
+from zonda.io._addresses import local_address, peer_address
 from zonda.io._sendfile import AsyncioFileSender
 
 if TYPE_CHECKING:
@@ -91,15 +92,8 @@ class _Opening(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         conn = self.conn
         transport.set_protocol(conn)  # type: ignore[arg-type]  # a protocol by its methods
-        sock = transport.get_extra_info("sockname")
-        if isinstance(sock, tuple):
-            server: tuple[str, int | None] | None = (sock[0], sock[1])
-        elif sock:
-            server = (sock if isinstance(sock, str) else sock.decode(), None)  # a Unix socket's path
-        else:
-            server = None
-        peer = transport.get_extra_info("peername")
-        client = (peer[0], peer[1]) if isinstance(peer, tuple) else None
+        server = local_address(transport.get_extra_info("sockname"))
+        client = peer_address(transport.get_extra_info("peername"))
         ssl_object: ssl.SSLObject | None = transport.get_extra_info("ssl_object")
         stream = cast("ByteStream", transport)
         if (
