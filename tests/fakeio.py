@@ -229,8 +229,6 @@ class FakeLoop:
 class FakeFileSender:
     """The ``FileSender`` of a TLS connection: the file's bytes read here and written through the stream."""
 
-    bypasses_stream = False
-
     def __init__(self, stream: Any, conn: FileDrain) -> None:
         self.stream = stream
         self.conn = conn

@@ -95,11 +95,11 @@ class Config:
     backlog: int = option(2048, "listen backlog", "Listening", minimum=1)
     loop: str = option(
         "auto",
-        "event loop; auto picks uvloop when installed",
+        "event loop; auto picks uvloop when installed; trio needs zonda[trio] (apps run as trio tasks)",
         "Listening",
-        choices=("auto", "asyncio", "uvloop"),
+        choices=("auto", "asyncio", "uvloop", "trio"),
         refused=dict.fromkeys(
-            ("zuvloop", "rloop", "winloop"), "zonda runs on asyncio or uvloop (--loop uvloop)"
+            ("zuvloop", "rloop", "winloop"), "zonda runs on asyncio, uvloop or trio (--loop uvloop)"
         ),
     )
 

@@ -171,7 +171,7 @@ class Connection:
         raise NotImplementedError
 
     def _count_out(self, sent: int) -> None:
-        """Bytes that bypassed the stream's ``write`` (sendfile); ``connection.observed`` counts them."""
+        """A file's bytes, which the driver's file sender wrote past ``stream``; ``connection.observed`` counts them."""
 
     async def send_file(self, file: BinaryIO, offset: int, count: int) -> int:
         """The core's queued bytes, then ``count`` bytes of ``file`` from ``offset``; return how many went
@@ -201,6 +201,5 @@ class Connection:
         except OSError:  # the file's side (EIO ...): the response cannot be completed
             self.abort()
             raise
-        if self._files.bypasses_stream:
-            self._count_out(sent)
+        self._count_out(sent)  # the sender writes to the driver's own stream, past any counting one
         return sent

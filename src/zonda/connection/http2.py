@@ -262,9 +262,13 @@ class HTTP2Connection(Connection):
 
     def shutdown(self) -> None:
         if not self._closed:
-            for channel in list(self.websockets.values()):
-                channel.going_away()  # 1001 on each WebSocket; GOAWAY waits for their streams to end
-            self.core.finish_and_close()
+            self.batching = True  # the close frames and the GOAWAY go out in one write
+            try:
+                for channel in list(self.websockets.values()):
+                    channel.going_away()  # 1001 on each WebSocket; GOAWAY waits for their streams to end
+                self.core.finish_and_close()
+            finally:
+                self.batching = False
             self.flush()
             self._arm_if_earlier()
 

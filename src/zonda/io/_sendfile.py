@@ -116,7 +116,7 @@ class OsSendfile:
 class AsyncioFileSender:
     """One connection's ``io.base.FileSender`` on asyncio/uvloop: ``OS`` or ``CHUNKS``, fixed at its first file."""
 
-    __slots__ = ("_conn", "_loop", "_sender", "_transport", "bypasses_stream", "way")
+    __slots__ = ("_conn", "_loop", "_sender", "_transport", "way")
 
     def __init__(
         self, loop: asyncio.AbstractEventLoop, transport: asyncio.Transport, plaintext: bool, conn: FileDrain
@@ -126,7 +126,6 @@ class AsyncioFileSender:
         self._conn = conn
         self._sender: OsSendfile | None = None
         self.way = way_for(transport, plaintext)
-        self.bypasses_stream = self.way == OS  # os.sendfile's bytes never pass transport.write
 
     def cancel(self) -> None:
         if self._sender is not None:

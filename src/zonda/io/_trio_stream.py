@@ -343,8 +343,6 @@ class TrioFileSender:
 
     __slots__ = ("_conn", "_stream", "os_sendfile")
 
-    bypasses_stream = True
-
     def __init__(self, stream: ByteStream, plaintext: bool, conn: FileDrain) -> None:
         self._stream = stream
         self._conn = conn

@@ -73,9 +73,8 @@ class ByteStream(Protocol):
 
 
 class FileSender(Protocol):
-    """A driver's way to move a file's bytes onto one connection after what was already written."""
-
-    bypasses_stream: bool  # the bytes do not pass the stream's write (os.sendfile): counted apart
+    """A driver's way to move a file's bytes onto one connection after what was already written. It writes to
+    the driver's own stream (``Connection.raw_stream``), so a counting stream above it never sees the bytes."""
 
     async def send(self, fd: int, offset: int, count: int) -> int:
         """Send ``count`` bytes of ``fd`` from ``offset``; return how many went (fewer: the file ended).
