@@ -377,7 +377,9 @@ class MetricsListener:
         except OSError:
             sock.close()
             raise
-        config = Config(app=self.app, http="1", ws="none", access_log=False, server_header=False)
+        config = Config(
+            app=self.app, http="1", ws="none", access_log=False, server_header=False, date_header=False
+        )
         shared = ServerShared(config, SessionContext(self.app, {}, access_log=False))
         shared.refresh_date()
         self._listening = await runtime.listen(

@@ -207,7 +207,6 @@ class Server:
         config = self.config
         runtime = self._runtime = running()
         loop = runtime.loop
-        current_loop.set(loop)  # before anything is accepted: connections and app tasks inherit it
         exit_waiter = self._exit_waiter = loop.create_waiter()
         if self.should_exit:
             exit_waiter.set_result(None)
@@ -218,6 +217,9 @@ class Server:
             app_dir=config.app_dir,
             wsgi_threads=config.wsgi_threads,
         )
+        published = current_loop.set(
+            loop
+        )  # before anything is accepted: connections and app tasks inherit it
         # before startup, so that a SIGTERM during a slow startup still stops cleanly
         signals = runtime.on_signals((signal.SIGINT, signal.SIGTERM), self._on_signal)
         if not install_signal_handlers:
@@ -226,6 +228,7 @@ class Server:
             await self._serve_app(runtime, app, sockets, exit_waiter)
         finally:
             signals()  # an embedding program's own Ctrl+C works again once zonda is done
+            current_loop.reset(published)
 
     async def _serve_app(
         self, runtime: Runtime, app: ASGIApp, sockets: list[socket.socket] | None, exit_waiter: Waiter

@@ -279,3 +279,32 @@ def test_running_finds_the_runtime_of_the_block() -> None:
             assert running() is runtime and isinstance(runtime, TrioRuntime) and runtime.name == "trio"
 
     trio.run(main)
+
+
+@pytest.mark.parametrize(
+    ("answer", "error"),
+    [
+        ({"type": "lifespan.startup.failed", "message": "no database"}, "no database"),
+        (None, "returned without answering"),
+    ],
+    ids=["failed", "returned"],
+)
+def test_lifespan_failures_reach_the_server_on_trio(answer: dict[str, Any] | None, error: str) -> None:
+    # trio's waiter wakes without a value: the lifespan's answer must not travel through it
+    from zonda.asgi.lifespan import Lifespan
+    from zonda.errors import LifespanFailure
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await receive()
+        if answer is not None:
+            await send(answer)
+
+    async def main() -> None:
+        async with open_runtime() as runtime:
+            lifespan = Lifespan(app, "on", runtime.loop.create_waiter)
+            task = runtime.start(lifespan.run())
+            with pytest.raises(LifespanFailure, match=error):
+                await lifespan.startup()
+            await runtime.join([task], 1.0)
+
+    trio.run(main)

@@ -1,7 +1,8 @@
 """The ASGI lifespan protocol (lifespan spec 2.0), with state.
 
 The driver runs ``Lifespan.run()`` as a task and awaits ``startup()`` / ``shutdown()`` under its own timeouts.
-Only futures from the driver's ``create_future`` are awaited, so the class serves any event loop.
+Only waiters from the server's ``io.base.Loop`` are awaited, and only as wake-ups (the answer is kept here), so
+the class serves any event loop.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 from zonda.asgi.http import ASGI_VERSION
 from zonda.asgi.types import ASGIApp, Message
 from zonda.errors import AppProtocolError, LifespanFailure
+from zonda.io.base import Waiter
 
 logger = logging.getLogger("zonda.error")
 
@@ -26,20 +28,23 @@ _EXPECTED = {
 class Lifespan:
     """One lifespan conversation with the app. ``mode`` is ``"on"`` or ``"auto"``."""
 
-    def __init__(self, app: ASGIApp, mode: str, create_future: Callable[[], Any]) -> None:
+    def __init__(self, app: ASGIApp, mode: str, create_waiter: Callable[[], Waiter]) -> None:
         self.app = app
         self.mode = mode
         self.state: dict[str, Any] = {}
         self.supported = True  # auto mode turns this off if the app refuses the lifespan scope
-        self._create_future = create_future
+        self._create_waiter = create_waiter
         self._inbox: deque[Message] = deque()
-        self._inbox_waiter: Any = None
+        self._inbox_waiter: Waiter | None = None
         # lifespan.startup is queued before the app runs, so whatever the app does first (even raising on
         # the lifespan scope before calling receive()) is its answer to startup
-        self._reply: Any = create_future()  # future resolved with the app's answer to the pending event
+        # set once the app answered the pending event; the answer itself is kept in _outcome (a waiter only
+        # wakes: trio's carries no value)
+        self._reply: Waiter = create_waiter()
+        self._outcome: LifespanFailure | None = None
         self._pending: str | None = "lifespan.startup"
         self._inbox.append({"type": "lifespan.startup"})
-        self._finished = create_future()
+        self._finished = create_waiter()
 
     async def run(self) -> None:
         scope = {"type": "lifespan", "asgi": ASGI_VERSION, "state": self.state}
@@ -97,7 +102,8 @@ class Lifespan:
                 raise outcome
             return
         self._pending = event
-        self._reply = self._create_future()
+        self._outcome = None
+        self._reply = self._create_waiter()
         self._inbox.append({"type": event})
         waiter = self._inbox_waiter
         if waiter is not None and not waiter.done():
@@ -105,19 +111,20 @@ class Lifespan:
         await self._await_reply()
 
     async def _await_reply(self) -> None:
-        outcome = await self._reply
+        await self._reply
         self._pending = None
-        if isinstance(outcome, LifespanFailure):
-            raise outcome
+        if self._outcome is not None:
+            raise self._outcome
 
     def _answer(self, outcome: LifespanFailure | None) -> None:
-        if self._reply is not None and not self._reply.done():
-            self._reply.set_result(outcome)
+        if not self._reply.done():
+            self._outcome = outcome
+            self._reply.set_result(None)
 
     async def receive(self) -> Message:
         while not self._inbox:
-            self._inbox_waiter = self._create_future()
-            await self._inbox_waiter
+            waiter = self._inbox_waiter = self._create_waiter()
+            await waiter
         return self._inbox.popleft()
 
     async def send(self, message: Message) -> None:

@@ -171,6 +171,9 @@ class HTTP1Connection(Connection):
             request.stream_id, [(b"connection", b"Upgrade"), (b"upgrade", b"h2c")]
         )
         self.flush()
+        if self.reading_paused:  # paused for a request pipelined before this one: HTTP/2 reads from here
+            self.reading_paused = False
+            self.stream.resume_reading()
         self._hand_over()
         h2 = HTTP2Connection(self.shared, self.loop, self.stream, self.session.info)
         with contextlib.suppress(ProtocolError):  # bad settings: the client's SETTINGS frame follows anyway

@@ -221,6 +221,8 @@ class TrioStream:
         fd = self._fd
         while True:
             await wait_readable(fd)
+            if self._closing:  # closed while this task was already rescheduled: the fd may be another's now
+                raise trio.ClosedResourceError("the stream was closed")
             if self._reading_paused:
                 return None
             try:
@@ -370,6 +372,8 @@ class TrioFileSender:
         stream.hold(True)
         try:
             while sent < count:
+                if stream.is_closing():  # closed while this task was rescheduled: the fd may be another's now
+                    raise ClientDisconnected("client disconnected while a file was being sent")
                 try:
                     step = os.sendfile(sock, fd, offset + sent, min(STEP, count - sent))
                 except BlockingIOError:

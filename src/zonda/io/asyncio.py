@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import sys
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
@@ -54,6 +55,7 @@ else:
         task.add_done_callback(tasks.discard)
 
 
+error_log = logging.getLogger("zonda.error")
 T = TypeVar("T")
 # Seconds a closing TLS connection waits for the peer's close_notify before the socket is closed anyway (the
 # loop's default is 30). Waiting is not required (RFC 8446 section 6.1), and an idle pooled client may never
@@ -102,7 +104,11 @@ class _Opening(asyncio.Protocol):
             and type(transport).__module__.startswith("asyncio")
         ):
             stream = _TLSClosing(transport)
-        conn.open(stream, client, server, ssl_object)
+        try:
+            conn.open(stream, client, server, ssl_object)
+        except Exception:  # a bug above the seam: this connection ends, not the server (as on trio)
+            error_log.exception("Error opening a connection; closing it")
+            cast(asyncio.Transport, transport).abort()
 
 
 # Python 3.10's asyncio takes no ssl_shutdown_timeout: a closed TLS transport would wait for the peer's
