@@ -446,7 +446,7 @@ def test_help_shows_the_groups() -> None:
     for flag in ("--factory", "--uds-permissions", "--timeout-keep-alive", "--header NAME:VALUE", "--config"):
         assert flag in out
     assert "(default: 8000)" in out
-    assert "{auto,asyncio,uvloop}" in out
+    assert "{auto,asyncio,uvloop,trio}" in out
 
 
 def test_version_flag() -> None:
