@@ -305,15 +305,7 @@ class Supervisor:
             os.set_inheritable(fd, False)
         self.selector.register(self._wake_r, selectors.EVENT_READ, self._drain_wakeups)
         self._old_wakeup = signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
-        for sig in (
-            signal.SIGTERM,
-            signal.SIGINT,
-            signal.SIGQUIT,
-            signal.SIGHUP,
-            signal.SIGTTIN,
-            signal.SIGTTOU,
-            signal.SIGCHLD,
-        ):
+        for sig in sorted(SUPERVISOR_SIGNALS):  # the set a worker unblocks once its own handlers are set
             self._old_handlers[sig] = signal.signal(sig, self._on_signal)
 
     def _on_signal(self, signum: int, frame: Any) -> None:
