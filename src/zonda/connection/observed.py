@@ -56,11 +56,6 @@ class CountingStream:
     def set_protocol(self, protocol: Any) -> None:
         self._stream.set_protocol(protocol)
 
-    @property
-    def inner(self) -> ByteStream:
-        """The driver's own stream (file sending needs it: its bytes bypass ``write``)."""
-        return self._stream
-
 
 class ObservedHTTP1Connection(HTTP1Connection):
     def __init__(self, shared: ServerShared, loop: Loop) -> None:
