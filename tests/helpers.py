@@ -68,7 +68,7 @@ def run_server(app: Any = None, **options: Any) -> Iterator[RunningServer]:
     """Start a real zonda on 127.0.0.1:0 in a thread; yield it once it listens; stop it after."""
     options.setdefault("port", 0)
     options.setdefault("lifespan", "auto")
-    options.setdefault("loop", "uvloop")
+    options.setdefault("loop", os.environ.get("ZONDA_LOOP", "uvloop"))
     config = Config(app=app, **options)
     server = Server(config)
     errors: list[BaseException] = []

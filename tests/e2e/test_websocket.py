@@ -105,9 +105,9 @@ def record() -> Record:
     return Record()
 
 
-@pytest.fixture(scope="module", params=["asyncio", "uvloop"])
-def server(request: pytest.FixtureRequest, record: Record) -> Iterator[Any]:
-    with run_server(make_app(record), loop=request.param) as running:
+@pytest.fixture(scope="module")
+def server(driver: str, record: Record) -> Iterator[Any]:
+    with run_server(make_app(record), loop=driver) as running:
         yield running
 
 

@@ -89,10 +89,10 @@ def make_app(record: Record) -> Any:
     return app
 
 
-@pytest.fixture(scope="module", params=["asyncio", "uvloop"])
-def server(request: pytest.FixtureRequest) -> Iterator[Any]:
+@pytest.fixture(scope="module")
+def server(driver: str) -> Iterator[Any]:
     record = Record()
-    with run_server(make_app(record), loop=request.param, ws_max_size=1 << 21) as running:
+    with run_server(make_app(record), loop=driver, ws_max_size=1 << 21) as running:
         running.record = record  # type: ignore[attr-defined]
         yield running
 

@@ -1,5 +1,5 @@
 """Raw-frame WebSocket conformance cases, laid out like the Autobahn testsuite's sections, against a real zonda
-running an echo app on loopback, over both loops. Each case does the handshake by hand (``wsframes.WSClient``)
+running an echo app on loopback, on every driver. Each case does the handshake by hand (``wsframes.WSClient``)
 and asserts the exact bytes or close code RFC 6455 and RFC 7692 require."""
 
 from __future__ import annotations
@@ -22,29 +22,24 @@ async def echo_app(scope: Any, receive: Any, send: Any) -> None:
     await echo_messages(receive, send)
 
 
-@pytest.fixture(scope="session", params=["asyncio", "uvloop"])
-def loop_name(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
 @pytest.fixture(scope="session")
-def echo_port(loop_name: str) -> Iterator[int]:
-    with run_server(echo_app, loop=loop_name, ws_ping_interval=None, lifespan="off") as server:
+def echo_port(driver: str) -> Iterator[int]:
+    with run_server(echo_app, loop=driver, ws_ping_interval=None, lifespan="off") as server:
         yield server.port
 
 
 @pytest.fixture(scope="session")
-def small_port(loop_name: str) -> Iterator[int]:
+def small_port(driver: str) -> Iterator[int]:
     with run_server(
-        echo_app, loop=loop_name, ws_ping_interval=None, ws_max_size=SMALL, lifespan="off"
+        echo_app, loop=driver, ws_ping_interval=None, ws_max_size=SMALL, lifespan="off"
     ) as server:
         yield server.port
 
 
 @pytest.fixture(scope="session")
-def no_deflate_port(loop_name: str) -> Iterator[int]:
+def no_deflate_port(driver: str) -> Iterator[int]:
     with run_server(
-        echo_app, loop=loop_name, ws_per_message_deflate=False, ws_ping_interval=None, lifespan="off"
+        echo_app, loop=driver, ws_per_message_deflate=False, ws_ping_interval=None, lifespan="off"
     ) as server:
         yield server.port
 
