@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 from zonda import Config, Server
@@ -440,7 +441,7 @@ async def count_when_told(receive: Any, record: Record, key: str) -> None:
     """Read nothing until the test sets ``record.go`` (back-pressure piles up meanwhile), then count the
     messages until the client goes and record the count under ``key``."""
     while not record.go.is_set():
-        await asyncio.sleep(0.01)
+        await anyio.sleep(0.01)
     count = 0
     while (await receive())["type"] == "websocket.receive":
         count += 1
