@@ -229,6 +229,8 @@ class FakeLoop:
 class FakeFileSender:
     """The ``FileSender`` of a TLS connection: the file's bytes read here and written through the stream."""
 
+    os_sendfile = False
+
     def __init__(self, stream: Any, conn: FileDrain) -> None:
         self.stream = stream
         self.conn = conn

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -149,3 +150,70 @@ def test_wait_started_when_serve_is_cancelled_during_startup() -> None:
             await serving
 
     asyncio.run(main())
+
+
+class LifespanRecorder:
+    """An app that answers 200 and records its lifespan messages."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                self.seen.append(message["type"])
+                await send({"type": message["type"] + ".complete"})
+                if message["type"] == "lifespan.shutdown":
+                    return
+        await simple_app(scope, receive, send)
+
+
+def test_cancelling_serve_still_shuts_down_on_asyncio() -> None:
+    app = LifespanRecorder()
+
+    async def main() -> None:
+        server = Server(Config(app=app, port=0, lifespan="on"))
+        serving = asyncio.create_task(server.serve(install_signal_handlers=False))
+        await asyncio.wait_for(server.wait_started(), 10)
+        assert (await get(server.port)).startswith(b"HTTP/1.1 200 ")
+        serving.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await serving
+        with pytest.raises(OSError):
+            await get(server.port)
+
+    asyncio.run(main())
+    assert app.seen == ["lifespan.startup", "lifespan.shutdown"]
+
+
+def test_serve_awaited_straight_from_a_trio_program_and_cancelled() -> None:
+    """As with hypercorn's ``serve()``: no zonda runtime opened by hand; a sibling task waits for the start;
+    cancelling the nursery still runs the shutdown (lifespan included) before serve() ends."""
+    trio = pytest.importorskip("trio")
+    app = LifespanRecorder()
+    answers: list[bytes] = []
+
+    async def fetch(port: int) -> bytes:
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        async with stream:
+            await stream.send_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            data = b""
+            while chunk := await stream.receive_some():
+                data += chunk
+        return data
+
+    async def main() -> None:
+        server = Server(Config(app=app, port=0, lifespan="on"))
+        with trio.fail_after(20):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(partial(server.serve, install_signal_handlers=False))
+                await server.wait_started()
+                answers.append(await fetch(server.port))
+                nursery.cancel_scope.cancel()
+            with pytest.raises(OSError):
+                await fetch(server.port)
+
+    trio.run(main)
+    assert answers[0].startswith(b"HTTP/1.1 200 ")
+    assert app.seen == ["lifespan.startup", "lifespan.shutdown"]

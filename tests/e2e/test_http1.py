@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import socket
@@ -14,6 +13,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import parse_qs
 
+import anyio
 import httpx
 import pytest
 
@@ -50,7 +50,7 @@ async def app(scope: Scope, receive: Any, send: Any) -> None:
     if path == "/echo":
         await reply(send, await read_body(receive))
     elif path == "/slow-echo":
-        await asyncio.sleep(float(query.get("wait", "0.3")))
+        await anyio.sleep(float(query.get("wait", "0.3")))
         await reply(send, await read_body(receive))
     elif path == "/stream":
         await send(
@@ -60,7 +60,7 @@ async def app(scope: Scope, receive: Any, send: Any) -> None:
             await send({"type": "http.response.body", "body": b"piece%d;" % i, "more_body": True})
         await send({"type": "http.response.body", "body": b""})
     elif path == "/delay":
-        await asyncio.sleep(float(query["ms"]) / 1000)
+        await anyio.sleep(float(query["ms"]) / 1000)
         await reply(send, f"delay {query['ms']}".encode())
     elif path == "/status":
         await send({"type": "http.response.start", "status": int(query["code"]), "headers": []})
@@ -73,9 +73,11 @@ async def app(scope: Scope, receive: Any, send: Any) -> None:
         await reply(send, f"{scope['method']} {path}".encode())
 
 
-def serve(loop: str = "uvloop", **options: Any) -> Any:
+def serve(loop: str | None = None, **options: Any) -> Any:
     options.setdefault("lifespan", "off")
-    return run_server(app, loop=loop, **options)
+    if loop is not None:
+        options["loop"] = loop
+    return run_server(app, **options)
 
 
 # ------------------------------------------------------------------ keep-alive and connection management
@@ -416,7 +418,7 @@ def test_large_upload_to_a_slow_reader_is_not_buffered_unbounded(loop: str) -> N
         if scope["type"] != "http":
             return
         while not release.is_set():
-            await asyncio.sleep(0.01)
+            await anyio.sleep(0.01)
         total = 0
         while True:
             message = await receive()
@@ -487,7 +489,7 @@ def test_app_answering_without_reading_a_large_body_does_not_stall_the_connectio
         if scope["type"] != "http":
             return
         if scope["method"] == "POST":
-            await asyncio.sleep(0.2)  # the body piles up meanwhile, past the high-water mark
+            await anyio.sleep(0.2)  # the body piles up meanwhile, past the high-water mark
         await reply(send, scope["path"].encode())
 
     size = 8 * 1024 * 1024

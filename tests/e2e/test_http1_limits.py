@@ -3,13 +3,13 @@ checked, and the server still serving afterwards."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import threading
 import time
 from typing import Any
 
+import anyio
 import pytest
 
 from helpers import assert_still_serving, raw_request, run_server, status_of
@@ -38,7 +38,7 @@ def make_app(calls: Calls) -> Any:
         if scope["path"] == "/slow":
             calls.entered.set()
             while not calls.release.is_set():
-                await asyncio.sleep(0.01)
+                await anyio.sleep(0.01)
         elif scope["method"] == "POST":
             while True:
                 message = await receive()

@@ -9,7 +9,6 @@ and a slow preface or header block. Limits and timeouts are set small through th
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import ssl
@@ -18,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import anyio
 import h2.settings
 import pytest
 
@@ -318,7 +318,7 @@ def test_idle_connection_timeout(logs: pytest.LogCaptureFixture) -> None:
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http":
             if scope["path"] == "/slow":
-                await asyncio.sleep(0.8)
+                await anyio.sleep(0.8)
             await simple_app(scope, receive, send)
 
     with run_server(app, timeout_h2_idle=0.4) as server:

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 
@@ -39,7 +40,7 @@ class AppState:
         self.waiting = 0
         self.all_waiting = threading.Event()
         self.expected_waiters = 1
-        self.event: asyncio.Event | None = None
+        self.event: anyio.Event | None = None
 
 
 def make_app(state: AppState) -> Callable[..., Any]:
@@ -72,7 +73,7 @@ def make_app(state: AppState) -> Callable[..., Any]:
             await respond(send, b"hinted")
         elif path == "/wait":  # parks until /release: only concurrent streams get past it
             if state.event is None:
-                state.event = asyncio.Event()
+                state.event = anyio.Event()
             state.waiting += 1
             if state.waiting >= state.expected_waiters:
                 state.all_waiting.set()
@@ -146,7 +147,6 @@ def h2load(url: str) -> str:
 # --------------------------------------------------------------------------------------------- curl
 
 
-@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
 def test_curl_http2_over_tls(app: Any, files: TLSFiles, loop: str) -> None:
     with run_server(app, loop=loop, **files.server_options()) as server:
         port = server.port
@@ -164,7 +164,6 @@ def test_curl_http2_over_tls(app: Any, files: TLSFiles, loop: str) -> None:
     )
 
 
-@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
 def test_curl_prior_knowledge(app: Any, loop: str) -> None:
     with run_server(app, loop=loop) as server:
         data, version, log = curl("--http2-prior-knowledge", f"http://127.0.0.1:{server.port}/pk?x=1")

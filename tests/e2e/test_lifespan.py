@@ -14,7 +14,7 @@ import pytest
 from helpers import ZondaProcess, zonda_process
 
 LIFESPAN_APPS = """
-import asyncio
+import anyio
 import json
 import os
 
@@ -41,11 +41,11 @@ def lifespan_app(startup="complete", shutdown="complete"):
                 if startup == "raise":
                     raise RuntimeError("startup exploded")
                 if startup == "hang":
-                    await asyncio.sleep(60)
+                    await anyio.sleep(60)
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 if shutdown == "hang":
-                    await asyncio.sleep(60)
+                    await anyio.sleep(60)
                 if MARKER:
                     with open(MARKER, "w") as file:
                         file.write("shutdown ran")

@@ -48,7 +48,7 @@ def startup_lines(output: str) -> str:
     return "\n".join(line for line in output.splitlines() if "serving" in line or "Listening on" in line)
 
 
-def test_ipv4_default_and_startup_lines(app_dir: str) -> None:
+def test_ipv4_default_and_startup_lines(app_dir: str, driver: str) -> None:
     with zonda_process("scope_app:app", "--port", "0", "--app-dir", app_dir) as proc:
         url = proc.wait_listening()
         assert url.startswith("http://127.0.0.1:")
@@ -58,7 +58,7 @@ def test_ipv4_default_and_startup_lines(app_dir: str) -> None:
         proc.signal(signal.SIGTERM)
         assert proc.wait(10) == 0
     lines = startup_lines(proc.output)
-    assert "serving scope_app:app (ASGI 3) with uvloop" in lines
+    assert f"serving scope_app:app (ASGI 3) with {driver}" in lines
     assert f"Listening on http://127.0.0.1:{proc.port}" in lines
 
 
@@ -183,7 +183,10 @@ def test_port_in_use_is_a_clear_error(app_dir: str) -> None:
     assert "Traceback" not in proc.output
 
 
-@pytest.mark.parametrize(("loop", "name"), [("asyncio", "asyncio"), ("uvloop", "uvloop"), ("auto", "uvloop")])
+@pytest.mark.drivers("uvloop")  # the loops are this test's own parameter
+@pytest.mark.parametrize(
+    ("loop", "name"), [("asyncio", "asyncio"), ("uvloop", "uvloop"), ("auto", "uvloop"), ("trio", "trio")]
+)
 def test_loop_is_named_in_the_startup_line(app_dir: str, loop: str, name: str) -> None:
     with zonda_process("scope_app:app", "--port", "0", "--loop", loop, "--app-dir", app_dir) as proc:
         url = proc.wait_listening()

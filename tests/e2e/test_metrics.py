@@ -3,7 +3,6 @@ supervisor), /healthz, and /readyz through lifespan startup, serving and drain."
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 import signal
@@ -16,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 from h2socket import (
@@ -60,7 +60,7 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if scope["type"] != "http":
         return
     if scope["path"] == "/slow":
-        await asyncio.sleep(0.5)
+        await anyio.sleep(0.5)
     status = 404 if scope["path"] == "/missing" else 200
     body = b"%d" % os.getpid()
     await send(
@@ -194,22 +194,22 @@ class SlowStartApp:
         if scope["type"] == "lifespan":
             await receive()
             while not self.release.is_set():
-                await asyncio.sleep(0.01)
+                await anyio.sleep(0.01)
             await send({"type": "lifespan.startup.complete"})
             await receive()
             await send({"type": "lifespan.shutdown.complete"})
             return
         while scope["path"] == "/slow" and not self.finish.is_set():
-            await asyncio.sleep(0.01)
+            await anyio.sleep(0.01)
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
         await send({"type": "http.response.body", "body": b"ok"})
 
 
-def test_readyz_during_startup_and_drain() -> None:
+def test_readyz_during_startup_and_drain(loop: str) -> None:
     slow = SlowStartApp()
-    server = Server(Config(app=slow, port=0, metrics_bind="127.0.0.1:0", loop="uvloop", lifespan="on"))
+    server = Server(Config(app=slow, port=0, metrics_bind="127.0.0.1:0", loop=loop, lifespan="on"))
     thread = threading.Thread(
-        target=run_in_loop, args=("uvloop", server.serve(install_signal_handlers=False)), daemon=True
+        target=run_in_loop, args=(loop, server.serve(install_signal_handlers=False)), daemon=True
     )
     thread.start()
     try:

@@ -20,7 +20,6 @@ import httpx
 import pytest
 
 from helpers import assert_still_serving, download_partly, require_tool, rst_close, run_server, status_of
-from zonda.io import _sendfile
 
 Scope = dict[str, Any]
 MIB = 1024 * 1024
@@ -155,7 +154,7 @@ def test_plaintext_files_go_by_os_sendfile(files: dict[str, Path], loop: str) ->
     with serve(files, loop) as server, httpx.Client(base_url=server.url) as client:
         assert client.get("/zc").content == files["a"].read_bytes()
         (connection,) = server.server.shared.connections
-        assert connection._files.way == _sendfile.OS
+        assert connection._files.os_sendfile
 
 
 def test_zerocopysend_with_curl(files: dict[str, Path], loop: str, tmp_path: Path) -> None:
@@ -348,7 +347,7 @@ def test_tls_offers_pathsend_only_and_sends_files_in_blocks(
         for name in ("a", "small", "b"):
             assert client.get("/path", params={"name": name}).content == files[name].read_bytes()
         (connection,) = server.server.shared.connections
-        assert connection._files.way == _sendfile.CHUNKS  # read in blocks: ssl needs the bytes
+        assert not connection._files.os_sendfile  # read in blocks: ssl needs the bytes
         with pytest.raises(httpx.HTTPError):
             client.get("/zc")  # not offered: an app error (the connection closes), never a plaintext shortcut
         assert client.get("/").text == "alive"

@@ -8,7 +8,6 @@ Streams with no end of their own (sse-starlette, a raw app listening on ``receiv
 
 from __future__ import annotations
 
-import asyncio
 import signal
 import socket
 import threading
@@ -17,6 +16,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 from h2socket import DATA, END_STREAM, RST_STREAM, RawH2
@@ -33,7 +33,7 @@ from helpers import (
 )
 
 SLOW_APP = """
-import asyncio
+import anyio
 import os
 import sys
 
@@ -55,9 +55,9 @@ async def app(scope, receive, send):
     path = scope["path"]
     print("app started " + path, flush=True)
     if path == "/slow":
-        await asyncio.sleep(1.0)
+        await anyio.sleep(1.0)
     elif path == "/stuck":
-        await asyncio.sleep(3600)
+        await anyio.sleep(3600)
     body = path.encode()
     await send({"type": "http.response.start", "status": 200,
                 "headers": [(b"content-length", str(len(body)).encode())]})
@@ -95,7 +95,6 @@ def started(proc: ZondaProcess, path: str) -> int:
     return proc.output.count(f"app started {path}\n")
 
 
-@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_signal_drains_in_flight_requests(
     app_dir: str, tmp_path: Path, sig: signal.Signals, loop: str
@@ -152,7 +151,6 @@ def test_graceful_timeout_cancels_a_stuck_request(app_dir: str, tmp_path: Path) 
     assert "still open after the graceful timeout" in proc.output
 
 
-@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
 def test_second_sigint_exits_at_once(app_dir: str, tmp_path: Path, loop: str) -> None:
     marker = tmp_path / "marker"
     env = {"ZONDA_TEST_MARKER": str(marker)}
@@ -201,7 +199,7 @@ def test_server_shutdown_from_another_thread() -> None:
             return
         if scope["path"] == "/slow":
             in_app.set()
-            await asyncio.sleep(0.5)
+            await anyio.sleep(0.5)
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"4")]})
         await send({"type": "http.response.body", "body": b"done"})
 
@@ -226,7 +224,7 @@ def test_server_shutdown_from_another_thread() -> None:
 # ------------------------------------------------------------------ streams told to end (--shutdown-stream-notice)
 
 STREAMS_APP = """
-import asyncio
+import anyio
 
 from sse_starlette import EventSourceResponse
 from starlette.applications import Starlette
@@ -238,7 +236,7 @@ async def ticks():
     while True:
         yield {"event": "tick", "data": str(n)}
         n += 1
-        await asyncio.sleep(0.1)
+        await anyio.sleep(0.1)
 
 
 async def sse(request):
@@ -253,23 +251,21 @@ async def raw_stream(receive, send):
     # streams until receive() says http.disconnect, then ends its body with a last line
     assert (await receive())["type"] == "http.request"
     await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
-    stop = asyncio.Event()
+    stop = anyio.Event()
 
     async def listen():
         while (await receive())["type"] != "http.disconnect":
             pass
         stop.set()
 
-    listener = asyncio.ensure_future(listen())
-    n = 0
-    while not stop.is_set():
-        await send({"type": "http.response.body", "body": b"tick %d\\n" % n, "more_body": True})
-        n += 1
-        try:
-            await asyncio.wait_for(stop.wait(), 0.1)
-        except asyncio.TimeoutError:
-            pass
-    await listener
+    async with anyio.create_task_group() as group:
+        group.start_soon(listen)
+        n = 0
+        while not stop.is_set():
+            await send({"type": "http.response.body", "body": b"tick %d\\n" % n, "more_body": True})
+            n += 1
+            with anyio.move_on_after(0.1):
+                await stop.wait()
     await send({"type": "http.response.body", "body": b"bye\\n", "more_body": False})
 
 
@@ -281,7 +277,7 @@ async def app(scope, receive, send):
     if scope["path"] == "/raw":
         await raw_stream(receive, send)
         return
-    await asyncio.sleep(3.0)  # an ordinary request, in flight past the notice point
+    await anyio.sleep(3.0)  # an ordinary request, in flight past the notice point
     await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"9")]})
     await send({"type": "http.response.body", "body": b"slow done"})
 """

@@ -47,8 +47,8 @@ async def app(scope, receive, send):
                     file.write("startup ran\\n")
                 go = os.environ.get("STARTUP_GO")
                 while go and not os.path.exists(go):  # hold startup until the test says go
-                    import asyncio
-                    await asyncio.sleep(0.02)
+                    import anyio
+                    await anyio.sleep(0.02)
                 await send({"type": "lifespan.startup.complete"})
             else:
                 await send({"type": "lifespan.shutdown.complete"})

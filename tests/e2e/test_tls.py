@@ -118,7 +118,6 @@ def cipher_id(context: ssl.SSLContext, name: str) -> int:
     return next(c["id"] & 0xFFFF for c in context.get_ciphers() if c["name"] == name)
 
 
-@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
 def test_httpx_gets_the_tls_extension(files: TLSFiles, loop: str) -> None:
     with run_server(app, loop=loop, **files.server_options()) as server:
         context = files.client_context()
@@ -279,8 +278,11 @@ def test_access_log_tls_version(files: TLSFiles, tmp_path: Path) -> None:
 def test_graceful_shutdown_does_not_wait_long_for_an_idle_client(
     files: TLSFiles, monkeypatch: pytest.MonkeyPatch, loop: str
 ) -> None:
-    # An idle pooled client never answers the server's close_notify; TLS_SHUTDOWN_TIMEOUT bounds the wait for it
-    monkeypatch.setattr(zonda.io.asyncio, "TLS_SHUTDOWN_TIMEOUT", 0.5)
+    # An idle pooled client never answers the server's close_notify; TLS_CLOSE_TIMEOUT bounds the wait for it
+    import zonda.io._trio_stream
+
+    monkeypatch.setattr(zonda.io.asyncio, "TLS_CLOSE_TIMEOUT", 0.5)
+    monkeypatch.setattr(zonda.io._trio_stream, "TLS_CLOSE_TIMEOUT", 0.5)
     with httpx.Client(verify=files.client_context()) as client:
         with run_server(app, loop=loop, **files.server_options()) as server:
             assert client.get(server.url + "/").status_code == 200

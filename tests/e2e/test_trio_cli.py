@@ -17,6 +17,7 @@ from websockets.sync.client import connect
 from helpers import zonda_process
 
 pytest.importorskip("trio")
+pytestmark = pytest.mark.drivers("trio")  # names --loop trio itself
 
 APPS = """
 import json

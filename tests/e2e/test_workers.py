@@ -28,7 +28,7 @@ import pytest
 from helpers import LISTENING, REPO, wait_for
 
 APP = """
-import asyncio
+import anyio
 import os
 import time
 
@@ -47,9 +47,9 @@ async def app(scope, receive, send):
     path = scope["path"]
     print("app started " + path, flush=True)
     if path == "/slow":
-        await asyncio.sleep(1.0)
+        await anyio.sleep(1.0)
     elif path == "/nap":
-        await asyncio.sleep(0.05)
+        await anyio.sleep(0.05)
     elif path == "/block":
         time.sleep(30)  # blocks the event loop: the heartbeat stops
     body = f"{{VERSION}} {{os.getpid()}}".encode()

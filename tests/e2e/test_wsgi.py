@@ -452,11 +452,9 @@ def wrapper_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"random": random, "sparse": sparse}
 
 
-@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
 def test_file_wrapper_downloads_by_sendfile_with_httpx_and_curl(
     wrapper_files: dict[str, Path], loop: str, tmp_path: Path
 ) -> None:
-    from zonda.io import _sendfile
 
     data = wrapper_files["random"].read_bytes()
     digest = hashlib.sha256(data).hexdigest()
@@ -470,7 +468,7 @@ def test_file_wrapper_downloads_by_sendfile_with_httpx_and_curl(
                 streamed.update(chunk)
             assert response.headers["content-length"] == str(len(data)) and streamed.hexdigest() == digest
             (connection,) = server.server.shared.connections
-            assert connection._files.way == _sendfile.OS  # sent by os.sendfile, not read in the app thread
+            assert connection._files.os_sendfile  # sent by os.sendfile, not read in the app thread
         with httpx.Client(base_url=server.url) as client:
             assert client.get("/file?name=random&cl=1000").content == data[:1000]  # PEP 3333 truncation
             assert client.get("/file?name=random&seek=5000&cl=70000").content == data[5000:75000]
@@ -481,7 +479,6 @@ def test_file_wrapper_downloads_by_sendfile_with_httpx_and_curl(
         assert hashlib.sha256(out.read_bytes()).hexdigest() == digest
 
 
-@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
 def test_client_gone_mid_file_wrapper_closes_the_file_and_logs_nothing(
     wrapper_files: dict[str, Path], loop: str, caplog: pytest.LogCaptureFixture
 ) -> None:
