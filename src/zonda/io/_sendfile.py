@@ -14,7 +14,7 @@ fixed per connection at its first file:
   pauses and resumes reading, swaps the transport out of the loop, and always waits one more loop iteration),
   while 200 MiB downloads ran at the same speed both ways (``bench/sendfile.py``; bench/RESULTS.md, Sendfile).
 - ``CHUNKS`` (TLS, where ``ssl`` needs the bytes in user space, or no ``os.sendfile``): ``os.pread`` blocks of
-  ``CHUNK`` bytes in the loop's default executor, written through the transport. On plaintext it moved a
+  ``_shared.CHUNK`` bytes in the loop's default executor, written through the transport. On plaintext it moved a
   200 MiB file at ~1.1 GB/s and ~700 ms CPU/GiB against ``OS``'s ~1.7 GB/s and ~300-400 ms.
 
 Files of at most ``SMALL_FILE`` bytes (``zonda.connection.base``) are read on the loop thread and written with the head in one write, either
@@ -30,18 +30,17 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 from zonda.errors import ClientDisconnected
+from zonda.io._shared import STEP, send_in_blocks
 
 if TYPE_CHECKING:
     from zonda.io.base import FileDrain
 
 OS = 1
 CHUNKS = 2
-
-STEP = 1024 * 1024  # most bytes per os.sendfile call (the loop's longest stay in one disk read)
-CHUNK = 256 * 1024  # read size without sendfile
 
 
 def way_for(transport: Any, plaintext: bool) -> int:
@@ -127,6 +126,10 @@ class AsyncioFileSender:
         self._sender: OsSendfile | None = None
         self.way = way_for(transport, plaintext)
 
+    @property
+    def os_sendfile(self) -> bool:
+        return self.way == OS
+
     def cancel(self) -> None:
         if self._sender is not None:
             self._sender.cancel(ClientDisconnected("client disconnected while a file was being sent"))
@@ -169,17 +172,7 @@ class AsyncioFileSender:
 
     async def _send_chunks(self, fd: int, offset: int, count: int) -> int:
         """No sendfile (TLS): read blocks in the loop's default executor, write them with back-pressure."""
-        sent = 0
-        conn = self._conn
-        while sent < count:
-            size = min(CHUNK, count - sent)
-            data = await self._loop.run_in_executor(None, os.pread, fd, size, offset + sent)
-            if conn.closed or self._transport.is_closing():
-                raise ClientDisconnected("client disconnected while a file was being sent")
-            if not data:
-                break
-            self._transport.write(data)
-            sent += len(data)
-            if conn.write_paused:
-                await conn.drain()
-        return sent
+        return await send_in_blocks(self._read_block, self._transport, self._conn, fd, offset, count)
+
+    def _read_block(self, fd: int, size: int, offset: int) -> Awaitable[bytes]:
+        return self._loop.run_in_executor(None, os.pread, fd, size, offset)

@@ -25,6 +25,7 @@ import trio
 from trio.lowlevel import wait_readable, wait_writable
 
 from zonda.errors import ClientDisconnected
+from zonda.io._shared import STEP, TLS_CLOSE_TIMEOUT, send_in_blocks
 from zonda.io._trio_waiter import TrioWaiter
 
 if TYPE_CHECKING:
@@ -38,11 +39,7 @@ LOW_WATER = HIGH_WATER // 4
 # (128 KiB until a large block is freed whole), so every read would mmap and shrink a block (~15-20 us per
 # read measured, per request or WebSocket message); 64 KiB comes from the heap.
 READ_SIZE = 64 * 1024
-# seconds to send close_notify on a graceful TLS close (asyncio's driver bounds it the same: TLS_SHUTDOWN_TIMEOUT)
-TLS_CLOSE_TIMEOUT = 5.0
 DIRECT_WRITES = sys.platform != "win32"  # os.write on a socket's descriptor: POSIX only
-CHUNK = 256 * 1024  # file bytes read per worker-thread call (TLS)
-STEP = 1024 * 1024  # most bytes per os.sendfile call: the loop's longest stay in one disk read
 
 
 def _cause(exc: BaseException) -> Exception:
@@ -336,7 +333,7 @@ class TrioFileSender:
     - plaintext (POSIX): once the stream's queue is in the kernel, ``os.sendfile`` onto the socket from the
       loop thread, at most ``STEP`` bytes per writable event, the stream held meanwhile (writes queue behind
       the file); no thread hop, the bytes never in user space.
-    - TLS (``ssl`` needs the bytes): ``os.pread`` blocks of ``CHUNK`` bytes in a worker thread
+    - TLS (``ssl`` needs the bytes): ``os.pread`` blocks of ``_shared.CHUNK`` bytes in a worker thread
       (``trio.to_thread``), written through the stream with its back-pressure: one block in memory per
       connection, never the file.
 
@@ -391,18 +388,8 @@ class TrioFileSender:
         return sent
 
     async def _send_chunks(self, fd: int, offset: int, count: int) -> int:
-        sent = 0
-        conn = self._conn
-        stream = self._stream
-        while sent < count:
-            size = min(CHUNK, count - sent)
-            data = await trio.to_thread.run_sync(os.pread, fd, size, offset + sent)
-            if conn.closed or stream.is_closing():
-                raise ClientDisconnected("client disconnected while a file was being sent")
-            if not data:
-                break  # the file ended early
-            stream.write(data)
-            sent += len(data)
-            if conn.write_paused:
-                await conn.drain()
-        return sent
+        return await send_in_blocks(_read_block, self._stream, self._conn, fd, offset, count)
+
+
+async def _read_block(fd: int, size: int, offset: int) -> bytes:
+    return await trio.to_thread.run_sync(os.pread, fd, size, offset)

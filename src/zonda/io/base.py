@@ -9,6 +9,7 @@ uvloop or trio name reaches them. asyncio's transports are ``ByteStream``s as th
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable
+from contextlib import AbstractContextManager
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -75,6 +76,11 @@ class ByteStream(Protocol):
 class FileSender(Protocol):
     """A driver's way to move a file's bytes onto one connection after what was already written. It writes to
     the driver's own stream (``Connection.raw_stream``), so a counting stream above it never sees the bytes."""
+
+    @property
+    def os_sendfile(self) -> bool:
+        """True when files go by ``os.sendfile`` (plaintext), False when read in blocks (TLS)."""
+        ...
 
     async def send(self, fd: int, offset: int, count: int) -> int:
         """Send ``count`` bytes of ``fd`` from ``offset``; return how many went (fewer: the file ended).
@@ -155,6 +161,12 @@ class Runtime(Protocol):
 
     def app_tasks(self) -> list[TaskHandle]:
         """The app calls (``Loop.spawn``) still running: cancelled after the graceful timeout."""
+        ...
+
+    def shielded(self, seconds: float) -> AbstractContextManager[object]:
+        """Around the shutdown sequence: it runs to its end (``seconds`` at most) even when the caller was
+        cancelled. trio fails every await in a cancelled scope unless shielded; asyncio delivers a cancellation
+        once, so there it is nothing."""
         ...
 
     async def listen(
