@@ -34,7 +34,7 @@ from zonda.connection.http1 import HTTP1Connection
 from zonda.connection.observed import ObservedHTTP1Connection
 from zonda.connection.shared import ServerShared
 from zonda.errors import LifespanFailure
-from zonda.io import run, running
+from zonda.io import cross_thread_waiter, run, running, serving_runtime
 from zonda.io.base import Loop, Runtime, TaskHandle, Timer, Waiter, current_loop
 from zonda.listeners import bind_socket, describe_address
 from zonda.loading import ASGI2Adapter, load_app
@@ -112,7 +112,7 @@ class Server:
         self._exit_waiter: Waiter | None = None
         # wait_started(): waiters on any loop, woken when serving starts or serve() fails first
         self._start_lock = threading.Lock()
-        self._start_waiters: list[tuple[Loop, Waiter]] = []
+        self._start_waiters: list[tuple[Callable[[Callable[[], object]], object], Waiter]] = []
         self._start_error: BaseException | None = None
 
     @property
@@ -125,14 +125,13 @@ class Server:
 
         If ``serve()`` fails before that, raise its error (an ``AppLoadError``, ``LifespanFailure``,
         ``ListenError``, ...); if it is cancelled first, a RuntimeError."""
-        loop = running().loop
         with self._start_lock:
             if self._start_error is not None:
                 raise self._start_error
             if self.started.is_set():
                 return
-            waiter = loop.create_waiter()
-            self._start_waiters.append((loop, waiter))
+            waiter, wake = cross_thread_waiter()
+            self._start_waiters.append((wake, waiter))
         await waiter
         if self._start_error is not None:
             raise self._start_error
@@ -152,9 +151,9 @@ class Server:
                     error = stopped
                 self._start_error = error
             waiters, self._start_waiters = self._start_waiters, []
-        for loop, waiter in waiters:
+        for wake, waiter in waiters:
             with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits there any more
-                loop.call_soon_threadsafe(partial(_resolve, waiter))
+                wake(partial(_resolve, waiter))
 
     def shutdown(self, force: bool = False) -> None:
         """Ask the server to stop; safe from any thread and from signal handlers."""
@@ -174,7 +173,8 @@ class Server:
         so ``/readyz`` says 503 while lifespan startup runs and while draining.
         """
         try:
-            await self._serve_with_metrics(sockets, install_signal_handlers)
+            async with serving_runtime():
+                await self._serve_with_metrics(sockets, install_signal_handlers)
         except BaseException as exc:
             self._settle_start(exc)
             raise
@@ -277,21 +277,28 @@ class Server:
             self._settle_start(None)
             await exit_waiter
         finally:
-            if listening is not None:
-                listening.close()
-            if self.drain_grace and shared.connections and not self.force_exit:
-                await runtime.sleep(self.drain_grace)
-            await self._drain_connections(runtime, shared)
-            date_timer.cancel()
-            if access_writer is not None:
-                access_writer.close()
-            if lifespan is not None:
-                await self._stop_lifespan(runtime, lifespan, lifespan_task)
-            # unlink only a socket this server bound, never a file that was in the way
-            if config.uds and sockets is None and self.sockets:
-                with contextlib.suppress(OSError):
-                    os.unlink(config.uds)
-            logger.info("Finished server process [%d]", os.getpid())
+            with runtime.shielded(self._stop_bound()):  # also when serve() itself was cancelled
+                if listening is not None:
+                    listening.close()
+                if self.drain_grace and shared.connections and not self.force_exit:
+                    await runtime.sleep(self.drain_grace)
+                await self._drain_connections(runtime, shared)
+                date_timer.cancel()
+                if access_writer is not None:
+                    access_writer.close()
+                if lifespan is not None:
+                    await self._stop_lifespan(runtime, lifespan, lifespan_task)
+                # unlink only a socket this server bound, never a file that was in the way
+                if config.uds and sockets is None and self.sockets:
+                    with contextlib.suppress(OSError):
+                        os.unlink(config.uds)
+                logger.info("Finished server process [%d]", os.getpid())
+
+    def _stop_bound(self) -> float:
+        """The longest the shutdown sequence can take by its own timeouts, and a second more."""
+        config = self.config
+        drain = self.drain_grace + config.timeout_graceful_shutdown + LIFESPAN_EXIT_WAIT
+        return drain + config.timeout_lifespan_shutdown + LIFESPAN_EXIT_WAIT + 1.0
 
     def _close_own_sockets(self) -> None:
         """Start-up failed after binding: close what this server bound, and remove its unix socket."""

@@ -15,12 +15,14 @@ import functools
 import logging
 import sys
 import threading
+import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from zonda.errors import ConfigError
 from zonda.io._addresses import local_address, peer_address
 from zonda.io._sendfile import AsyncioFileSender
+from zonda.io._shared import TLS_CLOSE_TIMEOUT
 
 if TYPE_CHECKING:
     import socket
@@ -61,7 +63,6 @@ T = TypeVar("T")
 # loop's default is 30). Waiting is not required (RFC 8446 section 6.1), and an idle pooled client may never
 # answer, which would hold every graceful shutdown for the whole grace period; but the same timer also bounds
 # the flushing of a response still buffered when the connection closes, so it is not made tiny either.
-TLS_SHUTDOWN_TIMEOUT = 5.0
 
 
 class AsyncioLoop:
@@ -79,6 +80,18 @@ class AsyncioLoop:
 
     def file_sender(self, stream: ByteStream, plaintext: bool, conn: FileDrain) -> AsyncioFileSender:
         return AsyncioFileSender(self.loop, stream, plaintext, conn)  # type: ignore[arg-type]  # a transport
+
+
+_runtimes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncioRuntime] = weakref.WeakKeyDictionary()
+
+
+def running() -> AsyncioRuntime:
+    """The runtime of the running loop, one per loop: every caller on it sees the same app tasks."""
+    loop = asyncio.get_running_loop()
+    runtime = _runtimes.get(loop)
+    if runtime is None:
+        runtime = _runtimes[loop] = AsyncioRuntime(loop)
+    return runtime
 
 
 class _Opening(asyncio.Protocol):
@@ -117,7 +130,7 @@ _NO_SSL_SHUTDOWN_TIMEOUT = sys.version_info < (3, 11)
 
 
 class _TLSClosing:
-    """An asyncio TLS transport whose ``close()`` turns into ``abort()`` after ``TLS_SHUTDOWN_TIMEOUT``
+    """An asyncio TLS transport whose ``close()`` turns into ``abort()`` after ``TLS_CLOSE_TIMEOUT``
     (Python 3.10 only, see above); everything else is the transport's own."""
 
     def __init__(self, transport: asyncio.BaseTransport) -> None:
@@ -126,7 +139,7 @@ class _TLSClosing:
 
     def close(self) -> None:
         self._transport.close()
-        self._loop.call_later(TLS_SHUTDOWN_TIMEOUT, self._transport.abort)  # a no-op once it is gone
+        self._loop.call_later(TLS_CLOSE_TIMEOUT, self._transport.abort)  # a no-op once it is gone
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._transport, name)
@@ -169,6 +182,9 @@ class AsyncioRuntime:
     def app_tasks(self) -> list[TaskHandle]:
         return list(self.loop.tasks)
 
+    def shielded(self, seconds: float) -> contextlib.nullcontext[None]:
+        return contextlib.nullcontext()
+
     async def listen(
         self,
         sockets: list[socket.socket],
@@ -183,7 +199,7 @@ class AsyncioRuntime:
             # anything but TLS, is closed without the app or the connection registry ever seeing it.
             options = {"ssl": ssl_context, "ssl_handshake_timeout": handshake_timeout}
             if self.name != "asyncio" or sys.version_info >= (3, 11):  # asyncio takes it from 3.11
-                options["ssl_shutdown_timeout"] = TLS_SHUTDOWN_TIMEOUT
+                options["ssl_shutdown_timeout"] = TLS_CLOSE_TIMEOUT
 
         def protocol() -> asyncio.BaseProtocol:
             return _Opening(connection())

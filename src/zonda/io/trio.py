@@ -150,7 +150,7 @@ class AppTasks:
         self._loop = loop
         self.nursery: trio.Nursery | None = None  # open once its host task runs
         self.pending: list[tuple[contextvars.Context, Coroutine[Any, Any, None]]] = []  # spawned before that
-        self.count = 0  # app calls running
+        self.count = 0  # app calls started and not finished (counted from start_soon: queued ones too)
         self._idle: list[TrioWaiter] = []
 
     def cancel(self) -> None:
@@ -180,6 +180,7 @@ class AppTasks:
 
     def _start(self, coro: Coroutine[Any, Any, None]) -> None:
         assert self.nursery is not None
+        self.count += 1
         self.nursery.start_soon(self._loop._run_app, self, coro, name=APP_TASK)
 
     async def host(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -221,12 +222,12 @@ class TrioLoop:
         apps = self._apps
         nursery = apps.nursery
         if nursery is not None:
+            apps.count += 1  # now, not when it runs: a shutdown's wait must not miss it meanwhile
             nursery.start_soon(self._run_app, apps, coro, name=APP_TASK)
         else:
             apps.pending.append((contextvars.copy_context(), coro))
 
     async def _run_app(self, apps: AppTasks, coro: Coroutine[Any, Any, None]) -> None:
-        apps.count += 1
         try:
             await coro
         except Exception:  # the bridge answers for the app's errors: this is a bug of zonda's own
@@ -312,6 +313,9 @@ class TrioRuntime:
         apps = self.loop._apps
         return [] if apps.done() else [apps]
 
+    def shielded(self, seconds: float) -> trio.CancelScope:
+        return trio.CancelScope(shield=True, deadline=trio.current_time() + seconds)
+
     async def listen(
         self,
         sockets: list[socket.socket],
@@ -350,9 +354,14 @@ class TrioRuntime:
 async def open_runtime() -> AsyncIterator[TrioRuntime]:
     """A ``TrioRuntime`` for the block (``running()`` finds it there); on leaving it, every task it started
     is cancelled, connections included. An exception from the block comes out as it is, not in an
-    ExceptionGroup."""
+    ExceptionGroup.
+
+    The tasks it starts (timers, connections, app calls, lifespan) live in a shielded nursery: a cancellation
+    from outside reaches the block alone, as cancelling an asyncio task running ``serve()`` reaches only that
+    task, so the block's shutdown sequence (``Runtime.shielded``) still has its connections and app to drain."""
     failure: Exception | None = None
-    async with trio.open_nursery() as system:
+    async with trio.open_nursery() as outer:
+        system: trio.Nursery = await outer.start(_shielded_nursery, name="zonda.system")
         timers = TimerQueue()
         system.start_soon(timers.run, name="zonda.timers")
         loop = TrioLoop(system, timers)
@@ -370,6 +379,13 @@ async def open_runtime() -> AsyncIterator[TrioRuntime]:
         raise failure
 
 
+async def _shielded_nursery(task_status: trio.TaskStatus[trio.Nursery] = trio.TASK_STATUS_IGNORED) -> None:
+    with trio.CancelScope(shield=True):
+        async with trio.open_nursery() as nursery:
+            task_status.started(nursery)
+            await trio.sleep_forever()  # until open_runtime cancels the nursery
+
+
 def running() -> TrioRuntime:
     """The runtime of the ``open_runtime()`` block the caller runs in."""
     try:
@@ -378,6 +394,15 @@ def running() -> TrioRuntime:
         raise RuntimeError(
             "zonda on trio runs inside zonda.io.trio.open_runtime() (zonda.io.run('trio', ...) opens it)"
         ) from None
+
+
+def serving_runtime() -> contextlib.AbstractAsyncContextManager[TrioRuntime]:
+    """The ``open_runtime()`` block the caller runs in, or a new one around the caller's block: a
+    ``Server.serve()`` awaited straight from a trio program works, as hypercorn's ``serve()`` does."""
+    try:
+        return contextlib.nullcontext(_runtime.get())
+    except LookupError:
+        return open_runtime()
 
 
 def run(main: Coroutine[Any, Any, None]) -> None:
