@@ -27,7 +27,7 @@ from zonda.protocols.events import ConnectionTerminated, Data, Event, Request, S
 from zonda.protocols.fields import header_name, header_value
 
 if TYPE_CHECKING:
-    from zonda.asgi.websocket import WebSocketCycle
+    from zonda.asgi.websocket import StreamTunnel, WebSocketCycle
     from zonda.io.base import Waiter
     from zonda.protocols.websocket import WSConnection, WSSettings
 
@@ -75,6 +75,12 @@ class Transport(Protocol):
     def response_complete(self) -> None: ...
     def abort(self) -> None: ...
     def time(self) -> float: ...
+    def rearm(self) -> None: ...
+
+
+class WebSocketTransport(Transport, Protocol):
+    """A transport that can carry a WebSocket once the app accepts it."""
+
     def upgrade(
         self,
         stream_id: int,
@@ -86,11 +92,22 @@ class Transport(Protocol):
         gets its events."""
         ...
 
+
+class UpgradableConnection(WebSocketTransport, Protocol):
+    """A connection that is its requests' transport and can become something else (HTTP/1.1)."""
+
     def upgrade_h2c(self, request: Request) -> None:
-        """Answer ``Upgrade: h2c`` with 101 and go on over HTTP/2 (HTTP/1.1 connections only)."""
+        """Answer ``Upgrade: h2c`` with 101 and go on over HTTP/2."""
         ...
 
-    def rearm(self) -> None: ...
+
+class StreamChannels(Protocol):
+    """A multiplexed connection (HTTP/2): every stream has its own transport."""
+
+    def channel(self, stream_id: int) -> Transport: ...
+    def websocket_channel(self, stream_id: int) -> StreamTunnel:
+        """The transport of an extended CONNECT's WebSocket (RFC 8441)."""
+        ...
 
 
 class Cycle(Protocol):
@@ -307,8 +324,8 @@ class HTTPCycle:
 
     def __init__(self, session: HTTPSession, request: Request, scope: Scope, app: ASGIApp) -> None:
         self.session = session
-        per_stream = session.stream_transport
-        self.transport = session.transport if per_stream is None else per_stream(request.stream_id)
+        channels = session.channels
+        self.transport = session.transport if channels is None else channels.channel(request.stream_id)
         self.stream_id = request.stream_id
         self.scope = scope
         self.app = app
@@ -656,29 +673,37 @@ class HTTPSession:
         "_queue",
         "_start_again",
         "_starting",
+        "channels",
         "context",
         "current",
         "cycles",
         "info",
         "sequential",
-        "stream_transport",
         "transport",
+        "upgrades",
     )
 
     def __init__(
-        self, transport: Transport, info: ConnectionInfo, context: SessionContext, sequential: bool = True
+        self,
+        transport: Transport,
+        info: ConnectionInfo,
+        context: SessionContext,
+        upgrades: UpgradableConnection | None = None,
+        channels: StreamChannels | None = None,
     ) -> None:
+        """``upgrades``: the HTTP/1.1 connection (WebSocket and h2c upgrades go through it); ``channels``: the
+        multiplexed connection whose streams each get their own transport (flow control, resets)."""
         self.transport = transport
         self.info = info
         self.context = context
-        self.sequential = sequential
+        self.upgrades = upgrades
+        self.channels = channels
+        self.sequential = channels is None
         self.cycles: dict[int, Cycle] = {}
         self.current: Cycle | None = None  # the cycle whose app runs (sequential mode)
         self._queue: deque[Cycle] = deque()  # pipelined cycles waiting their turn
         self._starting = False  # _start_queued() is looping: a nested response_complete() leaves it to it
         self._start_again = False
-        # Multiplexed versions give each cycle its own transport (flow control and resets are per stream).
-        self.stream_transport: Callable[[int], Transport] | None = None
 
     def handle_events(self, events: list[Event]) -> bool:
         """Dispatch core events; return True if the connection is terminating.
@@ -745,8 +770,15 @@ class HTTPSession:
         upgrade = request.upgrade
         if upgrade == b"websocket" and context.ws is not None:
             return self._websocket_cycle(request, scope, context.ws)
-        if upgrade == b"h2c" and context.h2c and request.http_version == "1.1" and scope["scheme"] == "http":
-            return H2CUpgrade(self, request, scope)
+        upgrades = self.upgrades
+        if (
+            upgrade == b"h2c"
+            and context.h2c
+            and upgrades is not None
+            and request.http_version == "1.1"
+            and scope["scheme"] == "http"
+        ):
+            return H2CUpgrade(self, request, scope, upgrades)
         return HTTPCycle(self, request, scope, context.app)
 
     def _websocket_cycle(self, request: Request, scope: Scope, settings: WSSettings) -> Cycle:
@@ -849,10 +881,13 @@ class H2CUpgrade:
     """An ``Upgrade: h2c`` request (RFC 7540 §3.2): the driver switches the connection to HTTP/2 and the request
     is answered there, as stream 1. Runs in its turn, like any request, after earlier pipelined responses."""
 
-    __slots__ = ("request", "scope", "session", "started_at", "stream_id")
+    __slots__ = ("connection", "request", "scope", "session", "started_at", "stream_id")
 
-    def __init__(self, session: HTTPSession, request: Request, scope: Scope) -> None:
+    def __init__(
+        self, session: HTTPSession, request: Request, scope: Scope, connection: UpgradableConnection
+    ) -> None:
         self.session = session
+        self.connection = connection
         self.request = request
         self.scope = scope
         self.stream_id = request.stream_id
@@ -865,13 +900,13 @@ class H2CUpgrade:
         if session.current is self:
             session.current = None
         try:
-            session.transport.upgrade_h2c(self.request)
+            self.connection.upgrade_h2c(self.request)
         except (
             ProtocolError,
             AppProtocolError,
         ) as exc:  # the HTTP/1.1 core could not take it: end the connection
             error_log.warning("h2c upgrade failed: %s", exc)
-            session.transport.abort()
+            self.connection.abort()
 
     def on_disconnect(self) -> None:
         pass

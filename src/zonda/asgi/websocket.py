@@ -16,9 +16,9 @@ from __future__ import annotations
 import enum
 import logging
 from collections import deque
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol
 
-from zonda.asgi.http import Transport
+from zonda.asgi.http import WebSocketTransport
 from zonda.asgi.types import ASGIApp, Message, Scope
 from zonda.errors import AppProtocolError, ClientDisconnected
 from zonda.protocols.events import ConnectionTerminated, Request
@@ -31,16 +31,12 @@ if TYPE_CHECKING:
 error_log = logging.getLogger("zonda.error")
 
 
-class StreamTunnel(Transport, Protocol):
+class StreamTunnel(WebSocketTransport, Protocol):
     """One stream's transport on a multiplexed connection, able to carry a WebSocket (HTTP/2: RFC 8441)."""
 
     def receive(self, data: bytes, end_stream: bool) -> None:
         """The stream's DATA (END_STREAM: the peer's end, as TCP's FIN over HTTP/1.1)."""
         ...
-
-
-class _TunnelOpener(Protocol):
-    def websocket_channel(self, stream_id: int) -> StreamTunnel: ...
 
 
 class WSState(enum.Enum):
@@ -60,12 +56,16 @@ class WebSocketCycle:
         self.info = session.info
         self.stream_id = request.stream_id
         self.tunnel: StreamTunnel | None = None
-        self.transport: Transport
-        if session.stream_transport is None:  # HTTP/1.1: the connection is the transport, upgraded on accept
-            self.transport = session.transport
-        else:  # HTTP/2: the stream's own transport, which carries the WebSocket once accepted
-            opener = cast(_TunnelOpener, session.transport)
-            self.transport = self.tunnel = opener.websocket_channel(request.stream_id)
+        self.transport: WebSocketTransport
+        channels = session.channels
+        if (
+            channels is not None
+        ):  # HTTP/2: the stream's own transport, which carries the WebSocket once accepted
+            self.transport = self.tunnel = channels.websocket_channel(request.stream_id)
+        elif session.upgrades is not None:  # HTTP/1.1: the connection is the transport, upgraded on accept
+            self.transport = session.upgrades
+        else:
+            raise TypeError("a WebSocket needs an upgradable connection or stream channels")
         self.scope = scope
         self.app: ASGIApp = session.context.app
         self.stats = session.context.stats

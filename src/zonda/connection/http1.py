@@ -66,7 +66,7 @@ class HTTP1Connection(Connection):
             return
         shared.connections.add(self)
         self.core = self.active = H1Connection(shared.limits, shared.defaults, self.loop.time)
-        self.session = self.handler = HTTPSession(self, info, shared.context)
+        self.session = self.handler = HTTPSession(self, info, shared.context, upgrades=self)
         self._offer_files(info)
         self._arm_if_earlier()
 

@@ -16,7 +16,6 @@ the same frame core as over HTTP/1.1, and END_STREAM and RST_STREAM stand for TC
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from zonda.asgi._files import PATHSEND, ZEROCOPYSEND
@@ -29,10 +28,8 @@ from zonda.protocols.events import ConnectionTerminated, Data, Event, Request, S
 from zonda.protocols.http2 import ErrorCode, H2Connection, H2Error
 
 if TYPE_CHECKING:
-    from zonda.asgi.websocket import WebSocketCycle
     from zonda.connection.shared import ServerShared
     from zonda.metrics import Tally
-    from zonda.protocols.websocket import WSConnection
 
 error_log = logging.getLogger("zonda.error")
 # What the bridge offers on HTTP/2 connections (ASGI extensions.rst); copied into every request's scope.
@@ -68,9 +65,7 @@ class HTTP2Connection(Connection):
         info.extensions.pop(ZEROCOPYSEND, None)
         info.extensions.pop(PATHSEND, None)
         info.extensions.update(HTTP2_EXTENSIONS)
-        session = HTTPSession(self, info, shared.context, sequential=False)
-        session.stream_transport = self._channel
-        self.session = self.handler = session
+        self.session = self.handler = HTTPSession(self, info, shared.context, channels=self)
         self.batching = False
         self._stream_waiters: dict[int, Waiter] = {}
         self.websockets: dict[int, WebSocketChannel] = {}  # accepted WebSocket streams still open
@@ -94,7 +89,8 @@ class HTTP2Connection(Connection):
 
         self.data_received = data_received  # type: ignore[method-assign]
 
-    def _channel(self, stream_id: int) -> StreamChannel:
+    def channel(self, stream_id: int) -> StreamChannel:
+        """The transport of one request's stream."""
         return StreamChannel(self, stream_id)
 
     def websocket_channel(self, stream_id: int) -> WebSocketChannel:
@@ -271,18 +267,6 @@ class HTTP2Connection(Connection):
                 self.batching = False
             self.flush()
             self._arm_if_earlier()
-
-    def upgrade(
-        self,
-        stream_id: int,
-        headers: Iterable[tuple[bytes, bytes]],
-        core: WSConnection,
-        handler: WebSocketCycle,
-    ) -> None:
-        raise NotImplementedError("WebSocket over HTTP/2 is a stream's (websocket_channel)")
-
-    def upgrade_h2c(self, request: Request) -> None:
-        raise NotImplementedError("already HTTP/2")
 
     def stop_streaming(self) -> int:
         """Later in a graceful shutdown: ``http.disconnect`` to responses still streaming (``HTTPSession``)."""

@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 from zonda.connection.timer import DeadlineTimer
 from zonda.io.base import Waiter
-from zonda.protocols.events import Request
 from zonda.protocols.http2 import ErrorCode, H2Connection
 
 if TYPE_CHECKING:
@@ -71,18 +70,6 @@ class StreamChannel:
 
     def send_file(self, file: BinaryIO, offset: int, count: int) -> Awaitable[int]:
         raise NotImplementedError("no file sending over HTTP/2: the extensions are not offered")
-
-    def upgrade(
-        self,
-        stream_id: int,
-        headers: Iterable[tuple[bytes, bytes]],
-        core: WSConnection,
-        handler: WebSocketCycle,
-    ) -> None:
-        raise NotImplementedError("WebSocket over HTTP/2 goes through extended CONNECT")
-
-    def upgrade_h2c(self, request: Request) -> None:
-        raise NotImplementedError("an HTTP/2 stream is not upgraded to HTTP/2")
 
 
 class WebSocketChannel(StreamChannel):
