@@ -24,6 +24,7 @@ import pytest
 import trustme
 from websockets.asyncio.client import connect
 
+import zonda.io._trio_stream
 import zonda.io.asyncio
 from helpers import (
     raw_request,
@@ -279,8 +280,6 @@ def test_graceful_shutdown_does_not_wait_long_for_an_idle_client(
     files: TLSFiles, monkeypatch: pytest.MonkeyPatch, loop: str
 ) -> None:
     # An idle pooled client never answers the server's close_notify; TLS_CLOSE_TIMEOUT bounds the wait for it
-    import zonda.io._trio_stream
-
     monkeypatch.setattr(zonda.io.asyncio, "TLS_CLOSE_TIMEOUT", 0.5)
     monkeypatch.setattr(zonda.io._trio_stream, "TLS_CLOSE_TIMEOUT", 0.5)
     with httpx.Client(verify=files.client_context()) as client:
