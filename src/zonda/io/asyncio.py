@@ -99,12 +99,15 @@ class _Opening(asyncio.Protocol):
     to the connection, then opens it with the addresses and the TLS session, read once. From then on asyncio
     calls the connection itself (it is an asyncio protocol by its methods): this object costs no call per read."""
 
-    __slots__ = ("conn",)
+    __slots__ = ("__weakref__", "accepted_at", "conn", "opened")
 
-    def __init__(self, conn: Accepting) -> None:
+    def __init__(self, conn: Accepting, accepted_at: float) -> None:
         self.conn = conn
+        self.accepted_at = accepted_at
+        self.opened = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.opened = True
         conn = self.conn
         transport.set_protocol(conn)  # type: ignore[arg-type]  # a protocol by its methods
         server = local_address(transport.get_extra_info("sockname"))
@@ -146,12 +149,25 @@ class _TLSClosing:
 
 
 class _Listening:
-    def __init__(self, servers: list[asyncio.base_events.Server]) -> None:
+    def __init__(self, servers: list[asyncio.base_events.Server], handshake_timeout: float) -> None:
         self._servers = servers
+        self._handshake_timeout = handshake_timeout
+        # accepted, not yet opened: a failed TLS handshake never tells its protocol, so these are weak and
+        # each is waited for no longer than the handshake may take
+        self.opening: weakref.WeakSet[_Opening] = weakref.WeakSet()
 
     def close(self) -> None:
         for server in self._servers:
             server.close()
+
+    async def wait_accepted(self, deadline: float) -> None:
+        loop = asyncio.get_running_loop()
+        await asyncio.sleep(0)  # asyncio makes an accepted socket's protocol one task step after accept()
+        while loop.time() < deadline:
+            since = loop.time() - self._handshake_timeout
+            if not any(not opening.opened and opening.accepted_at > since for opening in self.opening):
+                return
+            await asyncio.sleep(0.01)
 
 
 class AsyncioRuntime:
@@ -201,13 +217,20 @@ class AsyncioRuntime:
             if self.name != "asyncio" or sys.version_info >= (3, 11):  # asyncio takes it from 3.11
                 options["ssl_shutdown_timeout"] = TLS_CLOSE_TIMEOUT
 
-        def protocol() -> asyncio.BaseProtocol:
-            return _Opening(connection())
+        listening = _Listening([], handshake_timeout)
+        opening = listening.opening
+        now = self.aio.time
 
-        servers = [
-            await self.aio.create_server(protocol, sock=sock, backlog=backlog, **options) for sock in sockets
-        ]
-        return _Listening(servers)
+        def protocol() -> asyncio.BaseProtocol:
+            accepted = _Opening(connection(), now())
+            opening.add(accepted)
+            return accepted
+
+        for sock in sockets:
+            listening._servers.append(
+                await self.aio.create_server(protocol, sock=sock, backlog=backlog, **options)
+            )
+        return listening
 
     def on_signals(self, signals: Iterable[int], handler: Callable[[int], None]) -> Callable[[], None]:
         if threading.current_thread() is not threading.main_thread():

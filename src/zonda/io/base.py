@@ -133,6 +133,11 @@ class Listening(Protocol):
     """Listeners accepting connections; ``close()`` stops accepting (open connections go on)."""
 
     def close(self) -> None: ...
+    async def wait_accepted(self, deadline: float) -> None:
+        """After ``close()``: return once every connection accepted before it is open (the connection
+        registered, its TLS handshake done) or dropped, or at ``deadline`` (``Loop.time()``). A connection the
+        kernel handed over just before the close is served, not reset when the process exits."""
+        ...
 
 
 class Runtime(Protocol):

@@ -459,12 +459,17 @@ class TrioListeners:
         self._listeners: list[trio.SocketListener] = []
         self._running = 0
         self._stopped = trio.Event()
+        self._opening = 0  # accepted, not yet opened or dropped (the handshake bounds how long)
 
     def close(self) -> None:
         for scope in self._scopes:
             scope.cancel()
         for listener in self._listeners:
             listener.socket.close()
+
+    async def wait_accepted(self, deadline: float) -> None:
+        while self._opening and trio.current_time() < deadline:
+            await trio.sleep(0.01)
 
     async def wait_closed(self) -> None:
         """Wait until every accept loop has ended (after ``close()``)."""
@@ -492,6 +497,7 @@ class TrioListeners:
                         error_log.error("accept() failed: %s; retrying in %gs", exc, ACCEPT_RETRY_DELAY)
                         await trio.sleep(ACCEPT_RETRY_DELAY)
                         continue
+                    self._opening += 1  # from here: the task that opens it starts in the next batch
                     start(self._serve_connection, stream, name="zonda.connection")
         finally:
             self._running -= 1
@@ -500,13 +506,22 @@ class TrioListeners:
 
     async def _serve_connection(self, socket_stream: trio.SocketStream) -> None:
         """One accepted connection: the TLS handshake, ``open()``, then this task reads until the end."""
+        try:
+            stream = await self._open(socket_stream)
+        finally:
+            self._opening -= 1
+        if stream is not None:
+            await stream.read()
+
+    async def _open(self, socket_stream: trio.SocketStream) -> TrioStream | None:
+        """The TLS handshake and ``open()``; the stream to read, or None: the connection was dropped."""
         sock = socket_stream.socket
         try:
             client = peer_address(sock.getpeername())
             server = local_address(sock.getsockname())
         except OSError:  # reset before we looked
             sock.close()
-            return
+            return None
         ssl_object: ssl.SSLObject | None = None
         stream: TrioStream | None = None
         keeper = self._keeper
@@ -524,7 +539,7 @@ class TrioListeners:
                     stream = TrioStream(tls)
             if stream is None:
                 sock.close()
-                return
+                return None
         connection = self._connection_factory()
         stream.protocol = connection
         self._loop._system.start_soon(stream.write_loop, name="zonda.writer")
@@ -533,8 +548,8 @@ class TrioListeners:
         except Exception:
             error_log.exception("Error opening a connection")
             stream.abort()
-            return
-        await stream.read()
+            return None
+        return stream
 
 
 def serve_trio(
