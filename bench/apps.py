@@ -5,8 +5,24 @@ import json
 HELLO = b"Hello, world!"
 
 
+async def lifespan(scope, receive, send):
+    """Answer the lifespan protocol, so every server starts the apps the same way. It matters to hypercorn's
+    trio worker: an app that returns from the lifespan scope at once makes it fail at startup (it sends
+    lifespan.startup into a channel it closed when the app returned: trio.ClosedResourceError)."""
+    if scope["type"] != "lifespan":
+        return
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
 async def hello(scope, receive, send):
     if scope["type"] != "http":
+        await lifespan(scope, receive, send)
         return
     await send(
         {
@@ -20,6 +36,7 @@ async def hello(scope, receive, send):
 
 async def json_app(scope, receive, send):
     if scope["type"] != "http":
+        await lifespan(scope, receive, send)
         return
     body = json.dumps({"message": "Hello, world!", "path": scope["path"], "items": list(range(10))}).encode()
     await send(
@@ -34,6 +51,7 @@ async def json_app(scope, receive, send):
 
 async def echo(scope, receive, send):
     if scope["type"] != "http":
+        await lifespan(scope, receive, send)
         return
     chunks = []
     more = True
@@ -58,6 +76,7 @@ async def echo(scope, receive, send):
 async def ws_echo(scope, receive, send):
     """WebSocket echo: accept, then send every message back as it came, text as text, bytes as bytes."""
     if scope["type"] != "websocket":
+        await lifespan(scope, receive, send)
         return
     message = await receive()
     if message["type"] != "websocket.connect":
