@@ -25,7 +25,7 @@ import subprocess
 import sys
 import sysconfig
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -570,10 +570,36 @@ def noise_cell(rounds: Sequence[Round]) -> str:
     return " ".join(f"{max(r.noise) * 100:.0f}%" for r in rounds)
 
 
-def ratio_cells(zonda: Sequence[Round], other: Sequence[Round]) -> list[str]:
-    """zonda's req/s over the other server's, and the other's CPU per request over zonda's (medians of the
-    clean rounds)."""
-    zc, oc = clean(zonda), clean(other)
+ZONDA = "zonda"  # zonda on uvloop, the reference its variants (zonda-trio, ...) are divided by
+
+
+def program_of(server: str) -> str:
+    """What a server runs: the benchmarks name servers PROGRAM or PROGRAM-VARIANT (zonda-trio,
+    uvicorn-wsproto)."""
+    return server.partition("-")[0]
+
+
+def is_zonda(server: str) -> bool:
+    """zonda itself or a variant of it."""
+    return program_of(server) == ZONDA
+
+
+def ratio_pairs(servers: Sequence[str], loops: Mapping[str, str]) -> list[tuple[str, str]]:
+    """The (zonda, peer) pairs a report divides, in the order of ``servers``: each zonda variant against
+    every other server on the same event loop (``loops``: server -> loop), like with like; then each
+    zonda variant but plain zonda against zonda, what the variant costs or gains (zonda-trio against
+    zonda on uvloop)."""
+    variants = [s for s in servers if is_zonda(s)]
+    pairs = [(z, s) for z in variants for s in servers if not is_zonda(s) and loops[s] == loops[z]]
+    if ZONDA in servers:
+        pairs += [(z, ZONDA) for z in variants if z != ZONDA]
+    return pairs
+
+
+def ratio_cells(zonda: Sequence[Round], peer: Sequence[Round]) -> list[str]:
+    """zonda's req/s over the peer's, and the peer's CPU per request over zonda's (medians of the clean
+    rounds): above 1 where zonda does better. ``zonda`` may be a zonda variant, ``peer`` zonda itself."""
+    zc, oc = clean(zonda), clean(peer)
     rps = median([r.rps for r in zc]) / median([r.rps for r in oc])
     cpu = median([r.cpu_us_per_req for r in oc]) / median([r.cpu_us_per_req for r in zc])
     return [f"{rps:.2f}x", f"{cpu:.2f}x"]

@@ -15,11 +15,22 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.harness import HELLO_BODY, LUA_DONE, LUA_STATUS_TALLY, REPO, ServerProcess
+from bench.harness import HELLO_BODY, LUA_DONE, LUA_STATUS_TALLY, REPO, ServerProcess, program_of
 
 log = logging.getLogger("bench")
 
-SERVERS = ("zonda", "uvicorn", "granian", "hypercorn")
+# The event loop each server runs its Python on (a name is PROGRAM or PROGRAM-VARIANT: harness.program_of).
+# The report compares zonda with the servers on its own loop, and zonda on another loop with zonda on uvloop
+# (harness.ratio_pairs).
+SERVER_LOOPS = {
+    "zonda": "uvloop",
+    "zonda-trio": "trio",
+    "uvicorn": "uvloop",
+    "granian": "uvloop",
+    "hypercorn": "uvloop",
+    "hypercorn-trio": "trio",
+}
+SERVERS = tuple(SERVER_LOOPS)
 DEFAULT_SERVERS = ("zonda", "uvicorn", "granian")
 WORKLOADS = ("hello", "json", "echo", "fastapi")
 ECHO_BODY_SIZE = 64 * 1024
@@ -59,30 +70,32 @@ def server_command(
     workdir: Path,
     python: str = sys.executable,
 ) -> list[str]:
-    """The server's argv: one process (or one worker under its parent), HTTP/1.1, uvloop, no access log.
-    ``keep_alive`` (seconds) is for the idle-connection section; granian has no idle keep-alive timeout
-    to set (its nearest, --http1-header-read-timeout, is 30 s by default, far beyond --idle-settle).
-    ``workdir`` holds hypercorn's config file, HYPERCORN_CONFIG."""
-    if server == "zonda":
-        cmd = [python, "-m", "zonda", app, "--no-access-log", "--log-level", "warning", "--port", str(port)]
+    """The server's argv: one process (or one worker under its parent), HTTP/1.1, its SERVER_LOOPS loop, no
+    access log. ``keep_alive`` (seconds) is for the idle-connection section; granian has no idle keep-alive
+    timeout to set (its nearest, --http1-header-read-timeout, is 30 s by default, far beyond --idle-settle).
+    ``workdir`` holds hypercorn's config file, HYPERCORN_CONFIG (both hypercorn entries use it)."""
+    if server == "floor":
+        return [python, str(REPO / "bench" / "floor.py"), str(port)]
+    if server not in SERVER_LOOPS:
+        raise ValueError(f"unknown server {server!r}")
+    program, loop = program_of(server), SERVER_LOOPS[server]
+    if program == "zonda":
+        cmd = [python, "-m", "zonda", app, "--loop", loop, "--no-access-log", "--log-level", "warning"]
+        cmd += ["--port", str(port)]
         alive_flag = "--timeout-keep-alive"
-    elif server == "uvicorn":
-        cmd = [python, "-m", "uvicorn", app, "--http", "httptools", "--loop", "uvloop", "--no-access-log"]
+    elif program == "uvicorn":
+        cmd = [python, "-m", "uvicorn", app, "--http", "httptools", "--loop", loop, "--no-access-log"]
         cmd += ["--log-level", "warning", "--host", "127.0.0.1", "--port", str(port)]
         alive_flag = "--timeout-keep-alive"
-    elif server == "granian":
-        cmd = [python, "-m", "granian", app, "--interface", "asgi", "--http", "1", "--loop", "uvloop"]
+    elif program == "granian":
+        cmd = [python, "-m", "granian", app, "--interface", "asgi", "--http", "1", "--loop", loop]
         cmd += ["--workers", "1", "--runtime-threads", "1", "--no-ws", "--no-access-log", "--log-level"]
         cmd += ["warning", "--host", "127.0.0.1", "--port", str(port)]
         alive_flag = ""
-    elif server == "hypercorn":
-        cmd = [python, "-m", "hypercorn", app, "--worker-class", "uvloop", "--workers", "1", "--log-level"]
+    else:  # hypercorn
+        cmd = [python, "-m", "hypercorn", app, "--worker-class", loop, "--workers", "1", "--log-level"]
         cmd += ["warning", "--config", str(workdir / "hypercorn.toml"), "--bind", f"127.0.0.1:{port}"]
         alive_flag = "--keep-alive"
-    elif server == "floor":
-        return [python, str(REPO / "bench" / "floor.py"), str(port)]
-    else:
-        raise ValueError(f"unknown server {server!r}")
     if keep_alive is not None and alive_flag:
         cmd += [alive_flag, str(keep_alive)]
     return cmd
