@@ -26,6 +26,9 @@ from bench.harness import Round as BaseRound
 from bench.http1 import SERVER_LOOPS, WORKLOADS, IdleRound
 
 IN_PROCESS = "in-process"  # the fastapi section's app-alone rounds (bench/inprocess.py), run like a server
+# bench/inprocess.py calls the app on uvloop: its cost is the app's share only for servers on the same loop
+# (Starlette, through anyio, does different work on trio).
+IN_PROCESS_LOOP = "uvloop"
 
 # --------------------------------------------------------------------------- results
 
@@ -180,7 +183,8 @@ def ratio_header(pairs: Sequence[tuple[str, str]]) -> list[str]:
 
 def share_rows(results: Results, servers: Sequence[str]) -> list[list[str]]:
     """The fastapi workload per server: CPU per request on the wire, the app's own in-process CPU per call
-    at the ASGI spec_version that server announced, and the difference, the server's share."""
+    at the ASGI spec_version that server announced, and the difference, the server's share (for servers on
+    IN_PROCESS_LOOP; "-" for the others)."""
     app_cost = {
         spec: median([r.cpu_us_per_req for r in clean(rounds)]) for spec, rounds in results.in_process.items()
     }
@@ -193,7 +197,7 @@ def share_rows(results: Results, servers: Sequence[str]) -> list[list[str]]:
         spec = rounds[0].asgi_spec
         hello = results.rounds.get((server, "hello"))
         hello_cell = f"{median([r.cpu_us_per_req for r in clean(hello)]):.1f}" if hello else "-"
-        app = app_cost.get(spec)
+        app = app_cost.get(spec) if SERVER_LOOPS[server] == IN_PROCESS_LOOP else None
         if app is None:
             rows.append([server, spec, f"{wire:.1f}", "-", "-", "-", hello_cell])
             continue
@@ -306,7 +310,8 @@ def report(results: Results, args: argparse.Namespace, env: Sequence[Sequence[st
             "(Starlette's responses do more work below 2.4). The server's share is the server's CPU per "
             "request on the wire minus that: HTTP parsing, socket I/O and its system calls, the task per "
             "request, scope and messages, the event loop. If anything it comes out a little large, since "
-            "in-process nothing else runs between the app's steps to cool its caches.\n\n"
+            "in-process nothing else runs between the app's steps to cool its caches. The app alone runs on "
+            f"{IN_PROCESS_LOOP}, so servers on another loop get no share.\n\n"
             + table(SHARE_HEADER, shares)
             + "\n\nThe app alone:\n\n"
             + table(IN_PROCESS_HEADER, in_process_rows(results))

@@ -108,6 +108,7 @@ from bench.http1 import (
 )
 from bench.http1_results import (
     IN_PROCESS,
+    IN_PROCESS_LOOP,
     InProcessRound,
     Results,
     Round,
@@ -260,9 +261,10 @@ def plan(args: argparse.Namespace) -> Iterator[tuple[str, str, int]]:
 
 
 def announced_specs(results: Results, servers: Sequence[str]) -> list[str]:
-    """The ASGI spec_versions the servers announced in the fastapi rounds so far."""
+    """The ASGI spec_versions the servers on IN_PROCESS_LOOP announced in the fastapi rounds so far."""
+    on_loop = [s for s in servers if SERVER_LOOPS[s] == IN_PROCESS_LOOP]
     return sorted(
-        {r.asgi_spec for s in servers for r in results.rounds.get((s, "fastapi"), ()) if r.asgi_spec}
+        {r.asgi_spec for s in on_loop for r in results.rounds.get((s, "fastapi"), ()) if r.asgi_spec}
     )
 
 
