@@ -1,30 +1,37 @@
-"""Side-by-side WebSocket echo benchmark: zonda against uvicorn (websockets-sansio and wsproto), one core each.
+"""Side-by-side WebSocket echo benchmark: zonda against uvicorn (websockets-sansio and wsproto), one core
+each; zonda on trio against hypercorn on trio, and against zonda on uvloop.
 
 Run from the repo root with the project's virtualenv::
 
     .venv/bin/python bench/ws.py                                   # 1 and 64 KiB, 3 rounds: ~4 min if idle
     .venv/bin/python bench/ws.py --deflate off,on --markdown       # also a permessage-deflate row
     .venv/bin/python bench/ws.py --duration 3 --rounds 1 --sizes 1024 --servers zonda,uvicorn-sansio
+    .venv/bin/python bench/ws.py --sizes 1024 --servers zonda,zonda-trio,hypercorn-trio --markdown   # trio
 
 How it measures:
 
 - The app is ``bench.apps:ws_echo`` (accept, then echo every message as received). Each server runs alone,
-  pinned with ``taskset -c 0`` (``--server-cpu``): ``python -m zonda``, and ``python -m uvicorn`` with
-  ``--http httptools --loop uvloop`` and ``--ws websockets-sansio`` or ``--ws wsproto``; one process, no
-  access log. Rounds are interleaved (round 1 runs every server, then round 2 ...) with a fresh server
-  process each time, so a slow drift of the shared VM spreads over all servers.
-- The load generator is this file in client mode, pinned with ``taskset -c 1`` (``--client-cpu``):
+  pinned with ``taskset -c 0`` (``--server-cpu``): ``python -m zonda --loop uvloop`` (``zonda``) or
+  ``--loop trio`` (``zonda-trio``), ``python -m uvicorn`` with ``--http httptools --loop uvloop`` and
+  ``--ws websockets-sansio``, ``--ws wsproto`` or ``--ws websockets``, and ``python -m hypercorn
+  --worker-class trio --workers 1`` (``hypercorn-trio``, wsproto-based; one worker under its parent, as in
+  bench/run.py); one process otherwise, no access log (hypercorn has none unless asked). Rounds are
+  interleaved (round 1 runs every server, then round 2 ...) with a fresh server process each time, so a slow
+  drift of the shared VM spreads over all servers. The ratios divide each zonda by the best of the other
+  servers on its event loop, and zonda on trio by zonda on uvloop when both ran.
+- The load generator is bench/ws_client.py, pinned with ``taskset -c 1`` (``--client-cpu``):
   ``--client-procs`` uvloop processes share ``--connections`` (64) connections, each driven by the
   ``websockets`` sans-io ``ClientProtocol`` straight from ``asyncio.Protocol`` callbacks (no coroutine
   per message), in a closed loop: send one message, wait for its echo, check it, send the next.
   Compression is off unless ``--deflate on`` (then the client offers permessage-deflate and the payload is
   compressible JSON-like text; without it the payload content does not matter to the servers).
 - After a ``--warmup`` (2 s) the clients count echoes for ``--duration`` (10) seconds on a shared
-  ``time.monotonic`` window. Server CPU is utime+stime from ``/proc/PID/stat`` read at the window's edges;
-  divided by the round trips it gives µs of server CPU per round trip, the fairer number when the client
-  core is saturated (then req/s measures the client as much as the server). Client CPU share and the load
-  other processes put on both cores are printed per round. Before each round the script waits (up to
-  ``--quiet-wait`` s) for idle cores, and re-runs a round that other processes disturbed (``--retries``).
+  ``time.monotonic`` window. Server CPU is utime+stime from ``/proc/PID/stat`` of the server's processes,
+  read at the window's edges; divided by the round trips it gives µs of server CPU per round trip, the
+  fairer number when the client core is saturated (then req/s measures the client as much as the server).
+  Client CPU share and the load other processes put on both cores are printed per round. Before each round
+  the script waits (up to ``--quiet-wait`` s) for idle cores, and re-runs a round that other processes
+  disturbed (``--retries``).
   Server CPU leaves out the kernel's softirq time for loopback traffic (charged to no process).
 
 Only processes this script starts are stopped, by pid: SIGTERM, then SIGKILL after a grace period, also on
@@ -34,12 +41,10 @@ Ctrl+C and errors. All traffic goes to 127.0.0.1 on ports picked by binding port
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import json
 import logging
 import os
-import resource
 import shlex
 import signal
 import statistics
@@ -50,9 +55,9 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
-if not __package__:  # run as a file (bench/ws.py, and its client processes): import bench from the repo
+if not __package__:  # run as a file (bench/ws.py): import bench from the repo
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.harness import (
@@ -64,11 +69,16 @@ from bench.harness import (
     csv_of,
     environment,
     format_env,
+    is_zonda,
     loadavg,
     markdown_table,
     median,
     parse_cpu_list,
+    proc_cpu_ticks,
+    process_tree,
+    program_of,
     quietest,
+    ratio_pairs,
     run_steps,
     setup_logging,
     stop_process,
@@ -76,237 +86,48 @@ from bench.harness import (
     wait_for_quiet,
     zonda_commit,
 )
+from bench.ws_client import make_payload
 
 log = logging.getLogger("bench.ws")
 
 APP = "bench.apps:ws_echo"
-SERVERS = ("zonda", "uvicorn-sansio", "uvicorn-wsproto", "uvicorn-websockets")
-DEFAULT_SERVERS = SERVERS[:3]
+# The event loop each server runs its Python on; the report compares zonda with the servers on its own loop,
+# and zonda on another loop with zonda on uvloop (harness.ratio_pairs).
+SERVER_LOOPS = {
+    "zonda": "uvloop",
+    "zonda-trio": "trio",
+    "uvicorn-sansio": "uvloop",
+    "uvicorn-wsproto": "uvloop",
+    "uvicorn-websockets": "uvloop",
+    "hypercorn-trio": "trio",
+}
+SERVERS = tuple(SERVER_LOOPS)
+DEFAULT_SERVERS = ("zonda", "uvicorn-sansio", "uvicorn-wsproto")
 SATURATED = 0.90  # client processes using this share of their core: the client is (near) the bottleneck
 NOISE_LIMIT = 0.10  # a round with more foreign load than this on either core is re-run (--retries)
 # Before a round: a quiet second, then a quiet second look of a random 1-3 s (see wait_for_quiet).
 QUIET_SAMPLES = ((1.0, 1.0), (1.0, 3.0))
 
 
-# --------------------------------------------------------------------------- payloads
-
-
-def make_payload(size: int) -> bytes:
-    """ASCII (valid as text), JSON-like so permessage-deflate has something to do, same for every server."""
-    out = bytearray()
-    i = 0
-    while len(out) < size:
-        out += b'{"id":%d,"name":"item-%d","price":%d.%02d,"tags":["a","b%d"]},' % (
-            i, i * 7919 % 10007, i * 31 % 997, i % 100, i % 13,
-        )  # fmt: skip
-        i += 1
-    return bytes(out[:size])
-
-
-# --------------------------------------------------------------------------- client mode
-
-
-class EchoConnection(asyncio.Protocol):
-    """One WebSocket connection of the load generator: a closed send/echo loop over ClientProtocol."""
-
-    def __init__(self, load: LoadGen) -> None:
-        from websockets.client import ClientProtocol
-        from websockets.uri import parse_uri
-
-        self.load = load
-        self.proto = ClientProtocol(
-            parse_uri(f"ws://127.0.0.1:{load.port}/"), extensions=load.extension_factories(), max_size=None
-        )
-        self.transport: asyncio.Transport | None = None
-        self.open = False
-        self.parts: list[bytes] = []
-        self.lost = load.loop.create_future()
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not subclasses
-        self.proto.send_request(self.proto.connect())
-        self.flush()
-
-    def data_received(self, data: bytes) -> None:
-        from websockets.frames import Frame, Opcode
-
-        proto = self.proto
-        proto.receive_data(data)
-        for event in proto.events_received():
-            if type(event) is not Frame:
-                self.on_handshake()
-            elif event.opcode is Opcode.TEXT or event.opcode is Opcode.BINARY or event.opcode is Opcode.CONT:
-                if not event.fin:
-                    self.parts.append(bytes(event.data))
-                    continue
-                message = event.data
-                if self.parts:
-                    message = b"".join([*self.parts, message])
-                    self.parts = []
-                self.on_echo(message)
-        self.flush()
-
-    def on_handshake(self) -> None:
-        exc = self.proto.handshake_exc
-        if exc is not None:
-            self.load.fail(f"handshake failed: {exc!r}")
-            return
-        self.open = True
-        self.load.negotiated = ", ".join(ext.name for ext in self.proto.extensions) or "none"
-        self.load.on_open(self)
-
-    def on_echo(self, data: Any) -> None:
-        load = self.load
-        if load.verify and data != load.payload:
-            load.errors += 1
-            log.error("echo mismatch: got %d bytes, sent %d", len(data), len(load.payload))
-        load.count += 1
-        if load.running:
-            self.send()
-        else:
-            self.proto.send_close()
-
-    def send(self) -> None:
-        if self.load.text:
-            self.proto.send_text(self.load.payload)
-        else:
-            self.proto.send_binary(self.load.payload)
-
-    def flush(self) -> None:
-        transport = self.transport
-        assert transport is not None
-        for chunk in self.proto.data_to_send():
-            if chunk:
-                transport.write(chunk)
-            else:
-                transport.close()  # websockets' EOF marker: the closing handshake is done
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.load.running and not self.lost.done():
-            self.load.fail(f"connection lost during the run: {exc!r}")
-        if not self.lost.done():
-            self.lost.set_result(None)
-
-
-class LoadGen:
-    """All connections of one client process, and the counters of the measured window."""
-
-    def __init__(self, args: argparse.Namespace, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self.port: int = args.port
-        self.payload = make_payload(args.size)
-        self.text = args.kind == "text"
-        self.deflate = args.deflate == "on"
-        self.verify = not args.no_verify
-        self.conns = [EchoConnection(self) for _ in range(args.connections)]
-        self.opened = 0
-        self.all_open = loop.create_future()
-        self.running = False
-        self.count = 0
-        self.errors = 0
-        self.negotiated = "none"
-        self.failure: str | None = None
-
-    def extension_factories(self) -> list[Any]:
-        if not self.deflate:
-            return []
-        from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
-
-        # What websockets' own clients offer by default.
-        return [
-            ClientPerMessageDeflateFactory(
-                server_max_window_bits=12, client_max_window_bits=12, compress_settings={"memLevel": 5}
-            )
-        ]
-
-    def on_open(self, conn: EchoConnection) -> None:
-        self.opened += 1
-        if self.opened == len(self.conns) and not self.all_open.done():
-            self.all_open.set_result(None)
-
-    def fail(self, reason: str) -> None:
-        self.failure = self.failure or reason
-        if not self.all_open.done():
-            self.all_open.set_exception(RuntimeError(reason))
-
-    def start(self) -> None:
-        self.running = True
-        for conn in self.conns:
-            conn.send()
-            conn.flush()
-
-    async def connect(self) -> None:
-        for conn in self.conns:
-            await self.loop.create_connection(lambda c=conn: c, "127.0.0.1", self.port)  # type: ignore[misc]
-        await asyncio.wait_for(self.all_open, 30)
-
-    async def close(self) -> None:
-        """Stop sending: each connection closes once its last echo is back; abort what is left after 5 s."""
-        self.running = False
-        lost = [conn.lost for conn in self.conns]
-        _, pending = await asyncio.wait(lost, timeout=5)
-        for conn in self.conns:
-            if not conn.lost.done() and conn.transport is not None:
-                conn.transport.abort()
-        if pending:
-            await asyncio.wait(pending, timeout=1)
-
-
-def cpu_now() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-async def client_main(args: argparse.Namespace) -> dict[str, Any]:
-    """Connect, say READY, read ``GO <start> <end>`` (time.monotonic) on stdin, count echoes in between."""
-    loop = asyncio.get_running_loop()
-    load = LoadGen(args, loop)
-    await load.connect()
-    sys.stdout.write("READY\n")
-    sys.stdout.flush()
-    line = await loop.run_in_executor(None, sys.stdin.readline)
-    _, start_at, end_at = line.split()
-    load.start()  # the warm-up runs from here to start_at
-    marks: list[tuple[float, int, float]] = []
-
-    def mark() -> None:
-        marks.append((time.monotonic(), load.count, cpu_now()))
-
-    for at in (float(start_at), float(end_at)):
-        await asyncio.sleep(max(0.0, at - time.monotonic()))
-        mark()
-    await load.close()
-    (t0, n0, c0), (t1, n1, c1) = marks
-    return {
-        "round_trips": n1 - n0,
-        "seconds": t1 - t0,
-        "cpu_s": c1 - c0,
-        "errors": load.errors,
-        "failure": load.failure,
-        "negotiated": load.negotiated,
-    }
-
-
-def run_client(args: argparse.Namespace) -> int:
-    import uvloop
-
-    result = uvloop.run(client_main(args))
-    sys.stdout.write("RESULT " + json.dumps(result) + "\n")
-    return 0
-
-
 # --------------------------------------------------------------------------- processes
 
 
 def server_command(server: str, port: int, deflate: bool) -> list[str]:
+    """One process (hypercorn: one worker under its parent, as in bench/run.py) on the server's SERVER_LOOPS
+    loop. hypercorn has no switch for permessage-deflate: it accepts it whenever the client offers it, which
+    the client does only with ``--deflate on``."""
     py = sys.executable
-    if server == "zonda":
+    program, loop = program_of(server), SERVER_LOOPS[server]
+    if program == "zonda":
         flag = "--ws-per-message-deflate" if deflate else "--no-ws-per-message-deflate"
-        cmd = [py, "-m", "zonda", APP, "--no-access-log", "--log-level", "warning", flag]
+        cmd = [py, "-m", "zonda", APP, "--loop", loop, "--no-access-log", "--log-level", "warning", flag]
         return [*cmd, "--host", "127.0.0.1", "--port", str(port)]
+    if program == "hypercorn":
+        cmd = [py, "-m", "hypercorn", APP, "--worker-class", loop, "--workers", "1", "--log-level", "warning"]
+        return [*cmd, "--bind", f"127.0.0.1:{port}"]
     impl = server.removeprefix("uvicorn-")
     impl = {"sansio": "websockets-sansio"}.get(impl, impl)
-    cmd = [py, "-m", "uvicorn", APP, "--http", "httptools", "--loop", "uvloop", "--no-access-log"]
+    cmd = [py, "-m", "uvicorn", APP, "--http", "httptools", "--loop", loop, "--no-access-log"]
     cmd += ["--log-level", "warning", "--ws", impl, "--ws-per-message-deflate", str(deflate)]
     return [*cmd, "--host", "127.0.0.1", "--port", str(port)]
 
@@ -314,15 +135,22 @@ def server_command(server: str, port: int, deflate: bool) -> list[str]:
 class WsServer(ServerProcess):
     """One server serving the echo app, ready once websockets' own client gets its messages back."""
 
-    # One process each: reading only its /proc/PID/stat keeps the window's edges sharp (no /proc walk).
-    whole_tree = False
-
     def __init__(self, server: str, deflate: bool, cpu: str, logdir: Path) -> None:
         super().__init__(server, cpu, logdir)
         self.deflate = deflate
+        self.pids: list[int] = []
 
     def command(self) -> list[str]:
         return server_command(self.name, self.port, self.deflate)
+
+    def start(self) -> None:
+        super().start()
+        # The server's processes, found once it answers (hypercorn serves from a worker under its parent):
+        # reading only their /proc/PID/stat keeps the window's edges sharp (no /proc walk).
+        self.pids = process_tree(self.pid)
+
+    def cpu_seconds(self) -> float:
+        return sum(proc_cpu_ticks(pid) for pid in self.pids) / CLK_TCK
 
     def probe(self) -> None:
         from websockets.exceptions import WebSocketException
@@ -379,7 +207,7 @@ class EchoRound(Round):
 
 
 def client_argv(args: argparse.Namespace, case: Case, port: int, connections: int) -> list[str]:
-    argv = ["taskset", "-c", args.client_cpu, sys.executable, str(Path(__file__).resolve()), "client"]
+    argv = ["taskset", "-c", args.client_cpu, sys.executable, "-m", "bench.ws_client"]  # from REPO
     argv += ["--port", str(port), "--connections", str(connections), "--size", str(case.size)]
     argv += ["--kind", case.kind, "--deflate", "on" if case.deflate else "off"]
     return [*argv, *(["--no-verify"] if args.no_verify else [])]
@@ -499,31 +327,58 @@ def round_rows(results: Results, cases: Sequence[Case], servers: Sequence[str]) 
     return rows
 
 
-RATIO_HEADER = ["message", "best uvicorn", "zonda / best rt/s", "best µs/rt / zonda µs/rt"]
+RATIO_HEADER = [
+    "message",
+    "zonda",
+    "against (the best of them)",
+    "zonda / it rt/s",
+    "its µs/rt / zonda µs/rt",
+]
 
 
-def ratio_rows(results: Results, cases: Sequence[Case]) -> list[list[str]]:
+def ratio_rows(results: Results, cases: Sequence[Case], servers: Sequence[str]) -> list[list[str]]:
+    """Per message, each zonda against the best of the other servers on its event loop (by round trips/s
+    and, apart, by CPU per round trip), and zonda on another loop against zonda on uvloop."""
     rows = []
     for case in cases:
-        zonda = results.get((case, "zonda"))
-        others = {s: r for (c, s), r in results.items() if c == case and s != "zonda" and r}
-        if not zonda or not others:
-            continue
-        best_rt = max(others, key=lambda s: median([r.rps for r in others[s]]))
-        best_cpu = min(others, key=lambda s: median([r.cpu_us_per_req for r in others[s]]))
-        rt = median([r.rps for r in zonda]) / median([r.rps for r in others[best_rt]])
-        cpu = median([r.cpu_us_per_req for r in others[best_cpu]]) / median([r.cpu_us_per_req for r in zonda])
-        best = best_rt if best_rt == best_cpu else f"{best_rt} (rt/s), {best_cpu} (CPU)"
-        rows.append([case.label, best, f"{rt:.2f}x", f"{cpu:.2f}x"])
+        measured = [s for s in servers if results.get((case, s))]
+        peers: dict[tuple[str, bool], list[str]] = {}  # (zonda, against zonda) -> what it is divided by
+        for zonda, peer in ratio_pairs(measured, SERVER_LOOPS):
+            peers.setdefault((zonda, is_zonda(peer)), []).append(peer)
+        for (zonda, _), against in peers.items():
+            z = results[(case, zonda)]
+            best_rt = max(against, key=lambda s: median([r.rps for r in results[(case, s)]]))
+            best_cpu = min(against, key=lambda s: median([r.cpu_us_per_req for r in results[(case, s)]]))
+            rt = median([r.rps for r in z]) / median([r.rps for r in results[(case, best_rt)]])
+            cpu = median([r.cpu_us_per_req for r in results[(case, best_cpu)]]) / median(
+                [r.cpu_us_per_req for r in z]
+            )
+            best = best_rt if best_rt == best_cpu else f"{best_rt} (rt/s), {best_cpu} (CPU)"
+            rows.append([case.label, zonda, best, f"{rt:.2f}x", f"{cpu:.2f}x"])
     return rows
+
+
+def negotiated_line(results: Results) -> str:
+    """The extensions each message size negotiated, per server where the servers differ."""
+    by_label: dict[str, dict[str, str]] = {}
+    for (case, server), rounds in results.items():
+        if rounds:
+            by_label.setdefault(case.label, {})[server] = rounds[0].negotiated
+    cells = []
+    for label, by_server in sorted(by_label.items()):
+        if len(set(by_server.values())) == 1:
+            cells.append(f"{label}: {next(iter(by_server.values()))}")
+        else:
+            cells.append(f"{label}: " + ", ".join(f"{s} {n}" for s, n in by_server.items()))
+    return "Negotiated extensions: " + "; ".join(cells)
 
 
 def report(results: Results, cases: Sequence[Case], args: argparse.Namespace, load: str) -> str:
     table = markdown_table if args.markdown else text_table
-    env = [
-        *environment(("uvicorn", "websockets", "wsproto", "uvloop", "httptools")),
-        ("zonda commit", zonda_commit()),
-    ]
+    packages = ["uvicorn", "websockets", "wsproto", "uvloop", "httptools"]
+    packages += ["hypercorn"] if any(program_of(s) == "hypercorn" for s in args.servers) else []
+    packages += ["trio"] if any(SERVER_LOOPS[s] == "trio" for s in args.servers) else []
+    env = [*environment(packages), ("zonda commit", zonda_commit())]
     if args.markdown:
         env.append(("load average before / after", load))
         env.append(("command", f"`{shlex.join(['.venv/bin/python', 'bench/ws.py', *sys.argv[1:]])}`"))
@@ -538,11 +393,14 @@ def report(results: Results, cases: Sequence[Case], args: argparse.Namespace, lo
     rows = round_rows(results, cases, args.servers)
     if rows:
         parts.append(f"Echo round trips ({setup}):\n\n" + table(ROUND_HEADER, rows))
-    ratios = ratio_rows(results, cases)
+    ratios = ratio_rows(results, cases, args.servers)
     if ratios:
-        parts.append("zonda against the best uvicorn variant (medians):\n\n" + table(RATIO_HEADER, ratios))
-    negotiated = sorted({f"{c.label}: {r[0].negotiated}" for (c, _), r in results.items() if r})
-    parts.append("Negotiated extensions: " + "; ".join(negotiated))
+        parts.append(
+            "zonda against the best of the other servers on its event loop, and zonda on another loop "
+            "against zonda on uvloop (medians; above 1 where zonda does better):\n\n"
+            + table(RATIO_HEADER, ratios)
+        )
+    parts.append(negotiated_line(results))
     return "\n\n".join(parts) + "\n"
 
 
@@ -557,7 +415,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--kinds", type=csv_of(str, ("binary", "text")), default=["binary"], help="binary,text")
     p.add_argument("--deflate", type=csv_of(str, ("off", "on")), default=["off"], help="off,on (off)")
     p.add_argument(
-        "--servers", type=csv_of(str, SERVERS), default=list(DEFAULT_SERVERS), help=",".join(DEFAULT_SERVERS)
+        "--servers",
+        type=csv_of(str, SERVERS),
+        default=list(DEFAULT_SERVERS),
+        help=f"any of {','.join(SERVERS)} ({','.join(DEFAULT_SERVERS)})",
     )
     p.add_argument("--connections", type=int, default=64, help="WebSocket connections in all (64)")
     p.add_argument("--client-procs", type=int, default=1, help="client processes sharing them (1)")
@@ -569,19 +430,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-verify", action="store_true", help="do not compare each echo with what was sent")
     p.add_argument("--markdown", action="store_true", help="print markdown tables for RESULTS.md")
     p.add_argument("-v", "--verbose", action="store_true", help="log commands")
-    return p.parse_args(argv)
-
-
-def parse_client_args(argv: Sequence[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="ws.py client", description="the load generator (started by ws.py)")
-    p.add_argument("--port", type=int, required=True)
-    p.add_argument("--connections", type=int, required=True)
-    p.add_argument("--size", type=int, required=True)
-    p.add_argument("--kind", choices=("binary", "text"), default="binary")
-    p.add_argument("--deflate", choices=("off", "on"), default="off")
-    p.add_argument("--quiet-wait", type=float, default=120, help="most seconds to wait for idle cores (120)")
-    p.add_argument("--retries", type=int, default=2, help="re-runs of a round disturbed by other load (2)")
-    p.add_argument("--no-verify", action="store_true")
     return p.parse_args(argv)
 
 
@@ -617,9 +465,6 @@ def measure_with_retries(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["client"]:
-        return run_client(parse_client_args(argv[1:]))
     args = parse_args(argv)
     setup_logging(args.verbose)
     with contextlib.suppress(OSError, ValueError):
