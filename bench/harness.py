@@ -596,6 +596,16 @@ def ratio_pairs(servers: Sequence[str], loops: Mapping[str, str]) -> list[tuple[
     return pairs
 
 
+def pairs_caption(pairs: Sequence[tuple[str, str]], peers: str = "the other servers") -> str:
+    """What ratio_pairs' pairs compare, for a report's caption; ``peers`` names the other servers."""
+    what = []
+    if any(not is_zonda(peer) for _, peer in pairs):
+        what.append(f"zonda against {peers} on its event loop")
+    if any(is_zonda(peer) for _, peer in pairs):
+        what.append("zonda on another loop against zonda on uvloop")
+    return ", and ".join(what)
+
+
 def ratio_cells(zonda: Sequence[Round], peer: Sequence[Round]) -> list[str]:
     """zonda's req/s over the peer's, and the peer's CPU per request over zonda's (medians of the clean
     rounds): above 1 where zonda does better. ``zonda`` may be a zonda variant, ``peer`` zonda itself."""

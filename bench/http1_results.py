@@ -16,6 +16,7 @@ from bench.harness import (
     markdown_table,
     median,
     noise_cell,
+    pairs_caption,
     ratio_cells,
     ratio_pairs,
     round_cells,
@@ -298,9 +299,8 @@ def report(results: Results, args: argparse.Namespace, env: Sequence[Sequence[st
             )
     if ratios:
         parts.append(
-            "Ratios (medians of the clean rounds; above 1 where zonda does better): zonda against the other "
-            "servers on its event loop, and zonda on another loop against zonda on uvloop:\n\n"
-            + table(ratio_header(pairs), ratios)
+            f"Ratios, {pairs_caption(pairs)} (medians of the clean rounds; above 1 where zonda does "
+            "better):\n\n" + table(ratio_header(pairs), ratios)
         )
     if shares:
         parts.append(

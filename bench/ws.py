@@ -73,6 +73,7 @@ from bench.harness import (
     loadavg,
     markdown_table,
     median,
+    pairs_caption,
     parse_cpu_list,
     proc_cpu_ticks,
     process_tree,
@@ -336,14 +337,17 @@ RATIO_HEADER = [
 ]
 
 
+def measured_pairs(results: Results, case: Case, servers: Sequence[str]) -> list[tuple[str, str]]:
+    return ratio_pairs([s for s in servers if results.get((case, s))], SERVER_LOOPS)
+
+
 def ratio_rows(results: Results, cases: Sequence[Case], servers: Sequence[str]) -> list[list[str]]:
     """Per message, each zonda against the best of the other servers on its event loop (by round trips/s
     and, apart, by CPU per round trip), and zonda on another loop against zonda on uvloop."""
     rows = []
     for case in cases:
-        measured = [s for s in servers if results.get((case, s))]
         peers: dict[tuple[str, bool], list[str]] = {}  # (zonda, against zonda) -> what it is divided by
-        for zonda, peer in ratio_pairs(measured, SERVER_LOOPS):
+        for zonda, peer in measured_pairs(results, case, servers):
             peers.setdefault((zonda, is_zonda(peer)), []).append(peer)
         for (zonda, _), against in peers.items():
             z = results[(case, zonda)]
@@ -395,10 +399,10 @@ def report(results: Results, cases: Sequence[Case], args: argparse.Namespace, lo
         parts.append(f"Echo round trips ({setup}):\n\n" + table(ROUND_HEADER, rows))
     ratios = ratio_rows(results, cases, args.servers)
     if ratios:
+        pairs = [pair for case in cases for pair in measured_pairs(results, case, args.servers)]
+        caption = pairs_caption(pairs, peers="the best of the other servers")
         parts.append(
-            "zonda against the best of the other servers on its event loop, and zonda on another loop "
-            "against zonda on uvloop (medians; above 1 where zonda does better):\n\n"
-            + table(RATIO_HEADER, ratios)
+            f"Ratios, {caption} (medians; above 1 where zonda does better):\n\n" + table(RATIO_HEADER, ratios)
         )
     parts.append(negotiated_line(results))
     return "\n\n".join(parts) + "\n"
