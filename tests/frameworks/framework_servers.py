@@ -17,6 +17,12 @@ LOG_ERRORS = ("Traceback", "Exception")
 running: list[ZondaProcess] = []  # the processes serving now, whose logs each test is checked against
 
 
+# The loops each framework runs on: anyio-based frameworks and WSGI apps on all three, the rest on asyncio's two
+# (Django's async views, Channels and Quart are asyncio code).
+EVERY_LOOP = ["asyncio", "uvloop", "trio"]
+ASYNCIO_LOOPS = ["asyncio", "uvloop"]
+
+
 def serve(
     app: str, loop: str, *args: str, env: dict[str, str] | None = None
 ) -> Generator[ZondaProcess, None, ZondaProcess]:

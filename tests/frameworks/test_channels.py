@@ -9,11 +9,11 @@ from collections.abc import Iterator
 import pytest
 
 from framework_clients import ClientFor, WebSocketOpener, django_admin_login, recv_json, websocket_refusal
-from framework_servers import ADMIN_PASSWORD, serve
+from framework_servers import ADMIN_PASSWORD, ASYNCIO_LOOPS, serve
 from helpers import ZondaProcess
 
 
-@pytest.fixture(scope="module", params=["asyncio", "uvloop"])
+@pytest.fixture(scope="module", params=ASYNCIO_LOOPS)
 def server(request: pytest.FixtureRequest, django_env: dict[str, str]) -> Iterator[ZondaProcess]:
     yield from serve("djangosite.channels_asgi:application", request.param, env=django_env)
 

@@ -17,13 +17,13 @@ from framework_clients import (
     assert_django_upload_works,
     csrf_form_token,
 )
-from framework_servers import ADMIN_PASSWORD, serve
+from framework_servers import ADMIN_PASSWORD, ASYNCIO_LOOPS, serve
 from helpers import ZondaProcess
 
 ADMIN_CSS = Path(django.__file__).parent / "contrib" / "admin" / "static" / "admin" / "css" / "base.css"
 
 
-@pytest.fixture(scope="module", params=["asyncio", "uvloop"])
+@pytest.fixture(scope="module", params=ASYNCIO_LOOPS)
 def server(request: pytest.FixtureRequest, django_env: dict[str, str]) -> Iterator[ZondaProcess]:
     yield from serve("djangosite.asgi:application", request.param, env=django_env)
 

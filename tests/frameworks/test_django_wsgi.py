@@ -15,11 +15,11 @@ from framework_clients import (
     assert_django_upload_works,
     csrf_form_token,
 )
-from framework_servers import ADMIN_PASSWORD, serve
+from framework_servers import ADMIN_PASSWORD, EVERY_LOOP, serve
 from helpers import ZondaProcess
 
 
-@pytest.fixture(scope="module", params=["asyncio", "uvloop"])
+@pytest.fixture(scope="module", params=EVERY_LOOP)
 def server(request: pytest.FixtureRequest, django_env: dict[str, str]) -> Iterator[ZondaProcess]:
     yield from serve("djangosite.wsgi:application", request.param, "--interface", "wsgi", env=django_env)
 

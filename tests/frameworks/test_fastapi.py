@@ -9,11 +9,11 @@ from collections.abc import Iterator
 import pytest
 
 from framework_clients import ClientFor, WebSocketOpener, expect_server_close, recv_json
-from framework_servers import serve
+from framework_servers import EVERY_LOOP, serve
 from helpers import ZondaProcess, wait_for
 
 
-@pytest.fixture(scope="module", params=["asyncio", "uvloop"])
+@pytest.fixture(scope="module", params=EVERY_LOOP)
 def server(request: pytest.FixtureRequest) -> Iterator[ZondaProcess]:
     stopped = yield from serve("fastapi_app:app", request.param, "--lifespan", "on")
     # Lifespan shutdown ran after every background task had finished.

@@ -9,11 +9,11 @@ from collections.abc import Iterator
 import pytest
 
 from framework_clients import ClientFor
-from framework_servers import serve
+from framework_servers import EVERY_LOOP, serve
 from helpers import ZondaProcess, raw_request, status_of
 
 
-@pytest.fixture(scope="module", params=["asyncio", "uvloop"])
+@pytest.fixture(scope="module", params=EVERY_LOOP)
 def server(request: pytest.FixtureRequest) -> Iterator[ZondaProcess]:
     yield from serve("flask_app:app", request.param, "--interface", "wsgi")
 

@@ -8,11 +8,11 @@ from collections.abc import Iterator
 import pytest
 
 from framework_clients import ClientFor, WebSocketOpener
-from framework_servers import serve
+from framework_servers import EVERY_LOOP, serve
 from helpers import ZondaProcess
 
 
-@pytest.fixture(scope="module", params=["asyncio", "uvloop"])
+@pytest.fixture(scope="module", params=EVERY_LOOP)
 def server(request: pytest.FixtureRequest) -> Iterator[ZondaProcess]:
     yield from serve("litestar_app:app", request.param)
 

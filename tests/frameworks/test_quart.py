@@ -8,11 +8,11 @@ from collections.abc import Iterator
 import pytest
 
 from framework_clients import ClientFor, WebSocketOpener, expect_server_close
-from framework_servers import serve
+from framework_servers import ASYNCIO_LOOPS, serve
 from helpers import ZondaProcess
 
 
-@pytest.fixture(scope="module", params=["asyncio", "uvloop"])
+@pytest.fixture(scope="module", params=ASYNCIO_LOOPS)
 def server(request: pytest.FixtureRequest) -> Iterator[ZondaProcess]:
     yield from serve("quart_app:app", request.param)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from framework_clients import ClientFor, read_events
-from framework_servers import serve
+from framework_servers import EVERY_LOOP, serve
 from helpers import ZondaProcess, wait_for
 
 BLOB = bytes(range(256)) * 4096 + b"the end"  # 1 MiB and a bit: past HTTP/2's initial windows
@@ -26,7 +26,7 @@ def static_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return directory
 
 
-@pytest.fixture(scope="module", params=["asyncio", "uvloop"])
+@pytest.fixture(scope="module", params=EVERY_LOOP)
 def server(request: pytest.FixtureRequest, static_dir: Path) -> Iterator[ZondaProcess]:
     stopped = yield from serve(
         "starlette_app:app", request.param, "--lifespan", "on", env={"STATIC_DIR": str(static_dir)}

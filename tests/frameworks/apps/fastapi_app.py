@@ -5,7 +5,6 @@ the background tasks did goes to the log at shutdown."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
 import time
@@ -20,7 +19,7 @@ from pydantic import BaseModel
 
 # What the background tasks did, and the gates that let them finish: one process serves every test.
 notifications: list[str] = []
-gates: dict[str, asyncio.Event] = {}
+gates: dict[str, anyio.Event] = {}
 
 
 @asynccontextmanager
@@ -107,7 +106,7 @@ async def create_item(item: Item) -> PricedItem:
 async def numbers(count: int) -> AsyncIterator[bytes]:
     for number in range(count):
         yield f"chunk {number}\n".encode()
-        await asyncio.sleep(0.01)
+        await anyio.sleep(0.01)
 
 
 @app.get("/stream")
@@ -117,13 +116,14 @@ async def stream() -> StreamingResponse:
 
 async def write_notification(email: str, message: str) -> None:
     """Waits for the test's go-ahead: it can only come in a later request, so the response came first."""
-    await asyncio.wait_for(gates[email].wait(), 30)
+    with anyio.fail_after(30):
+        await gates[email].wait()
     notifications.append(f"notification for {email}: {message}")
 
 
 @app.post("/send-notification/{email}")
 async def send_notification(email: str, background_tasks: BackgroundTasks) -> dict[str, str]:
-    gates[email] = asyncio.Event()
+    gates[email] = anyio.Event()
     background_tasks.add_task(write_notification, email, message="some notification")
     return {"message": "Notification sent in the background"}
 

@@ -6,13 +6,13 @@ end."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
@@ -48,18 +48,19 @@ async def echo(request: Request) -> Response:
     return JSONResponse({"received": data, "method": request.method}, status_code=201)
 
 
-gates: dict[str, asyncio.Event] = {}
+gates: dict[str, anyio.Event] = {}
 
 
 async def record_when_released(name: str) -> None:
     """Waits for the test's go-ahead: it can only come in a later request, so the response came first."""
-    await asyncio.wait_for(gates[name].wait(), 30)
+    with anyio.fail_after(30):
+        await gates[name].wait()
     journal.append(f"background {name}")
 
 
 async def background(request: Request) -> Response:
     name = request.query_params["name"]
-    gates[name] = asyncio.Event()
+    gates[name] = anyio.Event()
     return PlainTextResponse("queued", background=BackgroundTask(record_when_released, name))
 
 
@@ -75,7 +76,7 @@ async def show_journal(request: Request) -> Response:
 async def countdown(count: int) -> AsyncIterator[str]:
     for number in range(count, 0, -1):
         yield f"{number}...\n"
-        await asyncio.sleep(0.01)
+        await anyio.sleep(0.01)
     yield "liftoff\n"
 
 
@@ -105,7 +106,7 @@ async def events(request: Request) -> Response:
             if await request.is_disconnected():
                 return
             yield ServerSentEvent(data=json.dumps({"n": number}), event="tick", id=str(number))
-            await asyncio.sleep(0.01)
+            await anyio.sleep(0.01)
         yield ServerSentEvent(data="bye", event="end")
 
     return EventSourceResponse(generate(), ping=1)
