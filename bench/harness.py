@@ -602,7 +602,7 @@ def pairs_caption(pairs: Sequence[tuple[str, str]], peers: str = "the other serv
     if any(not is_zonda(peer) for _, peer in pairs):
         what.append(f"zonda against {peers} on its event loop")
     if any(is_zonda(peer) for _, peer in pairs):
-        what.append("zonda on another loop against zonda on uvloop")
+        what.append("each zonda variant (on another loop, or another checkout) against zonda on uvloop")
     return ", and ".join(what)
 
 

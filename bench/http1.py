@@ -25,6 +25,7 @@ log = logging.getLogger("bench")
 SERVER_LOOPS = {
     "zonda": "uvloop",
     "zonda-trio": "trio",
+    "zonda-base": "uvloop",  # zonda from another checkout (BASE_SRC): before/after a change, in one run
     "uvicorn": "uvloop",
     "granian": "uvloop",
     "hypercorn": "uvloop",
@@ -34,6 +35,9 @@ SERVERS = tuple(SERVER_LOOPS)
 DEFAULT_SERVERS = ("zonda", "uvicorn", "granian")
 WORKLOADS = ("hello", "json", "echo", "fastapi")
 ECHO_BODY_SIZE = 64 * 1024
+# The ``src`` directory zonda-base imports zonda from (run.py's --base-src), e.g. a git worktree of an older
+# commit: its Python files come first on the path; the bench's own venv provides the dependencies.
+BASE_SRC: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -79,7 +83,14 @@ def server_command(
     if server not in SERVER_LOOPS:
         raise ValueError(f"unknown server {server!r}")
     program, loop = program_of(server), SERVER_LOOPS[server]
-    if program == "zonda":
+    if server == "zonda-base":
+        if BASE_SRC is None:
+            raise ValueError("zonda-base needs --base-src DIR (the src directory of another checkout)")
+        # env execs python: taskset's pid stays the server's
+        cmd = ["env", f"PYTHONPATH={BASE_SRC}", python, "-m", "zonda", app, "--loop", loop, "--no-access-log"]
+        cmd += ["--log-level", "warning", "--port", str(port)]
+        alive_flag = "--timeout-keep-alive"
+    elif program == "zonda":
         cmd = [python, "-m", "zonda", app, "--loop", loop, "--no-access-log", "--log-level", "warning"]
         cmd += ["--port", str(port)]
         alive_flag = "--timeout-keep-alive"

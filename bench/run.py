@@ -8,6 +8,8 @@ Run from the repo root with the project's virtualenv (``pip install -e '.[bench]
     .venv/bin/python -m bench.run --duration 3 --rounds 1 --only hello,idle   # a quick look
     .venv/bin/python -m bench.run --servers zonda,uvicorn,granian,hypercorn --floor   # more to compare with
     .venv/bin/python -m bench.run --servers zonda,zonda-trio,hypercorn-trio --only hello,json   # trio
+    git worktree add /tmp/zonda-base REV; .venv/bin/python -m bench.run --servers zonda,zonda-base \
+        --base-src /tmp/zonda-base/src --only hello,json,echo   # this tree against REV, side by side
     .venv/bin/python -m bench.run --json out.json; .venv/bin/python -m bench.run --report out.json --markdown
 
 Workloads: ``hello``, ``json`` and ``echo`` (a 64 KiB POST echoed back) are plain ASGI apps from
@@ -17,7 +19,8 @@ bench/apps.py; ``fastapi`` is bench/fastapi_app.py, an idiomatic FastAPI app wit
 
 Servers (``--servers``): ``zonda`` (``--loop uvloop``), ``uvicorn``, ``granian``, ``hypercorn``
 (``--worker-class uvloop``), and on trio ``zonda-trio`` (``--loop trio``) and ``hypercorn-trio``
-(``--worker-class trio``, the same config file as hypercorn). The ratios divide each zonda by every other server on its
+(``--worker-class trio``, the same config file as hypercorn); ``zonda-base`` is zonda imported from another
+checkout's ``--base-src`` (a before/after comparison in one run). The ratios divide each zonda by every other server on its
 event loop (uvloop with uvloop, trio with trio), and zonda on trio by zonda on uvloop when both ran.
 
 How it measures:
@@ -69,6 +72,7 @@ import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
+import bench.http1
 from bench.harness import (
     HYPERCORN_CONFIG,
     LoadMeter,
@@ -211,6 +215,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help=f"any of {','.join(SERVERS)} ({','.join(DEFAULT_SERVERS)})",
     )
     p.add_argument("--floor", action="store_true", help="also run bench/floor.py under the hello workload")
+    p.add_argument("--base-src", type=Path, help="the src directory zonda-base imports zonda from")
     p.add_argument("--markdown", action="store_true", help="print markdown tables for RESULTS.md")
     p.add_argument("--warmup", type=int, default=2, help="unmeasured wrk seconds before each run (2)")
     p.add_argument("--idle-connections", type=int, default=5000, help="idle keep-alive connections (5000)")
@@ -294,6 +299,8 @@ def run_environment(args: argparse.Namespace) -> list[tuple[str, str]]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.verbose)
+    if args.base_src is not None:
+        bench.http1.BASE_SRC = args.base_src.resolve()
     nofile = raise_nofile_limit()
     if "idle" in args.only and nofile < args.idle_connections + 100:
         log.error("RLIMIT_NOFILE is %d, too low for %d connections", nofile, args.idle_connections)
