@@ -439,10 +439,17 @@ class Config:
         return cls(**values)
 
 
+def parse_bind(text: str) -> tuple[str, int]:
+    """``HOST:PORT``, ``[::1]:PORT`` or ``:PORT`` (127.0.0.1). Raises ConfigError."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"metrics_bind: {text!r} is not HOST:PORT")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
 def _check_observability(config: Config) -> None:
     """Proxy, access log and metrics options: parsed here so a bad value is an error at start-up."""
     from zonda.accesslog import parse_format
-    from zonda.metrics import parse_bind
     from zonda.proxy import TrustList
 
     TrustList(config.forwarded_allow_ips)

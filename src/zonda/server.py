@@ -185,7 +185,8 @@ class Server:
         if not self.config.metrics_bind:
             await self._serve(sockets, install_signal_handlers)
             return
-        from zonda.metrics import Metrics, MetricsListener, multiprocess
+        from zonda.metrics import Metrics, multiprocess
+        from zonda.metrics_listener import MetricsListener
 
         self.metrics = Metrics()
         listener = MetricsListener(self.metrics, self._not_ready)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from zonda.asgi._files import PATHSEND, ZEROCOPYSEND
 from zonda.asgi.http import ConnectionInfo, HTTPSession
 from zonda.connection.base import Connection
-from zonda.connection.observed import CountingStream
+from zonda.connection.counting import CountingStream
 from zonda.connection.streams import StreamChannel, WebSocketChannel
 from zonda.io.base import ByteStream, Loop, Waiter
 from zonda.protocols.events import ConnectionTerminated, Data, Event, Request, StreamReset

@@ -9,8 +9,9 @@ the plain driver pays nothing for either. Protocol logic stays out of here: the 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from zonda.connection.counting import CountingStream
 from zonda.connection.http1 import Address, HTTP1Connection
 from zonda.errors import ProxyProtocolError
 from zonda.io.base import ByteStream, Loop
@@ -23,38 +24,6 @@ if TYPE_CHECKING:
     from zonda.metrics import Tally
 
 error_log = logging.getLogger("zonda.error")
-
-
-class CountingStream:
-    """A ``ByteStream`` that counts the bytes written; the rest goes to the driver's stream as it is."""
-
-    __slots__ = ("_stream", "_tally")
-
-    def __init__(self, stream: ByteStream, tally: Tally) -> None:
-        self._stream = stream
-        self._tally = tally
-
-    def write(self, data: bytes) -> None:
-        self._tally.bytes_out += len(data)
-        self._stream.write(data)
-
-    def close(self) -> None:
-        self._stream.close()
-
-    def abort(self) -> None:
-        self._stream.abort()
-
-    def is_closing(self) -> bool:
-        return self._stream.is_closing()
-
-    def pause_reading(self) -> None:
-        self._stream.pause_reading()
-
-    def resume_reading(self) -> None:
-        self._stream.resume_reading()
-
-    def set_protocol(self, protocol: Any) -> None:
-        self._stream.set_protocol(protocol)
 
 
 class ObservedHTTP1Connection(HTTP1Connection):
