@@ -46,6 +46,7 @@ class H2Client:
         self.streams: dict[int, StreamState] = {}
         self.server_settings: dict[int, int] = {}
         self.terminated: h2.events.ConnectionTerminated | None = None
+        self.goaway = False  # the server's GOAWAY came: h2 neither sends nor reads on after it
         self.window_updates = 0
         self._send()
         self.wait_for(lambda: bool(self.server_settings), "the server's SETTINGS")
@@ -102,6 +103,7 @@ class H2Client:
             self.window_updates += 1
         elif isinstance(event, h2.events.ConnectionTerminated):
             self.terminated = event
+            self.goaway = True
 
     def read_until_closed(self) -> bytes:
         """Everything the server sends until it closes the connection (raw: for after GOAWAY)."""

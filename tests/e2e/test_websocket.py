@@ -1,103 +1,26 @@
-"""WebSocket end to end: a real zonda on loopback, driven by the ``websockets`` client and by raw sockets.
+"""WebSocket end to end, each behaviour once for both HTTP versions: a real zonda on loopback and a raw-frame
+client over HTTP/1.1 (Upgrade) or HTTP/2 (RFC 8441), the ``ws_client`` parameter (``websocket_e2e``).
 
-Messages, compression, subprotocols, close codes both ways, denial (403 and websocket.http.response), handshake
-errors, ``--ws none``, the scope, app errors, abrupt loss, keep-alive pings, back-pressure both ways, shutdown
-and access log lines.
+Messages (text, binary, empty, 1 MiB, fragmented, permessage-deflate or not), subprotocols, closing both ways,
+denial (403 and websocket.http.response), app errors before and after the accept, the size limit, the client
+going without a close frame, protocol errors, the scope, keep-alive pings, back-pressure both ways, shutdown and
+access log lines. What exists on one version only is in test_websocket_http1.py and test_websocket_h2.py.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import socket
+import threading
 import time
+import zlib
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import parse_qs
 
 import pytest
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from helpers import (
-    Record,
-    count_when_told,
-    echo_messages,
-    rst_close,
-    run_server,
-    send_denial,
-    until_disconnect,
-)
-from wire import Wire
-from wsframes import BINARY, CLOSE, PING, PONG, WSClient, close, frame, handshake_request, text
-
-Scope = dict[str, Any]
-
-
-def make_app(record: Record) -> Any:
-    async def app(scope: Scope, receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    scope["state"]["db"] = "connected"
-                    await send({"type": "lifespan.startup.complete"})
-                else:
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
-        path, query = scope["path"], parse_qs(scope["query_string"].decode())
-        key = query.get("key", [path])[0]
-        if scope["type"] == "http":
-            body = f"http {scope['method']} {path}".encode()
-            await send({"type": "http.response.start", "status": 200, "headers": []})
-            await send({"type": "http.response.body", "body": body})
-            return
-        connect_message = await receive()
-        assert connect_message == {"type": "websocket.connect"}
-        await route(path, key, scope, receive, send)
-
-    async def accept(send: Any, **extra: Any) -> None:
-        await send({"type": "websocket.accept", **extra})
-
-    async def route(path: str, key: str, scope: Scope, receive: Any, send: Any) -> None:
-        if path == "/echo":
-            offered = scope["subprotocols"]
-            await accept(send, subprotocol=offered[-1] if offered else None, headers=[(b"x-extra", b"yes")])
-            record.add(key, await echo_messages(receive, send))
-        elif path.endswith("/scope"):
-            record.add(key, dict(scope))
-            await accept(send)
-            await until_disconnect(receive, record, key + "-end")
-        elif path in ("/app-close", "/app-close-later"):
-            await accept(send)
-            if path == "/app-close-later":
-                await receive()  # closes from a later task step, not the one that accepted
-            await send({"type": "websocket.close", "code": 4001, "reason": "bye from app"})
-            await until_disconnect(receive, record, key)
-        elif path == "/deny":
-            await send({"type": "websocket.close"})
-        elif path == "/denial":
-            await send_denial(send)
-        elif path == "/raise-before":
-            raise RuntimeError("boom before accept")
-        elif path == "/raise-after":
-            await accept(send)
-            await receive()
-            raise RuntimeError("boom after accept")
-        elif path == "/wait":
-            await accept(send)
-            await until_disconnect(receive, record, key)
-        elif path == "/slow-reader":
-            await accept(send)
-            await count_when_told(receive, record, key)
-        elif path == "/flood":  # sends 100 x 256 KiB, noting each send that returned
-            await accept(send)
-            for i in range(100):
-                await send({"type": "websocket.send", "bytes": b"%03d" % i + b"z" * 262141})
-                record.add(key, i)
-            await until_disconnect(receive, record, key + "-end")
-
-    return app
+from helpers import Record, RunningServer, run_server
+from websocket_e2e import HTTP_VERSIONS, HTTP2WebSocket, WebSocketClient, make_app, unique
+from wsframes import BINARY, CLOSE, CONT, PING, PONG, RSV1, TEXT, Frame, close, deflate, frame, inflate, text
 
 
 @pytest.fixture(scope="module")
@@ -106,407 +29,376 @@ def record() -> Record:
 
 
 @pytest.fixture(scope="module")
-def server(driver: str, record: Record) -> Iterator[Any]:
+def server(driver: str, record: Record) -> Iterator[RunningServer]:
     with run_server(make_app(record), loop=driver) as running:
         yield running
 
 
-def ws_url(server: Any, path: str) -> str:
-    return f"ws://127.0.0.1:{server.port}{path}"
+@pytest.fixture(scope="module")
+def pinging(driver: str, record: Record) -> Iterator[RunningServer]:
+    """Pings every 0.2 s, fails a peer that does not answer in 0.3 s; a stalled request body fails in 0.3 s."""
+    options = {"ws_ping_interval": 0.2, "ws_ping_timeout": 0.3, "timeout_request_body": 0.3}
+    with run_server(make_app(record), loop=driver, **options) as running:
+        yield running
 
 
-def client(server: Any, path: str, **kwargs: Any) -> connect:
-    kwargs.setdefault("max_size", None)
-    kwargs.setdefault("ping_interval", None)
-    return connect(ws_url(server, path), proxy=None, open_timeout=5, close_timeout=5, **kwargs)
+@pytest.fixture(params=HTTP_VERSIONS)
+def ws_client(request: pytest.FixtureRequest, server: RunningServer) -> WebSocketClient:
+    return WebSocketClient(request.param, server.port)
 
 
-def run(coro: Any) -> Any:
-    return asyncio.run(asyncio.wait_for(coro, 20))
+def disconnect(code: int, reason: str = "") -> dict[str, Any]:
+    return {"type": "websocket.disconnect", "code": code, "reason": reason}
+
+
+def app_errors(logs: pytest.LogCaptureFixture) -> list[str]:
+    """The exceptions logged as the app's errors."""
+    return [
+        str(r.exc_info and r.exc_info[1])
+        for r in logs.records
+        if r.name == "zonda.error" and r.levelno >= logging.ERROR
+    ]
 
 
 # ---------------------------------------------------------------------------- messages
 
 
-@pytest.mark.parametrize("compression", ["deflate", None])
-def test_messages(server: Any, record: Record, compression: str | None) -> None:
-    big_text, big_binary = "é" * (2**19), bytes(range(256)) * 4096  # 1 MiB each
+@pytest.mark.parametrize("compression", [None, "permessage-deflate; client_max_window_bits"])
+def test_messages(ws_client: WebSocketClient, record: Record, compression: str | None) -> None:
+    key = unique("messages")
+    messages = [(TEXT, b"hello"), (BINARY, b"\x00\x01\xff"), (TEXT, b""), (BINARY, b"")]
+    messages += [(TEXT, "é".encode() * 2**19), (BINARY, bytes(range(256)) * 4096)]  # 1 MiB: past h2's windows
+    compressor, decompressor = zlib.compressobj(wbits=-15), zlib.decompressobj(wbits=-15)
+    rsv = RSV1 if compression else 0
 
-    async def talk() -> ClientConnection:
-        async with client(server, "/echo?key=messages", compression=compression) as ws:
-            for message in ["hello", b"\x00\x01\xff", "", b"", big_text, big_binary]:
-                await ws.send(message)
-                assert await ws.recv() == message
-            return ws
+    def echoed() -> Frame:
+        got = ws.recv_frame()
+        assert (got.fin, got.rsv) == (True, rsv), got
+        return Frame(True, 0, got.opcode, inflate(got.payload, decompressor) if compression else got.payload)
 
-    ws = run(talk())
-    assert [type(e).__name__ for e in ws.protocol.extensions] == (
-        ["PerMessageDeflate"] if compression else []
-    )
-    assert ws.response is not None and ws.response.headers["x-extra"] == "yes"
-
-
-def test_compression_off() -> None:
-    with run_server(make_app(Record()), ws_per_message_deflate=False) as server:
-
-        async def talk() -> None:
-            async with client(server, "/echo") as ws:
-                assert ws.protocol.extensions == []
-                await ws.send("x" * 1000)
-                assert await ws.recv() == "x" * 1000
-
-        run(talk())
+    with ws_client.connect(f"/echo?key={key}", extensions=compression) as ws:
+        assert ws.status == ws_client.accepted_status
+        assert ws.response_header("x-extra") == "yes"
+        agreed = ws.response_header("sec-websocket-extensions")
+        assert (agreed or "").startswith("permessage-deflate") if compression else agreed is None
+        for opcode, payload in messages:
+            ws.send(frame(opcode, deflate(payload, compressor) if compression else payload, rsv=rsv))
+            assert echoed() == Frame(True, 0, opcode, payload)
+        fragments = [text("frag", fin=False), frame(CONT, b"men", fin=False), frame(CONT, b"ted")]
+        ws.send(*fragments[:2], frame(PING, b"between"), fragments[2])  # a control frame may come between
+        assert ws.recv_frame() == Frame(True, 0, PONG, b"between")
+        assert echoed() == Frame(True, 0, TEXT, b"fragmented")
+        ws.close_handshake(4000)
+    assert record.wait(key)[-1] == disconnect(4000)
 
 
-def test_subprotocols(server: Any, record: Record) -> None:
-    async def talk() -> None:
-        async with client(server, "/echo", subprotocols=["chat", "superchat"]) as ws:
-            assert ws.subprotocol == "superchat"
-        async with client(server, "/echo") as ws:
-            assert ws.subprotocol is None
+def test_compression_off(ws_client: WebSocketClient, record: Record) -> None:
+    with (
+        run_server(make_app(record), ws_per_message_deflate=False) as server,
+        ws_client.connect("/echo", port=server.port, extensions="permessage-deflate") as ws,
+    ):
+        assert ws.response_header("sec-websocket-extensions") is None
+        ws.send(text("x" * 1000))
+        assert ws.recv_frame() == Frame(True, 0, TEXT, b"x" * 1000)
+        ws.close_handshake()
 
-    run(talk())
+
+def test_subprotocols(ws_client: WebSocketClient) -> None:
+    with ws_client.connect("/echo", subprotocols=["chat", "superchat"]) as ws:
+        assert ws.response_header("sec-websocket-protocol") == "superchat"
+        ws.close_handshake()
+    with ws_client.connect("/echo") as ws:
+        assert ws.response_header("sec-websocket-protocol") is None
+        ws.close_handshake()
+
+
+def test_max_size_closes_with_1009(ws_client: WebSocketClient, record: Record) -> None:
+    key = unique("too-big")
+    with (
+        run_server(make_app(record), ws_max_size=1000) as server,
+        ws_client.connect(f"/echo?key={key}", port=server.port) as ws,
+    ):
+        ws.send(frame(BINARY, b"x" * 1000))
+        assert ws.recv_frame().payload == b"x" * 1000
+        ws.send(frame(BINARY, b"x" * 1001))
+        ws.expect_close(1009)
+        ws.assert_still_serving()
+        assert record.wait(key)[-1]["code"] == 1009
 
 
 # ---------------------------------------------------------------------------- closing
 
 
-def test_client_closes_with_code(server: Any, record: Record) -> None:
-    async def talk() -> None:
-        async with client(server, "/echo?key=client-close") as ws:
-            await ws.send("hi")
-            await ws.recv()
-            await ws.close(4000, "bye")
-            assert ws.close_code == 4000
-
-    run(talk())
-    assert record.wait("client-close")[-1] == {"type": "websocket.disconnect", "code": 4000, "reason": "bye"}
-
-
-def test_client_closes_without_code(server: Any, record: Record) -> None:
-    with WSClient(server.port, "/echo?key=no-code") as ws:
-        ws.send(frame(CLOSE))
-        ws.expect_close(None)
-    assert record.wait("no-code")[-1] == {"type": "websocket.disconnect", "code": 1005, "reason": ""}
+@pytest.mark.parametrize(
+    ("sent", "answer", "seen"),
+    [(close(4000, b"bye"), 4000, disconnect(4000, "bye")), (frame(CLOSE), None, disconnect(1005))],
+    ids=["code-and-reason", "no-code"],
+)
+def test_client_closes(
+    ws_client: WebSocketClient, record: Record, sent: bytes, answer: int | None, seen: dict[str, Any]
+) -> None:
+    key = unique("client-close")
+    with ws_client.connect(f"/echo?key={key}") as ws:
+        ws.send(text("hi"))
+        assert ws.recv_frame().payload == b"hi"
+        ws.send(sent)
+        ws.expect_close(answer)
+    assert record.wait(key)[-1] == seen
 
 
-def test_app_closes_with_code(server: Any, record: Record) -> None:
-    async def talk() -> None:
-        async with client(server, "/app-close?key=app-close") as ws:
-            with pytest.raises(ConnectionClosed) as info:
-                await ws.recv()
-            assert info.value.rcvd is not None
-            assert (info.value.rcvd.code, info.value.rcvd.reason) == (4001, "bye from app")
-
-    run(talk())
-    assert record.wait("app-close")[-1]["code"] == 4001  # the client echoed it
-
-
-def test_close_before_accept_is_403(server: Any) -> None:
-    async def talk() -> None:
-        with pytest.raises(InvalidStatus) as info:
-            async with client(server, "/deny"):
-                pass
-        assert info.value.response.status_code == 403
-
-    run(talk())
+def test_app_closes_with_code(ws_client: WebSocketClient, record: Record) -> None:
+    key = unique("app-close")
+    with ws_client.connect(f"/app-close?key={key}") as ws:
+        got = ws.recv_frame()
+        assert (got.opcode, got.close_code, got.close_reason) == (CLOSE, 4001, "bye from app")
+        assert not ws.ended_by_server(timeout=0.1)  # the server waits for the client's close frame
+        ws.send(close(4001))
+        assert ws.ended_by_server()
+    assert record.wait(key)[-1]["code"] == 4001
 
 
-def test_denial_response(server: Any) -> None:
-    with Wire(server.port) as wire:
-        wire.send(handshake_request("/denial"))
-        response = wire.read_response()
-    assert response.status == 418
-    assert response.header("x-denied") == "yes"
-    assert response.body == b"no websockets here"
+def test_app_close_unanswered(ws_client: WebSocketClient, record: Record) -> None:
+    """The app closes; a peer that never answers is cut off after ws_ping_timeout, even with no pings."""
+    key = unique("unanswered")
+    with (
+        run_server(make_app(record), ws_ping_interval=None, ws_ping_timeout=0.3) as server,
+        ws_client.connect(f"/app-close-later?key={key}", port=server.port) as ws,
+    ):
+        ws.send(text("close now"))
+        assert ws.recv_frame().close_code == 4001
+        started = time.monotonic()
+        assert ws.ended_by_server(timeout=3)
+        assert 0.2 < time.monotonic() - started < 2
+        assert record.wait(key)[-1]["code"] == 1006
 
 
-# ---------------------------------------------------------------------------- handshake
+@pytest.mark.parametrize("how", ["drop", "reset"])
+def test_client_goes_without_a_close_frame(ws_client: WebSocketClient, record: Record, how: str) -> None:
+    """Mid-message, the client ends its byte stream (TCP FIN; END_STREAM) or resets it (RST; RST_STREAM)."""
+    key = unique(f"abrupt-{how}")
+    with ws_client.connect(f"/wait?key={key}") as ws:
+        ws.send(frame(BINARY, b"half a message", fin=False))
+        time.sleep(0.05)
+        if how == "drop":
+            ws.drop()
+            assert ws.ended_by_server()  # the server ends its side too
+        else:
+            ws.reset()
+        assert record.wait(key)[-1] == disconnect(1006)
+
+
+def test_protocol_error_reaches_the_app(ws_client: WebSocketClient, record: Record) -> None:
+    key = unique("protocol-error")
+    with ws_client.connect(f"/wait?key={key}") as ws:
+        ws.send(frame(PING, b"x" * 126))  # a control frame carries at most 125 bytes
+        ws.expect_close(1002)
+    assert record.wait(key)[-1]["code"] == 1002
+
+
+def test_server_shutdown_sends_going_away(ws_client: WebSocketClient, record: Record) -> None:
+    key = unique("shutdown")
+    with (
+        run_server(make_app(record), timeout_graceful_shutdown=5) as server,
+        ws_client.connect(f"/wait?key={key}", port=server.port) as ws,
+    ):
+        started = time.monotonic()
+        stopper = threading.Thread(target=server.stop)
+        stopper.start()
+        got = ws.recv_frame()
+        assert (got.opcode, got.close_code) == (CLOSE, 1001)
+        if isinstance(ws, HTTP2WebSocket):
+            assert ws.client.goaway  # GOAWAY came with it
+        ws.send(close(1001))
+        assert ws.ended_by_server()
+        stopper.join(10)
+        assert not stopper.is_alive()
+        assert time.monotonic() - started < 3
+    assert record.wait(key)[-1]["code"] == 1001
+
+
+# ---------------------------------------------------------------------------- denial and app errors
 
 
 @pytest.mark.parametrize(
-    ("request_bytes", "status"),
+    ("path", "status", "body"),
     [
-        (handshake_request("/echo").replace(b"Sec-WebSocket-Key", b"X-Not-The-Key"), 400),
-        (handshake_request("/echo").replace(b"Version: 13", b"Version: 8"), 426),
-        (handshake_request("/echo").replace(b"GET", b"POST"), 400),
+        ("/deny", 403, b"Forbidden\n"),
+        ("/denial", 418, b"no websockets here"),
+        ("/raise-before", 500, b"Internal Server Error\n"),
     ],
-    ids=["missing-key", "version-8", "post"],
+    ids=["close-before-accept", "denial-response", "app-raises-before-accept"],
 )
-def test_handshake_errors(server: Any, request_bytes: bytes, status: int) -> None:
-    with Wire(server.port) as wire:
-        wire.send(request_bytes)
-        response = wire.read_response()
-    assert response.status == status
-    if status == 426:
-        assert response.header("sec-websocket-version") == "13"
+def test_refused(
+    ws_client: WebSocketClient, logs: pytest.LogCaptureFixture, path: str, status: int, body: bytes
+) -> None:
+    """websocket.close before the accept answers 403, websocket.http.response.* sends the app's response, an
+    app that raises first gets a 500; the connection (HTTP/2) or the server (HTTP/1.1) serves on."""
+    with ws_client.connect(path) as ws:
+        assert ws.status == status
+        assert ws.refusal_body() == body
+        assert ws.response_header("x-denied") == ("yes" if path == "/denial" else None)
+        ws.assert_still_serving()
+    assert app_errors(logs) == (["boom before accept"] if status == 500 else [])
 
 
-def test_handshake_tokens_any_case_and_frames_with_the_request(server: Any) -> None:
-    """Firefox's "Connection: keep-alive, Upgrade"; a frame written with the request is read after the 101."""
-    request = handshake_request("/echo").replace(b"Connection: Upgrade", b"Connection: keep-alive, Upgrade")
-    with Wire(server.port) as wire:
-        wire.send(request.replace(b"Upgrade: websocket", b"Upgrade: WebSocket") + text("early bird"))
-        status, _, _ = wire.read_head()
-        assert status == 101
-        while len(wire.buffer) < 12:
-            wire._fill()
-        assert wire.buffer == b"\x81\x0aearly bird"
-
-
-def test_plain_http_to_the_same_path(server: Any) -> None:
-    with Wire(server.port) as wire:
-        wire.send(b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n")
-        response = wire.read_response()
-    assert (response.status, response.body) == (200, b"http GET /echo")
-
-
-def test_ws_none_serves_plain_http() -> None:
-    with run_server(make_app(Record()), ws="none") as server, Wire(server.port) as wire:
-        wire.send(handshake_request("/echo"))
-        response = wire.read_response()
-        assert (response.status, response.body) == (200, b"http GET /echo")
+def test_app_raises_after_accept(ws_client: WebSocketClient, logs: pytest.LogCaptureFixture) -> None:
+    with ws_client.connect("/raise-after") as ws:
+        ws.send(text("go"))
+        got = ws.recv_frame()
+        assert (got.opcode, got.close_code) == (CLOSE, 1011)
+        ws.send(close(1011))
+        assert ws.ended_by_server()
+        ws.assert_still_serving()
+    time.sleep(0.1)  # time for a second report, if there were one
+    assert app_errors(logs) == ["boom after accept"]
 
 
 # ---------------------------------------------------------------------------- scope
 
 
-def test_scope(server: Any, record: Record) -> None:
-    with WSClient(
-        server.port, "/caf%C3%A9/scope?key=scope&a=1", headers=["Sec-WebSocket-Protocol: p1, p2"]
+def test_scope(ws_client: WebSocketClient, record: Record, server: RunningServer) -> None:
+    key = unique("scope")
+    with ws_client.connect(
+        f"/caf%C3%A9/scope?key={key}&a=1",
+        subprotocols=["p1", "p2"],
+        headers=[(b"origin", b"http://example.com")],
     ) as ws:
-        scope = record.wait("scope")[-1]
+        scope = record.wait(key)[-1]
         ws.close_handshake()
-        client_port = ws.sock.getsockname()[1]
-    assert scope["type"] == "websocket" and scope["scheme"] == "ws"
-    assert scope["asgi"]["version"] == "3.0" and scope["http_version"] == "1.1"
+    assert scope["type"] == "websocket" and scope["scheme"] == "ws" and "method" not in scope
+    assert scope["asgi"]["version"] == "3.0" and scope["http_version"] == ws_client.http_version
     assert scope["path"] == "/café/scope" and scope["raw_path"] == b"/caf%C3%A9/scope"
-    assert scope["query_string"] == b"key=scope&a=1"
+    assert scope["query_string"] == f"key={key}&a=1".encode()
     assert scope["subprotocols"] == ["p1", "p2"]
-    assert (b"sec-websocket-protocol", b"p1, p2") in scope["headers"]
-    assert (b"upgrade", b"websocket") in scope["headers"]
-    assert scope["client"] == ("127.0.0.1", client_port)
+    headers = scope["headers"]
+    assert (b"sec-websocket-protocol", b"p1, p2") in headers
+    assert (b"sec-websocket-version", b"13") in headers
+    assert (b"origin", b"http://example.com") in headers
+    if ws_client.http_version == "2":
+        assert (b"host", f"127.0.0.1:{server.port}".encode()) in headers  # from :authority
+    else:
+        assert (b"upgrade", b"websocket") in headers
+    assert scope["client"] == ("127.0.0.1", ws.client_port)
     assert scope["server"] == ("127.0.0.1", server.port)
     assert scope["root_path"] == ""
     assert scope["state"] == {"db": "connected"}
     assert "websocket.http.response" in scope["extensions"]
-    assert "method" not in scope
+    assert record.wait(key + "-end")[-1] == disconnect(1000)
 
 
-def test_scope_root_path(record: Record) -> None:
-    with run_server(make_app(record), root_path="/mount") as server:
-        with WSClient(server.port, "/scope?key=root") as ws:
-            ws.close_handshake()
-        scope = record.wait("root")[-1]
-        assert (scope["root_path"], scope["path"], scope["raw_path"]) == (
-            "/mount",
-            "/mount/scope",
-            b"/mount/scope",
-        )
-
-
-# ---------------------------------------------------------------------------- failures
-
-
-def test_app_raises_after_accept(server: Any, logs: pytest.LogCaptureFixture) -> None:
-    async def talk() -> None:
-        async with client(server, "/raise-after") as ws:
-            await ws.send("trigger")
-            with pytest.raises(ConnectionClosed) as info:
-                await ws.recv()
-            assert info.value.rcvd is not None and info.value.rcvd.code == 1011
-
-    run(talk())
-    time.sleep(0.1)
-    errors = [r for r in logs.records if r.name == "zonda.error" and r.levelno >= logging.ERROR]
-    assert len(errors) == 1, errors
-    assert errors[0].exc_info is not None and "boom after accept" in str(errors[0].exc_info[1])
-
-
-def test_app_raises_before_accept(server: Any, logs: pytest.LogCaptureFixture) -> None:
-    async def talk() -> None:
-        with pytest.raises(InvalidStatus) as info:
-            async with client(server, "/raise-before"):
-                pass
-        assert info.value.response.status_code == 500
-
-    run(talk())
-    errors = [r for r in logs.records if r.name == "zonda.error" and r.levelno >= logging.ERROR]
-    assert len(errors) == 1 and "boom before accept" in str(errors[0].exc_info[1])  # type: ignore[index]
-
-
-@pytest.mark.parametrize("how", ["close", "reset"])
-def test_abrupt_client_loss(server: Any, record: Record, how: str) -> None:
-    key = f"abrupt-{how}-{id(server)}"
-    ws = WSClient(server.port, f"/wait?key={key}")
-    ws.send(frame(BINARY, b"half a message", fin=False))
-    time.sleep(0.05)
-    if how == "reset":
-        rst_close(ws.sock)
-    else:
-        ws.sock.close()
-    assert record.wait(key)[-1] == {"type": "websocket.disconnect", "code": 1006, "reason": ""}
-
-
-def test_protocol_error_reaches_the_app(server: Any, record: Record) -> None:
-    key = f"proto-{id(server)}"
-    with WSClient(server.port, f"/wait?key={key}") as ws:
-        ws.send(frame(PING, b"x" * 126))
-        ws.expect_close(1002)
-    assert record.wait(key)[-1]["code"] == 1002
+def test_scope_root_path(ws_client: WebSocketClient, record: Record) -> None:
+    key = unique("root")
+    with (
+        run_server(make_app(record), root_path="/mount") as server,
+        ws_client.connect(f"/scope?key={key}", port=server.port) as ws,
+    ):
+        ws.close_handshake()
+    scope = record.wait(key)[-1]
+    assert (scope["root_path"], scope["path"], scope["raw_path"]) == (
+        "/mount",
+        "/mount/scope",
+        b"/mount/scope",
+    )
 
 
 # ---------------------------------------------------------------------------- keep-alive
 
 
-@pytest.fixture(scope="module")
-def pinging(record: Record) -> Iterator[Any]:
-    with run_server(make_app(record), ws_ping_interval=0.2, ws_ping_timeout=0.2) as server:
-        yield server
-
-
-def test_keepalive_peer_that_never_answers(pinging: Any, record: Record) -> None:
-    with WSClient(pinging.port, "/wait?key=silent") as ws:
+def test_keepalive_peer_that_never_answers(
+    ws_client: WebSocketClient, pinging: RunningServer, record: Record
+) -> None:
+    key = unique("silent")
+    with ws_client.connect(f"/wait?key={key}", port=pinging.port) as ws:
         started = time.monotonic()
         assert ws.recv_frame().opcode == PING  # never answered
         ws.expect_close(1011)
         assert 0.3 <= time.monotonic() - started < 2.0
-    assert record.wait("silent")[-1]["code"] == 1006
+    assert record.wait(key)[-1]["code"] == 1006
 
 
-def test_keepalive_healthy_idle_peer_stays(pinging: Any, record: Record) -> None:
-    async def talk() -> None:
-        async with client(pinging, "/echo") as ws:  # the client answers pings on its own
-            await asyncio.sleep(1.0)  # idle: five ping intervals, nothing else to flush the pings
-            await ws.send("still here")
-            assert await ws.recv() == "still here"
-
-    run(talk())
-
-
-def test_keepalive_raw_peer_answers(pinging: Any) -> None:
-    with WSClient(pinging.port, "/echo") as ws:
-        for _ in range(3):
-            ping = ws.recv_frame()
-            assert ping.opcode == PING
-            ws.send(frame(PONG, ping.payload))
+def test_keepalive_peer_that_answers_stays(ws_client: WebSocketClient, pinging: RunningServer) -> None:
+    """Answered pings keep an idle WebSocket, past timeout_request_body too: it is not a stalled body."""
+    with ws_client.connect("/echo", port=pinging.port) as ws:
+        deadline = time.monotonic() + 1.0
+        pings = 0
+        while time.monotonic() < deadline:
+            got = ws.recv_frame()
+            assert got.opcode == PING, got
+            ws.send(frame(PONG, got.payload))
+            pings += 1
+        assert pings >= 3
+        ws.send(text("alive"))
+        while (got := ws.recv_frame()).opcode == PING:
+            ws.send(frame(PONG, got.payload))
+        assert got.payload == b"alive"
         ws.close_handshake()
-
-
-def test_app_close_unanswered(record: Record) -> None:
-    """The app closes; a peer that never answers is cut off after ws_ping_timeout, even with no pings."""
-    with (
-        run_server(make_app(record), ws_ping_interval=None, ws_ping_timeout=0.3) as server,
-        WSClient(server.port, "/app-close-later?key=unanswered") as ws,
-    ):
-        ws.send(text("close now"))
-        assert ws.recv_frame().close_code == 4001
-        started = time.monotonic()
-        assert ws.closed_by_server(timeout=3)
-        assert 0.2 < time.monotonic() - started < 2
-        assert record.wait("unanswered")[-1]["code"] == 1006
 
 
 # ---------------------------------------------------------------------------- back-pressure
 
 
-def flood(sock: socket.socket, message: bytes, stall: float = 0.5, limit: float = 10.0) -> tuple[int, bytes]:
-    """Write ``message`` until the socket takes nothing for ``stall`` seconds: the number of messages begun,
-    and the rest of the last one, cut short."""
-    sock.setblocking(False)
-    sent, pending = 0, b""
-    stalled_since: float | None = None
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        if not pending:
-            pending, sent = message, sent + 1
-        try:
-            n = sock.send(pending)
-        except BlockingIOError:
-            n = 0
-        if n:
-            pending, stalled_since = pending[n:], None
-            continue
-        stalled_since = stalled_since or time.monotonic()
-        if time.monotonic() - stalled_since > stall:
-            sock.setblocking(True)
-            return (sent, pending) if pending is not message else (sent - 1, b"")
-        time.sleep(0.005)
-    raise AssertionError("the server kept reading a peer whose app does not receive")
+def test_reading_stops_when_the_app_does_not_receive(ws_client: WebSocketClient) -> None:
+    """--ws-max-queue: with the app's queue full the server stops reading (HTTP/2: the stream's window stays
+    closed, the connection reads on); it reads again as the app catches up, and every message arrives."""
+    from zonda.asgi.websocket import WebSocketCycle
 
-
-def test_reading_stops_when_the_app_does_not_receive(record: Record) -> None:
-    record.go.clear()
+    record = Record()
+    options = {"ws_max_queue": 4, "ws_ping_interval": None, "h2_initial_window_size": 65536}
+    size = 65536 if ws_client.http_version == "1.1" else 1000
+    # Taken before the server stopped reading, besides a few queued messages: the kernel's socket buffers over
+    # HTTP/1.1; over HTTP/2 the window acknowledged before the pause, and one more.
+    most_taken = 32 * 2**20 if ws_client.http_version == "1.1" else 2 * 65536 + 4 * size
     with (
-        run_server(make_app(record), ws_max_queue=4, ws_ping_interval=None) as server,
-        WSClient(server.port, "/slow-reader?key=slow") as ws,
+        run_server(make_app(record), **options) as server,
+        ws_client.connect("/slow-reader?key=slow", port=server.port) as ws,
     ):
-        ws.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
-        sent, rest = flood(ws.sock, frame(BINARY, b"m" * 65536))
-        assert sent * 65536 < 32 * 2**20  # the kernel's buffers and a few queued messages, no more
+        message = frame(BINARY, b"m" * size)
+        sent, rest = ws.send_until_stalled(message)
+        assert sent * size < most_taken
         (connection,) = server.server.shared.connections
-        assert connection.reading_paused
-        assert len(connection.handler._inbox) <= 4 + 8  # max_queue, plus what one read brought
-        record.go.set()  # the app reads now: reading resumes and every message arrives
-        ws.sock.settimeout(10)
-        ws.send(rest, close(1000))
+        (cycle,) = connection.session.cycles.values()
+        assert isinstance(cycle, WebSocketCycle) and cycle._paused
+        assert connection.reading_paused is (
+            ws_client.http_version == "1.1"
+        )  # HTTP/2 reads its other streams
+        assert len(cycle._inbox) <= 4 + 8  # max_queue, plus what one read brought
+        record.go.set()  # the app reads now
+        ws.send(rest)
+        for _ in range(200):  # waits for the server to read again
+            ws.send(message)
+        ws.send(close(1000))
         ws.expect_close(1000)
-        assert record.wait("slow")[-1] == sent
+        assert record.wait("slow")[-1] == sent + 200
 
 
-def test_send_waits_while_the_client_does_not_read(record: Record) -> None:
-    with (
-        run_server(make_app(record), ws_ping_interval=None) as server,
-        WSClient(server.port, "/flood?key=flood") as ws,
-    ):
-        ws.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
-        time.sleep(0.5)
-        stalled = len(record.data["flood"])
-        assert stalled < 60, "send() did not wait for the client"  # at most ~16 MiB went out
-        for i in range(100):
+def test_send_waits_while_the_client_does_not_read(ws_client: WebSocketClient, record: Record) -> None:
+    # Against the socket buffers (64 KiB asked for) over HTTP/1.1, the stream's window (65535 bytes) over HTTP/2.
+    count, size, most_sent = (100, 262144, 60) if ws_client.http_version == "1.1" else (50, 65536, 2)
+    key = unique("flood")
+    with ws_client.connect(f"/flood?key={key}&count={count}&size={size}") as ws:
+        time.sleep(0.3)  # not reading
+        assert len(record.data[key]) <= most_sent, "send() did not wait for the client"
+        for i in range(count):
             got = ws.recv_frame()
-            assert got.payload[:3] == b"%03d" % i and len(got.payload) == 262144
-        assert len(record.wait("flood", 100)) == 100
+            assert got.payload[:3] == b"%03d" % i and len(got.payload) == size
+        assert record.wait(key, count)[-1] == count - 1
         ws.close_handshake()
+    assert record.wait(key + "-end")[-1]["code"] == 1000
 
 
-# ---------------------------------------------------------------------------- shutdown and logs
+# ---------------------------------------------------------------------------- access log
 
 
-def test_server_shutdown_sends_going_away(record: Record) -> None:
-    server_cm = run_server(make_app(record), timeout_graceful_shutdown=5)
-    server = server_cm.__enter__()
-    try:
-
-        async def talk() -> None:
-            async with client(server, "/wait?key=shutdown") as ws:
-                stopping = asyncio.get_running_loop().run_in_executor(None, server.stop)
-                with pytest.raises(ConnectionClosed) as info:
-                    await ws.recv()
-                assert info.value.rcvd is not None and info.value.rcvd.code == 1001
-                await stopping
-
-        started = time.monotonic()
-        run(talk())
-        assert time.monotonic() - started < 3
-    finally:
-        server_cm.__exit__(None, None, None)
-    assert record.wait("shutdown")[-1]["code"] == 1001
-
-
-def test_access_log(record: Record, caplog: pytest.LogCaptureFixture) -> None:
+def test_access_log(ws_client: WebSocketClient, record: Record, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="zonda.access")
     with run_server(make_app(record)) as server:
-        with WSClient(server.port, "/echo") as ws:
-            ws.send(text("x"))
-            ws.recv_frame()
+        with ws_client.connect("/echo", port=server.port) as ws:
             ws.close_handshake()
         for path in ("/deny", "/denial"):
-            with Wire(server.port) as wire:
-                wire.send(handshake_request(path))
-                wire.read_response()
+            with ws_client.connect(path, port=server.port) as ws:
+                ws.refusal_body()
         time.sleep(0.05)
     lines = [r.getMessage() for r in caplog.records if r.name == "zonda.access"]
-    assert any('"WebSocket /echo" 101' in line for line in lines), lines
+    assert any(f'"WebSocket /echo" {ws_client.accepted_status}' in line for line in lines), lines
     assert any('"WebSocket /deny" 403' in line for line in lines), lines
     assert any('"WebSocket /denial" 418' in line for line in lines), lines
