@@ -29,7 +29,7 @@ from helpers import (
     until_disconnect,
 )
 from wire import recv_within
-from wsframes import Frame, WSClient
+from wsframes import WSClient
 
 Scope = dict[str, Any]
 HTTP_VERSIONS = ("http1", "http2")
@@ -135,17 +135,6 @@ class HTTP1WebSocket(WSClient):
         assert complete, self.buffer
         return body
 
-    def recv_frame(self, timeout: float | None = None) -> Frame:
-        self.sock.settimeout(self.timeout if timeout is None else timeout)
-        try:
-            return super().recv_frame()
-        finally:
-            self.sock.settimeout(self.timeout)
-
-    def ended_by_server(self, timeout: float | None = None) -> bool:
-        """Whether the server ends the WebSocket (TCP close; END_STREAM), sending nothing more, in ``timeout``."""
-        return self.closed_by_server(timeout)
-
     def drop(self) -> None:
         """The client's end of the byte stream without a close frame (TCP FIN; END_STREAM)."""
         self.sock.shutdown(socket.SHUT_WR)
@@ -210,7 +199,8 @@ class HTTP2WebSocket(H2WebSocket):
         else:
             super().wait_ended(timeout)
 
-    def ended_by_server(self, timeout: float | None = None) -> bool:
+    def closed_by_server(self, timeout: float | None = None) -> bool:
+        """Whether the server ends the stream (as ``WSClient``'s: TCP's close), sending nothing more, in time."""
         if not self.client.goaway:
             try:
                 self.client.wait_for(lambda: self.state.ended, "END_STREAM", timeout)

@@ -151,9 +151,9 @@ def test_app_closes_with_code(ws_client: WebSocketClient, record: Record) -> Non
     with ws_client.connect(f"/app-close?key={key}") as ws:
         got = ws.recv_frame()
         assert (got.opcode, got.close_code, got.close_reason) == (CLOSE, 4001, "bye from app")
-        assert not ws.ended_by_server(timeout=0.1)  # the server waits for the client's close frame
+        assert not ws.closed_by_server(timeout=0.1)  # the server waits for the client's close frame
         ws.send(close(4001))
-        assert ws.ended_by_server()
+        assert ws.closed_by_server()
     assert record.wait(key)[-1]["code"] == 4001
 
 
@@ -167,7 +167,7 @@ def test_app_close_unanswered(ws_client: WebSocketClient, record: Record) -> Non
         ws.send(text("close now"))
         assert ws.recv_frame().close_code == 4001
         started = time.monotonic()
-        assert ws.ended_by_server(timeout=3)
+        assert ws.closed_by_server(timeout=3)
         assert 0.2 < time.monotonic() - started < 2
         assert record.wait(key)[-1]["code"] == 1006
 
@@ -181,7 +181,7 @@ def test_client_goes_without_a_close_frame(ws_client: WebSocketClient, record: R
         time.sleep(0.05)
         if how == "drop":
             ws.drop()
-            assert ws.ended_by_server()  # the server ends its side too
+            assert ws.closed_by_server()  # the server ends its side too
         else:
             ws.reset()
         assert record.wait(key)[-1] == disconnect(1006)
@@ -209,7 +209,7 @@ def test_server_shutdown_sends_going_away(ws_client: WebSocketClient, record: Re
         if isinstance(ws, HTTP2WebSocket):
             assert ws.client.goaway  # GOAWAY came with it
         ws.send(close(1001))
-        assert ws.ended_by_server()
+        assert ws.closed_by_server()
         stopper.join(10)
         assert not stopper.is_alive()
         assert time.monotonic() - started < 3
@@ -247,7 +247,7 @@ def test_app_raises_after_accept(ws_client: WebSocketClient, logs: pytest.LogCap
         got = ws.recv_frame()
         assert (got.opcode, got.close_code) == (CLOSE, 1011)
         ws.send(close(1011))
-        assert ws.ended_by_server()
+        assert ws.closed_by_server()
         ws.assert_still_serving()
     time.sleep(0.1)  # time for a second report, if there were one
     assert app_errors(logs) == ["boom after accept"]
