@@ -371,6 +371,23 @@ def test_reading_stops_when_the_app_does_not_receive(ws_client: WebSocketClient)
         assert record.wait("slow")[-1] == sent + 200
 
 
+def test_what_comes_after_the_app_is_done_does_not_hold_up_the_close(
+    ws_client: WebSocketClient, record: Record
+) -> None:
+    """The app raised after accepting: nobody receives now, so what the client still sends is dropped rather
+    than queued until reading stops, and the client's close frame is read and ends the WebSocket at once."""
+    with (
+        run_server(make_app(record), ws_max_queue=2) as server,
+        ws_client.connect("/raise-after", port=server.port) as ws,
+    ):
+        ws.send(text("go"))
+        assert ws.recv_frame().close_code == 1011
+        ws.send(*[text("late")] * 8)
+        time.sleep(0.1)  # read apart from the close frame
+        ws.send(close(1011))
+        assert ws.closed_by_server(timeout=2)  # not after the closing handshake's timeout (ws_ping_timeout)
+
+
 def test_send_waits_while_the_client_does_not_read(ws_client: WebSocketClient, record: Record) -> None:
     # Against the socket buffers (64 KiB asked for) over HTTP/1.1, the stream's window (65535 bytes) over HTTP/2.
     count, size, most_sent = (100, 262144, 60) if ws_client.http_version == "1.1" else (50, 65536, 2)

@@ -82,6 +82,7 @@ class WebSocketCycle:
         self._inbox: deque[Message] = deque()
         self._waiter: Any = None
         self._paused = False
+        self._app_done = False  # the app returned: nobody receives any more
 
     # ------------------------------------------------------ events from the core
 
@@ -136,6 +137,8 @@ class WebSocketCycle:
         return False
 
     def _deliver(self, message: Message) -> None:
+        if self._app_done:
+            return
         self._inbox.append(message)
         waiter = self._waiter
         if waiter is not None and not waiter.done():
@@ -295,6 +298,7 @@ class WebSocketCycle:
             if self.state is WSState.OPEN and self.core is not None:
                 self.core.send_close(1012, "server restarting")  # cancelled at shutdown
                 self._flush_close()
+            self._stop_receiving()
             self.session.cycle_finished(self)
             raise
         else:
@@ -308,7 +312,17 @@ class WebSocketCycle:
                 self._flush_close()
             elif self.state is WSState.RESPONDING:
                 self.transport.abort()
+        self._stop_receiving()
         self.session.cycle_finished(self)
+
+    def _stop_receiving(self) -> None:
+        """The app is done: what still comes is dropped, and reading paused for the app's sake goes on, or the
+        peer's close frame would never be read and the closing handshake would wait out its timeout."""
+        self._app_done = True
+        self._inbox.clear()
+        if self._paused:
+            self._paused = False
+            self.transport.resume_reading()
 
     def _app_failed(self, exc: Exception) -> None:
         if self.disconnected:
