@@ -213,17 +213,22 @@ class HTTP2WebSocket(H2WebSocket):
         self.end()
 
     def send_until_stalled(self, message: bytes, stall: float = 0.5) -> tuple[int, bytes]:
-        """Whole messages, while the stream's window has room for them."""
-        window = self.client.conn.local_flow_control_window
+        """Whole messages, while the stream's window has room for them; stalled once none came for ``stall``."""
+
+        def window_closed() -> bool:
+            return self.client.conn.local_flow_control_window(self.stream_id) < len(message)
+
         sent = 0
         while True:
-            while window(self.stream_id) >= len(message):
+            while not window_closed():
                 self.send(message)
                 sent += 1
-            self.client.pump(stall)
-            if window(self.stream_id) < len(message):
-                return sent, b""
             assert sent < 10_000, "the server kept reading a peer whose app does not receive"
+            deadline = time.monotonic() + stall
+            while window_closed() and (remaining := deadline - time.monotonic()) > 0:
+                self.client.pump(remaining)
+            if window_closed():
+                return sent, b""
 
     def assert_still_serving(self) -> None:
         assert self.client.request("GET", "/after").data == b"http GET /after 2"
