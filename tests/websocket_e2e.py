@@ -2,10 +2,11 @@
 versions, so that a behaviour is written once and checked over HTTP/1.1 (the Upgrade handshake, ``WSClient``)
 and over HTTP/2 (RFC 8441's extended CONNECT on a stream of its own, ``h2ws``).
 
-``WebSocketClient.connect()`` gives an ``HTTP1WebSocket`` or an ``HTTP2WebSocket``, with the same methods: frames
-out and in exactly as the test builds them (``wsframes``), the closing handshake, and the few things that differ
-in kind but not in meaning: the client's end of the byte stream is TCP's FIN or END_STREAM, an abrupt loss TCP's
-RST or RST_STREAM, the server's end TCP's close or END_STREAM, back-pressure fills socket buffers or a window.
+``WebSocketClient.connect()`` gives an ``HTTP1WebSocket`` or an ``HTTP2WebSocket``, with the same methods:
+frames out and in exactly as the test builds them (``wsframes``), the closing handshake, and the few things
+that differ in kind but not in meaning: the client's end of the byte stream is TCP's FIN or END_STREAM, an
+abrupt loss TCP's RST or RST_STREAM, the server's end TCP's close or END_STREAM, back-pressure fills socket
+buffers or a stream's window.
 """
 
 from __future__ import annotations
@@ -144,8 +145,8 @@ class HTTP1WebSocket(WSClient):
         rst_close(self.sock)
 
     def send_until_stalled(self, message: bytes, stall: float = 0.5) -> tuple[int, bytes]:
-        """Write ``message`` over and over until the server takes nothing for ``stall`` seconds (socket buffers
-        full; the stream's window closed): how many were begun, and the unsent rest of the last one."""
+        """Write ``message`` over and over until the server takes nothing for ``stall`` seconds (socket
+        buffers full; the stream's window closed): how many were begun, and the unsent rest of the last."""
         sent, pending = 0, b""
         deadline = time.monotonic() + 10
         self.sock.settimeout(stall)  # a send waits this long for room, then fails
@@ -161,7 +162,7 @@ class HTTP1WebSocket(WSClient):
         raise AssertionError("the server kept reading a peer whose app does not receive")
 
     def assert_still_serving(self) -> None:
-        """HTTP/2: this connection still answers requests (only the stream ended); HTTP/1.1: the server does."""
+        """HTTP/2: this connection still answers requests (only a stream ended); HTTP/1.1: the server does."""
         assert_still_serving(self.port)
 
 
@@ -200,7 +201,7 @@ class HTTP2WebSocket(H2WebSocket):
             super().wait_ended(timeout)
 
     def closed_by_server(self, timeout: float | None = None) -> bool:
-        """Whether the server ends the stream (as ``WSClient``'s: TCP's close), sending nothing more, in time."""
+        """Whether the server ends the stream (``WSClient``'s: TCP's close), sending nothing more, in time."""
         if not self.client.goaway:
             try:
                 self.client.wait_for(lambda: self.state.ended, "END_STREAM", timeout)
@@ -213,7 +214,7 @@ class HTTP2WebSocket(H2WebSocket):
         self.end()
 
     def send_until_stalled(self, message: bytes, stall: float = 0.5) -> tuple[int, bytes]:
-        """Whole messages, while the stream's window has room for them; stalled once none came for ``stall``."""
+        """Whole messages while the stream's window has room for them; stalled once none came for ``stall``"""
 
         def window_closed() -> bool:
             return self.client.conn.local_flow_control_window(self.stream_id) < len(message)

@@ -38,7 +38,7 @@ def server(driver: str, record: Record) -> Iterator[RunningServer]:
 
 @pytest.fixture(scope="module")
 def pinging(driver: str, record: Record) -> Iterator[RunningServer]:
-    """Pings every 0.2 s, fails a peer that does not answer in 0.3 s; a stalled request body fails in 0.3 s."""
+    """Pings every 0.2 s, fails a peer that does not answer in 0.3 s; a stalled request body fails in 0.3 s"""
     options = {"ws_ping_interval": 0.2, "ws_ping_timeout": 0.3, "timeout_request_body": 0.3}
     with run_server(make_app(record), loop=driver, **options) as running:
         yield running
@@ -385,7 +385,7 @@ def test_what_comes_after_the_app_is_done_does_not_hold_up_the_close(
 
 
 def test_send_waits_while_the_client_does_not_read(ws_client: WebSocketClient, record: Record) -> None:
-    # Against the socket buffers (64 KiB asked for) over HTTP/1.1, the stream's window (65535 bytes) over HTTP/2.
+    # Against the socket buffers (64 KiB asked for) over HTTP/1.1, the stream's window (65535 bytes) over h2.
     count, size, most_sent = (100, 262144, 60) if ws_client.http_version == "1.1" else (50, 65536, 2)
     key = unique("flood")
     with ws_client.connect(f"/flood?key={key}&count={count}&size={size}") as ws:

@@ -1,7 +1,7 @@
-"""WebSocket over HTTP/2 only (RFC 8441), with an ``h2`` client with prior knowledge: SETTINGS_ENABLE_CONNECT_PROTOCOL,
-the extended CONNECT's answer and errors, frames sent before the accept, and a WebSocket being one stream among
-others: beside requests and other WebSockets, reset alone, lost with its connection. Behaviours both HTTP
-versions have are in test_websocket.py."""
+"""WebSocket over HTTP/2 only (RFC 8441), with an ``h2`` client with prior knowledge:
+SETTINGS_ENABLE_CONNECT_PROTOCOL, the extended CONNECT's answer and errors, frames sent before the accept,
+and a WebSocket being one stream among others: beside requests and other WebSockets, reset alone, lost with
+its connection. Behaviours both HTTP versions have are in test_websocket.py."""
 
 from __future__ import annotations
 
