@@ -3,9 +3,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from zonda.io.base import ByteStream
+from zonda.io.base import ByteStream, StreamProtocol
 
 if TYPE_CHECKING:
     from zonda.metrics import Tally
@@ -39,5 +39,5 @@ class CountingStream:
     def resume_reading(self) -> None:
         self._stream.resume_reading()
 
-    def set_protocol(self, protocol: Any) -> None:
+    def set_protocol(self, protocol: StreamProtocol) -> None:
         self._stream.set_protocol(protocol)

@@ -82,6 +82,9 @@ class AsyncioLoop:
         return AsyncioFileSender(self.loop, stream, plaintext, conn)  # type: ignore[arg-type]  # a transport
 
 
+# An accepted plaintext socket is opened two loop turns later: this bounds the wait for one that never is.
+OPENING_WAIT = 1.0
+
 _runtimes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncioRuntime] = weakref.WeakKeyDictionary()
 
 
@@ -99,11 +102,10 @@ class _Opening(asyncio.Protocol):
     to the connection, then opens it with the addresses and the TLS session, read once. From then on asyncio
     calls the connection itself (it is an asyncio protocol by its methods): this object costs no call per read."""
 
-    __slots__ = ("__weakref__", "accepted_at", "conn", "opened")
+    __slots__ = ("__weakref__", "conn", "opened")
 
-    def __init__(self, conn: Accepting, accepted_at: float) -> None:
+    def __init__(self, conn: Accepting) -> None:
         self.conn = conn
-        self.accepted_at = accepted_at
         self.opened = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -149,11 +151,11 @@ class _TLSClosing:
 
 
 class _Listening:
-    def __init__(self, servers: list[asyncio.base_events.Server], handshake_timeout: float) -> None:
+    def __init__(self, servers: list[asyncio.base_events.Server]) -> None:
         self._servers = servers
-        self._handshake_timeout = handshake_timeout
-        # accepted, not yet opened: a failed TLS handshake never tells its protocol, so these are weak and
-        # each is waited for no longer than the handshake may take
+        # Plaintext connections accepted and not yet opened (weak: held only for the wait below). TLS ones are
+        # not waited for: asyncio never tells the protocol of a failed handshake, so one could not be told
+        # from one in progress (trio's driver can, and waits for both).
         self.opening: weakref.WeakSet[_Opening] = weakref.WeakSet()
 
     def close(self) -> None:
@@ -163,11 +165,9 @@ class _Listening:
     async def wait_accepted(self, deadline: float) -> None:
         loop = asyncio.get_running_loop()
         await asyncio.sleep(0)  # asyncio makes an accepted socket's protocol one task step after accept()
-        while loop.time() < deadline:
-            since = loop.time() - self._handshake_timeout
-            if not any(not opening.opened and opening.accepted_at > since for opening in self.opening):
-                return
-            await asyncio.sleep(0.01)
+        deadline = min(deadline, loop.time() + OPENING_WAIT)
+        while any(not opening.opened for opening in self.opening) and loop.time() < deadline:
+            await asyncio.sleep(0.005)
 
 
 class AsyncioRuntime:
@@ -217,13 +217,14 @@ class AsyncioRuntime:
             if self.name != "asyncio" or sys.version_info >= (3, 11):  # asyncio takes it from 3.11
                 options["ssl_shutdown_timeout"] = TLS_CLOSE_TIMEOUT
 
-        listening = _Listening([], handshake_timeout)
+        listening = _Listening([])
         opening = listening.opening
-        now = self.aio.time
+        plaintext = ssl_context is None
 
         def protocol() -> asyncio.BaseProtocol:
-            accepted = _Opening(connection(), now())
-            opening.add(accepted)
+            accepted = _Opening(connection())
+            if plaintext:
+                opening.add(accepted)
             return accepted
 
         for sock in sockets:

@@ -68,8 +68,8 @@ class ByteStream(Protocol):
     def is_closing(self) -> bool: ...
     def pause_reading(self) -> None: ...
     def resume_reading(self) -> None: ...
-    def set_protocol(self, protocol: Any) -> None:
-        """From now on ``protocol`` (a ``StreamProtocol``) gets this stream's callbacks: protocol switching."""
+    def set_protocol(self, protocol: StreamProtocol) -> None:
+        """From now on ``protocol`` gets this stream's callbacks: protocol switching."""
         ...
 
 
@@ -135,8 +135,10 @@ class Listening(Protocol):
     def close(self) -> None: ...
     async def wait_accepted(self, deadline: float) -> None:
         """After ``close()``: return once every connection accepted before it is open (the connection
-        registered, its TLS handshake done) or dropped, or at ``deadline`` (``Loop.time()``). A connection the
-        kernel handed over just before the close is served, not reset when the process exits."""
+        registered) or dropped, or at ``deadline`` (``Loop.time()``), so a connection the kernel handed over
+        just before the close is served, not reset when the process exits. trio's driver also waits for TLS
+        handshakes in progress; asyncio's cannot tell a failed one from a slow one, and waits for plaintext
+        connections only."""
         ...
 
 
