@@ -1,13 +1,14 @@
 """The HTTP/2 server core (RFC 9113): bytes in, events out, bytes to send out.
 
 zonda owns the frame layer, stream states, flow control and settings; HPACK is the ``hpack`` package behind
-two caches, because encoding or decoding one header block in pure Python costs 15-30 µs:
+two caches, because encoding or decoding one header block in pure Python costs 15-30 µs: responses are
+encoded statelessly and cached process-wide (``zonda.protocols.http2_fields``), and a request block made only
+of one-byte indexed fields (every byte >= 0x80, none 0xff) leaves the decoder's dynamic table untouched, so
+while the table does not change its decoding is cached per connection. That cache is dropped whenever a block
+that may change the table is decoded.
 
-- Responses are encoded statelessly (our dynamic table size is 0, announced once per connection), so the
-  encoding of a header list is a pure function of the list and is cached process-wide.
-- A request block made only of one-byte indexed fields (every byte >= 0x80, none 0xff) leaves the decoder's
-  dynamic table untouched, so while the table does not change its decoding is cached per connection. The
-  cache is dropped whenever a block that may change the table is decoded.
+The wire vocabulary (frame types, flags, error codes) is ``zonda.protocols.http2_frames``, re-exported here;
+the per-stream record is ``zonda.protocols.http2_streams``.
 
 Errors: a connection error queues GOAWAY and ends in ``ConnectionTerminated(error=H2Error)``; a stream error
 queues RST_STREAM and, when the stream had a request handed out, a ``StreamReset``. ``receive_data`` never
@@ -17,102 +18,94 @@ raises for the peer's mistakes. Time is an input, as in the HTTP/1.1 core: ``dea
 from __future__ import annotations
 
 import base64
-import enum
 import logging
-import struct
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from hpack import Decoder, Encoder, HPACKError, OversizedHeaderListError
+from hpack import Decoder, HPACKError, OversizedHeaderListError
 
-from zonda.errors import AppProtocolError, BadRequest, ProtocolError
+from zonda.errors import AppProtocolError, BadRequest
 from zonda.protocols._output import OutputBuffer
-from zonda.protocols.events import ConnectionTerminated, Data, Event, Headers, Request, StreamReset
-from zonda.protocols.fields import header_name, header_value
+from zonda.protocols.events import ConnectionTerminated, Data, Event, Request, StreamReset
 from zonda.protocols.http1 import DefaultHeaders
+from zonda.protocols.http2_fields import (
+    NO_BODY_STATUSES,
+    TABLE_SIZE_ZERO,
+    bad_trailer_name,
+    check_request_fields,
+    encode_headers,
+    promised_request,
+    response_head,
+    trailer_block,
+)
+from zonda.protocols.http2_frames import (
+    ACK,
+    CONTINUATION,
+    DATA,
+    DEFAULT_WINDOW,
+    ENABLE_CONNECT_PROTOCOL,
+    ENABLE_PUSH,
+    END_HEADERS,
+    END_STREAM,
+    GOAWAY,
+    GOAWAY_HEAD,
+    HEADER_TABLE_SIZE,
+    HEADERS,
+    INITIAL_WINDOW_SIZE,
+    MAX_CONCURRENT_STREAMS,
+    MAX_FRAME_SIZE,
+    MAX_HEADER_LIST_SIZE,
+    MAX_WINDOW,
+    PADDED,
+    PING,
+    PREFACE,
+    PRIORITY,
+    PRIORITY_FLAG,
+    PUSH_PROMISE,
+    RST_STREAM,
+    SETTINGS,
+    SETTINGS_ENTRY,
+    U32,
+    WINDOW_UPDATE,
+    ErrorCode,
+    H2Error,
+    StreamError,
+    code_name,
+    frame,
+    unpack_header,
+)
+from zonda.protocols.http2_streams import H2Stream
+
+__all__ = [
+    "ACK",
+    "CONTINUATION",
+    "DATA",
+    "END_HEADERS",
+    "END_STREAM",
+    "GOAWAY",
+    "HEADERS",
+    "PADDED",
+    "PING",
+    "PREFACE",
+    "PRIORITY",
+    "PRIORITY_FLAG",
+    "PUSH_PROMISE",
+    "RST_STREAM",
+    "SETTINGS",
+    "WINDOW_UPDATE",
+    "ErrorCode",
+    "H2Connection",
+    "H2Error",
+    "H2Settings",
+    "frame",
+    "h2c_upgrade",
+]
 
 log = logging.getLogger("zonda.http2")
 
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-
-
-class ErrorCode(enum.IntEnum):
-    NO_ERROR = 0x0
-    PROTOCOL_ERROR = 0x1
-    INTERNAL_ERROR = 0x2
-    FLOW_CONTROL_ERROR = 0x3
-    SETTINGS_TIMEOUT = 0x4
-    STREAM_CLOSED = 0x5
-    FRAME_SIZE_ERROR = 0x6
-    REFUSED_STREAM = 0x7
-    CANCEL = 0x8
-    COMPRESSION_ERROR = 0x9
-    CONNECT_ERROR = 0xA
-    ENHANCE_YOUR_CALM = 0xB
-    INADEQUATE_SECURITY = 0xC
-    HTTP_1_1_REQUIRED = 0xD
-
-
-class H2Error(ProtocolError):
-    """A connection error: GOAWAY with ``code`` has been queued."""
-
-    def __init__(self, code: ErrorCode, detail: str) -> None:
-        super().__init__(detail, status=400)
-        self.code = code
-
-
-class _StreamError(Exception):
-    def __init__(self, code: ErrorCode, detail: str) -> None:
-        super().__init__(detail)
-        self.code = code
-        self.detail = detail
-
-
-# Frame types
-DATA = 0x0
-HEADERS = 0x1
-PRIORITY = 0x2
-RST_STREAM = 0x3
-SETTINGS = 0x4
-PUSH_PROMISE = 0x5
-PING = 0x6
-GOAWAY = 0x7
-WINDOW_UPDATE = 0x8
-CONTINUATION = 0x9
-
-# Flags
-END_STREAM = 0x1
-ACK = 0x1
-END_HEADERS = 0x4
-PADDED = 0x8
-PRIORITY_FLAG = 0x20
-
-# Settings identifiers
-HEADER_TABLE_SIZE = 0x1
-ENABLE_PUSH = 0x2
-MAX_CONCURRENT_STREAMS = 0x3
-INITIAL_WINDOW_SIZE = 0x4
-MAX_FRAME_SIZE = 0x5
-MAX_HEADER_LIST_SIZE = 0x6
-ENABLE_CONNECT_PROTOCOL = 0x8
-
-MAX_WINDOW = 2**31 - 1
-DEFAULT_WINDOW = 65535
 FLOOD_WINDOW = 10.0  # seconds over which resets and control frames are counted
-
-_frame_header = struct.Struct(">BHBBL")
-_pack_header = _frame_header.pack
-_unpack_header = _frame_header.unpack_from
-_u32 = struct.Struct(">L")
-_settings_entry = struct.Struct(">HL")
-_goaway = struct.Struct(">LL")
-
-
-def frame(kind: int, flags: int, stream_id: int, payload: bytes = b"") -> bytes:
-    length = len(payload)
-    return _pack_header(length >> 16, length & 0xFFFF, kind, flags, stream_id) + payload
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,95 +123,6 @@ class H2Settings:
     header_timeout: float = 10.0  # for the client preface and a header block split over frames
     stall_timeout: float = 30.0  # a stream waiting on the client (body or window) for this long is reset
     enable_connect_protocol: bool = False  # RFC 8441 (WebSocket over HTTP/2)
-
-
-# Header fields a request must not carry (RFC 9113 §8.2.2)
-_CONNECTION_HEADERS = frozenset(
-    (b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade")
-)
-_REQUEST_PSEUDO = frozenset((b":method", b":scheme", b":path", b":authority", b":protocol"))
-_RESPONSE_DROPPED = frozenset(
-    (b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade")
-)
-_NO_BODY_STATUSES = frozenset({204, 304}) | frozenset(range(100, 200))
-_TOKEN_BYTES = b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz"
-_BAD_VALUE_BYTES = (b"\r", b"\n", b"\x00")
-_EDGE_SPACE = (b" ", b"\t")
-
-
-class _Stream:
-    """Per-stream state. ``recv_open``/``send_open``: the peer's and our half of the stream."""
-
-    __slots__ = (
-        "blocked_since",
-        "content_length",
-        "deliver_window",
-        "end_pending",
-        "head_only",
-        "pending",
-        "pending_size",
-        "progress_at",
-        "received",
-        "recv_open",
-        "recv_paused",
-        "recv_unacked",
-        "resp_head",
-        "resp_length",
-        "resp_sent",
-        "send_open",
-        "send_window",
-        "started",
-        "stream_id",
-        "trailers_pending",
-        "tunnel",
-    )
-
-    def __init__(self, stream_id: int, send_window: int, recv_open: bool) -> None:
-        self.stream_id = stream_id
-        self.recv_open = recv_open
-        self.send_open = True
-        self.send_window = send_window
-        self.recv_unacked = 0  # bytes received whose window we have not yet returned
-        self.recv_paused = False  # the app is behind: keep the window closed
-        self.received = 0
-        self.content_length: int | None = None
-        self.pending: list[bytes] = []  # body bytes waiting for window
-        self.pending_size = 0
-        self.end_pending = False  # END_STREAM (or trailers) follows the pending bytes
-        self.trailers_pending: bytes | None = None  # an encoded trailer block waiting behind pending data
-        self.resp_head: bytes | None = None  # encoded response head, sent with the first body piece
-        self.resp_length: int | None = None
-        self.resp_sent = 0
-        self.head_only = False  # HEAD request or a status without a body
-        self.started = False
-        self.blocked_since = 0.0
-        self.progress_at = 0.0
-        self.deliver_window = 0
-        self.tunnel = False  # extended CONNECT (RFC 8441): a long-lived two-way stream, idle at will
-
-
-_RESPONSE_CACHE: dict[tuple[Any, ...], tuple[bytes, int | None]] = {}
-_BLOCK_CACHE: dict[tuple[Any, ...], bytes] = {}
-_RESPONSE_CACHE_MAX = 1024
-_encoder = Encoder()
-_encoder.header_table_size = 0
-_encoder.encode([])  # consume the pending size update: from here on every block is stateless
-_TABLE_SIZE_ZERO = b"\x20"  # dynamic table size update to 0, the first thing in our first header block
-_STATUS = {status: b"%d" % status for status in range(100, 1000)}
-
-
-def _encode_headers(key: tuple[Any, ...], fields: list[tuple[bytes, bytes]]) -> bytes:
-    block = _BLOCK_CACHE.get(key)
-    if block is None:
-        for _, value in fields:
-            for bad in _BAD_VALUE_BYTES:
-                if bad in value:
-                    raise AppProtocolError("header values must not contain CR, LF or NUL")
-        block = _encoder.encode(fields)
-        if len(_BLOCK_CACHE) >= _RESPONSE_CACHE_MAX:
-            _BLOCK_CACHE.clear()
-        _BLOCK_CACHE[key] = block
-    return block
 
 
 class H2Connection(OutputBuffer):
@@ -278,8 +182,8 @@ class H2Connection(OutputBuffer):
         self.clock = clock
         self.closing = False
         self.has_held_data = False  # the HTTP/1.1 driver's question; never true here
-        self.streams: dict[int, _Stream] = {}
-        self.blocked: dict[int, _Stream] = {}  # streams with body bytes waiting for window, in order
+        self.streams: dict[int, H2Stream] = {}
+        self.blocked: dict[int, H2Stream] = {}  # streams with body bytes waiting for window, in order
         self.unblocked: list[int] = []  # streams whose waiting bytes all went out since the driver looked
         self.counters: dict[str, int] = {}  # this connection's attack and error counters, logged at its end
         # The same counts, added as they happen to a dict shared by the server's connections (its metrics
@@ -332,11 +236,11 @@ class H2Connection(OutputBuffer):
         ]
         if s.enable_connect_protocol:
             entries.append((ENABLE_CONNECT_PROTOCOL, 1))
-        payload = b"".join(_settings_entry.pack(k, v) for k, v in entries)
+        payload = b"".join(SETTINGS_ENTRY.pack(k, v) for k, v in entries)
         self._out.append(frame(SETTINGS, 0, 0, payload))
         extra = s.connection_window_size - DEFAULT_WINDOW
         if extra > 0:
-            self._out.append(frame(WINDOW_UPDATE, 0, 0, _u32.pack(extra)))
+            self._out.append(frame(WINDOW_UPDATE, 0, 0, U32.pack(extra)))
 
     # ------------------------------------------------------------------ input
 
@@ -344,7 +248,7 @@ class H2Connection(OutputBuffer):
         """h2c (RFC 7540 §3.2): the HTTP/1.1 request becomes stream 1. Its body (if any) still comes as
         HTTP/1.1 bytes, ahead of the client preface: ``receive_data`` takes them as stream 1's body first."""
         self._upgrade_body_left = body_length
-        stream = _Stream(1, self.peer_initial_window, recv_open=body_length > 0)
+        stream = H2Stream(1, self.peer_initial_window, recv_open=body_length > 0)
         stream.head_only = request.method == b"HEAD"
         stream.content_length = body_length
         stream.progress_at = self.clock()
@@ -410,7 +314,7 @@ class H2Connection(OutputBuffer):
             self._buffer = b""
             self._connection_error(exc)
         if self._conn_recv_unacked >= self.settings.connection_window_size // 4 and not self.closing:
-            self._out.append(frame(WINDOW_UPDATE, 0, 0, _u32.pack(self._conn_recv_unacked)))
+            self._out.append(frame(WINDOW_UPDATE, 0, 0, U32.pack(self._conn_recv_unacked)))
             self._conn_recv_unacked = 0
         return events
 
@@ -419,7 +323,7 @@ class H2Connection(OutputBuffer):
         size = len(buffer)
         max_frame = self.settings.max_frame_size
         while size - offset >= 9:
-            length_hi, length_lo, kind, flags, stream_id = _unpack_header(buffer, offset)
+            length_hi, length_lo, kind, flags, stream_id = unpack_header(buffer, offset)
             length = (length_hi << 16) | length_lo
             if length > max_frame:
                 raise H2Error(ErrorCode.FRAME_SIZE_ERROR, f"frame of {length} bytes exceeds {max_frame}")
@@ -507,7 +411,7 @@ class H2Connection(OutputBuffer):
             if not stream.send_open:
                 self._forget(stream_id)
         elif not stream.recv_paused and stream.recv_unacked >= self.settings.initial_window_size // 4:
-            self._out.append(frame(WINDOW_UPDATE, 0, stream_id, _u32.pack(stream.recv_unacked)))
+            self._out.append(frame(WINDOW_UPDATE, 0, stream_id, U32.pack(stream.recv_unacked)))
             stream.recv_unacked = 0
         self._events.append(Data(stream_id, data, end_stream))
 
@@ -518,7 +422,7 @@ class H2Connection(OutputBuffer):
         if flags & PRIORITY_FLAG:
             if len(payload) < 5:
                 raise H2Error(ErrorCode.FRAME_SIZE_ERROR, "HEADERS priority fields truncated")
-            if _u32.unpack_from(payload)[0] & 0x7FFFFFFF == stream_id:
+            if U32.unpack_from(payload)[0] & 0x7FFFFFFF == stream_id:
                 raise H2Error(ErrorCode.PROTOCOL_ERROR, f"stream {stream_id} depends on itself")
             payload = payload[5:]
         if flags & END_HEADERS:
@@ -563,7 +467,7 @@ class H2Connection(OutputBuffer):
             raise H2Error(ErrorCode.ENHANCE_YOUR_CALM, "decoded header list is far above the limit") from None
         except (HPACKError, ValueError, IndexError) as exc:
             raise H2Error(ErrorCode.COMPRESSION_ERROR, f"HPACK decoding failed: {exc}") from None
-        parsed = _check_request_fields(fields, self.settings)
+        parsed = check_request_fields(fields, self.settings)
         if pure and len(cache) < 64:
             cache[block] = parsed
         return parsed
@@ -579,13 +483,10 @@ class H2Connection(OutputBuffer):
             if not end_stream:
                 self._reset_stream(stream_id, ErrorCode.PROTOCOL_ERROR, "trailers without END_STREAM")
                 return
-            for name, _ in fields:
-                # no pseudo-header fields in trailers (RFC 9113 §8.1), names lowercase tokens (§8.2.1)
-                if not name or name.translate(None, _TOKEN_BYTES):
-                    self._reset_stream(
-                        stream_id, ErrorCode.PROTOCOL_ERROR, f"trailer name {name!r} is invalid"
-                    )
-                    return
+            bad = bad_trailer_name(fields)
+            if bad is not None:
+                self._reset_stream(stream_id, ErrorCode.PROTOCOL_ERROR, f"trailer name {bad!r} is invalid")
+                return
             stream.recv_open = False
             if stream.content_length is not None and stream.received != stream.content_length:
                 self._reset_stream(
@@ -611,7 +512,7 @@ class H2Connection(OutputBuffer):
         self._last_stream_id = stream_id
         try:
             method, _, path, _, protocol, headers, content_length, oversized = self._decode(block)
-        except _StreamError as exc:
+        except StreamError as exc:
             self._reset_stream(stream_id, exc.code, exc.detail)
             return
         if self._goaway_sent:
@@ -627,7 +528,7 @@ class H2Connection(OutputBuffer):
                 stream_id, ErrorCode.PROTOCOL_ERROR, "request body does not match content-length"
             )
             return
-        stream = _Stream(stream_id, self.peer_initial_window, not end_stream)
+        stream = H2Stream(stream_id, self.peer_initial_window, not end_stream)
         stream.content_length = content_length
         stream.head_only = method == b"HEAD"
         stream.progress_at = self.clock()
@@ -668,7 +569,7 @@ class H2Connection(OutputBuffer):
         except (HPACKError, ValueError, IndexError) as exc:
             raise H2Error(ErrorCode.COMPRESSION_ERROR, f"HPACK decoding failed: {exc}") from None
 
-    def _respond_error(self, stream: _Stream, status: int, text: str) -> None:
+    def _respond_error(self, stream: H2Stream, status: int, text: str) -> None:
         """The core answers a request itself (431): no app sees it."""
         body = f"{text}\n".encode()
         fields = [
@@ -681,7 +582,7 @@ class H2Connection(OutputBuffer):
     def _on_window_update(self, stream_id: int, payload: bytes) -> None:
         if len(payload) != 4:
             raise H2Error(ErrorCode.FRAME_SIZE_ERROR, "WINDOW_UPDATE must be 4 bytes")
-        increment = _u32.unpack(payload)[0] & 0x7FFFFFFF
+        increment = U32.unpack(payload)[0] & 0x7FFFFFFF
         if stream_id == 0:
             if increment == 0:
                 raise H2Error(ErrorCode.PROTOCOL_ERROR, "WINDOW_UPDATE with a zero increment")
@@ -716,9 +617,9 @@ class H2Connection(OutputBuffer):
             raise H2Error(ErrorCode.PROTOCOL_ERROR, f"RST_STREAM on idle stream {stream_id}")
         self._note_reset()
         if stream_id in self.streams:
-            code = _u32.unpack(payload)[0]
+            code = U32.unpack(payload)[0]
             self._forget(stream_id, reset=True)
-            self._events.append(StreamReset(stream_id, f"client reset the stream ({_code_name(code)})"))
+            self._events.append(StreamReset(stream_id, f"client reset the stream ({code_name(code)})"))
 
     def _idle(self, stream_id: int) -> bool:
         """No HEADERS opened (odd ids: the client's) or PUSH_PROMISE reserved (even: ours) the stream yet."""
@@ -747,7 +648,7 @@ class H2Connection(OutputBuffer):
         """Apply a SETTINGS payload; True when the stream windows grew (blocked streams may go on)."""
         grew = False
         for offset in range(0, len(payload) - len(payload) % 6, 6):
-            key, value = _settings_entry.unpack_from(payload, offset)
+            key, value = SETTINGS_ENTRY.unpack_from(payload, offset)
             if key == INITIAL_WINDOW_SIZE:
                 if value > MAX_WINDOW:
                     raise H2Error(ErrorCode.FLOW_CONTROL_ERROR, "SETTINGS_INITIAL_WINDOW_SIZE above 2^31-1")
@@ -789,7 +690,7 @@ class H2Connection(OutputBuffer):
             self._reset_stream(stream_id, ErrorCode.FRAME_SIZE_ERROR, "PRIORITY must be 5 bytes")
             return
         self._count_control("PRIORITY")
-        if _u32.unpack_from(payload)[0] & 0x7FFFFFFF == stream_id:
+        if U32.unpack_from(payload)[0] & 0x7FFFFFFF == stream_id:
             self._reset_stream(stream_id, ErrorCode.PROTOCOL_ERROR, f"stream {stream_id} depends on itself")
 
     def _on_goaway(self, stream_id: int, payload: bytes) -> None:
@@ -850,7 +751,7 @@ class H2Connection(OutputBuffer):
             if not self._goaway_sent:
                 # the first GOAWAY's last stream id: a later one must not raise it (RFC 9113 §6.8)
                 self._goaway_last_id = self._last_stream_id
-            self._out.append(frame(GOAWAY, 0, 0, _goaway.pack(self._goaway_last_id, code) + debug))
+            self._out.append(frame(GOAWAY, 0, 0, GOAWAY_HEAD.pack(self._goaway_last_id, code) + debug))
             self._goaway_sent = True
 
     def _reset_stream(self, stream_id: int, code: ErrorCode, detail: str, count: bool = True) -> None:
@@ -859,7 +760,7 @@ class H2Connection(OutputBuffer):
         ``count``: the resets a client provokes count against ``max_resets`` like its own RST_STREAMs, or it
         could cancel work as fast as rapid reset by breaking the rules instead ("MadeYouReset", CVE-2025-8671).
         Timeouts pass False (``handle_timer`` must not raise)."""
-        self._out.append(frame(RST_STREAM, 0, stream_id, _u32.pack(code)))
+        self._out.append(frame(RST_STREAM, 0, stream_id, U32.pack(code)))
         self._count("stream_" + code.name.lower())
         if stream_id in self.streams:
             self._forget(stream_id, reset=True)
@@ -891,7 +792,7 @@ class H2Connection(OutputBuffer):
         stream = self.streams.get(stream_id)
         if stream is not None and not stream.started:
             self._out.append(
-                self._headers_frame(stream_id, _encode_headers((100,), [(b":status", b"100")]), False)
+                self._headers_frame(stream_id, encode_headers((100,), [(b":status", b"100")]), False)
             )
 
     def send_early_hint(self, stream_id: int, links: Iterable[bytes]) -> None:
@@ -900,78 +801,21 @@ class H2Connection(OutputBuffer):
         if stream is None or (stream.started and stream.resp_head is None):
             return  # the final head is out: too late for an informational response
         fields = [(b":status", b"103")] + [(b"link", link) for link in links]
-        self._out.append(self._headers_frame(stream_id, _encode_headers((103, *fields), fields), False))
+        self._out.append(self._headers_frame(stream_id, encode_headers((103, *fields), fields), False))
 
     def send_response(self, stream_id: int, status: int, headers: Iterable[tuple[bytes, bytes]]) -> None:
         stream = self.streams.get(stream_id)
         if stream is None:
             return  # reset meanwhile: the app learns it at its next send()
-        try:
-            key = (status, self.defaults.date, *headers)
-            cached = _RESPONSE_CACHE.get(key)
-        except TypeError:  # headers given as lists, not tuples: fine by ASGI, just not hashable
-            try:
-                headers = [(name, value) for name, value in headers]
-            except (TypeError, ValueError) as exc:
-                raise AppProtocolError(
-                    "http.response.start: 'headers' must be an iterable of [bytes, bytes] pairs"
-                ) from exc
-            key = (status, self.defaults.date, *headers)
-            cached = _RESPONSE_CACHE.get(key)
-        if cached is None:
-            cached = self._encode_response(key, status, headers)
-        stream.resp_head, stream.resp_length = cached
-        if status in _NO_BODY_STATUSES:
+        stream.resp_head, stream.resp_length = response_head(status, headers, self.defaults)
+        if status in NO_BODY_STATUSES:
             stream.head_only = True
         stream.started = True
-
-    def _encode_response(
-        self, key: tuple[Any, ...], status: int, headers: Iterable[tuple[bytes, bytes]]
-    ) -> tuple[bytes, int | None]:
-        if type(status) is not int or not 100 <= status <= 999:
-            raise AppProtocolError(f"http.response.start: invalid status {status!r}")
-        defaults = self.defaults
-        fields = [(b":status", _STATUS[status])]
-        has_date = has_server = False
-        length = None
-        try:
-            for raw_name, raw_value in headers:
-                name = header_name(raw_name)
-                value = header_value(raw_value)
-                if name in _RESPONSE_DROPPED:
-                    continue  # connection-specific: HTTP/2 frames the response itself (RFC 9113 §8.2.2)
-                if name == b"date":
-                    has_date = True
-                elif name == b"server":
-                    has_server = True
-                elif name == b"content-length":
-                    if not value.isdigit() or (length is not None and int(value) != length):
-                        raise AppProtocolError(f"http.response.start: invalid content-length {value!r}")
-                    length = int(value)
-                fields.append((name, bytes(value)))
-        except (TypeError, ValueError) as exc:
-            raise AppProtocolError(
-                "http.response.start: 'headers' must be an iterable of [bytes, bytes] pairs"
-            ) from exc
-        if not has_server and defaults.server:
-            fields.append((b"server", defaults.server))
-        if not has_date and defaults.date:
-            fields.append((b"date", defaults.date))
-        fields.extend(defaults.extra)
-        for _, value in fields:
-            for bad in _BAD_VALUE_BYTES:
-                if bad in value:
-                    raise AppProtocolError("response header values must not contain CR, LF or NUL")
-        entry = (_encoder.encode(fields), length)
-        if len(_RESPONSE_CACHE) >= _RESPONSE_CACHE_MAX:
-            _RESPONSE_CACHE.clear()
-        _RESPONSE_CACHE[key] = entry
-        return entry
 
     def _headers_frame(self, stream_id: int, block: bytes, end_stream: bool) -> bytes:
         if not self._first_block_sent:
             self._first_block_sent = True
-            block = _TABLE_SIZE_ZERO + block
+            block = TABLE_SIZE_ZERO + block
         flags = END_STREAM if end_stream else 0
         max_size = self.peer_max_frame_size
         if len(block) <= max_size:
@@ -1049,12 +893,7 @@ class H2Connection(OutputBuffer):
         stream = self.streams.get(stream_id)
         if stream is None or not stream.send_open:
             return
-        fields = []
-        for name, value in headers:
-            if name[:1] == b":" or name.translate(None, _TOKEN_BYTES) or name in _RESPONSE_DROPPED:
-                raise AppProtocolError(f"http.response.trailers: header name {name!r} is not allowed")
-            fields.append((bytes(name), bytes(value)))
-        block = _encode_headers(("trailers", *fields), fields)
+        block = trailer_block(headers)
         if stream.resp_head is not None:
             self._out.append(self._headers_frame(stream_id, stream.resp_head, False))
             stream.resp_head = None
@@ -1077,29 +916,20 @@ class H2Connection(OutputBuffer):
         stream = self.streams.get(stream_id)
         if stream is None or not self.peer_enable_push or self._goaway_sent or not stream.send_open:
             return None
-        fields = [(b":method", b"GET"), (b":scheme", scheme), (b":authority", authority), (b":path", path)]
-        fields.extend((bytes(n), bytes(v)) for n, v in headers)
-        # The promised request must be well-formed (RFC 9113 §8.4.1): a malformed one costs the connection.
-        for index, (name, value) in enumerate(fields):
-            if index > 3 and (not name or name.translate(None, _TOKEN_BYTES) or name in _CONNECTION_HEADERS):
-                raise AppProtocolError(f"http.response.push: header name {name!r} is not allowed")
-            for bad in _BAD_VALUE_BYTES:
-                if bad in value:
-                    raise AppProtocolError("http.response.push: header values must not contain CR, LF or NUL")
+        fields, block = promised_request(path, headers, scheme, authority)
         promised = self._next_push_id
         self._next_push_id += 2
-        block = _encoder.encode(fields)
         if not self._first_block_sent:
             self._first_block_sent = True
-            block = _TABLE_SIZE_ZERO + block
-        self._out.append(frame(PUSH_PROMISE, END_HEADERS, stream_id, _u32.pack(promised) + block))
-        pushed = _Stream(promised, self.peer_initial_window, recv_open=False)
+            block = TABLE_SIZE_ZERO + block
+        self._out.append(frame(PUSH_PROMISE, END_HEADERS, stream_id, U32.pack(promised) + block))
+        pushed = H2Stream(promised, self.peer_initial_window, recv_open=False)
         self.streams[promised] = pushed
         path_part, _, query = path.partition(b"?")
         request_headers = [(b"host", authority), *((n, v) for n, v in fields[4:])]
         return Request(promised, b"GET", path_part, query, request_headers, "2", True)
 
-    def _flush_stream(self, stream: _Stream) -> None:
+    def _flush_stream(self, stream: H2Stream) -> None:
         """Send as much of a stream's waiting bytes as the windows allow."""
         out = self._out
         max_frame = self.peer_max_frame_size
@@ -1141,13 +971,13 @@ class H2Connection(OutputBuffer):
                     self.unblocked.append(stream.stream_id)
         self._update_deadline()
 
-    def _end_send(self, stream: _Stream) -> None:
+    def _end_send(self, stream: H2Stream) -> None:
         stream.send_open = False
         stream_id = stream.stream_id
         early = stream.recv_open
         if early:
             # The response is complete before the request: ask the client to stop sending (RFC 9113 §8.1).
-            self._out.append(frame(RST_STREAM, 0, stream_id, _u32.pack(ErrorCode.NO_ERROR)))
+            self._out.append(frame(RST_STREAM, 0, stream_id, U32.pack(ErrorCode.NO_ERROR)))
             stream.recv_open = False
         self._forget(stream_id, reset=early)
 
@@ -1170,7 +1000,7 @@ class H2Connection(OutputBuffer):
     def reset_stream(self, stream_id: int, code: ErrorCode = ErrorCode.CANCEL) -> None:
         """The server gives up on a stream (app failure after the head, a stalled client)."""
         if stream_id in self.streams:
-            self._out.append(frame(RST_STREAM, 0, stream_id, _u32.pack(code)))
+            self._out.append(frame(RST_STREAM, 0, stream_id, U32.pack(code)))
             self._forget(stream_id, reset=True)
 
     # ------------------------------------------------------------------ body flow (the bridge's pause/resume)
@@ -1186,7 +1016,7 @@ class H2Connection(OutputBuffer):
             stream.recv_paused = False
             stream.progress_at = self.clock()
             if stream.recv_open and stream.recv_unacked:
-                self._out.append(frame(WINDOW_UPDATE, 0, stream_id, _u32.pack(stream.recv_unacked)))
+                self._out.append(frame(WINDOW_UPDATE, 0, stream_id, U32.pack(stream.recv_unacked)))
                 stream.recv_unacked = 0
 
     # ------------------------------------------------------------------ shutdown and time
@@ -1258,102 +1088,6 @@ class H2Connection(OutputBuffer):
                 )
         self._update_deadline()
         return events
-
-
-def _code_name(code: int) -> str:
-    try:
-        return ErrorCode(code).name
-    except ValueError:
-        return f"0x{code:x}"
-
-
-def _check_request_fields(fields: Iterable[tuple[bytes, bytes]], settings: H2Settings) -> tuple[Any, ...]:
-    """RFC 9113 §8.2-8.3 checks; raise _StreamError for a malformed request."""
-    method = scheme = path = authority = protocol = None
-    headers: Headers = []
-    cookies: list[bytes] = []
-    regular = False
-    content_length = None
-    size = 0
-    has_host = False
-    for name, value in fields:
-        size += len(name) + len(value) + 32
-        if name[:1] == b":":
-            if regular:
-                raise _StreamError(ErrorCode.PROTOCOL_ERROR, "pseudo-header after a regular header")
-            if name not in _REQUEST_PSEUDO:
-                raise _StreamError(ErrorCode.PROTOCOL_ERROR, f"unknown pseudo-header {name!r}")
-            # RFC 9113 §8.2.1 holds for pseudo-headers too: :path and :authority reach apps
-            for bad in _BAD_VALUE_BYTES:
-                if bad in value:
-                    raise _StreamError(ErrorCode.PROTOCOL_ERROR, f"{name!r} contains CR, LF or NUL")
-            if name == b":method":
-                if method is not None:
-                    raise _StreamError(ErrorCode.PROTOCOL_ERROR, "duplicate :method")
-                method = value
-            elif name == b":scheme":
-                if scheme is not None:
-                    raise _StreamError(ErrorCode.PROTOCOL_ERROR, "duplicate :scheme")
-                scheme = value
-            elif name == b":path":
-                if path is not None:
-                    raise _StreamError(ErrorCode.PROTOCOL_ERROR, "duplicate :path")
-                path = value
-            elif name == b":authority":
-                if authority is not None:
-                    raise _StreamError(ErrorCode.PROTOCOL_ERROR, "duplicate :authority")
-                authority = value
-            else:
-                if protocol is not None or not settings.enable_connect_protocol:
-                    raise _StreamError(ErrorCode.PROTOCOL_ERROR, "unexpected :protocol")
-                protocol = value
-            continue
-        regular = True
-        if not name or name.translate(None, _TOKEN_BYTES):
-            raise _StreamError(ErrorCode.PROTOCOL_ERROR, f"header name {name!r} is not a lowercase token")
-        if name in _CONNECTION_HEADERS:
-            raise _StreamError(ErrorCode.PROTOCOL_ERROR, f"connection-specific header {name!r}")
-        if name == b"te" and value != b"trailers":
-            raise _StreamError(ErrorCode.PROTOCOL_ERROR, "te header other than 'trailers'")
-        for bad in _BAD_VALUE_BYTES:
-            if bad in value:
-                raise _StreamError(ErrorCode.PROTOCOL_ERROR, f"header {name!r} contains CR, LF or NUL")
-        if value[:1] in _EDGE_SPACE or value[-1:] in _EDGE_SPACE:
-            raise _StreamError(
-                ErrorCode.PROTOCOL_ERROR, f"header {name!r} value starts or ends with whitespace"
-            )
-        if name == b"cookie":
-            cookies.append(value)
-            continue
-        if name == b"content-length":
-            # at most 18 digits: int() refuses over 4300, and no body is an exabyte
-            if (
-                not value.isdigit()
-                or len(value) > 18
-                or (content_length is not None and int(value) != content_length)
-            ):
-                raise _StreamError(ErrorCode.PROTOCOL_ERROR, f"invalid content-length {value!r}")
-            content_length = int(value)
-        elif name == b"host":
-            has_host = True
-        headers.append((name, value))
-    if method is None:
-        raise _StreamError(ErrorCode.PROTOCOL_ERROR, "missing :method")
-    if method == b"CONNECT" and protocol is None:
-        if scheme is not None or path is not None or authority is None:
-            raise _StreamError(ErrorCode.PROTOCOL_ERROR, "CONNECT needs :authority and no :scheme or :path")
-        path = b""
-    else:
-        if scheme is None or not path:
-            raise _StreamError(ErrorCode.PROTOCOL_ERROR, "missing :scheme or :path")
-        if protocol is not None and method != b"CONNECT":
-            raise _StreamError(ErrorCode.PROTOCOL_ERROR, ":protocol on a request other than CONNECT")
-    if cookies:
-        headers.append((b"cookie", b"; ".join(cookies)))  # RFC 9113 §8.2.3
-    if authority is not None and not has_host:
-        headers.insert(0, (b"host", authority))
-    oversized = size > settings.max_header_list_size
-    return method, scheme, path, authority, protocol, headers, content_length, oversized
 
 
 def h2c_upgrade(request: Request) -> tuple[int, bytes]:
