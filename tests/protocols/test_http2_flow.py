@@ -596,15 +596,17 @@ def test_continue_before_the_response() -> None:
     assert client.decode(frames[0]) == [(b":status", b"100")]
 
 
-def test_complete_response_before_the_request_body_resets_with_no_error() -> None:
-    # RFC 9113 §8.1: a server may answer before the request is complete, then RST_STREAM NO_ERROR.
+def test_complete_response_before_the_request_body_takes_the_rest_of_it() -> None:
+    # RFC 9113 §8.1 lets a server answer before the request is complete. The stream is then half-closed
+    # (local) until the client's END_STREAM: no RST_STREAM NO_ERROR, the body's window is returned as usual.
+    # (test_http2_states has the state's every frame.)
     client = RawClient(max_concurrent_streams=1)
     client.request(1, end_stream=False)
     client.respond(1, 413, [], b"too big")
     frames = client.read()
-    assert [(f.kind, f.stream_id) for f in frames] == [(HEADERS, 1), (DATA, 1), (RST_STREAM, 1)]
-    assert frames[-1].code == ErrorCode.NO_ERROR
-    assert client.send(data(1, b"in flight")) == []  # ignored
+    assert [(f.kind, f.stream_id) for f in frames] == [(HEADERS, 1), (DATA, 1)]
+    assert client.send(data(1, b"in flight")) == [Data(1, b"in flight", False)]
+    assert client.send(data(1, b"", end_stream=True)) == [Data(1, b"", True)]
     assert client.request(3).stream_id == 3  # the slot is free
 
 
@@ -682,12 +684,19 @@ def test_push_of_a_malformed_request_is_refused(path: bytes, headers: list[tuple
 
 
 def test_pushed_streams_reject_client_data() -> None:
+    # Before its response head goes out a promised stream is reserved (local), where DATA is a connection
+    # error PROTOCOL_ERROR (RFC 9113 §5.1); after it, half-closed (remote), where DATA is STREAM_CLOSED.
     client = RawClient()
     client.request(1)
     client.server.push(1, b"/x", [], b"https", b"h")
+    client.server.push(1, b"/y", [], b"https", b"h")
+    client.server.send_response(4, 200, [])
+    client.server.send_body(4, b"y", False)
     client.read()
+    events = client.send(data(4, b"no"))
+    assert_stream_error(client, events, 4, ErrorCode.STREAM_CLOSED, handed_out=True)
     events = client.send(data(2, b"no"))
-    assert_stream_error(client, events, 2, ErrorCode.STREAM_CLOSED, handed_out=True)
+    assert_connection_error(client, events, ErrorCode.PROTOCOL_ERROR, last=1)
 
 
 def test_first_header_block_starts_with_a_table_size_update_to_zero() -> None:

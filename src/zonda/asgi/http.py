@@ -346,7 +346,7 @@ class HTTPCycle:
     # ------------------------------------------------------ events from the core
 
     def on_data(self, data: bytes, end_stream: bool) -> None:
-        if data:
+        if data and self.state is not _DONE:  # once the response is complete, receive() reads no more body
             body = self._body
             if not body:
                 self._body = data

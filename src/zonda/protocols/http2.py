@@ -7,8 +7,11 @@ of one-byte indexed fields (every byte >= 0x80, none 0xff) leaves the decoder's 
 while the table does not change its decoding is cached per connection. That cache is dropped whenever a block
 that may change the table is decoded.
 
-The wire vocabulary (frame types, flags, error codes) is ``zonda.protocols.http2_frames``, re-exported here;
-the per-stream record is ``zonda.protocols.http2_streams``.
+Stream states follow RFC 9113 §5.1 as the table in ``zonda.protocols.http2_streams`` spells them out: what a
+frame gets on a stream that is idle, reserved, half-closed or closed (and how it closed). A response complete
+before its request leaves the stream half-closed (local): the rest of the request body is still taken, flow
+controlled and its window returned, until the client's END_STREAM. The wire vocabulary (frame types, flags,
+error codes) is ``zonda.protocols.http2_frames``, re-exported here.
 
 Errors: a connection error queues GOAWAY and ends in ``ConnectionTerminated(error=H2Error)``; a stream error
 queues RST_STREAM and, when the stream had a request handed out, a ``StreamReset``. ``receive_data`` never
@@ -19,7 +22,6 @@ from __future__ import annotations
 
 import base64
 import logging
-from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -76,7 +78,16 @@ from zonda.protocols.http2_frames import (
     frame,
     unpack_header,
 )
-from zonda.protocols.http2_streams import H2Stream
+from zonda.protocols.http2_streams import (
+    FRAME_NAMES,
+    RULES,
+    Closed,
+    ClosedStreams,
+    H2Stream,
+    StreamState,
+    Verdict,
+    Where,
+)
 
 __all__ = [
     "ACK",
@@ -208,8 +219,7 @@ class H2Connection(OutputBuffer):
         self._next_push_id = 2
         self._goaway_sent = False
         self._goaway_last_id = 0
-        # recently closed id -> True if we reset it; ordered, so the oldest is dropped in O(1)
-        self._closed_streams: OrderedDict[int, bool] = OrderedDict()
+        self._closed_streams = ClosedStreams()  # how the recently closed streams closed (RFC 9113 §5.1)
         self._conn_recv_unacked = 0
         self._block: list[bytes] | None = None  # a header block arriving over CONTINUATION frames
         self._block_stream = 0
@@ -272,7 +282,7 @@ class H2Connection(OutputBuffer):
         if end_stream:
             stream.recv_open = False
             if not stream.send_open:
-                self._forget(1)
+                self._forget(1, Closed.ENDED)
         return [Data(1, data, end_stream)]
 
     def apply_http2_settings(self, payload: bytes) -> None:
@@ -379,12 +389,8 @@ class H2Connection(OutputBuffer):
             raise H2Error(ErrorCode.FLOW_CONTROL_ERROR, "DATA beyond the connection window")
         data = self._strip_padding(flags, payload)
         stream = self.streams.get(stream_id)
-        if stream is None or not stream.recv_open:
-            if self._idle(stream_id):
-                raise H2Error(ErrorCode.PROTOCOL_ERROR, f"DATA on idle stream {stream_id}")
-            if stream is None and self._closed_streams.get(stream_id):
-                return  # we reset it: frames already in flight are ignored (RFC 9113 §5.4.2)
-            self._reset_stream(stream_id, ErrorCode.STREAM_CLOSED, "DATA after the end of the request")
+        if stream is None or not stream.recv_open:  # not open nor half-closed (local): see the table
+            self._apply_rule(stream_id, stream, DATA)
             return
         stream.recv_unacked += len(payload)
         window = self.settings.initial_window_size
@@ -409,7 +415,7 @@ class H2Connection(OutputBuffer):
             stream.recv_open = False
             stream.recv_unacked = 0
             if not stream.send_open:
-                self._forget(stream_id)
+                self._forget(stream_id, Closed.ENDED)
         elif not stream.recv_paused and stream.recv_unacked >= self.settings.initial_window_size // 4:
             self._out.append(frame(WINDOW_UPDATE, 0, stream_id, U32.pack(stream.recv_unacked)))
             stream.recv_unacked = 0
@@ -477,38 +483,17 @@ class H2Connection(OutputBuffer):
         if stream is not None:
             # Trailers: decode (the HPACK state must stay in step), then end the request.
             fields = self._decode_trailers(block)
-            if not stream.recv_open:
-                self._reset_stream(stream_id, ErrorCode.STREAM_CLOSED, "HEADERS after the end of the request")
-                return
-            if not end_stream:
-                self._reset_stream(stream_id, ErrorCode.PROTOCOL_ERROR, "trailers without END_STREAM")
-                return
-            bad = bad_trailer_name(fields)
-            if bad is not None:
-                self._reset_stream(stream_id, ErrorCode.PROTOCOL_ERROR, f"trailer name {bad!r} is invalid")
-                return
-            stream.recv_open = False
-            if stream.content_length is not None and stream.received != stream.content_length:
-                self._reset_stream(
-                    stream_id, ErrorCode.PROTOCOL_ERROR, "request body does not match content-length"
-                )
-                return
-            if not stream.send_open:
-                self._forget(stream_id)
-            self._events.append(Data(stream_id, b"", True))
+            if stream.recv_open:
+                self._trailers(stream, fields, end_stream)
+            else:
+                self._apply_rule(stream_id, stream, HEADERS)
             return
         if stream_id % 2 == 0:
             raise H2Error(ErrorCode.PROTOCOL_ERROR, f"client opened even-numbered stream {stream_id}")
         if stream_id <= self._last_stream_id:
             self._decode_trailers(block)  # keeps the HPACK state in step
-            reset = self._closed_streams.get(stream_id)
-            if reset:
-                return  # we reset it: frames already in flight are ignored
-            if reset is None:
-                raise H2Error(
-                    ErrorCode.PROTOCOL_ERROR, f"stream {stream_id} is lower than one already opened"
-                )
-            raise H2Error(ErrorCode.STREAM_CLOSED, f"HEADERS on closed stream {stream_id}")
+            self._apply_rule(stream_id, None, HEADERS)
+            return
         self._last_stream_id = stream_id
         try:
             method, _, path, _, protocol, headers, content_length, oversized = self._decode(block)
@@ -517,7 +502,7 @@ class H2Connection(OutputBuffer):
             return
         if self._goaway_sent:
             # After GOAWAY, new streams are ignored (RFC 9113 §6.8), and so are the frames that follow them.
-            self._remember_closed(stream_id, True)
+            self._closed_streams.add(stream_id, Closed.RESET_SENT)
             return
         if len(self.streams) >= self.settings.max_concurrent_streams:
             self._reset_stream(stream_id, ErrorCode.REFUSED_STREAM, "too many concurrent streams")
@@ -558,6 +543,44 @@ class H2Connection(OutputBuffer):
         )
         self._events.append(request)
 
+    def _trailers(self, stream: H2Stream, fields: Any, end_stream: bool) -> None:
+        """A header block on a stream whose request is still coming (open or half-closed (local))."""
+        stream_id = stream.stream_id
+        if not end_stream:
+            self._reset_stream(stream_id, ErrorCode.PROTOCOL_ERROR, "trailers without END_STREAM")
+            return
+        bad = bad_trailer_name(fields)
+        if bad is not None:
+            self._reset_stream(stream_id, ErrorCode.PROTOCOL_ERROR, f"trailer name {bad!r} is invalid")
+            return
+        stream.recv_open = False
+        if stream.content_length is not None and stream.received != stream.content_length:
+            self._reset_stream(
+                stream_id, ErrorCode.PROTOCOL_ERROR, "request body does not match content-length"
+            )
+            return
+        if not stream.send_open:
+            self._forget(stream_id, Closed.ENDED)
+        self._events.append(Data(stream_id, b"", True))
+
+    def _where(self, stream_id: int, stream: H2Stream | None) -> Where:
+        if stream is not None:
+            return stream.state
+        if self._idle(stream_id):
+            return StreamState.IDLE
+        return self._closed_streams.get(stream_id)
+
+    def _apply_rule(self, stream_id: int, stream: H2Stream | None, kind: int) -> None:
+        """A ``kind`` frame on a stream that is not open for it: what RFC 9113 §5.1 says it gets there
+        (``http2_streams.RULES``): a stream error, a connection error (raised), or nothing (ignored). Callers
+        handle the frames the table lets through themselves."""
+        where = self._where(stream_id, stream)
+        verdict, code = RULES[where][kind]
+        if verdict is Verdict.STREAM_ERROR:
+            self._reset_stream(stream_id, code, f"{FRAME_NAMES[kind]} on {where.value} stream {stream_id}")
+        elif verdict is Verdict.CONNECTION_ERROR:
+            raise H2Error(code, f"{FRAME_NAMES[kind]} on {where.value} stream {stream_id}")
+
     def _decode_trailers(self, block: bytes) -> Any:
         """Decode a block whose fields nobody reads (request trailers, streams already closed)."""
         self._decode_cache.clear()
@@ -594,9 +617,8 @@ class H2Connection(OutputBuffer):
             return
         stream = self.streams.get(stream_id)
         if stream is None:
-            if self._idle(stream_id):
-                raise H2Error(ErrorCode.PROTOCOL_ERROR, f"WINDOW_UPDATE on idle stream {stream_id}")
-            return  # a closed stream: frames in flight are fine
+            self._apply_rule(stream_id, None, WINDOW_UPDATE)  # idle or closed: an error, or ignored
+            return
         if increment == 0:
             self._reset_stream(stream_id, ErrorCode.PROTOCOL_ERROR, "WINDOW_UPDATE with a zero increment")
             return
@@ -613,12 +635,13 @@ class H2Connection(OutputBuffer):
             raise H2Error(ErrorCode.PROTOCOL_ERROR, "RST_STREAM on stream 0")
         if len(payload) != 4:
             raise H2Error(ErrorCode.FRAME_SIZE_ERROR, "RST_STREAM must be 4 bytes")
-        if self._idle(stream_id):
-            raise H2Error(ErrorCode.PROTOCOL_ERROR, f"RST_STREAM on idle stream {stream_id}")
+        stream = self.streams.get(stream_id)
+        if stream is None:
+            self._apply_rule(stream_id, None, RST_STREAM)  # idle: a connection error; closed: ignored
         self._note_reset()
-        if stream_id in self.streams:
+        if stream is not None:
             code = U32.unpack(payload)[0]
-            self._forget(stream_id, reset=True)
+            self._forget(stream_id, Closed.RESET_RECEIVED)
             self._events.append(StreamReset(stream_id, f"client reset the stream ({code_name(code)})"))
 
     def _idle(self, stream_id: int) -> bool:
@@ -739,7 +762,7 @@ class H2Connection(OutputBuffer):
         self._count(exc.code.name.lower())
         self._send_goaway(exc.code, exc.detail)
         for stream_id in list(self.streams):
-            self._forget(stream_id, reset=True)
+            self._forget(stream_id, Closed.RESET_SENT)
             self._events.append(StreamReset(stream_id, exc.detail))
         self.closing = True
         self.deadline = None
@@ -763,28 +786,23 @@ class H2Connection(OutputBuffer):
         self._out.append(frame(RST_STREAM, 0, stream_id, U32.pack(code)))
         self._count("stream_" + code.name.lower())
         if stream_id in self.streams:
-            self._forget(stream_id, reset=True)
+            self._forget(stream_id, Closed.RESET_SENT)
             self._events.append(StreamReset(stream_id, detail))
         else:
-            self._remember_closed(stream_id, True)
+            self._closed_streams.add(stream_id, Closed.RESET_SENT)  # its later frames are ignored
         if count:
             self._note_reset()
 
-    def _forget(self, stream_id: int, reset: bool = False) -> None:
+    def _forget(self, stream_id: int, how: Closed) -> None:
+        """The stream is closed (``how``, for the frames that may still come on it)."""
         stream = self.streams.pop(stream_id, None)
         if stream is not None and stream_id in self.blocked:
             del self.blocked[stream_id]
-        self._remember_closed(stream_id, reset)
+        self._closed_streams.add(stream_id, how)
         if not self.streams:
             if self._goaway_sent or self.closing:
                 self.closing = True
             self._update_deadline()
-
-    def _remember_closed(self, stream_id: int, reset: bool) -> None:
-        closed = self._closed_streams
-        closed[stream_id] = reset
-        if len(closed) > 256:
-            closed.popitem(last=False)
 
     # ------------------------------------------------------------------ output
 
@@ -805,7 +823,7 @@ class H2Connection(OutputBuffer):
 
     def send_response(self, stream_id: int, status: int, headers: Iterable[tuple[bytes, bytes]]) -> None:
         stream = self.streams.get(stream_id)
-        if stream is None:
+        if stream is None or not stream.send_open:
             return  # reset meanwhile: the app learns it at its next send()
         stream.resp_head, stream.resp_length = response_head(status, headers, self.defaults)
         if status in NO_BODY_STATUSES:
@@ -973,13 +991,20 @@ class H2Connection(OutputBuffer):
 
     def _end_send(self, stream: H2Stream) -> None:
         stream.send_open = False
-        stream_id = stream.stream_id
-        early = stream.recv_open
-        if early:
-            # The response is complete before the request: ask the client to stop sending (RFC 9113 §8.1).
-            self._out.append(frame(RST_STREAM, 0, stream_id, U32.pack(ErrorCode.NO_ERROR)))
-            stream.recv_open = False
-        self._forget(stream_id, reset=early)
+        if not stream.recv_open:
+            self._forget(stream.stream_id, Closed.ENDED)
+        elif stream.tunnel or self._goaway_sent:
+            self._stop_request(stream)
+        # else the response is complete before the request: half-closed (local). The rest of the request is
+        # taken and its window returned until the client's END_STREAM, so the client can finish what it sends
+        # and the frames it sends meanwhile get what §5.1 says (RST_STREAM NO_ERROR here would leave them
+        # unanswered). The body stall timeout and the concurrent stream limit still hold for the stream.
+
+    def _stop_request(self, stream: H2Stream) -> None:
+        """Our response is complete: ask the client to stop sending its request (RFC 9113 §8.1), for a tunnel
+        (a WebSocket whose peer may never end its side) and once the connection is going away."""
+        self._out.append(frame(RST_STREAM, 0, stream.stream_id, U32.pack(ErrorCode.NO_ERROR)))
+        self._forget(stream.stream_id, Closed.RESET_SENT)
 
     def send_file(self, stream_id: int, count: int, end_stream: bool) -> int:
         raise AppProtocolError("file sending extensions are not offered on HTTP/2 connections")
@@ -995,13 +1020,15 @@ class H2Connection(OutputBuffer):
         return stream_id in self.blocked
 
     def is_open(self, stream_id: int) -> bool:
-        return stream_id in self.streams
+        """The stream can still carry our response (it was not reset, and the response is not complete)."""
+        stream = self.streams.get(stream_id)
+        return stream is not None and stream.send_open
 
     def reset_stream(self, stream_id: int, code: ErrorCode = ErrorCode.CANCEL) -> None:
         """The server gives up on a stream (app failure after the head, a stalled client)."""
         if stream_id in self.streams:
             self._out.append(frame(RST_STREAM, 0, stream_id, U32.pack(code)))
-            self._forget(stream_id, reset=True)
+            self._forget(stream_id, Closed.RESET_SENT)
 
     # ------------------------------------------------------------------ body flow (the bridge's pause/resume)
 
@@ -1025,6 +1052,9 @@ class H2Connection(OutputBuffer):
         """Graceful shutdown: GOAWAY with the last stream id; close once the open streams are done."""
         if not self._goaway_sent:
             self._send_goaway(ErrorCode.NO_ERROR)
+        for stream in list(self.streams.values()):
+            if stream.recv_open and not stream.send_open:
+                self._stop_request(stream)  # answered: the rest of its request would only delay the close
         if not self.streams:
             self.closing = True
             self.deadline = None
