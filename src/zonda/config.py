@@ -140,7 +140,8 @@ class Config:
 
     http: str = option(
         "auto",
-        "HTTP versions served: auto (HTTP/1.1 and HTTP/2 via ALPN, h2c upgrade or prior knowledge), 1 or 2",
+        "HTTP versions served: auto (HTTP/1.1 and HTTP/2 via ALPN, h2c upgrade or prior knowledge), 1, "
+        "or 2 (HTTP/2 only)",
         "HTTP/2",
         choices=("auto", "1", "2"),
         aliases=dict.fromkeys(("h11", "httptools", "zttp"), "1"),  # uvicorn's HTTP/1.1 implementations

@@ -440,10 +440,10 @@ class Server:
     def _protocols_served(self, scheme: str) -> list[str]:
         """What the start-up line names: the protocols this server answers, as configured."""
         config = self.config
-        served = (
-            [] if config.http == "2" and scheme == "https" else ["HTTP/1.1"]
-        )  # --http 2: ALPN offers only h2
-        if config.http != "1":
+        served = [] if config.http == "2" else ["HTTP/1.1"]  # --http 2: HTTP/2 only
+        if config.http == "2" and scheme == "http":
+            served.append("HTTP/2 (prior knowledge only)")
+        elif config.http != "1":
             served.append("HTTP/2 (ALPN h2)" if scheme == "https" else "HTTP/2 (h2c, prior knowledge)")
         if self.shared is not None and self.shared.context.ws is not None:
             served.append("WebSocket")

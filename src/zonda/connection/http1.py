@@ -1,8 +1,8 @@
 """An HTTP/1.1 connection: the core and the bridge on one byte stream, and every switch away from HTTP/1.1.
 
 ``data_received`` -> core -> bridge -> ``stream.write`` runs synchronously. A connection opens as HTTP/1.1 and
-may leave it: ALPN ``h2`` (TLS) or the client preface (prior knowledge) hand the stream to an
-``HTTP2Connection``; an ``Upgrade: h2c`` request is answered with 101 and served over HTTP/2; an accepted
+may leave it: ALPN ``h2`` (TLS), ``--http 2`` (every connection, at once) or the client preface (prior
+knowledge) hand the stream to an ``HTTP2Connection``; an ``Upgrade: h2c`` request is answered with 101 and served over HTTP/2; an accepted
 WebSocket swaps the frame core in and makes the cycle the event handler. Over the limit of open connections a
 new one gets a 503 and is closed.
 """
@@ -61,7 +61,9 @@ class HTTP1Connection(Connection):
         if shared.log_connections:
             log_opened(client, server, ssl_object is not None)
         info = self._connection_info(client, server, ssl_object)
-        if ssl_object is not None and ssl_object.selected_alpn_protocol() == "h2":
+        if (ssl_object is not None and ssl_object.selected_alpn_protocol() == "h2") or (
+            shared.http2_only and self._http2_from_the_first_byte(client)
+        ):
             self._start_http2(b"", info)
             return
         shared.connections.add(self)
@@ -69,6 +71,12 @@ class HTTP1Connection(Connection):
         self.session = self.handler = HTTPSession(self, info, shared.context, upgrades=self)
         self._offer_files(info)
         self._arm_if_earlier()
+
+    def _http2_from_the_first_byte(self, client: Address | None) -> bool:
+        """``--http 2``: the HTTP/2 core reads the connection from its first byte, so an HTTP/1.1 request or a
+        bad preface is a connection error (GOAWAY PROTOCOL_ERROR), not an HTTP/1.1 400. A subclass that reads
+        something first (a PROXY protocol header) says no and hands over after it."""
+        return True
 
     def _connection_info(
         self, client: Address | None, server: tuple[str, int | None] | None, ssl_object: ssl.SSLObject | None

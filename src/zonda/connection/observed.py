@@ -49,6 +49,11 @@ class ObservedHTTP1Connection(HTTP1Connection):
         if proxy is not None and proxy.expects_proxy_header(client[0] if client else None):
             self._proxy_buffer = b""
 
+    def _http2_from_the_first_byte(self, client: Address | None) -> bool:
+        proxy = self.shared.proxy
+        # a PROXY header comes first; HTTP/2 takes the bytes after it (data_received)
+        return proxy is None or not proxy.expects_proxy_header(client[0] if client else None)
+
     def data_received(self, data: bytes) -> None:
         tally = self._tally
         if tally is not None:
@@ -73,7 +78,9 @@ class ObservedHTTP1Connection(HTTP1Connection):
         self._proxy_buffer = None
         self._use_proxy_header(header)
         rest = data[header.length :]
-        if rest:
+        if self.shared.http2_only:
+            self._start_http2(rest, self.session.info)
+        elif rest:
             HTTP1Connection.data_received(self, rest)
 
     def _use_proxy_header(self, header: ProxyHeader) -> None:

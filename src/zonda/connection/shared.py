@@ -45,6 +45,9 @@ class ServerShared:
             keep_alive_timeout=config.timeout_keep_alive,
             http2_prior_knowledge=config.http != "1",
         )
+        # --http 2: every connection is HTTP/2 from its first byte (prior knowledge on plaintext, whatever ALPN
+        # said on TLS); anything else is a connection error. --http auto reads plaintext as HTTP/1.1 first.
+        self.http2_only = config.http == "2"
         self.h2_settings: H2Settings | None = None
         if config.http != "1":
             self.h2_settings = H2Settings(
