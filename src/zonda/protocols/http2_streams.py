@@ -53,6 +53,8 @@ class Closed(enum.Enum):
 
 
 class Verdict(enum.Enum):
+    """What a frame gets (the error code goes beside it in a ``Rule``)."""
+
     HANDLE = "handled as its type says"
     IGNORE = "ignored"
     STREAM_ERROR = "RST_STREAM"
