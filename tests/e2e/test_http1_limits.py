@@ -109,6 +109,12 @@ BAD_INPUTS = {
     "space-before-colon": (b"GET / HTTP/1.1\r\nHost : x\r\n\r\n", 400),
     "nul-in-header-value": (b"GET / HTTP/1.1\r\nHost: x\r\nX-A: a\x00b\r\n\r\n", 400),
     "obs-fold": (b"GET / HTTP/1.1\r\nHost: x\r\nX-A: a\r\n b\r\n\r\n", 400),
+    # RFC 9112 §3.2: Host is mandatory in HTTP/1.1 and never repeated
+    "no-host": (b"GET / HTTP/1.1\r\nX-Host: x\r\n\r\n", 400),
+    "two-hosts": (b"GET / HTTP/1.1\r\nHost: x\r\nHost: x\r\n\r\n", 400),
+    "two-hosts-http10": (b"GET / HTTP/1.0\r\nHost: x\r\nhost: y\r\n\r\n", 400),
+    "absolute-form-without-host": (b"GET http://x/ HTTP/1.1\r\n\r\n", 400),
+    "absolute-form-with-userinfo": (b"GET http://u:p@x/ HTTP/1.1\r\nHost: x\r\n\r\n", 400),
 }
 
 

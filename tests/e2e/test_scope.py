@@ -89,6 +89,42 @@ def test_http_10(recorder: Recorder) -> None:
     assert recorder.last["http_version"] == "1.0"
 
 
+def test_http_10_without_host(recorder: Recorder) -> None:
+    """RFC 9112 §3.2: only HTTP/1.1 requires Host; an HTTP/1.0 request without one is served as it came."""
+    with run_server(recorder) as server:
+        response = raw_request(server.port, b"GET /old HTTP/1.0\r\nX-A: 1\r\n\r\n")
+        assert status_of(response) == 200
+        assert status_of(get(server.port, b"/after")) == 200  # and the server goes on serving
+    first, second = recorder.scopes
+    assert (first["http_version"], first["path"], first["headers"]) == ("1.0", "/old", [(b"x-a", b"1")])
+    assert second["path"] == "/after"
+
+
+@pytest.mark.parametrize(
+    ("target", "version", "authority", "path", "query"),
+    [
+        (b"http://app.example/a/b?c=d", b"HTTP/1.1", b"app.example", "/a/b", b"c=d"),
+        (b"http://app.example:8443/", b"HTTP/1.1", b"app.example:8443", "/", b""),
+        (b"http://[2001:db8::1]:81/v6", b"HTTP/1.1", b"[2001:db8::1]:81", "/v6", b""),
+        (b"http://app.example/old", b"HTTP/1.0", b"app.example", "/old", b""),
+    ],
+)
+def test_absolute_form_target_wins_over_host(
+    recorder: Recorder, target: bytes, version: bytes, authority: bytes, path: str, query: bytes
+) -> None:
+    """RFC 9112 §3.2.2: the server MUST ignore the received Host and use the target's authority, so the app's
+    ``host`` header (from which frameworks build the request URL) is the target's; ``server`` stays the
+    listening socket's, as ever."""
+    with run_server(recorder) as server:
+        response = get(server.port, target, b"X-A: 1\r\n", version=version)
+        assert status_of(response) == 200
+        port = server.port
+    scope = recorder.last
+    assert scope["headers"] == [(b"host", authority), (b"x-a", b"1"), (b"connection", b"close")]
+    assert (scope["path"], scope["raw_path"], scope["query_string"]) == (path, path.encode(), query)
+    assert tuple(scope["server"]) == ("127.0.0.1", port)
+
+
 @pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD"])
 def test_method(recorder: Recorder, method: str) -> None:
     with run_server(recorder) as server:

@@ -60,6 +60,9 @@ def split_response(data: bytes) -> tuple[int, dict[bytes, bytes], bytes]:
 
 
 def request_head(path: bytes = b"/", method: bytes = b"GET", version: bytes = b"1.1", *lines: bytes) -> bytes:
+    """A request head; a ``Host: x`` line comes first unless ``lines`` hold a Host of their own."""
+    if not any(line[:5].lower() == b"host:" for line in lines):
+        lines = (b"Host: x", *lines)
     return b"%s %s HTTP/%s\r\n%s\r\n" % (method, path, version, b"".join(line + b"\r\n" for line in lines))
 
 
@@ -131,11 +134,109 @@ def test_simple_get() -> None:
 
 def test_absolute_form_and_asterisk_targets() -> None:
     conn = make()
-    events = conn.receive_data(b"GET http://example.com/a/b?x=y HTTP/1.1\r\n\r\nOPTIONS * HTTP/1.1\r\n\r\n")
+    events = conn.receive_data(
+        b"GET http://example.com/a/b?x=y HTTP/1.1\r\nHost: example.com\r\n\r\n"
+        b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
     assert [(e.path, e.query_string) for e in events if isinstance(e, Request)] == [
         (b"/a/b", b"x=y"),
         (b"*", b""),
     ]
+
+
+# ---------------------------------------------------------------- Host (RFC 9112 §3.2)
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"GET / HTTP/1.1\r\n\r\n",
+        b"GET / HTTP/1.1\r\nX-Host: x\r\nHosts: x\r\n\r\n",
+        b"GET http://example.com/ HTTP/1.1\r\n\r\n",  # the client MUST send Host with absolute-form too
+        b"GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nX: y\r\nhOST: b\r\n\r\n",
+        b"GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n",
+        b"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc",
+    ],
+    ids=["none", "lookalikes", "absolute-form", "twice-same", "twice-any-case", "http10-twice", "with-body"],
+)
+def test_missing_or_repeated_host_is_400(head: bytes) -> None:
+    conn = make()
+    events = conn.receive_data(head)
+    assert_rejected(conn, events, 400, BadRequest)
+    assert not any(isinstance(e, Request) for e in events)
+    assert "Host" in only_error(events).detail
+
+
+def test_missing_host_after_a_good_request_is_answered_in_turn() -> None:
+    conn = make()
+    events = conn.receive_data(request_head(b"/1") + b"GET /2 HTTP/1.1\r\n\r\n")
+    assert stream_ids(events[:-1]) == [1]
+    assert only_error(events).detail == "no Host header"
+    assert not conn.closing  # the 400 waits behind the first response
+    status, _, rest = split_response(respond(conn, 1, body=b"one"))
+    assert status == 200 and rest.startswith(b"one")
+    assert split_response(rest[3:])[0] == 400
+    assert conn.closing
+
+
+def test_http10_without_host_is_fine() -> None:
+    conn = make()
+    request = conn.receive_data(b"GET /old HTTP/1.0\r\n\r\n")[0]
+    assert isinstance(request, Request)
+    assert request.headers == []
+
+
+def test_host_split_across_reads_is_counted_once() -> None:
+    conn = make()
+    assert conn.receive_data(b"GET / HTTP/1.1\r\nHo") == []
+    assert conn.receive_data(b"st: exam") == []
+    request = conn.receive_data(b"ple.com\r\n\r\n")[0]
+    assert isinstance(request, Request)
+    assert request.headers == [(b"host", b"example.com")]
+
+
+def test_host_in_chunked_trailers_is_not_a_second_host() -> None:
+    conn = make()
+    events = conn.receive_data(
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\nHost: y\r\n\r\n"
+    )
+    assert body_of(events) == (b"x", True)
+    assert not any(isinstance(e, ConnectionTerminated) for e in events)
+
+
+@pytest.mark.parametrize(
+    ("target", "host_line", "authority", "path", "query"),
+    [
+        (b"http://example.com/a?b=c", b"Host: other.example\r\n", b"example.com", b"/a", b"b=c"),
+        (b"http://example.com:8080/a", b"Host: example.com\r\n", b"example.com:8080", b"/a", b""),
+        (b"https://EXAMPLE.com", b"Host: x\r\n", b"EXAMPLE.com", b"/", b""),
+        (b"http://example.com?q", b"Host: x\r\n", b"example.com", b"/", b"q"),
+        (b"http://[::1]:8000/v6", b"Host: x\r\n", b"[::1]:8000", b"/v6", b""),
+    ],
+)
+def test_absolute_form_authority_replaces_host(
+    target: bytes, host_line: bytes, authority: bytes, path: bytes, query: bytes
+) -> None:
+    """RFC 9112 §3.2.2: the server MUST ignore the received Host and use the target's authority."""
+    conn = make()
+    request = conn.receive_data(b"GET %s HTTP/1.1\r\nX-A: 1\r\n%sX-B: 2\r\n\r\n" % (target, host_line))[0]
+    assert isinstance(request, Request)
+    assert request.headers == [(b"x-a", b"1"), (b"host", authority), (b"x-b", b"2")]
+    assert (request.path, request.query_string) == (path, query)
+
+
+def test_absolute_form_gives_an_http10_request_its_host() -> None:
+    conn = make()
+    request = conn.receive_data(b"GET http://example.com/a HTTP/1.0\r\nX-A: 1\r\n\r\n")[0]
+    assert isinstance(request, Request)
+    assert request.headers == [(b"x-a", b"1"), (b"host", b"example.com")]
+
+
+def test_absolute_form_with_userinfo_is_400() -> None:
+    conn = make()
+    events = conn.receive_data(b"GET http://user:pw@example.com/ HTTP/1.1\r\nHost: example.com\r\n\r\n")
+    assert_rejected(conn, events, 400, BadRequest)
 
 
 def test_default_headers_date_server_and_extra() -> None:
@@ -176,7 +277,7 @@ def test_http11_keeps_alive_between_requests() -> None:
 def test_request_connection_close_is_honoured() -> None:
     conn = make()
     events = conn.receive_data(
-        request_head(b"/", b"GET", b"1.1", b"Connection: close") + b"GET /ignored HTTP/1.1\r\n"
+        request_head(b"/", b"GET", b"1.1", b"Connection: close") + b"GET /ignored HTTP/1.1\r\nHost: x\r\n"
     )
     assert len(events) == 1
     assert conn.read_state is ReadState.STOPPED
@@ -241,7 +342,11 @@ def test_app_connection_close_on_http10_keep_alive() -> None:
 
 def test_pipelined_requests_in_one_feed_answer_in_order() -> None:
     conn = make()
-    data = request_head(b"/1") + b"POST /2 HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc" + request_head(b"/3")
+    data = (
+        request_head(b"/1")
+        + b"POST /2 HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"
+        + request_head(b"/3")
+    )
     events = conn.receive_data(data)
     assert [(type(e).__name__, stream_ids([e])[0]) for e in events] == [
         ("Request", 1),
@@ -287,7 +392,7 @@ CHUNKED_BODY = b"5\r\nhello\r\n1;ext=1\r\n \r\nA\r\n0123456789\r\n0\r\nTrailer: 
 
 
 def test_content_length_body_split_at_every_byte() -> None:
-    data = b"POST /u HTTP/1.1\r\nContent-Length: 11\r\n\r\nhello world" + request_head(b"/next")
+    data = b"POST /u HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\nhello world" + request_head(b"/next")
     for cut in range(1, len(data)):
         conn = make()
         events = feed_in_pieces(conn, data, [cut])
@@ -296,7 +401,11 @@ def test_content_length_body_split_at_every_byte() -> None:
 
 
 def test_chunked_body_split_at_every_byte_and_byte_by_byte() -> None:
-    data = b"POST /u HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n" + CHUNKED_BODY + request_head(b"/n")
+    data = (
+        b"POST /u HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + CHUNKED_BODY
+        + request_head(b"/n")
+    )
     splits = [[cut] for cut in range(1, len(data))] + [list(range(1, len(data)))]
     for cuts in splits:
         conn = make()
@@ -311,15 +420,15 @@ def test_chunked_body_split_at_every_byte_and_byte_by_byte() -> None:
 
 def test_body_arriving_in_a_later_feed_ends_the_stream_on_its_last_data() -> None:
     conn = make()
-    events = conn.receive_data(b"POST / HTTP/1.1\r\nContent-Length: 4\r\n\r\n")
-    assert events == [Request(1, b"POST", b"/", b"", [(b"content-length", b"4")], "1.1")]
+    events = conn.receive_data(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\n")
+    assert events == [Request(1, b"POST", b"/", b"", [(b"host", b"x"), (b"content-length", b"4")], "1.1")]
     assert conn.receive_data(b"ab") == [Data(1, b"ab")]
     assert conn.receive_data(b"cd") == [Data(1, b"cd", True)]
 
 
 def test_empty_chunked_body_ends_with_empty_data() -> None:
     conn = make()
-    events = conn.receive_data(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n")
+    events = conn.receive_data(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
     assert len(events) == 1
     assert not events[0].end_stream  # type: ignore[union-attr]
     assert conn.receive_data(b"0\r\n\r\n") == [Data(1, b"", True)]
@@ -426,7 +535,9 @@ def test_unknown_status_gets_a_status_line() -> None:
 
 def test_expect_100_continue() -> None:
     conn = make()
-    events = conn.receive_data(b"POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n")
+    events = conn.receive_data(
+        b"POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n"
+    )
     request = events[0]
     assert isinstance(request, Request)
     assert request.expect_continue
@@ -446,7 +557,7 @@ def test_expect_100_continue_is_ignored_on_http10() -> None:
 
 def test_no_100_continue_once_the_response_started() -> None:
     conn = make()
-    conn.receive_data(b"POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n")
+    conn.receive_data(b"POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n")
     conn.send_response(1, 417, [])
     conn.send_continue()
     conn.send_body(1, b"", True)
@@ -493,12 +604,12 @@ def test_request_line_too_long_414_trickled() -> None:
 
 def test_request_line_at_the_limit_is_fine() -> None:
     conn = make(max_request_line=100)
-    events = conn.receive_data(b"GET /" + b"a" * 99 + b" HTTP/1.1\r\n\r\n")
+    events = conn.receive_data(b"GET /" + b"a" * 99 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
     assert isinstance(events[0], Request)
 
 
 def test_too_many_headers_431() -> None:
-    lines = [b"h%d: v" % i for i in range(4)]
+    lines = [b"Host: x", *(b"h%d: v" % i for i in range(3))]
     assert isinstance(
         make(max_header_count=4).receive_data(request_head(b"/", b"GET", b"1.1", *lines))[0], Request
     )
@@ -532,7 +643,7 @@ def test_head_over_the_limit_in_reads_each_under_it_431() -> None:
     """The head's size is measured when it completes if it came in several reads, none of them over the limit."""
     conn = make(max_header_bytes=1000)
     half = b"".join(b"X-%d: %s\r\n" % (i, b"v" * 100) for i in range(5))
-    assert conn.receive_data(b"GET / HTTP/1.1\r\n" + half) == []
+    assert conn.receive_data(b"GET / HTTP/1.1\r\nHost: x\r\n" + half) == []
     events = conn.receive_data(half.replace(b"X-", b"Y-") + b"\r\n")
     assert_rejected(conn, events, 431, HeadersTooLarge)
 
@@ -589,7 +700,9 @@ def test_pipelined_body_after_a_split_head_is_not_counted_as_header_bytes() -> N
 )
 def test_chunked_trailers_are_bounded_by_the_header_limit(trailers: list[bytes]) -> None:
     conn = make(max_header_bytes=1000)
-    events = conn.receive_data(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n")
+    events = conn.receive_data(
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n"
+    )
     assert body_of(events) == (b"x", False)
     for piece in trailers:
         events = conn.receive_data(piece)
@@ -603,7 +716,7 @@ def test_chunked_trailers_are_bounded_by_the_header_limit(trailers: list[bytes])
 
 def test_small_chunks_fed_one_at_a_time_are_not_mistaken_for_trailers() -> None:
     conn = make(max_header_bytes=100)
-    conn.receive_data(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n")
+    conn.receive_data(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
     body = b""
     for i in range(500):
         for piece in (b"1;some-extension=%d\r\n" % i, b"y", b"\r\n"):
@@ -663,7 +776,7 @@ def test_bad_headers(lines: list[bytes], status: int, kind: type[ProtocolError])
         b"garbage\r\n\r\n",
         b"GET / HTTP/1.1\nHost: x\n\n",
         b"GET / HTTP/1.2\r\n\r\n",
-        b"GET / HTTP/1.1\r\n Host: x\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\n Host: x\r\n\r\n",
         b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",  # a TLS ClientHello on the plain port
     ],
 )
@@ -681,25 +794,27 @@ def test_unsupported_http_version_505() -> None:
 
 def test_body_too_large_by_content_length_is_refused_before_the_body() -> None:
     conn = make(max_body=100)
-    events = conn.receive_data(b"POST / HTTP/1.1\r\nContent-Length: 101\r\n\r\n")
+    events = conn.receive_data(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 101\r\n\r\n")
     assert_rejected(conn, events, 413, BodyTooLarge)
 
 
 def test_body_at_the_limit_is_fine() -> None:
     conn = make(max_body=100)
-    events = conn.receive_data(b"POST / HTTP/1.1\r\nContent-Length: 100\r\n\r\n" + b"x" * 100)
+    events = conn.receive_data(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n" + b"x" * 100)
     assert body_of(events) == (b"x" * 100, True)
 
 
 def test_body_limit_zero_means_none() -> None:
     conn = make(max_body=0)
-    events = conn.receive_data(b"POST / HTTP/1.1\r\nContent-Length: 200000\r\n\r\n" + b"x" * 200000)
+    events = conn.receive_data(
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 200000\r\n\r\n" + b"x" * 200000
+    )
     assert body_of(events) == (b"x" * 200000, True)
 
 
 def test_chunked_body_too_large_413() -> None:
     conn = make(max_body=100)
-    events = conn.receive_data(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n")
+    events = conn.receive_data(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
     assert len(events) == 1
     events = conn.receive_data(b"40\r\n" + b"x" * 64 + b"\r\n")
     assert body_of(events) == (b"x" * 64, False)
@@ -714,7 +829,7 @@ def test_chunked_body_too_large_413() -> None:
 
 def test_error_mid_body_after_the_app_started_responding_closes_without_an_error_response() -> None:
     conn = make(max_body=100)
-    conn.receive_data(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n")
+    conn.receive_data(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
     conn.send_response(1, 200, [])
     conn.send_body(1, b"partial", False)
     head = conn.data_to_send()
@@ -728,7 +843,7 @@ def test_error_mid_body_after_the_app_started_responding_closes_without_an_error
 
 def test_body_error_after_the_app_answered_in_full_just_closes() -> None:
     conn = make(max_body=100)
-    conn.receive_data(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n")
+    conn.receive_data(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
     assert status_of(respond(conn, 1, body=b"early")) == 200
     events = conn.receive_data(b"80\r\n" + b"x" * 128 + b"\r\n")
     assert events[0] == StreamReset(1, "request body exceeds 100 bytes")
@@ -740,7 +855,7 @@ def test_body_error_after_the_app_answered_in_full_just_closes() -> None:
 def test_body_stall_after_the_app_answered_in_full_just_closes() -> None:
     clock = Clock()
     conn = make(clock, body_timeout=1)
-    conn.receive_data(b"POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc")
+    conn.receive_data(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
     assert status_of(respond(conn, 1, body=b"early")) == 200
     events = conn.handle_timer(clock.now + 1)
     assert isinstance(events[0], StreamReset)
@@ -780,7 +895,7 @@ def test_header_timeout_408_from_the_first_byte() -> None:
     clock = Clock()
     conn = make(clock, header_timeout=3, keep_alive_timeout=1)
     clock.now = 1000.5
-    conn.receive_data(b"GET / HTTP/1.1\r\n")
+    conn.receive_data(b"GET / HTTP/1.1\r\nHost: x\r\n")
     assert conn.deadline == 1003.5
     clock.now = 1002.0
     conn.receive_data(b"Host: x\r\n")  # trickling does not push the deadline back
@@ -797,7 +912,7 @@ def test_header_timeout_408_from_the_first_byte() -> None:
 def test_body_stall_408() -> None:
     clock = Clock()
     conn = make(clock, body_timeout=4)
-    conn.receive_data(b"POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\n")
+    conn.receive_data(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n")
     assert conn.deadline == 1004.0
     clock.now = 1003.0
     conn.receive_data(b"abc")  # progress moves the deadline
@@ -813,7 +928,7 @@ def test_body_stall_408() -> None:
 def test_body_stall_after_the_response_started_just_closes() -> None:
     clock = Clock()
     conn = make(clock, body_timeout=4)
-    conn.receive_data(b"POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\n")
+    conn.receive_data(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n")
     conn.send_response(1, 200, [])
     conn.send_body(1, b"x", False)
     conn.data_to_send()
@@ -826,7 +941,7 @@ def test_body_stall_after_the_response_started_just_closes() -> None:
 def test_no_body_stall_while_the_client_waits_for_100_continue() -> None:
     clock = Clock()
     conn = make(clock, body_timeout=2)
-    conn.receive_data(b"POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n")
+    conn.receive_data(b"POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n")
     clock.now = 1002.0
     assert conn.handle_timer(clock.now) == []  # the app has not asked for the body yet
     assert not conn.closing
@@ -844,7 +959,7 @@ def test_no_body_stall_while_the_client_waits_for_100_continue() -> None:
 def test_body_stall_after_answering_an_expect_request_without_100_just_closes() -> None:
     clock = Clock()
     conn = make(clock, body_timeout=2)
-    conn.receive_data(b"POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n")
+    conn.receive_data(b"POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n")
     assert status_of(respond(conn, 1, 413)) == 413
     events = conn.handle_timer(1002.0)
     assert isinstance(events[0], StreamReset)
@@ -856,7 +971,7 @@ def test_body_stall_after_answering_an_expect_request_without_100_just_closes() 
 def test_no_deadline_while_the_server_owes_a_response() -> None:
     clock = Clock()
     conn = make(clock, keep_alive_timeout=1, header_timeout=1, body_timeout=1)
-    conn.receive_data(b"POST / HTTP/1.1\r\nContent-Length: 2\r\n\r\nab")
+    conn.receive_data(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nab")
     assert conn.deadline is None
     clock.now += 1000
     assert conn.handle_timer(clock.now) == []
@@ -868,7 +983,7 @@ def test_no_deadline_while_the_server_owes_a_response() -> None:
 def test_deadline_paused_while_the_server_stops_reading() -> None:
     clock = Clock()
     conn = make(clock, body_timeout=2, header_timeout=3)
-    conn.receive_data(b"POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\n")
+    conn.receive_data(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n")
     conn.set_reading_paused(True)
     assert conn.deadline is None
     assert conn.receive_data(b"abc") == [Data(1, b"abc")]
@@ -879,7 +994,7 @@ def test_deadline_paused_while_the_server_stops_reading() -> None:
     assert conn.deadline == 1102.0
     assert conn.receive_data(b"defghij") == [Data(1, b"defghij", True)]
     # Paused while the next request's headers arrive.
-    conn.receive_data(b"GET / HTTP/1.1\r\n")
+    conn.receive_data(b"GET / HTTP/1.1\r\nHost: x\r\n")
     assert conn.deadline == 1103.0
     conn.set_reading_paused(True)
     assert conn.deadline is None
@@ -1000,7 +1115,7 @@ def test_finish_and_close_lets_owed_responses_finish() -> None:
 
 def test_finish_and_close_mid_body_finishes_the_body_first() -> None:
     conn = make()
-    conn.receive_data(b"POST / HTTP/1.1\r\nContent-Length: 4\r\n\r\nab")
+    conn.receive_data(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nab")
     conn.finish_and_close()
     events = conn.receive_data(b"cd" + request_head(b"/later"))
     assert events == [Data(1, b"cd", True)]
@@ -1058,12 +1173,12 @@ request_strategy = st.one_of(
         st.binary(max_size=8).map(bytes.hex).map(str.encode),
     ),
     st.builds(
-        lambda body: b"POST /cl HTTP/1.1\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body),
+        lambda body: b"POST /cl HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body),
         st.binary(max_size=40),
     ),
     st.builds(
         lambda chunks: (
-            b"POST /chunked HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"POST /chunked HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
             + b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in chunks)
             + b"0\r\n\r\n"
         ),
@@ -1076,7 +1191,7 @@ request_strategy = st.one_of(
 @settings(max_examples=200, deadline=None)
 @given(
     requests=st.lists(request_strategy, min_size=1, max_size=5),
-    tail=st.sampled_from([b"", b"GET /bad HTTP/1.1\r\nContent-Length: x\r\n\r\n", b"GET /par"]),
+    tail=st.sampled_from([b"", b"GET /bad HTTP/1.1\r\nHost: x\r\nContent-Length: x\r\n\r\n", b"GET /par"]),
     cuts=st.lists(st.integers(min_value=1, max_value=400), max_size=12),
 )
 def test_any_split_of_a_pipelined_stream_gives_the_same_events(

@@ -151,7 +151,7 @@ _ERROR = ReadState.ERROR
 _STOPPED = ReadState.STOPPED
 _NO_TOKENS: frozenset[bytes] = frozenset()
 _SPECIAL_REQUEST_HEADERS = frozenset(
-    (b"connection", b"content-length", b"transfer-encoding", b"expect", b"upgrade")
+    (b"host", b"connection", b"content-length", b"transfer-encoding", b"expect", b"upgrade")
 )
 
 
@@ -226,6 +226,7 @@ class H1Connection(OutputBuffer):
         "_head_fed",
         "_headers",
         "_held",
+        "_hosts",
         "_max_body",
         "_max_header_bytes",
         "_max_header_count",
@@ -286,6 +287,7 @@ class H1Connection(OutputBuffer):
         # the request being parsed
         self._url = b""
         self._headers: Headers = []
+        self._hosts = 0  # Host header lines in the head
         self._feed_size = 0  # bytes in the current feed: a head that fits in it cannot be larger
         self._head_fed = 0  # size of a head that spans reads: what the first read held, plus later reads
         self._body_bytes = 0
@@ -380,6 +382,7 @@ class H1Connection(OutputBuffer):
         self._deadline_state = None
         self._url = b""
         self._headers = []
+        self._hosts = 0
         self._head_fed = 0
         self._body_bytes = 0
         self._connection_tokens = _NO_TOKENS
@@ -401,7 +404,10 @@ class H1Connection(OutputBuffer):
         name = name.lower()
         headers.append((name, value))
         if name in _SPECIAL_REQUEST_HEADERS:
-            self._special_header(name, value)
+            if name == b"host":
+                self._hosts += 1  # counted in trailers too, where nothing reads it any more
+            else:
+                self._special_header(name, value)
 
     def _head_size(self) -> int:
         """The request head's size as parsed so far: the target and each header line's name, value and four
@@ -449,6 +455,10 @@ class H1Connection(OutputBuffer):
                 keep_alive = b"keep-alive" in tokens and b"close" not in tokens
             else:
                 self._raise(ProtocolError(f"HTTP/{http_version} is not supported", status=505))
+        if self._hosts != 1 and (self._hosts or http_version == "1.1"):
+            # RFC 9112 §3.2: an HTTP/1.1 request without Host, or any request with more than one, is a 400
+            # (an HTTP/1.0 client may leave Host out).
+            self._raise(BadRequest("more than one Host header" if self._hosts else "no Host header"))
         # A head that came in several reads, or in one larger than the limit, is measured; others cannot exceed it.
         if (
             self._head_fed or self._feed_size > self._max_header_bytes
@@ -465,6 +475,8 @@ class H1Connection(OutputBuffer):
             except httptools.HttpParserInvalidURLError:
                 self._raise(BadRequest(f"invalid request target {url[:64]!r}"))
             path, query = parsed.path or b"/", parsed.query or b""
+            if parsed.host:
+                self._take_target_authority(url, parsed.userinfo)
         stream_id = self._next_stream_id
         self._next_stream_id = stream_id + 1
         request = self._request = Request(
@@ -483,6 +495,27 @@ class H1Connection(OutputBuffer):
         self._events.append(request)
         self._headers = _TRAILERS
         self.read_state = _BODY
+
+    def _take_target_authority(self, url: bytes, userinfo: bytes | None) -> None:
+        """An absolute-form target (RFC 9112 §3.2.2): its authority replaces the Host header the app sees, as
+        the server MUST ignore the Host it received; an HTTP/1.0 request without Host gets one."""
+        if userinfo is not None:
+            # RFC 9110 §4.2.4: userinfo in an http(s) URI received from an untrusted source should be an error
+            # (it hides the real authority from a reader, for phishing).
+            self._raise(BadRequest("userinfo in the request target"))
+        rest = url.partition(b"://")[2]
+        end = len(rest)
+        for delimiter in (b"/", b"?"):
+            found = rest.find(delimiter)
+            if 0 <= found < end:
+                end = found
+        authority = rest[:end]
+        headers = self._headers
+        for i, (name, _) in enumerate(headers):
+            if name == b"host":
+                headers[i] = (b"host", authority)
+                return
+        headers.append((b"host", authority))
 
     def on_body(self, body: bytes) -> None:
         received = self._body_bytes = self._body_bytes + len(body)
