@@ -208,6 +208,19 @@ class WSClient:
             if pause:
                 time.sleep(pause)
 
+    def send_as(self, how: str, *frames: bytes) -> None:
+        """Write ``frames`` as Autobahn's cases do: in one write ("one-write"), a write each with a pause, so
+        each is a read of its own ("frame-wise"), or a byte at a time ("octet-wise")."""
+        if how == "one-write":
+            self.send(*frames)
+        elif how == "frame-wise":
+            for one in frames:
+                self.send(one)
+                time.sleep(0.05)
+        else:
+            assert how == "octet-wise", how
+            self.send_in_chops(b"".join(frames), 1)
+
     def recv_frame(self) -> Frame:
         while (parsed := parse_frame(self.buffer)) is None:
             self._fill()
@@ -259,3 +272,12 @@ class WSClient:
         """Close cleanly: send a close, expect the same code back and the TCP close."""
         self.send(close(code))
         self.expect_close(code)
+
+
+def assert_still_echoing(port: int) -> None:
+    """A new WebSocket to the echo server on ``port`` echoes, whatever the test did to the one before."""
+    with WSClient(port) as client:
+        assert client.status == 101
+        client.send(text("still here"))
+        assert client.recv_frame().payload == b"still here"
+        client.close_handshake()

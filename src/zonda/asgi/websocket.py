@@ -6,6 +6,10 @@ cycle the connection's event handler; ``websocket.close`` before accepting answe
 ``websocket.http.response.*`` sends the app's own HTTP response. Messages from the peer wait in a bounded
 queue; when it is full, the connection stops being read.
 
+A peer that breaks the protocol after good messages: the core holds the failure while the app has those messages
+to take or is handling one (``_app_busy``), and the cycle releases it when the app asks for more, so the app's
+answers to them (an echo) go out before the close frame (Autobahn "OK", not "NON-STRICT").
+
 Over HTTP/2 (RFC 8441) the WebSocket is one stream of the connection: the cycle gets that stream's own
 transport (``websocket_channel``), which answers ``websocket.accept`` with a 200 that leaves the stream open and
 from then on carries the frames in DATA frames; "stops being read" closes the stream's flow-control window.
@@ -83,6 +87,7 @@ class WebSocketCycle:
         self._waiter: Any = None
         self._paused = False
         self._app_done = False  # the app returned: nobody receives any more
+        self._handling = False  # the app took a message and has not asked for the next yet
 
     # ------------------------------------------------------ events from the core
 
@@ -160,12 +165,18 @@ class WebSocketCycle:
         while not self._inbox:
             if self._disconnect_message is not None:
                 return dict(self._disconnect_message)  # asked again after the disconnect: the same answer
+            self._handling = False
+            core = self.core
+            if core is not None and core.failure_held:
+                self._release_failure()  # the app has had every message before the bad frame
+                continue
             waiter = self._waiter = self.transport.create_waiter()
             try:
                 await waiter
             finally:
                 self._waiter = None
         message = self._inbox.popleft()
+        self._handling = True
         if self._paused and len(self._inbox) <= self.settings.max_queue // 2:
             self._paused = False
             self.transport.resume_reading()
@@ -206,6 +217,9 @@ class WebSocketCycle:
             reason = message.get("reason") or ""
             if type(code) is not int:
                 raise AppProtocolError(f"websocket.close 'code' must be an int, got {code!r}")
+            if core.failure_held:
+                self._release_failure()  # the peer's failure, found first, is the close that goes out
+                return
             try:
                 core.send_close(code, reason)
             except ValueError as exc:  # a reserved code or a reason over 123 bytes
@@ -265,7 +279,7 @@ class WebSocketCycle:
             ):
                 raise AppProtocolError(f"websocket.accept: header {name!r} is the server's to send")
             headers.append((name, value))
-        self.core = WSConnection(self.settings, extensions, self.transport.time)
+        self.core = WSConnection(self.settings, extensions, self.transport.time, self._app_busy)
         self.status = 200 if self.handshake.extended_connect else 101
         self.state = WSState.OPEN
         self.transport.upgrade(self.stream_id, headers, self.core, self)
@@ -336,6 +350,15 @@ class WebSocketCycle:
             self._flush_close()
         elif self.state is WSState.RESPONDING:
             self.transport.abort()
+
+    def _app_busy(self) -> bool:
+        """Has the app messages still to take, or one it is handling? A failure then waits for it."""
+        return not self._app_done and (bool(self._inbox) or self._handling)
+
+    def _release_failure(self) -> None:
+        """The failure the core held goes out (close frame, end of the connection); the app hears of it."""
+        assert self.core is not None
+        self.handle_events(self.core.release_failure())
 
     def _flush_close(self) -> None:
         """Write the close frame just queued and arm the timer for the peer's answer."""

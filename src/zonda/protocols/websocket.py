@@ -9,42 +9,54 @@ Fast path: without extensions, ``WSConnection`` cuts the stream into frames itse
 websockets whole frames, so websockets' parser always sits at a frame boundary. A whole unfragmented TEXT or BINARY
 frame while the connection is OPEN is unmasked and becomes a ``Message`` directly, and outgoing messages are framed
 directly (RFC 6455 §5.2); everything else (control frames, fragments, RSV bits, errors) goes through websockets.
-bench/ws.py: ~25% less server CPU per echoed message.
+bench/ws.py: ~25% less server CPU per echoed message. The frame-level pieces live in ``_ws_frames``.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import codecs
 import hashlib
-import logging
-import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from websockets.exceptions import NegotiationError, PayloadTooBig
+from websockets.exceptions import NegotiationError
 from websockets.exceptions import ProtocolError as WSProtocolError
 from websockets.extensions.base import Extension
 from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
 from websockets.frames import Close, CloseCode, Frame, Opcode
 from websockets.headers import build_extension, parse_extension
-from websockets.protocol import CLOSED, OPEN, Protocol, Side
-
-try:
-    from websockets.speedups import apply_mask
-except ImportError:  # websockets built without its C extension
-    from websockets.utils import apply_mask
+from websockets.protocol import CLOSED, OPEN
 
 from zonda.errors import BadRequest, ProtocolError
 from zonda.protocols._output import OutputBuffer
+from zonda.protocols._ws_frames import (
+    BINARY_FIN,
+    TEXT_FIN,
+    Message,
+    ServerProtocol,
+    TextCheck,
+    apply_mask,
+    frame_bounds,
+    frame_header,
+)
 from zonda.protocols.events import ConnectionTerminated, Event, Headers, Request
 
+__all__ = [
+    "Handshake",
+    "Message",
+    "PeerClosed",
+    "Ping",
+    "UpgradeRequired",
+    "WSConnection",
+    "WSEvent",
+    "WSSettings",
+    "check_extended_connect",
+    "check_handshake",
+]
+
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-# websockets logs "connection closed" at INFO for every connection; zonda logs what matters itself.
-_protocol_log = logging.getLogger("zonda.websocket")
-_protocol_log.setLevel(logging.WARNING)
 
 
 class UpgradeRequired(ProtocolError):
@@ -178,13 +190,6 @@ def _extension_offers(headers: Headers) -> list[Any]:
 
 
 @dataclass(slots=True)
-class Message:
-    """A whole data message from the peer."""
-
-    data: bytes | str
-
-
-@dataclass(slots=True)
 class Ping:
     """A ping came in (its pong is queued) or a keep-alive ping went out: output for the driver to flush."""
 
@@ -205,115 +210,10 @@ class PeerClosed:
 
 
 WSEvent = Message | Ping | PeerClosed | ConnectionTerminated
-# A control frame's payload is at most 125 bytes (RFC 6455 §5.5).
-_MAX_CONTROL = 125
-_TEXT_FIN, _BINARY_FIN = 0x81, 0x82  # the first header byte of a whole message: FIN, no RSV bits (§5.2)
-_unpack_u16 = struct.Struct("!H").unpack_from
-_unpack_u64 = struct.Struct("!Q").unpack_from
-_pack_header16 = struct.Struct("!BBH").pack
-_pack_header64 = struct.Struct("!BBQ").pack
 
 
-def _frame_bounds(data: bytes | bytearray, pos: int) -> tuple[int, int]:
-    """Where the masking key of the frame at ``pos`` starts and where the frame ends; (-1, -1) if the header is
-    incomplete (RFC 6455 §5.2). The frame is taken to be masked; the caller checks."""
-    end = len(data)
-    if end - pos < 2:
-        return -1, -1
-    length = data[pos + 1] & 0x7F
-    key = pos + 2
-    if length == 126:
-        if end - key < 2:
-            return -1, -1
-        length = _unpack_u16(data, key)[0]
-        key += 2
-    elif length == 127:
-        if end - key < 8:
-            return -1, -1
-        length = _unpack_u64(data, key)[0]
-        key += 8
-    return key, key + 4 + length
-
-
-def _frame_header(first: int, length: int) -> bytes:
-    """An unmasked server frame's header (RFC 6455 §5.2)."""
-    if length < 126:
-        return bytes((first, length))
-    if length < 65536:
-        return _pack_header16(first, 126, length)
-    return _pack_header64(first, 127, length)
-
-
-class _MessageTooBig(PayloadTooBig):
-    """A whole message over the limit: websockets' parser fails the connection with 1009."""
-
-    def __init__(self, limit: int) -> None:
-        Exception.__init__(self)
-        self.limit = limit
-
-    def set_current_size(self, current_size: int | None) -> None:
-        pass  # the size in the message is the message's, not the frame's
-
-    def __str__(self) -> str:
-        return f"message over {self.limit} bytes"
-
-
-class _ServerProtocol(Protocol):
-    """websockets' server ``Protocol`` that assembles whole messages while it parses.
-
-    A data frame is checked (UTF-8, size) as soon as it is parsed, so an invalid or oversized message fails the
-    connection (1007, 1009) at once, before any later frame in the same read is looked at. Complete messages
-    replace data frames in ``events_received()``.
-    """
-
-    def __init__(self, max_size: int) -> None:
-        # websockets checks every frame against the message budget left, control frames included, so a ping
-        # between the fragments of a message near the limit would fail with 1009: give it a control frame's
-        # worth of slack and enforce the exact limit here. Inflating stays capped (websockets bounds it).
-        super().__init__(Side.SERVER, state=OPEN, max_size=max_size + _MAX_CONTROL, logger=_protocol_log)
-        self.limit = max_size
-        self._fragments: list[Any] = []  # str pieces of a fragmented text message, or bytes pieces
-        self._size = 0  # bytes of the fragmented message so far
-        self._decoder: Any = None  # the incremental UTF-8 decoder of a fragmented text message
-
-    def recv_frame(self, frame: Frame) -> None:
-        opcode = frame.opcode
-        if opcode is Opcode.CLOSE:
-            # RFC 6455 §5.4: control frames may come between the fragments of a message, a close frame too;
-            # the unfinished message is dropped, not a protocol error. (websockets < 16: cur_size.)
-            self._fragments = []
-            for name in ("current_size", "cur_size"):
-                if getattr(self, name, None) is not None:
-                    setattr(self, name, None)
-        super().recv_frame(frame)  # checks the order of fragments, answers pings and closes
-        if opcode is Opcode.TEXT or opcode is Opcode.BINARY or opcode is Opcode.CONT:
-            self.events.pop()
-            message = self._assemble(frame)
-            if message is not None:
-                self.events.append(Message(message))  # type: ignore[arg-type]
-
-    def _assemble(self, frame: Frame) -> bytes | str | None:
-        """The whole message once ``frame`` ends it. Raises UnicodeDecodeError (1007), _MessageTooBig (1009)."""
-        payload = frame.data
-        if frame.opcode is not Opcode.CONT:  # the first frame of a message
-            if len(payload) > self.limit:
-                raise _MessageTooBig(self.limit)
-            if frame.fin:
-                return str(payload, "utf-8") if frame.opcode is Opcode.TEXT else bytes(payload)
-            self._decoder = codecs.getincrementaldecoder("utf-8")() if frame.opcode is Opcode.TEXT else None
-            self._fragments = []
-            self._size = 0
-        self._size += len(payload)
-        if self._size > self.limit:
-            raise _MessageTooBig(self.limit)
-        if self._decoder is not None:  # fail fast on invalid UTF-8 inside a fragmented message (Autobahn 6.4)
-            self._fragments.append(self._decoder.decode(payload, frame.fin))
-        else:
-            self._fragments.append(bytes(payload))
-        if not frame.fin:
-            return None
-        fragments, self._fragments = self._fragments, []
-        return "".join(fragments) if self._decoder is not None else b"".join(fragments)
+def _never() -> bool:
+    return False
 
 
 class WSConnection(OutputBuffer):
@@ -322,19 +222,36 @@ class WSConnection(OutputBuffer):
     Pings are answered by the protocol layer. Keep-alive pings go out every ``ping_interval``; a peer that does
     not answer within ``ping_timeout`` fails the connection (1011 on the wire, 1006 to the app). While reading
     is paused for back-pressure the peer's pong cannot be read, so the keep-alive waits too. One ``deadline``
-    covers the keep-alive and the closing handshake.
+    covers the keep-alive, the closing handshake and a held failure.
+
+    A bad frame after good messages (Autobahn 3.2, 4.1.3, 5.15 ...): the messages come out first and the
+    failure is held (``failure_held``: nothing more is read, no close frame yet) while ``app_busy()`` says the
+    app has messages to take or is handling one, or while this very read gave it messages; the caller then
+    calls ``release_failure()`` once the app asks for more, so what the app sends in answer goes out before the
+    close frame. A held failure goes by itself after the closing-handshake time, and ``send_close`` sends it
+    instead of the close asked for. Without messages before it, a failure goes at once.
     """
 
-    def __init__(self, settings: WSSettings, extensions: list[Extension], clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        settings: WSSettings,
+        extensions: list[Extension],
+        clock: Callable[[], float],
+        app_busy: Callable[[], bool] = _never,
+    ) -> None:
         self.settings = settings
         self.clock = clock
+        self.app_busy = app_busy
         self.closing = False  # the TCP connection should close once the output is flushed
+        self.failure_held = False  # the peer broke the protocol; the close frame waits for release_failure()
         self.deadline: float | None = None
-        self._proto = _ServerProtocol(settings.max_size)
+        self._proto = ServerProtocol(settings.max_size)
         self._proto.extensions = extensions
         self._fast = not extensions  # frames cut here while True; see the module docstring
         self._held = bytearray()  # the start of an incomplete whole-message frame (fast path)
         self._owed = 0  # bytes of a frame websockets is parsing that are still to come (fast path)
+        self._text_check: TextCheck | None = None  # the text frame coming in pieces (fast path)
+        self._release_by: float | None = None  # a held failure goes out by then at the latest
         self._out: list[bytes] = []
         self._failed = False
         self._failure: tuple[int, str] | None = None  # the code and reason to report once
@@ -352,15 +269,46 @@ class WSConnection(OutputBuffer):
 
     def receive_data(self, data: bytes) -> list[Event | WSEvent]:
         proto = self._proto
-        if self.closing or proto.state is CLOSED:
+        if self.closing or self.failure_held or proto.state is CLOSED:
             return []
         events: list[Event | WSEvent] = []
         if self._fast:
             self._receive_frames(data, events)
         else:
             self._feed(data, events)
+        if proto.failure is not None:
+            self._settle_failure(events)
         self._collect_output(events)
         return events
+
+    def _settle_failure(self, events: list[Event | WSEvent]) -> None:
+        """The peer broke the protocol: fail now, or hold the failure until the app has had the messages that
+        came before the bad frame (see the class docstring)."""
+        if self.app_busy() or any(type(event) is Message for event in events):
+            self.failure_held = True
+            self._ping_at = self._pong_by = None  # a pong could not be read any more
+            self._release_by = self.clock() + (self.settings.ping_timeout or 5.0)
+            self._update_deadline()
+        else:
+            self._fail_now()
+
+    def release_failure(self) -> list[Event | WSEvent]:
+        """Send the held failure's close frame, then close: the app has had the messages before it."""
+        events: list[Event | WSEvent] = []
+        if self.failure_held:
+            self._fail_now()
+            self._collect_output(events)
+        return events
+
+    def _fail_now(self) -> None:
+        failure = self._proto.failure
+        assert failure is not None
+        self._proto.fail_now(*failure)
+        self.failure_held = False
+        self._release_by = None
+        self._failed = True
+        self._failure = failure
+        self._update_deadline()
 
     def _feed(self, data: bytes, events: list[Event | WSEvent]) -> None:
         """websockets parses ``data``: whole Messages and control frames come back."""
@@ -378,10 +326,18 @@ class WSConnection(OutputBuffer):
         proto = self._proto
         if self._owed:  # the rest of a frame websockets is parsing
             owed = self._owed
+            piece = data[:owed]
             self._owed = max(0, owed - len(data))
-            self._feed(data[:owed], events)
+            check = self._text_check
+            if check is not None:
+                if self._owed:  # still incomplete: its text so far must be UTF-8
+                    if not self._check_text(check, piece):
+                        return
+                else:  # complete now: websockets decodes it
+                    self._text_check = None
+            self._feed(piece, events)
             data = data[owed:]
-            if proto.state is not OPEN:
+            if proto.state is not OPEN or proto.failure is not None:
                 self._leave_fast_path(data, events)
                 return
         held = self._held
@@ -391,34 +347,45 @@ class WSConnection(OutputBuffer):
         buf = held if buffered else data
         pos = 0
         while pos < len(buf):
-            key, stop = _frame_bounds(buf, pos)
+            key, stop = frame_bounds(buf, pos)
             if key < 0:
                 break
             length = stop - key - 4
+            first = buf[pos]
             if (
-                buf[pos] in (_BINARY_FIN, _TEXT_FIN)
+                first in (BINARY_FIN, TEXT_FIN)
                 and buf[pos + 1] & 0x80  # masked (RFC 6455 §5.3)
                 and length <= proto.limit
                 and proto.current_size is None  # not inside a fragmented message
                 and proto.state is OPEN
             ):
-                if stop > len(buf):
-                    break  # held until the rest comes
-                if not self._fast_message(
-                    buf[pos], apply_mask(buf[key + 4 : stop], buf[key : key + 4]), events
-                ):
+                if stop > len(buf):  # held until the rest comes; its text is checked as it comes
+                    if first == TEXT_FIN and not self._check_held_text(buf, key):
+                        pos = len(buf)
+                    break
+                if self._text_check is not None:  # this frame's first part was checked already
+                    ok = self._finish_held_text(buf, key, stop, events)
+                else:
+                    ok = self._fast_message(
+                        first, apply_mask(buf[key + 4 : stop], buf[key : key + 4]), events
+                    )
+                if not ok:
                     pos = len(buf)
                     break
             else:  # a control frame, a fragment, RSV bits, an error: websockets checks it as the bytes come
                 known = min(stop, len(buf))
                 self._feed(bytes(buf[pos:known]), events)
-                if proto.state is not OPEN:  # closing or failed: websockets takes the rest as it comes
+                if proto.state is not OPEN or proto.failure is not None:
+                    # closing or failed: websockets takes (or ignores) the rest as it comes
                     self._leave_fast_path(bytes(buf[known:]), events)
                     pos = len(buf)
                     break
                 if stop > known:
                     self._owed = stop - known
-                    pos = known
+                    if buf[pos + 1] & 0x80 and not self._start_text_check(first, buf[key:known]):
+                        pos = len(buf)
+                    else:
+                        pos = known
                     break
             pos = stop
         if buffered:
@@ -427,17 +394,63 @@ class WSConnection(OutputBuffer):
             held += buf[pos:]
 
     def _fast_message(self, first: int, payload: bytes, events: list[Event | WSEvent]) -> bool:
-        if first == _BINARY_FIN:
+        if first == BINARY_FIN:
             events.append(Message(payload))
             return True
         try:
             events.append(Message(payload.decode()))
             return True
         except UnicodeDecodeError as exc:  # as websockets' parser fails it (RFC 6455 §8.1)
-            self._fast = False
-            self._fail(CloseCode.INVALID_DATA, f"{exc.reason} at position {exc.start}")
-            self._failure = (int(CloseCode.INVALID_DATA), str(exc))
+            self._invalid_text(f"{exc.reason} at position {exc.start}")
             return False
+
+    def _invalid_text(self, reason: str) -> None:
+        self._fast = False
+        self._text_check = None
+        self._proto.fail(CloseCode.INVALID_DATA, reason)  # held for _settle_failure
+
+    def _check_held_text(self, buf: bytes | bytearray, key: int) -> bool:
+        """A whole-message text frame held incomplete: decode what came of it so far."""
+        check = self._text_check
+        if check is None:
+            check = self._text_check = TextCheck(b"", keep=True)
+        with memoryview(buf) as view:  # released before the buffer grows again
+            return self._check_text(check, view[key + check.taken :])
+
+    def _finish_held_text(
+        self, buf: bytes | bytearray, key: int, stop: int, events: list[Event | WSEvent]
+    ) -> bool:
+        check = self._text_check
+        assert check is not None and check.parts is not None
+        self._text_check = None
+        reason = check.feed(buf[key + check.taken : stop], final=True)
+        if reason is not None:
+            self._invalid_text(reason)
+            return False
+        events.append(Message("".join(check.parts)))
+        return True
+
+    def _start_text_check(self, first: int, rest: bytes | bytearray) -> bool:
+        """A masked data frame websockets parses came in part (``rest``: what came after its header): if it
+        carries text (the first frame of a text message, or a continuation of one), check the part and what
+        follows (``_owed``) as it comes."""
+        opcode = first & 0x7F  # FIN aside; RSV bits set make it a 1002 once whole, so no check for them
+        proto = self._proto
+        if opcode == 1 and proto.current_size is None:
+            pending = b""
+        elif opcode == 0 and proto.text_decoder is not None:
+            pending = proto.text_decoder.getstate()[0]  # a character may span the frames
+        else:
+            return True
+        check = self._text_check = TextCheck(pending, keep=False)
+        return self._check_text(check, rest)
+
+    def _check_text(self, check: TextCheck, masked: bytes | bytearray | memoryview) -> bool:
+        reason = check.feed(masked) if masked else None
+        if reason is None:
+            return True
+        self._invalid_text(reason)
+        return False
 
     def _leave_fast_path(self, rest: bytes, events: list[Event | WSEvent]) -> None:
         self._fast = False
@@ -446,9 +459,12 @@ class WSConnection(OutputBuffer):
             self._feed(rest, events)
 
     def receive_eof(self) -> list[Event | WSEvent]:
-        """The peer closed TCP: an abrupt loss (1006) unless the closing handshake had finished."""
+        """The peer closed TCP: an abrupt loss (1006) unless the closing handshake had finished; a held failure
+        goes now."""
         if self.closing or self._proto.state is CLOSED:
             return []
+        if self.failure_held:
+            return self.release_failure()
         self._proto.receive_eof()
         events: list[Event | WSEvent] = []
         self._collect_output(events)
@@ -475,7 +491,7 @@ class WSConnection(OutputBuffer):
 
     def _fail(self, code: int, reason: str) -> None:
         """Fail the connection (RFC 6455 §7.1.7): close frame with ``code``, then close TCP."""
-        self._proto.fail(code, reason)
+        self._proto.fail_now(code, reason)
         self._failed = True
         self._failure = (int(code), reason)
 
@@ -488,7 +504,7 @@ class WSConnection(OutputBuffer):
                 self.closing = True  # websockets' EOF marker: the server closes TCP now
                 self.deadline = None
         exc = proto.parser_exc
-        if exc is not None and not self._failed:
+        if exc is not None and not self._failed and proto.failure is None:  # failed in websockets itself
             self._failed = True
             sent = proto.close_sent
             code = sent.code if sent is not None and sent.code != CloseCode.NO_STATUS_RCVD else 1006
@@ -505,10 +521,10 @@ class WSConnection(OutputBuffer):
         """Queue one whole message (text for ``str``). Raises InvalidState once closing."""
         if self._fast and self._proto.state is OPEN:  # framed here; websockets' output is always drained
             if isinstance(data, str):
-                payload, first = data.encode(), _TEXT_FIN
+                payload, first = data.encode(), TEXT_FIN
             else:
-                payload, first = data, _BINARY_FIN
-            self._out.append(_frame_header(first, len(payload)) + payload)
+                payload, first = data, BINARY_FIN
+            self._out.append(frame_header(first, len(payload)) + payload)
             return
         if isinstance(data, str):
             self._proto.send_text(data.encode())
@@ -522,6 +538,10 @@ class WSConnection(OutputBuffer):
         Raises ValueError for a code that may not be sent (RFC 6455 §7.4) or a reason over 123 bytes.
         """
         if self._proto.state is not OPEN:
+            return
+        if self.failure_held:  # the peer's failure, decided first, is the close that goes out
+            self._fail_now()
+            self._collect_output([])
             return
         try:
             self._proto.send_close(code, reason)
@@ -547,7 +567,7 @@ class WSConnection(OutputBuffer):
         if self.closing:
             self.deadline = None
             return
-        candidates = [self._close_by]
+        candidates = [self._close_by, self._release_by]
         if not self._paused:
             candidates += (self._ping_at, self._pong_by)
         times = [t for t in candidates if t is not None]
@@ -558,7 +578,9 @@ class WSConnection(OutputBuffer):
         if deadline is None or now < deadline:
             return []
         events: list[Event | WSEvent] = []
-        if self._close_by is not None and now >= self._close_by:
+        if self._release_by is not None and now >= self._release_by:
+            events = self.release_failure()  # the app did not ask for more in time
+        elif self._close_by is not None and now >= self._close_by:
             self.closing = True  # the peer never finished the closing handshake (RFC 6455 §7.1.1)
             events.append(ConnectionTerminated("closing handshake timed out"))
         elif self._pong_by is not None and now >= self._pong_by:

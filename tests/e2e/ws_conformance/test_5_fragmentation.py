@@ -4,10 +4,24 @@ never fragmented themselves; fragments out of order fail with 1002."""
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 
-from wsframes import BINARY, CLOSE, CONT, PING, PONG, SMALL, TEXT, WSClient, close, frame
+from helpers import wait_for
+from wsframes import (
+    BINARY,
+    CLOSE,
+    CONT,
+    PING,
+    PONG,
+    SMALL,
+    TEXT,
+    WSClient,
+    assert_still_echoing,
+    close,
+    frame,
+)
 
 
 @pytest.mark.parametrize("opcode", [PING, 0xA], ids=["ping", "pong"])
@@ -56,15 +70,21 @@ def test_fragments_out_of_order(ws: WSClient, frames: list[bytes]) -> None:
     ws.expect_close(1002)
 
 
-def test_new_message_after_a_complete_one(ws: WSClient) -> None:
-    """5.15: the first message is fine; the stray continuation after it fails the connection."""
-    ws.send(
-        frame(TEXT, b"fragment1", fin=False),
-        frame(CONT, b"fragment2"),
-        frame(CONT, b"fragment3", fin=False),
-        frame(TEXT, b"fragment4"),
-    )
-    assert [f.payload for f in ws.frames_before_close(1002)] in ([], [b"fragment1fragment2"])
+def test_new_message_after_a_complete_one(echo_port: int, seen: dict[str, list[tuple[str, Any]]]) -> None:
+    """5.15: the first message is fine and echoed before the close (Autobahn "OK", not "NON-STRICT"); the
+    stray continuation after it fails the connection with 1002."""
+    with WSClient(echo_port, "/?seen=5.15") as ws:
+        ws.send(
+            frame(TEXT, b"fragment1", fin=False),
+            frame(CONT, b"fragment2"),
+            frame(CONT, b"fragment3", fin=False),
+            frame(TEXT, b"fragment4"),
+        )
+        got = ws.frames_before_close(1002)
+        assert [(f.opcode, f.fin, f.payload) for f in got] == [(TEXT, True, b"fragment1fragment2")]
+    wait_for(lambda: ("disconnect", 1002) in seen.get("5.15", []), what="the app's disconnect")
+    assert seen["5.15"] == [("receive", "fragment1fragment2"), ("disconnect", 1002)]
+    assert_still_echoing(echo_port)
 
 
 def test_pings_between_fragments_with_pauses(ws: WSClient) -> None:
