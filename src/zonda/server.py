@@ -280,8 +280,7 @@ class Server:
         finally:
             with runtime.shielded(self._stop_bound()):  # also when serve() itself was cancelled
                 if listening is not None:
-                    listening.close()
-                    await listening.wait_accepted(loop.time() + config.timeout_graceful_shutdown)
+                    await listening.close_gracefully(loop.time() + config.timeout_graceful_shutdown)
                 if self.drain_grace and shared.connections and not self.force_exit:
                     await runtime.sleep(self.drain_grace)
                 await self._drain_connections(runtime, shared)

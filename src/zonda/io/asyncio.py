@@ -82,7 +82,7 @@ class AsyncioLoop:
         return AsyncioFileSender(self.loop, stream, plaintext, conn)  # type: ignore[arg-type]  # a transport
 
 
-# An accepted plaintext socket is opened two loop turns later: this bounds the wait for one that never is.
+# An accepted plaintext socket is opened a loop turn later: this bounds the wait for one that never is.
 OPENING_WAIT = 1.0
 
 _runtimes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncioRuntime] = weakref.WeakKeyDictionary()
@@ -151,8 +151,9 @@ class _TLSClosing:
 
 
 class _Listening:
-    def __init__(self, servers: list[asyncio.base_events.Server]) -> None:
+    def __init__(self, servers: list[asyncio.base_events.Server], accepts_in_tasks: bool) -> None:
         self._servers = servers
+        self._accepts_in_tasks = accepts_in_tasks
         # Plaintext connections accepted and not yet opened (weak: held only for the wait below). TLS ones are
         # not waited for: asyncio never tells the protocol of a failed handshake, so one could not be told
         # from one in progress (trio's driver can, and waits for both).
@@ -162,9 +163,17 @@ class _Listening:
         for server in self._servers:
             server.close()
 
-    async def wait_accepted(self, deadline: float) -> None:
+    async def close_gracefully(self, deadline: float) -> None:
         loop = asyncio.get_running_loop()
-        await asyncio.sleep(0)  # asyncio makes an accepted socket's protocol one task step after accept()
+        if self._accepts_in_tasks:
+            # asyncio's own loop accepts in one callback and makes each transport in a task a turn later,
+            # which fails once the server is closed (the connection is dropped): stop accepting first, let
+            # those tasks run, then close. uvloop makes the transport as it accepts.
+            for server in self._servers:
+                for sock in server.sockets:
+                    loop.remove_reader(sock.fileno())
+            await asyncio.sleep(0)
+        self.close()
         deadline = min(deadline, loop.time() + OPENING_WAIT)
         while any(not opening.opened for opening in self.opening) and loop.time() < deadline:
             await asyncio.sleep(0.005)
@@ -217,7 +226,7 @@ class AsyncioRuntime:
             if self.name != "asyncio" or sys.version_info >= (3, 11):  # asyncio takes it from 3.11
                 options["ssl_shutdown_timeout"] = TLS_CLOSE_TIMEOUT
 
-        listening = _Listening([])
+        listening = _Listening([], accepts_in_tasks=self.name == "asyncio")
         opening = listening.opening
         plaintext = ssl_context is None
 

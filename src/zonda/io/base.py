@@ -133,12 +133,11 @@ class Listening(Protocol):
     """Listeners accepting connections; ``close()`` stops accepting (open connections go on)."""
 
     def close(self) -> None: ...
-    async def wait_accepted(self, deadline: float) -> None:
-        """After ``close()``: return once every connection accepted before it is open (the connection
-        registered) or dropped, or at ``deadline`` (``Loop.time()``), so a connection the kernel handed over
-        just before the close is served, not reset when the process exits. trio's driver also waits for TLS
-        handshakes in progress; asyncio's cannot tell a failed one from a slow one, and waits for plaintext
-        connections only."""
+    async def close_gracefully(self, deadline: float) -> None:
+        """Stop accepting and close, and return once every connection accepted before is open (registered
+        with the server) or dropped, or at ``deadline`` (``Loop.time()``): a connection the kernel handed over
+        just before is served, not reset when the process exits. trio's driver also waits for TLS handshakes
+        in progress; asyncio's cannot tell a failed one from a slow one, and waits for plaintext ones only."""
         ...
 
 

@@ -467,7 +467,8 @@ class TrioListeners:
         for listener in self._listeners:
             listener.socket.close()
 
-    async def wait_accepted(self, deadline: float) -> None:
+    async def close_gracefully(self, deadline: float) -> None:
+        self.close()
         while self._opening and trio.current_time() < deadline:
             await trio.sleep(0.01)
 
