@@ -215,7 +215,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help=f"any of {','.join(SERVERS)} ({','.join(DEFAULT_SERVERS)})",
     )
     p.add_argument("--floor", action="store_true", help="also run bench/floor.py under the hello workload")
-    p.add_argument("--base-src", type=Path, help="the src directory zonda-base imports zonda from")
+    p.add_argument("--base-src", help="the src directory zonda-base imports zonda from")
     p.add_argument("--markdown", action="store_true", help="print markdown tables for RESULTS.md")
     p.add_argument("--warmup", type=int, default=2, help="unmeasured wrk seconds before each run (2)")
     p.add_argument("--idle-connections", type=int, default=5000, help="idle keep-alive connections (5000)")
@@ -300,7 +300,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.verbose)
     if args.base_src is not None:
-        bench.http1.BASE_SRC = args.base_src.resolve()
+        bench.http1.BASE_SRC = Path(args.base_src).resolve()
     nofile = raise_nofile_limit()
     if "idle" in args.only and nofile < args.idle_connections + 100:
         log.error("RLIMIT_NOFILE is %d, too low for %d connections", nofile, args.idle_connections)
