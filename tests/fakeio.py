@@ -11,8 +11,8 @@ loop's next turn (asyncio before Python 3.12), or runs its first step at once wi
 
 ``FakeStream`` is one connection's ``ByteStream``. It records what is written, holds incoming bytes while
 reading is paused (delivering them on resume, as a socket would), calls ``connection_lost`` on the loop's next
-turn after ``close()`` or ``abort()`` as asyncio's transports do, and ``set_protocol`` changes who gets its
-callbacks. Its driver side (``feed``, ``feed_eof``, ``pause_writing``, ...) does what a driver would, then lets
+turn after ``close()`` or ``abort()`` as asyncio's transports do (after a ``close()`` with ``unsent`` bytes, once
+the test drains them), and ``set_protocol`` changes who gets its callbacks. Its driver side (``feed``, ``feed_eof``, ``pause_writing``, ...) does what a driver would, then lets
 the loop run.
 
 ``FakeServer`` builds what ``Server._serve_app`` builds for its connections (``SessionContext``,
@@ -176,6 +176,9 @@ class FakeLoop:
     def file_sender(self, stream: Any, plaintext: bool, conn: FileDrain) -> FakeFileSender:
         return FakeFileSender(stream, conn)
 
+    def unacknowledged(self, stream: Any) -> int:
+        return int(stream.unsent)
+
     # ------------------------------------------------------------ the test's side
 
     def run(self) -> None:
@@ -230,6 +233,7 @@ class FakeFileSender:
     """The ``FileSender`` of a TLS connection: the file's bytes read here and written through the stream."""
 
     os_sendfile = False
+    bytes_sent = 0  # by os.sendfile: never, here
 
     def __init__(self, stream: Any, conn: FileDrain) -> None:
         self.stream = stream
@@ -265,6 +269,9 @@ class FakeStream:
         self.lost = False  # connection_lost was called
         self.reading_paused = False
         self.late_writes: list[bytes] = []  # writes after close() or abort(): a bug, unless a test wants them
+        self.unsent = (
+            0  # what get_write_buffer_size() says: bytes the "kernel" has not taken (the test sets it)
+        )
         self._incoming = bytearray()  # bytes the peer sent while reading was paused
 
     # ------------------------------------------------------------ the ByteStream seam
@@ -279,17 +286,20 @@ class FakeStream:
     def close(self) -> None:
         if not self.is_closing():
             self.closed = True
-            self.loop.call_soon(self._lose)
+            if not self.unsent:
+                self.loop.call_soon(self._lose)
+            # else: lost once the test drains it (``drain``), as a transport flushes before it closes
 
     def abort(self) -> None:
         if not self.aborted:
-            first = not self.is_closing()
             self.aborted = True
-            if first:
-                self.loop.call_soon(self._lose)
+            self.loop.call_soon(self._lose)  # at most once: _lose looks
 
     def is_closing(self) -> bool:
         return self.closed or self.aborted
+
+    def get_write_buffer_size(self) -> int:
+        return self.unsent
 
     def pause_reading(self) -> None:
         self.reading_paused = True
@@ -327,6 +337,13 @@ class FakeStream:
     def resume_writing(self) -> None:
         """The write buffer drained below its low-water mark."""
         self.protocol.resume_writing()
+        self.loop.run()
+
+    def drain(self, unsent: int = 0) -> None:
+        """The peer read: ``unsent`` bytes are left in the buffer; a closed stream with none left is lost."""
+        self.unsent = unsent
+        if self.closed and not unsent and not self.lost:
+            self._lose()
         self.loop.run()
 
     def reset(self) -> None:

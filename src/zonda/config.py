@@ -112,6 +112,25 @@ class Config:
     timeout_request_body: float = option(
         30.0, "answer 408 when a request body stalls this long (seconds)", "HTTP timeouts and limits"
     )
+    limit_request_body_rate: int = option(
+        256,
+        "slowest average rate (bytes per second, from the body's first byte) a request body may arrive at, "
+        "checked after --limit-request-body-rate-grace; slower: 408 (HTTP/2: RST_STREAM CANCEL); 0: no minimum",
+        "HTTP timeouts and limits",
+        metavar="BYTES/S",
+    )
+    limit_request_body_rate_grace: float = option(
+        5.0,
+        "seconds a request body arrives before its rate is checked (also after the server paused reading it)",
+        "HTTP timeouts and limits",
+        metavar="SECONDS",
+    )
+    timeout_write: float = option(
+        30.0,
+        "close a connection whose client takes none of the response for this many seconds (a slow reader; "
+        "HTTP/2: RST_STREAM CANCEL for a stream whose window stays closed); 0: never",
+        "HTTP timeouts and limits",
+    )
     limit_request_line: int = option(
         8190, "longest request target in bytes (longer: 414)", "HTTP timeouts and limits", minimum=1
     )

@@ -55,6 +55,10 @@ class RequestTimeout(ProtocolError):
     status = 408
 
 
+class RequestBodyTooSlow(RequestTimeout):
+    """The request body arrived slower on average than ``--limit-request-body-rate``."""
+
+
 class BodyTooLarge(ProtocolError):
     status = 413
 

@@ -57,6 +57,9 @@ REJECTION_REASONS = {  # ProtocolError class name -> reason label
     "HeadersTooLarge": "request_headers",
     "RequestLineTooLong": "request_line",
     "RequestTimeout": "timeout",
+    "RequestBodyTooSlow": "body_rate",
+    "WriteTimeout": "write_timeout",
+    "ProxyProtocolError": "proxy_protocol",
 }
 _CREATED_DIR: list[str] = []
 

@@ -73,7 +73,8 @@ def ws_settings(config: Config) -> WSSettings | None:
 
 
 class _DateTicker:
-    """Refreshes the cached Date header just after each wall-clock second turns."""
+    """Refreshes the cached Date header just after each wall-clock second turns, and says how many rejection
+    lines were suppressed in the second that ended (``zonda.rejection_log``)."""
 
     def __init__(self, loop: Loop, shared: ServerShared) -> None:
         self.loop = loop
@@ -83,6 +84,7 @@ class _DateTicker:
 
     def tick(self) -> None:
         self.shared.refresh_date()
+        self.shared.rejection_log.flush(self.loop.time())
         self.handle = self.loop.call_at(self.loop.time() + 1.0 - time.time() % 1.0, self.tick)
 
     def cancel(self) -> None:
@@ -285,6 +287,7 @@ class Server:
                     await runtime.sleep(self.drain_grace)
                 await self._drain_connections(runtime, shared)
                 date_timer.cancel()
+                shared.rejection_log.flush(float("inf"))  # the last second's suppressed lines, counted
                 if access_writer is not None:
                     access_writer.close()
                 if lifespan is not None:

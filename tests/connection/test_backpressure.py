@@ -46,7 +46,7 @@ def test_http1_send_waits_while_writing_is_paused_and_goes_on_at_resume(serve: S
     assert b"transfer-encoding: chunked" in head
     assert dechunk(body) == (b"one", False)  # the part went to the stream; its send() waits
     assert progress == []
-    server.loop.advance(60)  # no timer wakes it: only the stream can
+    server.loop.advance(20)  # no timer wakes it within --timeout-write (30 s): only the stream can
     assert progress == [] and stream.take() == b""
 
     stream.resume_writing()

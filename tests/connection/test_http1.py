@@ -178,7 +178,7 @@ def test_a_request_body_that_stalls_past_the_body_timeout_gets_408(serve: Serve)
         while (message := await receive())["type"] == "http.request":
             received.append(message)
 
-    server = serve(app, timeout_request_body=30)
+    server = serve(app, timeout_request_body=30, limit_request_body_rate=0)  # the stall alone
     stream = server.connect()
     stream.feed(b"POST /upload HTTP/1.1\r\nHost: test\r\nContent-Length: 10\r\n\r\nabc")
     assert received == [{"type": "http.request", "body": b"abc", "more_body": True}]

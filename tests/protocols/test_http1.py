@@ -911,7 +911,7 @@ def test_header_timeout_408_from_the_first_byte() -> None:
 
 def test_body_stall_408() -> None:
     clock = Clock()
-    conn = make(clock, body_timeout=4)
+    conn = make(clock, body_timeout=4, min_body_rate=0)  # the stall alone
     conn.receive_data(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n")
     assert conn.deadline == 1004.0
     clock.now = 1003.0

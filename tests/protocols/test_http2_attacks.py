@@ -367,7 +367,7 @@ def test_header_block_completed_in_time_restores_the_deadline() -> None:
 
 
 def test_request_body_stall_resets_the_stream() -> None:
-    client = RawClient(stall_timeout=30)
+    client = RawClient(stall_timeout=30, min_body_rate=0)  # the stall alone
     start = client.clock.now
     client.request(1, end_stream=False)
     client.request(3, end_stream=False)

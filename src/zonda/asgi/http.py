@@ -25,6 +25,7 @@ from zonda.asgi.types import ASGIApp, Message, Scope
 from zonda.errors import AppProtocolError, ClientDisconnected, ProtocolError
 from zonda.protocols.events import ConnectionTerminated, Data, Event, Request, StreamReset
 from zonda.protocols.fields import header_name, header_value
+from zonda.rejection_log import RejectionLog
 
 if TYPE_CHECKING:
     from zonda.asgi.websocket import StreamTunnel, WebSocketCycle
@@ -173,6 +174,7 @@ class SessionContext:
         "h2c",
         "limit_concurrency",
         "on_response",
+        "rejection_log",
         "root_path",
         "state",
         "stats",
@@ -198,6 +200,7 @@ class SessionContext:
         self.limit_concurrency = limit_concurrency
         self.stats = ServerStats()
         self.h2c = False  # answer `Upgrade: h2c` requests by switching to HTTP/2 (the server sets it)
+        self.rejection_log = RejectionLog()  # lines about rejected clients, rate-limited per cause
 
 
 class ServerStats:
@@ -790,7 +793,11 @@ class HTTPSession:
             handshake = check_handshake(request)
         except ProtocolError as exc:
             client = self.info.client
-            error_log.warning(
+            self.context.rejection_log.log(
+                self.transport.time(),
+                f"{exc.status} response to a WebSocket handshake",
+                error_log,
+                logging.WARNING,
                 "%d response to WebSocket handshake from %s: %s",
                 exc.status,
                 f"{client[0]}:{client[1]}" if client else "client",

@@ -114,7 +114,11 @@ class WebSocketCycle:
             elif kind is PeerClosed:
                 if event.failure:
                     client = self.info.client
-                    error_log.info(
+                    self.session.context.rejection_log.log(
+                        self.session.transport.time(),
+                        f"WebSocket closed with {event.code}",
+                        error_log,
+                        logging.INFO,
                         "WebSocket %s from %s closed with %d: %s",
                         self.path,
                         f"{client[0]}:{client[1]}" if client else "client",

@@ -5,16 +5,23 @@ A ``Connection`` is the stream's protocol object (``io.base.StreamProtocol``: th
 write-pause state and its drain waiters, the one timer that follows the core's deadline, closing, and the file
 sending the bridge asks for. Subclasses add a protocol: ``HTTP1Connection``, ``HTTP2Connection``. Nothing here
 knows the event loop: time, timers, waiters and tasks come from the server's ``io.base.Loop``.
+
+Slow readers (``--timeout-write``): while the connection waits on its client to take bytes (writing paused, a
+file going out, or a close with bytes still buffered), the same timer checks every ``timeout_write`` seconds
+that the stream's write buffer went down (or the file sender moved on) since the last look; if not, the
+connection is aborted and its apps get ``http.disconnect``. Nothing is measured per write: the driver's stream
+keeps its buffer size anyway, and a look happens only when the timer fires.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 from zonda.asgi._files import PATHSEND, ZEROCOPYSEND
-from zonda.connection.log import log_closed
+from zonda.connection.log import describe, log_closed
 from zonda.connection.timer import DeadlineTimer
 from zonda.errors import ClientDisconnected
 from zonda.io.base import ByteStream, FileSender, Loop, Waiter
@@ -48,6 +55,7 @@ class EventHandler(Protocol):
 
 
 SMALL_FILE = 16 * 1024  # at most this many bytes: read on the loop thread, written with the head
+error_log = logging.getLogger("zonda.error")
 
 
 class Connection:
@@ -68,6 +76,15 @@ class Connection:
         self.timer = DeadlineTimer(loop.call_at, self._on_timer)
         self._closed = False
         self._files: FileSender | None = None
+        self._sending_file = False
+        # --timeout-write: when writing is next checked for progress (None: not waiting on the client), and
+        # what progress was as of the last look (the bytes the client has not taken, the file bytes sent, how
+        # many times writing resumed: the app may have written more meanwhile, so the bytes alone can rise)
+        self._write_check: float | None = None
+        self._write_unsent = 0
+        self._write_file_sent = 0
+        self._write_resumes = 0
+        self._write_resumes_seen = 0
         # the bridge's spawn() is the loop's own: one call less per request
         self.spawn: Callable[[Coroutine[Any, Any, None]], None] = loop.spawn
 
@@ -96,9 +113,11 @@ class Connection:
 
     def pause_writing(self) -> None:
         self.write_paused = True
+        self._watch_writes()
 
     def resume_writing(self) -> None:
         self.write_paused = False
+        self._write_resumes += 1  # the client took bytes (only after a pause, not per write)
         self._wake_drain_waiters()
 
     def _wake_drain_waiters(self) -> None:
@@ -146,7 +165,13 @@ class Connection:
     def _close(self) -> None:
         if not self._closed:
             self._closed = True
-            self.stream.close()
+            stream = self.stream
+            # asked before close(): a closed TLS transport of asyncio's may not answer (closed twice, it drops
+            # its protocol), and one the peer already closed has nothing to flush
+            flushing = not stream.is_closing() and stream.get_write_buffer_size()
+            stream.close()
+            if flushing:
+                self._watch_writes()  # the stream flushes before it closes: bounded too, if the client stops
 
     def _arm_if_earlier(self) -> None:
         if not self._closed:
@@ -157,6 +182,67 @@ class Connection:
 
     def _on_timer(self) -> None:
         raise NotImplementedError
+
+    # ------------------------------------------------------------ slow readers (--timeout-write)
+
+    def _watch_writes(self) -> None:
+        """The connection now waits on its client to take bytes: check it makes progress (module docstring)."""
+        timeout = self.shared.timeout_write
+        if self._write_check is None and timeout:
+            self._note_write_progress()
+            self._write_check = self.loop.time() + timeout
+            self.timer.arm(self._write_check)
+
+    def _note_write_progress(self) -> None:
+        self._write_unsent = self.loop.unacknowledged(self.raw_stream)
+        files = self._files
+        self._write_file_sent = files.bytes_sent if files is not None else 0
+        self._write_resumes_seen = self._write_resumes
+
+    def _waiting_on_client(self) -> bool:
+        """Writing waits for the client to read: paused, or a file going out by ``os.sendfile`` (a file read
+        in blocks waits on the disk between them: its writes pause the stream like any others), or closing
+        with bytes still to flush."""
+        if self.write_paused or (self._sending_file and self._files is not None and self._files.os_sendfile):
+            return True
+        return self._closed and bool(self.stream.get_write_buffer_size())
+
+    def _writes_stalled(self, now: float) -> bool:
+        """Called first when the timer fires: whether the client took nothing for ``timeout_write`` seconds
+        (then the connection is aborted and logged, and the caller does nothing more)."""
+        check = self._write_check
+        if check is None:
+            return False
+        if now < check:
+            self.timer.arm(check)  # the timer fired for the core's deadline: keep this check armed too
+            return False
+        if not self._waiting_on_client():
+            self._write_check = None
+            return False
+        unsent, file_sent, resumes = self._write_unsent, self._write_file_sent, self._write_resumes_seen
+        self._note_write_progress()
+        if self._write_unsent < unsent or self._write_file_sent > file_sent or self._write_resumes > resumes:
+            self._write_check = now + self.shared.timeout_write
+            self.timer.arm(self._write_check)
+            return False
+        self._write_check = None
+        self._abort_slow_reader(now)
+        return True
+
+    def _abort_slow_reader(self, now: float) -> None:
+        shared = self.shared
+        shared.rejections["WriteTimeout"] = shared.rejections.get("WriteTimeout", 0) + 1
+        shared.rejection_log.log(
+            now,
+            "write timeout",
+            error_log,
+            logging.INFO,
+            "Closing connection from %s: it took no response bytes for %gs (--timeout-write), %d left unsent",
+            describe(self.session.info.client) if self.session is not None else "client",
+            shared.timeout_write,
+            self._write_unsent,
+        )
+        self.abort()
 
     # ------------------------------------------------------------ files (pathsend, zerocopysend)
 
@@ -190,6 +276,8 @@ class Connection:
         if self._files is None:
             plaintext = ZEROCOPYSEND in self.session.info.extensions
             self._files = self.loop.file_sender(self.raw_stream, plaintext, self)
+        self._sending_file = True
+        self._watch_writes()
         try:
             sent = await self._files.send(fd, offset, count)
         except ClientDisconnected:
@@ -201,5 +289,7 @@ class Connection:
         except OSError:  # the file's side (EIO ...): the response cannot be completed
             self.abort()
             raise
+        finally:
+            self._sending_file = False
         self._count_out(sent)  # the sender writes to the driver's own stream, past any counting one
         return sent

@@ -33,6 +33,9 @@ class CountingStream:
     def is_closing(self) -> bool:
         return self._stream.is_closing()
 
+    def get_write_buffer_size(self) -> int:
+        return self._stream.get_write_buffer_size()
+
     def pause_reading(self) -> None:
         self._stream.pause_reading()
 

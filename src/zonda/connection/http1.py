@@ -51,8 +51,15 @@ class HTTP1Connection(Connection):
         shared = self.shared
         self.stream = self.raw_stream = stream
         if shared.limit_connections and len(shared.connections) >= shared.limit_connections:
-            error_log.warning("Connection refused: --limit-connections %d reached", shared.limit_connections)
             shared.stats_refused += 1
+            shared.rejection_log.log(
+                self.loop.time(),
+                "503 response (--limit-connections)",
+                error_log,
+                logging.WARNING,
+                "Connection refused: --limit-connections %d reached",
+                shared.limit_connections,
+            )
             refusal = ProtocolError("too many connections", status=503)
             stream.write(error_response(refusal, shared.defaults, b"retry-after: 1\r\n"))
             stream.close()
@@ -156,7 +163,7 @@ class HTTP1Connection(Connection):
         from zonda.connection.http2 import HTTP2Connection
 
         self._hand_over()
-        h2 = HTTP2Connection(self.shared, self.loop, self.stream, info)
+        h2 = HTTP2Connection(self.shared, self.loop, self.stream, info, self.raw_stream)
         h2.start(data)
 
     def upgrade_h2c(self, request: Request) -> None:
@@ -183,7 +190,7 @@ class HTTP1Connection(Connection):
             self.reading_paused = False
             self.stream.resume_reading()
         self._hand_over()
-        h2 = HTTP2Connection(self.shared, self.loop, self.stream, self.session.info)
+        h2 = HTTP2Connection(self.shared, self.loop, self.stream, self.session.info, self.raw_stream)
         with contextlib.suppress(ProtocolError):  # bad settings: the client's SETTINGS frame follows anyway
             h2.core.apply_http2_settings(settings)
         h2.flush()  # our SETTINGS, the first HTTP/2 frame after 101 (RFC 7540 §3.2)
@@ -244,7 +251,10 @@ class HTTP1Connection(Connection):
                 self.timer.arm(deadline)
 
     def _on_timer(self) -> None:
-        events = self.active.handle_timer(self.loop.time())
+        now = self.loop.time()
+        if self._write_check is not None and self._writes_stalled(now):
+            return
+        events = self.active.handle_timer(now)
         if events and self.handler.handle_events(events):
             self._terminated(events)
         self._arm_if_earlier()
@@ -257,12 +267,15 @@ class HTTP1Connection(Connection):
         assert isinstance(terminated, ConnectionTerminated)
         error = terminated.error
         if error is not None:
-            rejections = self.shared.rejections
+            shared = self.shared
             name = type(error).__name__
-            rejections[name] = rejections.get(name, 0) + 1
+            shared.rejections[name] = shared.rejections.get(name, 0) + 1
             level = logging.INFO if isinstance(error, RequestTimeout) else logging.WARNING
             client = self.session.info.client
-            error_log.log(
+            shared.rejection_log.log(
+                self.loop.time(),
+                f"{error.status} response ({name})",
+                error_log,
                 level,
                 "%d response to %s: %s",
                 error.status,

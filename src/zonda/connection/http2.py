@@ -48,9 +48,19 @@ class HTTP2Connection(Connection):
 
     core: H2Connection
 
-    def __init__(self, shared: ServerShared, loop: Loop, stream: ByteStream, info: ConnectionInfo) -> None:
+    def __init__(
+        self,
+        shared: ServerShared,
+        loop: Loop,
+        stream: ByteStream,
+        info: ConnectionInfo,
+        raw_stream: ByteStream | None = None,
+    ) -> None:
+        """``stream`` is written through (counting, if the HTTP/1.1 connection counted); ``raw_stream`` is the
+        driver's own below it, when it differs."""
         super().__init__(shared, loop)
-        self.stream = self.raw_stream = stream
+        self.stream = stream
+        self.raw_stream = stream if raw_stream is None else raw_stream
         # the core adds its attack and error counts to the server's as they happen (metrics read them live)
         self.core = H2Connection(
             shared.h2_settings,  # type: ignore[arg-type]
@@ -178,13 +188,32 @@ class HTTP2Connection(Connection):
         if error is None:  # the idle timeout: GOAWAY NO_ERROR
             h2_log.debug("GOAWAY NO_ERROR to %s: %s", peer, terminated.reason)
             return
+        shared = self.shared
         name = type(error).__name__
-        self.shared.rejections[name] = self.shared.rejections.get(name, 0) + 1
+        shared.rejections[name] = shared.rejections.get(name, 0) + 1
+        now = self.loop.time()
         if isinstance(error, H2Error):
             level = logging.WARNING if error.code == ErrorCode.ENHANCE_YOUR_CALM else logging.INFO
-            h2_log.log(level, "GOAWAY %s to %s: %s", error.code.name, peer, error.detail)
+            shared.rejection_log.log(
+                now,
+                f"GOAWAY {error.code.name}",
+                h2_log,
+                level,
+                "GOAWAY %s to %s: %s",
+                error.code.name,
+                peer,
+                error.detail,
+            )
         else:
-            error_log.info("HTTP/2 connection from %s ended: %s", peer, error.detail)
+            shared.rejection_log.log(
+                now,
+                f"HTTP/2 {name}",
+                error_log,
+                logging.INFO,
+                "HTTP/2 connection from %s ended: %s",
+                peer,
+                error.detail,
+            )
 
     def connection_lost(self, exc: Exception | None) -> None:
         for channel in list(self.websockets.values()):
@@ -195,19 +224,31 @@ class HTTP2Connection(Connection):
         counters = self.core.counters  # already in shared.h2_counters: the core adds to both
         if counters:
             h2_log.debug("HTTP/2 connection counters: %s", counters)
-            stalled = counters.get("send_stall", 0) + counters.get("body_stall", 0)
-            if stalled:
-                # one line per connection, not per stream: a client that stalls many streams is one event
-                client = self.session.info.client
-                h2_log.info(
-                    "HTTP/2 connection from %s ended after %d stream reset(s) for stalling over %gs "
-                    "(%d with the client's window closed, %d with the request body stalled)",
-                    f"{client[0]}:{client[1]}" if client else "client",
-                    stalled,
-                    self.core.settings.stall_timeout,
-                    counters.get("send_stall", 0),
-                    counters.get("body_stall", 0),
-                )
+            self._log_slow_streams(counters)
+
+    def _log_slow_streams(self, counters: dict[str, int]) -> None:
+        """One line per connection, not per stream (a client that stalls many streams is one event), for the
+        streams reset for waiting on a slow client."""
+        settings = self.core.settings
+        kinds = (
+            ("send_stall", f"with the client's window closed for {settings.send_stall_timeout or 0:g}s"),
+            ("body_stall", f"with the request body stalled for {settings.stall_timeout:g}s"),
+            ("body_rate", f"with the request body under {settings.min_body_rate} bytes/s"),
+        )
+        found = [(counters[name], text) for name, text in kinds if counters.get(name)]
+        if not found:
+            return
+        client = self.session.info.client
+        self.shared.rejection_log.log(
+            self.loop.time(),
+            "HTTP/2 slow-client stream resets",
+            h2_log,
+            logging.INFO,
+            "HTTP/2 connection from %s ended after %d stream reset(s) for slow clients: %s",
+            f"{client[0]}:{client[1]}" if client else "client",
+            sum(count for count, _ in found),
+            ", ".join(f"{count} {text}" for count, text in found),
+        )
 
     def resume_writing(self) -> None:
         super().resume_writing()
@@ -276,4 +317,7 @@ class HTTP2Connection(Connection):
         return self.core.deadline
 
     def _on_timer(self) -> None:
-        self._handle(self.core.handle_timer(self.loop.time()))
+        now = self.loop.time()
+        if self._write_check is not None and self._writes_stalled(now):
+            return
+        self._handle(self.core.handle_timer(now))

@@ -66,8 +66,16 @@ class ObservedHTTP1Connection(HTTP1Connection):
             header = parse_proxy_header(data, self.shared.proxy.proxy_protocol)  # type: ignore[union-attr]
         except ProxyProtocolError as exc:
             client = self.session.info.client
-            error_log.warning(
-                "Closing connection from %s: %s", f"{client[0]}:{client[1]}" if client else "client", exc
+            shared = self.shared
+            shared.rejections["ProxyProtocolError"] = shared.rejections.get("ProxyProtocolError", 0) + 1
+            shared.rejection_log.log(
+                self.loop.time(),
+                "PROXY header refused",
+                error_log,
+                logging.WARNING,
+                "Closing connection from %s: %s",
+                f"{client[0]}:{client[1]}" if client else "client",
+                exc,
             )
             self._proxy_buffer = None
             self._close()

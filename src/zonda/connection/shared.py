@@ -43,6 +43,8 @@ class ServerShared:
             header_timeout=config.timeout_request_header,
             body_timeout=config.timeout_request_body,
             keep_alive_timeout=config.timeout_keep_alive,
+            min_body_rate=config.limit_request_body_rate,
+            body_rate_grace=config.limit_request_body_rate_grace,
             http2_prior_knowledge=config.http != "1",
         )
         # --http 2: every connection is HTTP/2 from its first byte (prior knowledge on plaintext, whatever ALPN
@@ -61,6 +63,9 @@ class ServerShared:
                 idle_timeout=config.timeout_h2_idle,
                 header_timeout=config.timeout_request_header,
                 stall_timeout=config.timeout_request_body,
+                send_stall_timeout=config.timeout_write or None,
+                min_body_rate=config.limit_request_body_rate,
+                body_rate_grace=config.limit_request_body_rate_grace,
                 enable_connect_protocol=context.ws is not None,
             )
             context.h2c = True
@@ -77,6 +82,8 @@ class ServerShared:
         self.log_connections = connection_log.isEnabledFor(logging.DEBUG)
         self.stats_refused = 0
         self.rejections: dict[str, int] = {}  # ProtocolError class name -> count (metrics)
+        self.rejection_log = context.rejection_log  # their log lines, at most one per cause per second
+        self.timeout_write = config.timeout_write  # 0: a client that reads nothing is never cut
         self.tally: Tally | None = None  # byte counts, when metrics are on
         request_id = uses_request_id(config)
         self.proxy: ProxySettings | None = None  # None: no per-connection proxy or request-id work at all

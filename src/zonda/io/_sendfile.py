@@ -115,7 +115,7 @@ class OsSendfile:
 class AsyncioFileSender:
     """One connection's ``io.base.FileSender`` on asyncio/uvloop: ``OS`` or ``CHUNKS``, fixed at its first file."""
 
-    __slots__ = ("_conn", "_loop", "_sender", "_transport", "way")
+    __slots__ = ("_conn", "_done", "_loop", "_sender", "_transport", "way")
 
     def __init__(
         self, loop: asyncio.AbstractEventLoop, transport: asyncio.Transport, plaintext: bool, conn: FileDrain
@@ -124,11 +124,17 @@ class AsyncioFileSender:
         self._transport = transport
         self._conn = conn
         self._sender: OsSendfile | None = None
+        self._done = 0  # bytes the finished os.sendfile runs sent
         self.way = way_for(transport, plaintext)
 
     @property
     def os_sendfile(self) -> bool:
         return self.way == OS
+
+    @property
+    def bytes_sent(self) -> int:
+        sender = self._sender
+        return self._done + (sender.sent if sender is not None else 0)
 
     def cancel(self) -> None:
         if self._sender is not None:
@@ -154,6 +160,7 @@ class AsyncioFileSender:
         finally:
             sender.stop()
             self._sender = None
+            self._done += sender.sent
 
     async def _wait_written(self) -> None:
         """Wait until the transport's write buffer is empty: with a high-water mark of 0, the transport calls

@@ -6,15 +6,34 @@ long a graceful TLS close may wait for the peer."""
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from zonda.errors import ClientDisconnected
 from zonda.io.base import FileDrain
 
+try:  # POSIX
+    from fcntl import ioctl
+    from termios import TIOCOUTQ  # Linux's SIOCOUTQ on a socket
+except ImportError:  # pragma: no cover
+    ioctl = None  # type: ignore[assignment]
+
 STEP = 1024 * 1024  # most bytes per os.sendfile call: the loop thread's longest stay in one disk read
 CHUNK = 256 * 1024  # file bytes per worker-thread read when they must pass through user space (TLS)
 TLS_CLOSE_TIMEOUT = 5.0  # seconds a graceful TLS close may wait to send close_notify; then the socket goes
+
+
+def kernel_unacknowledged(fd: int) -> int:
+    """Bytes in a socket's send queue that the peer has not acknowledged yet (Linux's SIOCOUTQ): they go down as
+    the peer reads. 0 where that cannot be known (another platform, a closed descriptor)."""
+    if ioctl is None or fd < 0:
+        return 0
+    try:
+        return int(struct.unpack("i", ioctl(fd, TIOCOUTQ, b"\0\0\0\0"))[0])
+    except OSError:  # ENOTTY where sockets do not answer it (macOS), EBADF once closed
+        return 0
+
 
 ReadBlock = Callable[[int, int, int], Awaitable[bytes]]
 """``(fd, size, offset)`` to at most ``size`` bytes, read off the loop thread (``os.pread`` in a worker)."""

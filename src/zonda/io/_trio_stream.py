@@ -10,7 +10,10 @@ case: a response fits the socket buffer), so a response costs no wake-up of the 
 is queued for the writer. TLS writes always go through the writer (``SSLStream.send_all`` is async).
 
 Back-pressure as asyncio's transports do it: above ``HIGH_WATER`` queued bytes the protocol's
-``pause_writing`` is called, and ``resume_writing`` once the queue is down to ``LOW_WATER``.
+``pause_writing`` is called, and ``resume_writing`` once the queue is down to ``LOW_WATER``. The queue's size
+(``get_write_buffer_size``) goes down as the kernel takes the bytes, not once a whole batch is sent: on
+plaintext after each ``os.write``, on TLS after each ``TLS_PIECE``; the connection watches it fall to tell a
+slow reader from one that reads nothing (``--timeout-write``).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import trio
 from trio.lowlevel import wait_readable, wait_writable
 
 from zonda.errors import ClientDisconnected
-from zonda.io._shared import STEP, TLS_CLOSE_TIMEOUT, send_in_blocks
+from zonda.io._shared import STEP, TLS_CLOSE_TIMEOUT, kernel_unacknowledged, send_in_blocks
 from zonda.io._trio_waiter import TrioWaiter
 
 if TYPE_CHECKING:
@@ -40,6 +43,7 @@ LOW_WATER = HIGH_WATER // 4
 # read measured, per request or WebSocket message); 64 KiB comes from the heap.
 READ_SIZE = 64 * 1024
 DIRECT_WRITES = sys.platform != "win32"  # os.write on a socket's descriptor: POSIX only
+TLS_PIECE = 16 * 1024  # bytes per SSLStream.send_all (one TLS record's worth): the queue goes down by these
 
 
 def _cause(exc: BaseException) -> Exception:
@@ -162,6 +166,10 @@ class TrioStream:
         """Bytes written but not yet handed to the kernel (asyncio's transports name it so)."""
         return self._buffered
 
+    def unacknowledged(self) -> int:
+        """Those and the bytes in the kernel's send queue the peer has not acknowledged (``Loop.unacknowledged``)."""
+        return self._buffered + kernel_unacknowledged(self._socket.fileno())
+
     async def wait_flushed(self) -> None:
         """Wait until everything written is in the kernel (or the stream is closing)."""
         while (self._buffer or self._sending) and not self._closing:
@@ -260,9 +268,15 @@ class TrioStream:
                 self._sending = True
                 try:
                     with trio.CancelScope() as self._send_scope:  # abort() cancels a send under way
-                        await self._stream.send_all(data)
+                        if self._fd >= 0:
+                            await self._send_direct(data)
+                        else:
+                            await self._send_stream(data)
                 except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                     self._fail(_cause(exc))
+                    break
+                except OSError as exc:  # os.write: the peer reset, or the pipe broke
+                    self._fail(exc)
                     break
                 except Exception as exc:  # a bug: this connection ends, not the server
                     error_log.exception("Error sending on a connection; closing it")
@@ -270,12 +284,40 @@ class TrioStream:
                     break
                 finally:
                     self._sending = False
-                self._buffered -= len(data)
-                if self._write_paused and self._buffered <= LOW_WATER:
-                    self._write_paused = False
-                    self._call_protocol("resume_writing")
         finally:
             await self._finish()
+
+    async def _send_direct(self, data: bytes) -> None:
+        """Plaintext: ``os.write`` what the socket takes, then wait until it takes more."""
+        fd = self._fd
+        view = memoryview(data)
+        while view:
+            try:
+                sent = os.write(fd, view)
+            except BlockingIOError:
+                await wait_writable(fd)
+                continue
+            view = view[sent:]
+            self._taken(sent)
+
+    async def _send_stream(self, data: bytes) -> None:
+        """TLS: ``send_all`` in pieces, so that the queue goes down as they go out."""
+        if len(data) <= TLS_PIECE:
+            await self._stream.send_all(data)
+            self._taken(len(data))
+            return
+        view = memoryview(data)
+        for start in range(0, len(data), TLS_PIECE):
+            piece = view[start : start + TLS_PIECE]
+            await self._stream.send_all(piece)
+            self._taken(len(piece))
+
+    def _taken(self, count: int) -> None:
+        """The kernel took ``count`` queued bytes."""
+        self._buffered -= count
+        if self._write_paused and self._buffered <= LOW_WATER:
+            self._write_paused = False
+            self._call_protocol("resume_writing")
 
     async def _finish(self) -> None:
         self._closing = True
@@ -340,11 +382,12 @@ class TrioFileSender:
     Either way the bytes go to the driver's own stream, past a counting stream the connection may write
     through, so they are reported as bypassing it."""
 
-    __slots__ = ("_conn", "_stream", "os_sendfile")
+    __slots__ = ("_conn", "_stream", "bytes_sent", "os_sendfile")
 
     def __init__(self, stream: ByteStream, plaintext: bool, conn: FileDrain) -> None:
         self._stream = stream
         self._conn = conn
+        self.bytes_sent = 0  # by os.sendfile, on this connection
         self.os_sendfile = (
             plaintext and hasattr(os, "sendfile") and isinstance(stream, TrioStream) and stream.fd >= 0
         )
@@ -379,6 +422,7 @@ class TrioFileSender:
                     break  # the file ended early
                 if step > 0:
                     sent += step
+                    self.bytes_sent += step
                 if sent < count:
                     await wait_writable(sock)  # one call per writable event: the others get their turn
         except (trio.ClosedResourceError, trio.BrokenResourceError) as exc:  # closed under the wait

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 from zonda.errors import ConfigError
 from zonda.io._addresses import local_address, peer_address
 from zonda.io._sendfile import AsyncioFileSender
-from zonda.io._shared import TLS_CLOSE_TIMEOUT
+from zonda.io._shared import TLS_CLOSE_TIMEOUT, kernel_unacknowledged
 
 if TYPE_CHECKING:
     import socket
@@ -80,6 +80,12 @@ class AsyncioLoop:
 
     def file_sender(self, stream: ByteStream, plaintext: bool, conn: FileDrain) -> AsyncioFileSender:
         return AsyncioFileSender(self.loop, stream, plaintext, conn)  # type: ignore[arg-type]  # a transport
+
+    def unacknowledged(self, stream: ByteStream) -> int:
+        transport = cast(asyncio.Transport, stream)
+        sock = transport.get_extra_info("socket")  # a TLS transport's is the TCP socket below it
+        queued = kernel_unacknowledged(sock.fileno()) if sock is not None else 0
+        return transport.get_write_buffer_size() + queued
 
 
 # An accepted plaintext socket is opened a loop turn later: this bounds the wait for one that never is.

@@ -63,9 +63,16 @@ class ByteStream(Protocol):
     protocol's ``pause_writing`` and, once drained, ``resume_writing``."""
 
     def write(self, data: bytes) -> None: ...
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Close once what was written is sent (``abort`` ends a close that waits on a client for too long)."""
+        ...
+
     def abort(self) -> None: ...
     def is_closing(self) -> bool: ...
+    def get_write_buffer_size(self) -> int:
+        """Bytes written but not yet handed to the kernel."""
+        ...
+
     def pause_reading(self) -> None: ...
     def resume_reading(self) -> None: ...
     def set_protocol(self, protocol: StreamProtocol) -> None:
@@ -80,6 +87,13 @@ class FileSender(Protocol):
     @property
     def os_sendfile(self) -> bool:
         """True when files go by ``os.sendfile`` (plaintext), False when read in blocks (TLS)."""
+        ...
+
+    @property
+    def bytes_sent(self) -> int:
+        """File bytes ``os.sendfile`` put on this connection so far, growing while a send is under way (the
+        connection's ``--timeout-write`` check watches it; bytes read in blocks go through the stream's buffer
+        instead)."""
         ...
 
     async def send(self, fd: int, offset: int, count: int) -> int:
@@ -119,6 +133,13 @@ class Loop(Protocol):
 
     def file_sender(self, stream: ByteStream, plaintext: bool, conn: FileDrain) -> FileSender:
         """How ``stream`` sends files (os.sendfile on plaintext, chunks read off the loop thread on TLS)."""
+        ...
+
+    def unacknowledged(self, stream: ByteStream) -> int:
+        """Bytes written to ``stream`` (the driver's own) that its client has not taken yet: the stream's buffer
+        and the kernel's send queue. Unlike the buffer alone, this goes down as the client reads, not only when
+        the kernel asks for more (after a third of a socket buffer that grows to megabytes): ``--timeout-write``
+        compares it between two looks, made only when the connection's timer fires, never per write."""
         ...
 
 

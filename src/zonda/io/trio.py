@@ -247,6 +247,11 @@ class TrioLoop:
     def file_sender(self, stream: ByteStream, plaintext: bool, conn: FileDrain) -> TrioFileSender:
         return TrioFileSender(stream, plaintext, conn)
 
+    def unacknowledged(self, stream: ByteStream) -> int:
+        if isinstance(stream, TrioStream):
+            return stream.unacknowledged()
+        return stream.get_write_buffer_size()
+
 
 class TrioTask:
     """An ``io.base.TaskHandle`` of ``TrioRuntime.start``: a task with a cancel scope of its own."""

@@ -28,6 +28,7 @@ from zonda.errors import (
     BodyTooLarge,
     HeadersTooLarge,
     ProtocolError,
+    RequestBodyTooSlow,
     RequestLineTooLong,
     RequestTimeout,
     UnsupportedTransferCoding,
@@ -56,6 +57,8 @@ class H1Limits:
     header_timeout: float = 10.0
     body_timeout: float = 30.0
     keep_alive_timeout: float = 5.0
+    min_body_rate: int = 256  # bytes/s a body must average from its first byte (0: no minimum) ...
+    body_rate_grace: float = 5.0  # ... checked from this many seconds on
     http2_prior_knowledge: bool = False  # a connection opening with the HTTP/2 preface switches to HTTP/2
 
 
@@ -144,6 +147,7 @@ def error_response(exc: ProtocolError, defaults: DefaultHeaders, extra_lines: by
     )
 
 
+_RATE_STEP = 0.25  # seconds at least between two checks of one body's rate
 _IDLE = ReadState.IDLE
 _HEADERS = ReadState.HEADERS
 _BODY = ReadState.BODY
@@ -234,6 +238,9 @@ class H1Connection(OutputBuffer):
         "_next_stream_id",
         "_out",
         "_parser",
+        "_rate_at",
+        "_rate_mark",
+        "_rate_since",
         "_reading_paused",
         "_request",
         "_resp_chunked",
@@ -244,6 +251,7 @@ class H1Connection(OutputBuffer):
         "_resp_no_body",
         "_resp_sent",
         "_resp_started",
+        "_stall_at",
         "_stop_after_message",
         "_upgrade",
         "_upgrade_pending",
@@ -291,6 +299,11 @@ class H1Connection(OutputBuffer):
         self._feed_size = 0  # bytes in the current feed: a head that fits in it cannot be larger
         self._head_fed = 0  # size of a head that spans reads: what the first read held, plus later reads
         self._body_bytes = 0
+        # the body's rate (--limit-request-body-rate): checked only when the timer fires, never per read
+        self._stall_at = 0.0  # when the body stalls (no byte for body_timeout), while reading is on
+        self._rate_at: float | None = None  # when the rate is checked next; None: not checked
+        self._rate_since = 0.0  # the rate is averaged from here (the body's first read, or a resume) ...
+        self._rate_mark = 0  # ... over the body bytes that came after this many
         self._request: Request | None = None
         self._connection_tokens: frozenset[bytes] = _NO_TOKENS
         self._expect_continue = False
@@ -352,7 +365,13 @@ class H1Connection(OutputBuffer):
             elif self._deadline_state is not _HEADERS and not self._reading_paused:
                 self.deadline = self.clock() + self.limits.header_timeout  # counted from the first bytes
         elif state is _BODY:
-            self.deadline = None if self._reading_paused else self.clock() + self.limits.body_timeout
+            if self._reading_paused:
+                self.deadline = None
+            else:
+                now = self.clock()
+                if self._deadline_state is not _BODY:  # the first read of this body that does not end it
+                    self._start_rate(now, 0)
+                self._body_deadline(now)
             if events:
                 self._head_fed = 0
             else:  # no body byte in this feed: chunk framing or trailers, which httptools buffers
@@ -605,7 +624,9 @@ class H1Connection(OutputBuffer):
             self._expect_continue = False  # from now on a body stall is the client's
             if self.read_state is _BODY and not self._reading_paused:
                 # ... counted from now: a deadline set while the client rightly waited must not fire first
-                self.deadline = self.clock() + self.limits.body_timeout
+                now = self.clock()
+                self._start_rate(now, self._body_bytes)
+                self._body_deadline(now)
 
     def send_response(self, stream_id: int, status: int, headers: Iterable[tuple[bytes, bytes]]) -> None:
         """Start the response to ``stream_id``, the oldest unanswered request. Framing waits for the body."""
@@ -808,9 +829,42 @@ class H1Connection(OutputBuffer):
         self._reading_paused = paused
         state = self.read_state
         if state is _BODY:
-            self.deadline = None if paused else self.clock() + self.limits.body_timeout
+            if paused:
+                self.deadline = None
+            else:  # the client may have been held back for long: its rate counts from now, with a new grace
+                now = self.clock()
+                self._start_rate(now, self._body_bytes)
+                self._body_deadline(now)
         elif state is _HEADERS:
             self.deadline = None if paused else self.clock() + self.limits.header_timeout
+
+    def _start_rate(self, now: float, mark: int) -> None:
+        """Average the body's rate from ``now`` over the bytes after ``mark``, checked first after the grace."""
+        if self.limits.min_body_rate:
+            self._rate_since = now
+            self._rate_mark = mark
+            self._rate_at = now + self.limits.body_rate_grace
+
+    def _body_deadline(self, last_read: float) -> None:
+        """The body's deadline: a stall ``body_timeout`` after ``last_read``, or the rate check if sooner."""
+        stall = self._stall_at = last_read + self.limits.body_timeout
+        rate_at = self._rate_at
+        self.deadline = stall if rate_at is None or stall <= rate_at else rate_at
+
+    def _check_rate(self, now: float) -> ProtocolError | None:
+        """The rate check is due: the error if the body has averaged under the minimum, else None and the
+        next check set for when the average would fall under it if no more bytes came (a fast body is checked
+        rarely, a body near the minimum often)."""
+        rate = self.limits.min_body_rate
+        elapsed = now - self._rate_since
+        received = self._body_bytes - self._rate_mark
+        if received < rate * elapsed:
+            return RequestBodyTooSlow(
+                f"request body too slow: {received} bytes in {elapsed:.1f}s, under the minimum of "
+                f"{rate} bytes/s"
+            )
+        self._rate_at = max(self._rate_since + received / rate, now + _RATE_STEP)
+        return None
 
     def finish_and_close(self) -> None:
         """Graceful shutdown: finish the requests already received (and the body in flight), then close."""
@@ -838,13 +892,22 @@ class H1Connection(OutputBuffer):
             self.read_state = _STOPPED
             return [ConnectionTerminated("keep-alive timeout")]
         if state is _HEADERS:
-            error = RequestTimeout(f"request headers not received within {self.limits.header_timeout:g}s")
+            error: ProtocolError = RequestTimeout(
+                f"request headers not received within {self.limits.header_timeout:g}s"
+            )
         elif self._expect_continue and not self._body_bytes and self._request in self._exchanges:
             # The client waits for the 100 Continue the app has not asked for yet: not a client stall.
-            self.deadline = now + self.limits.body_timeout
+            self._start_rate(now, 0)
+            self._body_deadline(now)
             return []
-        else:
+        elif now >= self._stall_at:
             error = RequestTimeout(f"request body stalled for {self.limits.body_timeout:g}s")
+        else:
+            slow = self._check_rate(now)
+            if slow is None:
+                self._body_deadline(self._stall_at - self.limits.body_timeout)
+                return []
+            error = slow
         events = self._events = []
         self._fail(error)
         return events

@@ -132,8 +132,23 @@ class H2Settings:
     max_control_frames: int = 1000
     idle_timeout: float = 60.0
     header_timeout: float = 10.0  # for the client preface and a header block split over frames
-    stall_timeout: float = 30.0  # a stream waiting on the client (body or window) for this long is reset
+    stall_timeout: float = 30.0  # a stream whose request body stalls for this long is reset
+    send_stall_timeout: float | None = 30.0  # ... and one whose client keeps its window closed (None: never)
+    min_body_rate: int = 256  # bytes/s a request body must average from its first byte (0: no minimum) ...
+    body_rate_grace: float = 5.0  # ... checked from this many seconds on
     enable_connect_protocol: bool = False  # RFC 8441 (WebSocket over HTTP/2)
+
+    @property
+    def sweep_interval(self) -> float:
+        """How often ``handle_timer`` looks for stalled streams while some are open."""
+        send = self.send_stall_timeout
+        return (self.stall_timeout if send is None or send > self.stall_timeout else send) / 2
+
+    @property
+    def first_body_sweep(self) -> float:
+        """Seconds after a request body begins that a sweep looks at it first: with the rate's grace."""
+        sweep = self.sweep_interval
+        return self.body_rate_grace if self.min_body_rate and self.body_rate_grace < sweep else sweep
 
 
 class H2Connection(OutputBuffer):
@@ -261,7 +276,7 @@ class H2Connection(OutputBuffer):
         stream = H2Stream(1, self.peer_initial_window, recv_open=body_length > 0)
         stream.head_only = request.method == b"HEAD"
         stream.content_length = body_length
-        stream.progress_at = self.clock()
+        stream.progress_at = stream.rate_since = self.clock()
         self.streams[1] = stream
         self._last_stream_id = 1
         request.stream_id = 1
@@ -523,7 +538,8 @@ class H2Connection(OutputBuffer):
         # deadline may still be the idle one (idle_timeout away): a request with a body to wait for brings
         # the first sweep forward; requests without one are never stalled waiting on the client's body.
         if not end_stream:
-            self._sweep_by(stream.progress_at)
+            stream.rate_since = stream.progress_at
+            self._sweep_by(stream.progress_at + self.settings.first_body_sweep)
         if oversized:
             self._count("header_list_too_large")
             self._respond_error(stream, 431, "request header list exceeds SETTINGS_MAX_HEADER_LIST_SIZE")
@@ -904,7 +920,7 @@ class H2Connection(OutputBuffer):
         if (stream.pending_size or stream.end_pending) and stream_id not in self.blocked:
             stream.blocked_since = self.clock()
             self.blocked[stream_id] = stream
-            self._sweep_by(stream.blocked_since)
+            self._sweep_by(stream.blocked_since + self.settings.sweep_interval)
 
     def send_trailers(self, stream_id: int, headers: Iterable[tuple[bytes, bytes]]) -> None:
         """End the stream with a trailer block (after the body's last piece, sent without end_stream)."""
@@ -1041,7 +1057,9 @@ class H2Connection(OutputBuffer):
         stream = self.streams.get(stream_id)
         if stream is not None and stream.recv_paused:
             stream.recv_paused = False
-            stream.progress_at = self.clock()
+            # held back by the app meanwhile: the client's rate counts from now, with a new grace
+            stream.progress_at = stream.rate_since = self.clock()
+            stream.rate_mark = stream.received
             if stream.recv_open and stream.recv_unacked:
                 self._out.append(frame(WINDOW_UPDATE, 0, stream_id, U32.pack(stream.recv_unacked)))
                 stream.recv_unacked = 0
@@ -1059,15 +1077,13 @@ class H2Connection(OutputBuffer):
             self.closing = True
             self.deadline = None
 
-    def _sweep_by(self, since: float) -> None:
-        """A stream began waiting on the client at ``since``: the next sweep for stalled streams must come by
-        ``since + stall_timeout / 2``, not at an idle deadline set while no stream was open. A preface or header
-        block deadline is left as it is (handle_timer takes any deadline then for a header timeout)."""
+    def _sweep_by(self, sweep: float) -> None:
+        """A stream began waiting on the client: the next sweep for stalled streams must come by ``sweep``, not
+        at an idle deadline set while no stream was open. A preface or header block deadline is left as it is
+        (handle_timer takes any deadline then for a header timeout)."""
         deadline = self.deadline
-        if deadline is not None and self._preface_seen and self._block is None:
-            sweep = since + self.settings.stall_timeout / 2
-            if sweep < deadline:
-                self.deadline = sweep
+        if deadline is not None and self._preface_seen and self._block is None and sweep < deadline:
+            self.deadline = sweep
 
     def _update_deadline(self) -> None:
         settings = self.settings
@@ -1080,7 +1096,7 @@ class H2Connection(OutputBuffer):
             # A sweep for stalled streams, at least every idle_timeout: the last stream may end outside a read
             # (its app finishing in a task), where the driver does not look at the idle deadline that sets;
             # the next timer then finds it and the driver re-arms for it.
-            self.deadline = now + min(settings.stall_timeout / 2, settings.idle_timeout)
+            self.deadline = now + min(settings.sweep_interval, settings.idle_timeout)
 
     def handle_timer(self, now: float) -> list[Event]:
         deadline = self.deadline
@@ -1099,25 +1115,48 @@ class H2Connection(OutputBuffer):
             self.deadline = None
             events.append(ConnectionTerminated("idle timeout"))
             return events
-        limit = self.settings.stall_timeout
+        settings = self.settings
+        limit = settings.stall_timeout
+        send_limit = settings.send_stall_timeout
         for stream in list(self.streams.values()):
-            if stream.stream_id in self.blocked and now - stream.blocked_since > limit:
+            if (
+                send_limit is not None
+                and stream.stream_id in self.blocked
+                and now - stream.blocked_since > send_limit
+            ):
                 self._count("send_stall")
                 self._reset_stream(
-                    stream.stream_id, ErrorCode.CANCEL, f"client window stayed closed for {limit:g}s", False
+                    stream.stream_id,
+                    ErrorCode.CANCEL,
+                    f"client window stayed closed for {send_limit:g}s",
+                    False,
                 )
-            elif (
-                stream.recv_open
-                and not stream.recv_paused
-                and not stream.tunnel  # a WebSocket keeps itself alive (its pings), or not
-                and now - stream.progress_at > limit
-            ):
-                self._count("body_stall")
-                self._reset_stream(
-                    stream.stream_id, ErrorCode.CANCEL, f"request body stalled for {limit:g}s", False
-                )
+            elif stream.recv_open and not stream.recv_paused and not stream.tunnel:
+                # (a WebSocket keeps itself alive with its pings, or not)
+                if now - stream.progress_at > limit:
+                    self._count("body_stall")
+                    self._reset_stream(
+                        stream.stream_id, ErrorCode.CANCEL, f"request body stalled for {limit:g}s", False
+                    )
+                elif settings.min_body_rate and now - stream.rate_since >= settings.body_rate_grace:
+                    self._check_rate(stream, now)
         self._update_deadline()
         return events
+
+    def _check_rate(self, stream: H2Stream, now: float) -> None:
+        """--limit-request-body-rate: a stream whose body has averaged under the minimum since it began (or
+        since it was last resumed) is reset with CANCEL, as a stalled one is."""
+        rate = self.settings.min_body_rate
+        elapsed = now - stream.rate_since
+        received = stream.received - stream.rate_mark
+        if received < rate * elapsed:
+            self._count("body_rate")
+            self._reset_stream(
+                stream.stream_id,
+                ErrorCode.CANCEL,
+                f"request body too slow: {received} bytes in {elapsed:.1f}s, under the minimum of {rate} bytes/s",
+                False,
+            )
 
 
 def h2c_upgrade(request: Request) -> tuple[int, bytes]:

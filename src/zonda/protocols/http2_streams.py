@@ -155,6 +155,8 @@ class H2Stream:
         "pending",
         "pending_size",
         "progress_at",
+        "rate_mark",
+        "rate_since",
         "received",
         "recv_open",
         "recv_paused",
@@ -190,6 +192,8 @@ class H2Stream:
         self.started = False
         self.blocked_since = 0.0
         self.progress_at = 0.0
+        self.rate_since = 0.0  # the body's rate is averaged from here (its start, or a resume) ...
+        self.rate_mark = 0  # ... over the bytes received after this many
         self.tunnel = False  # extended CONNECT (RFC 8441): a long-lived two-way stream, idle at will
 
     @property
