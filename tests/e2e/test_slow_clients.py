@@ -9,12 +9,14 @@ from __future__ import annotations
 import socket
 import ssl
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
 from h2.errors import ErrorCodes
 from h2.settings import SettingCodes
+from prometheus_client.parser import text_string_to_metric_families
 
 from h2socket import DATA, RST_STREAM, RawH2, frame, window_update
 from helpers import assert_still_serving, read_until_closed, run_server, simple_app, status_of, wait_for
@@ -275,9 +277,20 @@ def test_a_trickling_tls_handshake_is_dropped_at_the_handshake_timeout(files: TL
 # --------------------------------------------------------------------------------------------- quiet under attack
 
 
+def rejections_metric(metrics_port: int, reason: str) -> float:
+    """``zonda_rejections_total{reason}`` as /metrics says it."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "zonda_rejections_total" and sample.labels.get("reason") == reason:
+                return float(sample.value)
+    return 0.0
+
+
 def test_a_burst_of_bad_requests_logs_a_few_lines_and_counts_them_all(logs: pytest.LogCaptureFixture) -> None:
     attacks = 40
-    with run_server(simple_app, lifespan="off") as server:
+    with run_server(simple_app, lifespan="off", metrics_bind="127.0.0.1:0") as server:
         began = time.monotonic()
         for _ in range(attacks):
             with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
@@ -285,6 +298,7 @@ def test_a_burst_of_bad_requests_logs_a_few_lines_and_counts_them_all(logs: pyte
                 assert status_of(read_until_closed(sock, 5)) == 400
         took = time.monotonic() - began
         assert server.server.shared.rejections == {"BadRequest": attacks}  # every one counted
+        assert rejections_metric(server.server.metrics_port, "bad_request") == attacks
         summary = "400 response (BadRequest): "
 
         def accounted() -> int:

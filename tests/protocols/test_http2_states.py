@@ -336,7 +336,7 @@ def test_response_first_then_trailers_end_the_request() -> None:
 
 
 def test_response_first_then_a_stalled_body_is_reset_by_the_stall_timeout() -> None:
-    client = RawClient(stall_timeout=10, idle_timeout=60)
+    client = RawClient(stall_timeout=10, idle_timeout=60, min_body_rate=0)  # the stall alone
     half_closed_local(client)
     start = client.clock.now
     assert client.server.handle_timer(start + 9) == []
