@@ -7,10 +7,11 @@ sending the bridge asks for. Subclasses add a protocol: ``HTTP1Connection``, ``H
 knows the event loop: time, timers, waiters and tasks come from the server's ``io.base.Loop``.
 
 Slow readers (``--timeout-write``): while the connection waits on its client to take bytes (writing paused, a
-file going out, or a close with bytes still buffered), the same timer checks every ``timeout_write`` seconds
-that the stream's write buffer went down (or the file sender moved on) since the last look; if not, the
-connection is aborted and its apps get ``http.disconnect``. Nothing is measured per write: the driver's stream
-keeps its buffer size anyway, and a look happens only when the timer fires.
+file going out by ``os.sendfile``, or a close with bytes still buffered), the same timer checks every
+``timeout_write`` seconds that the client took some since the last look: writing resumed, the file sender moved
+on, or the bytes it has not taken (``Loop.unacknowledged``: the stream's buffer and the kernel's send queue)
+went down. If not, the connection is aborted and its apps get ``http.disconnect``. Nothing is measured per
+write: the driver and the kernel keep those counts anyway, and a look happens only when the timer fires.
 """
 
 from __future__ import annotations
@@ -205,7 +206,7 @@ class Connection:
         with bytes still to flush."""
         if self.write_paused or (self._sending_file and self._files is not None and self._files.os_sendfile):
             return True
-        return self._closed and bool(self.stream.get_write_buffer_size())
+        return self._closed and self.loop.unacknowledged(self.raw_stream) > 0
 
     def _writes_stalled(self, now: float) -> bool:
         """Called first when the timer fires: whether the client took nothing for ``timeout_write`` seconds

@@ -83,9 +83,12 @@ class AsyncioLoop:
 
     def unacknowledged(self, stream: ByteStream) -> int:
         transport = cast(asyncio.Transport, stream)
-        sock = transport.get_extra_info("socket")  # a TLS transport's is the TCP socket below it
-        queued = kernel_unacknowledged(sock.fileno()) if sock is not None else 0
-        return transport.get_write_buffer_size() + queued
+        try:
+            sock = transport.get_extra_info("socket")  # a TLS transport's is the TCP socket below it
+            buffered = transport.get_write_buffer_size()
+        except AttributeError:  # asyncio's TLS transport, closed by both sides, has let its protocol go
+            return 0
+        return buffered + (kernel_unacknowledged(sock.fileno()) if sock is not None else 0)
 
 
 # An accepted plaintext socket is opened a loop turn later: this bounds the wait for one that never is.
