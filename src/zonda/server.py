@@ -281,11 +281,13 @@ class Server:
             await exit_waiter
         finally:
             with runtime.shielded(self._stop_bound()):  # also when serve() itself was cancelled
+                # one window for all of it: the connections accepted last are opened inside it, not after it
+                deadline = loop.time() + self.drain_grace + config.timeout_graceful_shutdown
                 if listening is not None:
-                    await listening.close_gracefully(loop.time() + config.timeout_graceful_shutdown)
+                    await listening.close_gracefully(deadline)
                 if self.drain_grace and shared.connections and not self.force_exit:
                     await runtime.sleep(self.drain_grace)
-                await self._drain_connections(runtime, shared)
+                await self._drain_connections(runtime, shared, deadline)
                 date_timer.cancel()
                 shared.rejection_log.flush(float("inf"))  # the last second's suppressed lines, counted
                 if access_writer is not None:
@@ -370,20 +372,19 @@ class Server:
             task.cancel()
             await runtime.join([task], LIFESPAN_EXIT_WAIT)
 
-    async def _drain_connections(self, runtime: Runtime, shared: ServerShared) -> None:
+    async def _drain_connections(self, runtime: Runtime, shared: ServerShared, deadline: float) -> None:
         connections = shared.connections
         for connection in list(connections):
             connection.shutdown()
-        timeout = self.config.timeout_graceful_shutdown
         loop = runtime.loop
-        deadline = loop.time() + timeout
+        timeout = max(0.0, deadline - loop.time())
         # Streams with no end of their own (SSE) are told to stop this long before the hard close; until then
         # every response has the window to finish by itself (README: Shutdown).
         notice = self.config.shutdown_stream_notice
         notice_at = deadline - notice if notice > 0 else None
         told = False
         if connections and not self.force_exit:
-            logger.info("Waiting for %d connection(s) to finish (up to %gs).", len(connections), timeout)
+            logger.info("Waiting for %d connection(s) to finish (up to %.3gs).", len(connections), timeout)
         while connections and not self.force_exit and loop.time() < deadline:
             if notice_at is not None and loop.time() >= notice_at:
                 # Again on every turn: a response may start streaming, or its request body end, after the first.
@@ -391,7 +392,7 @@ class Server:
                 if count and not told:
                     told = True
                     logger.info(
-                        "Asking %d streaming response(s) to end (http.disconnect), %gs before the hard close.",
+                        "Asking %d streaming response(s) to end (http.disconnect), %.3gs before the hard close.",
                         count,
                         min(notice, timeout),
                     )
