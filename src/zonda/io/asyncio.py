@@ -155,6 +155,12 @@ class _TLSClosing:
         self._transport.close()
         self._loop.call_later(TLS_CLOSE_TIMEOUT, self._transport.abort)  # a no-op once it is gone
 
+    def get_write_buffer_size(self) -> int:
+        try:
+            return self._transport.get_write_buffer_size()
+        except AttributeError:  # 3.10's TLS transport once its connection is lost: nothing left to send
+            return 0
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self._transport, name)
 
