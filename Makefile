@@ -23,8 +23,8 @@ run: $(BIN)/zonda
 test: lint pytest
 
 lint: $(VENV)/.dev
-	$(BIN)/ruff check src tests bench examples
-	$(BIN)/ruff format --check src tests bench examples
+	$(BIN)/ruff check src tests bench examples fuzz
+	$(BIN)/ruff format --check src tests bench examples fuzz
 	$(BIN)/mypy
 
 pytest: $(VENV)/.dev

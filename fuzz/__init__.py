@@ -1,0 +1,1 @@
+"""Fuzz targets for zonda's sans-io cores and parsers; see fuzz/README.md."""
