@@ -40,6 +40,11 @@ HTTP2_EXTENSIONS: dict[str, dict[str, Any]] = {
 }
 h2_log = logging.getLogger("zonda.http2")
 
+# While a read's events are handled, output waits to go out in one write, up to this many frames: an app whose
+# first step runs inside the read (an eager task start, Python 3.12+) and streams must meet the transport's
+# back-pressure then too, not queue its whole body in the core.
+BATCH_PIECES = 64
+
 
 class HTTP2Connection(Connection):
     """An HTTP/2 connection: the core, one session for all its streams, a channel per stream."""
@@ -259,7 +264,7 @@ class HTTP2Connection(Connection):
     # ------------------------------------------------------------ the bridge's side
 
     def flush(self) -> None:
-        if self.batching:
+        if self.batching and self.core.queued() < BATCH_PIECES:
             return  # written once the read's events are all handled
         core = self.core
         data = core.data_to_send()

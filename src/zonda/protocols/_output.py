@@ -9,6 +9,10 @@ class OutputBuffer:
     __slots__ = ()
     _out: list[bytes]
 
+    def queued(self) -> int:
+        """How many pieces wait for ``data_to_send()`` (a count, not bytes: cheap)."""
+        return len(self._out)
+
     def data_to_send(self) -> bytes:
         """Drain the queued output."""
         out = self._out
