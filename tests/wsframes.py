@@ -203,8 +203,14 @@ class WSClient:
         self.sock.sendall(b"".join(frames))
 
     def send_in_chops(self, data: bytes, size: int, pause: float = 0.0) -> None:
+        """Write ``data`` ``size`` bytes at a time. A server that fails the connection part-way (a bad frame
+        read before the rest was written) closes with bytes of ours unread, which its kernel answers with a
+        reset: the writing stops there, as Autobahn's does, and what the server sent before stays readable."""
         for start in range(0, len(data), size):
-            self.sock.sendall(data[start : start + size])
+            try:
+                self.sock.sendall(data[start : start + size])
+            except (ConnectionResetError, BrokenPipeError):
+                return
             if pause:
                 time.sleep(pause)
 
