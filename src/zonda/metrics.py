@@ -280,7 +280,7 @@ class Metrics:
     def _flush_server(self, shared: ServerShared) -> None:
         families = self.families
         stats = shared.context.stats
-        open_by_protocol = {"http1": 0, "http2": 0, "websocket": 0}
+        open_by_protocol = {"http1": 0, "http2": 0, "http3": 0, "websocket": 0}
         for connection in shared.connections:
             if isinstance(connection.session, (HTTPSession, NoneType)):
                 open_by_protocol[connection.protocol_label] += 1
@@ -337,6 +337,6 @@ class Metrics:
         self.flush()
         if self.shared is not None:
             self.families.in_flight.set(0)
-            for protocol in ("http1", "http2", "websocket"):
+            for protocol in ("http1", "http2", "http3", "websocket"):
                 self.families.connections.labels(protocol).set(0)
         worker_exited(os.getpid())

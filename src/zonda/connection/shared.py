@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import ssl
 from email.utils import formatdate
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from zonda.accesslog import uses_request_id
 from zonda.asgi.http import SessionContext
@@ -17,18 +17,39 @@ from zonda.proxy import ProxySettings, TrustList
 from zonda.tls import server_cert_pem
 
 if TYPE_CHECKING:
-    from zonda.connection.base import Connection
     from zonda.metrics import Tally
 
 connection_log = logging.getLogger("zonda.connection")
+
+
+class ServedConnection(Protocol):
+    """An open connection as the server and the metrics see it: over TCP a ``connection.base.Connection``,
+    over QUIC a ``connection.http3.HTTP3Connection``."""
+
+    protocol_label: str  # zonda_connections_open{protocol}
+
+    @property
+    def session(self) -> object: ...
+
+    def shutdown(self) -> None:
+        """Graceful shutdown: finish what was received (GOAWAY, Going Away), then close."""
+        ...
+
+    def stop_streaming(self) -> int: ...
+    def abort(self) -> None: ...
 
 
 class ServerShared:
     """What every connection of a server shares, built once at start-up."""
 
     def __init__(
-        self, config: Config, context: SessionContext, ssl_context: ssl.SSLContext | None = None
+        self,
+        config: Config,
+        context: SessionContext,
+        ssl_context: ssl.SSLContext | None = None,
+        alt_svc: bytes | None = None,
     ) -> None:
+        """``alt_svc``: the value of the alt-svc header every response carries (HTTP/3 on offer)."""
         self.context = context
         # TLS (zonda.tls): None serves plain HTTP; the driver reads these on TLS connections only
         self.ssl_context = ssl_context
@@ -74,10 +95,12 @@ class ServerShared:
         for header in config.headers:
             name, _, value = header.partition(":")
             extra.append((name.strip().encode("latin-1"), value.strip().encode("latin-1")))
+        if alt_svc is not None:
+            extra.append((b"alt-svc", alt_svc))
         self.defaults = DefaultHeaders(b"zonda" if config.server_header else None, extra)
         self.date_header = config.date_header
         self.limit_connections = config.limit_connections
-        self.connections: set[Connection] = set()
+        self.connections: set[ServedConnection] = set()
         # --log-level debug: a line per connection opened and closed, decided once here (zonda.connection)
         self.log_connections = connection_log.isEnabledFor(logging.DEBUG)
         self.stats_refused = 0

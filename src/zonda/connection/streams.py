@@ -1,5 +1,5 @@
-"""Stream channels: one stream of a multiplexed connection as the bridge's ``Transport`` (HTTP/2 today; the
-same shape serves HTTP/3), and the WebSocket tunnel over such a stream (RFC 8441).
+"""Stream channels: one stream of a multiplexed connection as the bridge's ``Transport`` (HTTP/2 and HTTP/3),
+and the WebSocket tunnel over such a stream (RFC 8441).
 
 A ``StreamChannel`` is a request's transport: flushing, draining and pausing act on its stream (flow control
 pauses a stream; the connection reads on for the others). A ``WebSocketChannel`` starts as one, and once the app
@@ -9,16 +9,43 @@ accepts carries the WebSocket's bytes in the stream's DATA, with a timer of its 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Coroutine, Iterable
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
+from zonda.asgi.http import Core
 from zonda.connection.timer import DeadlineTimer
-from zonda.io.base import Waiter
-from zonda.protocols.http2 import ErrorCode, H2Connection
+from zonda.io.base import Loop, Waiter
+from zonda.protocols.http2 import ErrorCode
 
 if TYPE_CHECKING:
     from zonda.asgi.websocket import WebSocketCycle
-    from zonda.connection.http2 import HTTP2Connection
     from zonda.protocols.websocket import WSConnection
+
+
+class StreamCore(Core, Protocol):
+    """What a channel asks of its connection's core beyond the bridge's ``Core``: per-stream flow and resets."""
+
+    def is_blocked(self, stream_id: int) -> bool: ...
+    def is_open(self, stream_id: int) -> bool: ...
+    def pause_stream(self, stream_id: int) -> None: ...
+    def resume_stream(self, stream_id: int) -> None: ...
+    def reset_stream(self, stream_id: int, code: ErrorCode) -> None: ...
+
+
+class Multiplexed(Protocol):
+    """The connection a channel belongs to (``HTTP2Connection``, ``HTTP3Connection``)."""
+
+    loop: Loop
+    write_paused: bool
+    websockets: dict[int, WebSocketChannel]
+
+    @property
+    def core(self) -> StreamCore: ...
+
+    def flush(self) -> None: ...
+    def drain_stream(self, stream_id: int) -> Waiter: ...
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None: ...
+    def response_complete(self) -> None: ...
+    def rearm(self) -> None: ...
 
 
 class StreamChannel:
@@ -26,9 +53,9 @@ class StreamChannel:
 
     __slots__ = ("conn", "core", "stream_id")
 
-    def __init__(self, conn: HTTP2Connection, stream_id: int) -> None:
+    def __init__(self, conn: Multiplexed, stream_id: int) -> None:
         self.conn = conn
-        self.core: H2Connection = conn.core
+        self.core: StreamCore = conn.core
         self.stream_id = stream_id
 
     @property
@@ -69,7 +96,7 @@ class StreamChannel:
         self.conn.rearm()
 
     def send_file(self, file: BinaryIO, offset: int, count: int) -> Awaitable[int]:
-        raise NotImplementedError("no file sending over HTTP/2: the extensions are not offered")
+        raise NotImplementedError("no file sending over HTTP/2 or HTTP/3: the extensions are not offered")
 
 
 class WebSocketChannel(StreamChannel):
@@ -86,7 +113,7 @@ class WebSocketChannel(StreamChannel):
 
     __slots__ = ("_ended", "_held", "_held_end", "_paused", "handler", "timer", "ws")
 
-    def __init__(self, conn: HTTP2Connection, stream_id: int) -> None:
+    def __init__(self, conn: Multiplexed, stream_id: int) -> None:
         super().__init__(conn, stream_id)
         self.ws: WSConnection | None = None
         self.handler: WebSocketCycle | None = None

@@ -10,7 +10,7 @@ process-wide. (The core caches request decoding per connection; see ``H2Connecti
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from hpack import Encoder
 
@@ -21,7 +21,6 @@ from zonda.protocols.http2_frames import ErrorCode, StreamError
 
 if TYPE_CHECKING:
     from zonda.protocols.http1 import DefaultHeaders
-    from zonda.protocols.http2 import H2Settings
 
 Field = tuple[bytes, bytes]
 
@@ -88,6 +87,19 @@ def response_head(
 def _encode_response(
     key: tuple[Any, ...], status: int, headers: Iterable[tuple[bytes, bytes]], defaults: DefaultHeaders
 ) -> tuple[bytes, int | None]:
+    fields, length = response_fields(status, headers, defaults)
+    entry = (_encoder.encode(fields), length)
+    if len(_RESPONSE_CACHE) >= _RESPONSE_CACHE_MAX:
+        _RESPONSE_CACHE.clear()
+    _RESPONSE_CACHE[key] = entry
+    return entry
+
+
+def response_fields(
+    status: int, headers: Iterable[tuple[bytes, bytes]], defaults: DefaultHeaders
+) -> tuple[list[Field], int | None]:
+    """A response head's fields, checked (HTTP/2 and HTTP/3 alike: RFC 9114 §4.2 keeps RFC 9113's rules), and
+    its declared content-length, if any."""
     if type(status) is not int or not 100 <= status <= 999:
         raise AppProtocolError(f"http.response.start: invalid status {status!r}")
     fields = [(b":status", _STATUS[status])]
@@ -118,21 +130,24 @@ def _encode_response(
         fields.append((b"date", defaults.date))
     fields.extend(defaults.extra)
     _check_values(fields, "response header values must not contain CR, LF or NUL")
-    entry = (_encoder.encode(fields), length)
-    if len(_RESPONSE_CACHE) >= _RESPONSE_CACHE_MAX:
-        _RESPONSE_CACHE.clear()
-    _RESPONSE_CACHE[key] = entry
-    return entry
+    return fields, length
 
 
 def trailer_block(headers: Iterable[tuple[bytes, bytes]]) -> bytes:
     """The encoded trailers of a response (``http.response.trailers``)."""
+    fields = trailer_fields(headers)
+    return encode_headers(("trailers", *fields), fields)
+
+
+def trailer_fields(headers: Iterable[tuple[bytes, bytes]]) -> list[Field]:
+    """A response's trailer fields, names checked: no pseudo-headers, lowercase tokens, nothing
+    connection-specific."""
     fields = []
     for name, value in headers:
         if name[:1] == b":" or name.translate(None, TOKEN_BYTES) or name in CONNECTION_HEADERS:
             raise AppProtocolError(f"http.response.trailers: header name {name!r} is not allowed")
         fields.append((bytes(name), bytes(value)))
-    return encode_headers(("trailers", *fields), fields)
+    return fields
 
 
 def promised_request(
@@ -158,9 +173,18 @@ def bad_trailer_name(fields: Iterable[Field]) -> bytes | None:
     return None
 
 
-def check_request_fields(fields: Iterable[Field], settings: H2Settings) -> tuple[Any, ...]:
-    """RFC 9113 §8.2-8.3 checks; raise StreamError for a malformed request. Returns (method, scheme, path,
-    authority, protocol, headers, content_length, oversized)."""
+class FieldRules(Protocol):
+    """The settings the request checks read (``H2Settings``, ``H3Settings``)."""
+
+    @property
+    def enable_connect_protocol(self) -> bool: ...
+    @property
+    def max_header_list_size(self) -> int: ...
+
+
+def check_request_fields(fields: Iterable[Field], settings: FieldRules) -> tuple[Any, ...]:
+    """RFC 9113 §8.2-8.3 checks (HTTP/3 has the same ones: RFC 9114 §4.2-4.3); raise StreamError for a
+    malformed request. Returns (method, scheme, path, authority, protocol, headers, content_length, oversized)."""
     method = scheme = path = authority = protocol = None
     headers: Headers = []
     cookies: list[bytes] = []
