@@ -226,3 +226,33 @@ def test_other_servers_flags_stay_out_of_help() -> None:
     assert "--reset-contextvars" not in result.stdout
     assert "--limit-max-requests" in result.stdout  # an alias is shown with the option it names
     assert "also h11=1, httptools=1, zttp=1" in result.stdout
+
+
+def test_http3_without_aioquic_is_one_line_saying_what_to_install(tmp_path: Path) -> None:
+    from tlsutil import make_tls_files
+
+    files = make_tls_files(tmp_path)
+    missing = tmp_path / "without" / "aioquic"
+    missing.mkdir(parents=True)
+    (missing / "__init__.py").write_text('raise ImportError("aioquic is not installed here")\n')
+    result = run_cli(
+        "examples.hello:app",
+        "--port",
+        "0",
+        "--http3",
+        "--ssl-certfile",
+        str(files.cert),
+        "--ssl-keyfile",
+        str(files.key),
+        env={"PYTHONPATH": str(missing.parent)},
+    )
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if "ERROR" in line]
+    assert len(errors) == 1 and "pip install 'zonda[http3]'" in errors[0], result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_http3_without_tls_is_refused_in_one_line() -> None:
+    result = run_cli("examples.hello:app", "--http3")
+    assert result.returncode != 0
+    assert "HTTP/3 runs over TLS only" in result.stderr and "Traceback" not in result.stderr

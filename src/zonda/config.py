@@ -199,6 +199,28 @@ class Config:
         60.0, "seconds an HTTP/2 connection with no open streams stays open", "HTTP/2"
     )
 
+    http3: bool = option(
+        False,
+        "also serve HTTP/3 over QUIC (UDP) on the TLS listener's host and port (needs --ssl-certfile and "
+        "pip install 'zonda[http3]')",
+        "HTTP/3",
+    )
+    quic_bind: str | None = option(
+        None, "HOST:PORT of the HTTP/3 UDP listener instead (hypercorn's flag); turns --http3 on", "HTTP/3"
+    )
+    quic_retry: bool = option(
+        False, "validate every client address with a Retry token before its QUIC handshake", "HTTP/3"
+    )
+    h3_max_concurrent_streams: int = option(
+        100, "most request streams a client may have open at once (QUIC max_streams)", "HTTP/3", minimum=1
+    )
+    timeout_quic_idle: float = option(60.0, "seconds a QUIC connection may stay silent", "HTTP/3", minimum=1)
+    alt_svc_max_age: int = option(
+        86400,
+        "seconds clients may remember the alt-svc header that TCP responses carry with --http3; 0: no header",
+        "HTTP/3",
+    )
+
     ssl_certfile: str | None = option(None, "TLS certificate chain file (PEM); turns TLS on", "TLS")
     ssl_keyfile: str | None = option(None, "TLS private key file (PEM)", "TLS")
     ssl_keyfile_password: str | None = option(None, "password of an encrypted key file", "TLS")
@@ -424,6 +446,11 @@ class Config:
                 int(self.uds_permissions, 8)
             except ValueError:
                 raise ConfigError(f"uds_permissions: {self.uds_permissions!r} is not an octal mode") from None
+        if self.quic_bind is not None:
+            parse_bind(self.quic_bind, "quic_bind")
+            object.__setattr__(self, "http3", True)
+        if self.http3 and not self.ssl_certfile:
+            raise ConfigError("http3: HTTP/3 runs over TLS only: give --ssl-certfile (and --ssl-keyfile)")
         _check_observability(self)
 
     def replace(self, **changes: Any) -> Config:
@@ -459,11 +486,11 @@ class Config:
         return cls(**values)
 
 
-def parse_bind(text: str) -> tuple[str, int]:
+def parse_bind(text: str, name: str = "metrics_bind") -> tuple[str, int]:
     """``HOST:PORT``, ``[::1]:PORT`` or ``:PORT`` (127.0.0.1). Raises ConfigError."""
     host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit() or int(port) > 65535:
-        raise ConfigError(f"metrics_bind: {text!r} is not HOST:PORT")
+        raise ConfigError(f"{name}: {text!r} is not HOST:PORT")
     return host.strip("[]") or "127.0.0.1", int(port)
 
 

@@ -114,7 +114,6 @@ FOREIGN_FLAGS: tuple[ForeignFlag, ...] = (
     _flag("-e --env", GUNICORN, "--env-file FILE"),
     _flag("--preload", GUNICORN, "each worker imports the app itself (nothing to preload)", False),
     _flag("--statsd-host", f"{GUNICORN} {HYPERCORN}", "--metrics-bind HOST:PORT (Prometheus)"),
-    _flag("--quic-bind", HYPERCORN, "not yet: zonda serves HTTP/1.1 and HTTP/2 over TCP"),
     _flag("--asgi-loop", GUNICORN, "--loop asyncio|uvloop"),
     _flag("--asgi-lifespan", GUNICORN, "--lifespan auto|on|off"),
     _flag("--websocket-max-message-size", GUNICORN, "--ws-max-size BYTES"),

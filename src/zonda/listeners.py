@@ -12,7 +12,7 @@ import os
 import socket
 import stat
 
-from zonda.config import Config
+from zonda.config import Config, parse_bind
 from zonda.errors import ConfigError, ListenError
 
 _LISTEN_CAUSES = {
@@ -92,6 +92,35 @@ def _bind_socket(config: Config) -> socket.socket:
             sock.close()
             raise
     sock.listen(config.backlog)
+    sock.setblocking(False)
+    return sock
+
+
+def bind_quic_socket(config: Config, tcp: socket.socket) -> socket.socket:
+    """The UDP socket for HTTP/3: ``--quic-bind``, else the TCP listener's host and port. Every worker binds
+    its own with SO_REUSEPORT; the kernel hashes a datagram's addresses to pick one, so a client's datagrams
+    keep reaching the worker that holds its connection while its address stays the same."""
+    if config.quic_bind:
+        host, port = parse_bind(config.quic_bind, "quic_bind")
+    elif tcp.family in (socket.AF_INET, socket.AF_INET6):
+        host, port = tcp.getsockname()[:2]
+    else:
+        raise ConfigError("http3: a unix socket or fd listener has no UDP twin: give --quic-bind HOST:PORT")
+    address = f"udp [{host}]:{port}" if ":" in host else f"udp {host}:{port}"
+    try:
+        family, kind, proto, _, sockaddr = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0]
+        sock = socket.socket(family, kind, proto)
+        try:
+            if hasattr(socket, "SO_REUSEPORT"):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(sockaddr)
+        except OSError:
+            sock.close()
+            raise
+    except (OSError, UnicodeError) as exc:
+        raise listen_error(address, exc) from None
     sock.setblocking(False)
     return sock
 

@@ -33,15 +33,16 @@ from zonda.config import Config
 from zonda.connection.http1 import HTTP1Connection
 from zonda.connection.observed import ObservedHTTP1Connection
 from zonda.connection.shared import ServerShared
-from zonda.errors import LifespanFailure
+from zonda.errors import ConfigError, LifespanFailure
 from zonda.io import cross_thread_waiter, run, running, serving_runtime
 from zonda.io.base import Loop, Runtime, TaskHandle, Timer, Waiter, current_loop
-from zonda.listeners import bind_socket, describe_address
+from zonda.listeners import bind_quic_socket, bind_socket, describe_address
 from zonda.loading import ASGI2Adapter, load_app
 from zonda.logging import access_log_enabled
 from zonda.tls import create_ssl_context, describe_tls
 
 if TYPE_CHECKING:
+    from zonda.connection.quic import QuicSettings
     from zonda.metrics import Metrics
     from zonda.protocols.websocket import WSSettings
 
@@ -103,6 +104,10 @@ class Server:
         self.should_exit = False
         self.force_exit = False
         self.sockets: list[socket.socket] = []
+        self.quic_socket: socket.socket | None = None  # the UDP socket of --http3
+        self.quic_address: tuple[str, int] | None = (
+            None  # its address, read when bound (uvloop takes the socket)
+        )
         self.shared: ServerShared | None = None
         self.metrics: Metrics | None = None
         self.metrics_port: int | None = None  # the bound --metrics-bind port, once listening
@@ -121,6 +126,12 @@ class Server:
     def port(self) -> int:
         """The bound TCP port of the first listener (useful with ``port=0``)."""
         return int(self.sockets[0].getsockname()[1])
+
+    @property
+    def quic_port(self) -> int:
+        """The bound UDP port of HTTP/3 (``--http3``)."""
+        assert self.quic_address is not None
+        return self.quic_address[1]
 
     async def wait_started(self) -> None:
         """Return once the server serves: listening, lifespan startup complete. Awaitable from any event loop.
@@ -241,15 +252,21 @@ class Server:
         ssl_context = create_ssl_context(config)  # a bad certificate or key fails before startup too
         on_response, access_writer = self._response_hook(loop)  # a bad --access-log-file fails before startup
         served_app = traced(app)  # --log-level trace: a line per ASGI message; otherwise the app itself
+        quic = self._quic_settings()  # a missing aioquic or a bad key fails before startup too
         try:
             # bound before lifespan startup: a busy port or a bad host never starts (and stops) the app
             self.sockets = sockets if sockets is not None else [bind_socket(config)]
+            if quic is not None:
+                self.quic_socket = bind_quic_socket(config, self.sockets[0])
+                self.quic_address = self.quic_socket.getsockname()[:2]
             lifespan, lifespan_task = await self._start_lifespan(runtime, served_app)
         except BaseException:
             if access_writer is not None:
                 access_writer.close()
             if sockets is None:
                 self._close_own_sockets()
+            if self.quic_socket is not None:
+                self.quic_socket.close()
             raise
         context = SessionContext(
             served_app,
@@ -260,7 +277,7 @@ class Server:
             ws=ws_settings(config),
             on_response=on_response,
         )
-        shared = self.shared = ServerShared(config, context, ssl_context)
+        shared = self.shared = ServerShared(config, context, ssl_context, self._alt_svc())
         if self.metrics is not None:
             self.metrics.attach(shared, loop)
         # PROXY headers or byte counts cost per read: only this subclass pays for them
@@ -268,6 +285,7 @@ class Server:
         kind = ObservedHTTP1Connection if observed else HTTP1Connection
         date_timer = _DateTicker(loop, shared)
         listening = None
+        endpoint = None
         try:
             listening = await runtime.listen(
                 self.sockets,
@@ -276,6 +294,10 @@ class Server:
                 config.timeout_tls_handshake,
                 config.backlog,
             )
+            if quic is not None and self.quic_socket is not None:
+                from zonda.connection.quic import serve_quic
+
+                endpoint = await serve_quic(runtime, shared, quic, self.quic_socket)
             self._log_started(runtime.name, app)
             self._settle_start(None)
             await exit_waiter
@@ -283,11 +305,15 @@ class Server:
             with runtime.shielded(self._stop_bound()):  # also when serve() itself was cancelled
                 # one window for all of it: the connections accepted last are opened inside it, not after it
                 deadline = loop.time() + self.drain_grace + config.timeout_graceful_shutdown
+                if endpoint is not None:
+                    endpoint.close()  # no new QUIC connections; the open ones get GOAWAY below
                 if listening is not None:
                     await listening.close_gracefully(deadline)
                 if self.drain_grace and shared.connections and not self.force_exit:
                     await runtime.sleep(self.drain_grace)
                 await self._drain_connections(runtime, shared, deadline)
+                if endpoint is not None:
+                    endpoint.sender.close()
                 date_timer.cancel()
                 shared.rejection_log.flush(float("inf"))  # the last second's suppressed lines, counted
                 if access_writer is not None:
@@ -299,6 +325,22 @@ class Server:
                     with contextlib.suppress(OSError):
                         os.unlink(config.uds)
                 logger.info("Finished server process [%d]", os.getpid())
+
+    def _quic_settings(self) -> QuicSettings | None:
+        """``--http3``: the QUIC settings (aioquic imported only then). Raises ConfigError."""
+        if not self.config.http3:
+            return None
+        try:
+            from zonda.connection.quic import quic_settings
+        except ImportError:
+            raise ConfigError("http3: HTTP/3 needs aioquic: pip install 'zonda[http3]'") from None
+        return quic_settings(self.config)
+
+    def _alt_svc(self) -> bytes | None:
+        """The alt-svc header value that offers HTTP/3 (RFC 7838, RFC 9114 §3.1.1), when served."""
+        if self.quic_address is None or not self.config.alt_svc_max_age:
+            return None
+        return b'h3=":%d"; ma=%d' % (self.quic_address[1], self.config.alt_svc_max_age)
 
     def _stop_bound(self) -> float:
         """The longest the shutdown sequence can take by its own timeouts, and a second more."""
@@ -437,6 +479,9 @@ class Server:
         )
         for sock in self.sockets:
             logger.info("Listening on %s (press CTRL+C to quit)", describe_address(sock, scheme))
+        if self.quic_address is not None:
+            host, port = self.quic_address
+            logger.info("HTTP/3 (QUIC) on udp://%s:%d", f"[{host}]" if ":" in host else host, port)
         if scheme == "https":
             logger.info("TLS: %s", describe_tls(config))
 
@@ -448,6 +493,8 @@ class Server:
             served.append("HTTP/2 (prior knowledge only)")
         elif config.http != "1":
             served.append("HTTP/2 (ALPN h2)" if scheme == "https" else "HTTP/2 (h2c, prior knowledge)")
+        if config.http3:
+            served.append("HTTP/3 (QUIC)")
         if self.shared is not None and self.shared.context.ws is not None:
             served.append("WebSocket")
         return served

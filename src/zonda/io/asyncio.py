@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from zonda.errors import ConfigError
 from zonda.io._addresses import local_address, peer_address
+from zonda.io._asyncio_datagrams import listen_datagrams
 from zonda.io._sendfile import AsyncioFileSender
 from zonda.io._shared import TLS_CLOSE_TIMEOUT, kernel_unacknowledged
 
@@ -28,7 +29,14 @@ if TYPE_CHECKING:
     import socket
     import ssl
 
-    from zonda.io.base import Accepting, ByteStream, FileDrain, TaskHandle
+    from zonda.io.base import (
+        Accepting,
+        ByteStream,
+        DatagramReceiver,
+        DatagramSender,
+        FileDrain,
+        TaskHandle,
+    )
 
 
 if sys.version_info >= (3, 12):
@@ -256,6 +264,11 @@ class AsyncioRuntime:
                 await self.aio.create_server(protocol, sock=sock, backlog=backlog, **options)
             )
         return listening
+
+    async def listen_datagrams(
+        self, sock: socket.socket, receiver: Callable[[DatagramSender], DatagramReceiver]
+    ) -> DatagramSender:
+        return await listen_datagrams(self.aio, sock, receiver)
 
     def on_signals(self, signals: Iterable[int], handler: Callable[[int], None]) -> Callable[[], None]:
         if threading.current_thread() is not threading.main_thread():

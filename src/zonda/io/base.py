@@ -143,6 +143,22 @@ class Loop(Protocol):
         ...
 
 
+class DatagramSender(Protocol):
+    """A bound UDP socket's sending side (QUIC). A datagram that cannot go out now (the socket buffer is full) is
+    dropped, as the network may drop any: QUIC's loss recovery sends again what mattered."""
+
+    def sendto(self, data: bytes, addr: Any, /) -> None: ...
+    def close(self) -> None:
+        """Stop receiving and close the socket."""
+        ...
+
+
+class DatagramReceiver(Protocol):
+    """Who takes a UDP socket's datagrams: the QUIC endpoint (``zonda.connection.quic``)."""
+
+    def datagram_received(self, data: bytes, addr: Any, /) -> None: ...
+
+
 class TaskHandle(Protocol):
     """A task: an app call, or a server's own (lifespan, a worker's heartbeat)."""
 
@@ -206,6 +222,12 @@ class Runtime(Protocol):
     ) -> Listening:
         """Accept on bound ``sockets``; each connection gets a ``connection()``, opened once its TLS handshake
         (``ssl_context``) is done; one that takes over ``handshake_timeout`` seconds is dropped unseen."""
+        ...
+
+    async def listen_datagrams(
+        self, sock: socket.socket, receiver: Callable[[DatagramSender], DatagramReceiver]
+    ) -> DatagramSender:
+        """Read datagrams from bound UDP ``sock`` into ``receiver(sender)``; closing the sender stops it."""
         ...
 
     def on_signals(self, signals: Iterable[int], handler: Callable[[int], None]) -> Callable[[], None]:

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 import trio
 
 from zonda.io._addresses import local_address, peer_address
+from zonda.io._trio_datagrams import TrioDatagrams, listen_datagrams
 from zonda.io._trio_stream import TrioFileSender, TrioStream
 from zonda.io._trio_waiter import TrioWaiter
 
@@ -47,6 +48,8 @@ if TYPE_CHECKING:
     from zonda.io.base import (
         Accepting,
         ByteStream,
+        DatagramReceiver,
+        DatagramSender,
         FileDrain,
         FileSender,
         Listening,
@@ -333,6 +336,11 @@ class TrioRuntime:
             sock.listen(backlog)  # as asyncio's create_server does
         return serve_trio(self.loop, sockets, connection, ssl_context, handshake_timeout)
 
+    async def listen_datagrams(
+        self, sock: socket.socket, receiver: Callable[[DatagramSender], DatagramReceiver]
+    ) -> DatagramSender:
+        return await listen_datagrams(self.loop._system, sock, receiver)
+
     def on_signals(self, signals: Iterable[int], handler: Callable[[int], None]) -> Callable[[], None]:
         """Python handlers that hand the signal to the loop (``run_sync_soon`` is safe in a signal handler)."""
         if threading.current_thread() is not threading.main_thread():
@@ -585,6 +593,18 @@ if TYPE_CHECKING:
         waiter: TrioWaiter,
         stream: TrioStream,
         files: TrioFileSender,
-    ) -> tuple[Runtime, Listening, TaskHandle, TaskHandle, Timer, Waiter, ByteStream, FileSender, Loop]:
+        datagrams: TrioDatagrams,
+    ) -> tuple[
+        Runtime,
+        Listening,
+        TaskHandle,
+        TaskHandle,
+        Timer,
+        Waiter,
+        ByteStream,
+        FileSender,
+        Loop,
+        DatagramSender,
+    ]:
         """mypy checks here that the driver's classes are what ``io.base`` asks for."""
-        return runtime, listening, task, apps, timer, waiter, stream, files, runtime.loop
+        return runtime, listening, task, apps, timer, waiter, stream, files, runtime.loop, datagrams

@@ -1,0 +1,204 @@
+"""An HTTP/3 connection: one ``HTTP3Connection`` per QUIC connection, one ``StreamChannel`` per request stream.
+
+The QUIC endpoint (``connection.quic``) makes one per new connection and hands it the datagrams routed to it.
+Everything else is as on HTTP/2: one ``HTTPSession`` for all the streams, the same stream channels, the same
+bridge; output is batched per datagram (apps that answer without suspending queue their frames while it is
+handled, and the packets go out once at the end), and one timer follows the QUIC connection's own
+(``QuicConnection.get_timer``: loss detection, acknowledgements, the idle timeout).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from zonda.asgi._files import PATHSEND, ZEROCOPYSEND
+from zonda.asgi.http import ConnectionInfo, HTTPSession
+from zonda.connection.streams import StreamChannel, WebSocketChannel
+from zonda.connection.timer import DeadlineTimer
+from zonda.io.base import Loop, Waiter
+from zonda.protocols.events import ConnectionTerminated, Event, StreamReset
+from zonda.protocols.http3 import INTERIM_RESPONSES, H3Core, H3ErrorCode
+
+if TYPE_CHECKING:
+    from collections.abc import Coroutine
+
+    from zonda.connection.quic import QuicEndpoint
+    from zonda.connection.shared import ServerShared
+
+h3_log = logging.getLogger("zonda.http3")
+# What the bridge offers on HTTP/3 connections (ASGI extensions.rst); copied into every request's scope.
+HTTP3_EXTENSIONS: dict[str, dict[str, Any]] = {"http.response.trailers": {}}
+if INTERIM_RESPONSES:
+    HTTP3_EXTENSIONS["http.response.early_hint"] = {}
+
+
+class HTTP3Connection:
+    """One QUIC connection serving HTTP/3: the core, one session for all its streams, a channel per stream."""
+
+    protocol_label = "http3"
+
+    def __init__(
+        self, shared: ServerShared, loop: Loop, endpoint: QuicEndpoint, core: H3Core, info: ConnectionInfo
+    ) -> None:
+        self.shared = shared
+        self.loop = loop
+        self.endpoint = endpoint
+        self.core = core
+        self.write_paused = False  # a QUIC connection never pauses as a whole: its streams do (is_blocked)
+        self.websockets: dict[int, WebSocketChannel] = {}  # none yet: no extended CONNECT over HTTP/3
+        self.spawn = loop.spawn
+        info.extensions.pop(ZEROCOPYSEND, None)
+        info.extensions.pop(PATHSEND, None)
+        info.extensions.update(HTTP3_EXTENSIONS)
+        self.session = HTTPSession(self, info, shared.context, channels=self)
+        self.timer = DeadlineTimer(loop.call_at, self._on_timer)
+        self.batching = False
+        self._closed = False
+        self._stream_waiters: dict[int, Waiter] = {}
+        shared.connections.add(self)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def channel(self, stream_id: int) -> StreamChannel:
+        """The transport of one request's stream."""
+        return StreamChannel(self, stream_id)
+
+    def websocket_channel(self, stream_id: int) -> WebSocketChannel:
+        raise NotImplementedError("no extended CONNECT over HTTP/3: the core refuses it")
+
+    # ------------------------------------------------------------ datagrams and time
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self._handle(self.core.receive_datagram(data, addr))
+
+    def _on_timer(self) -> None:
+        self._handle(self.core.handle_timer(self.loop.time()))
+
+    def _handle(self, events: list[Event]) -> None:
+        core = self.core
+        terminated = False
+        if events:
+            self.batching = True
+            try:
+                terminated = self.session.handle_events(events)
+            finally:
+                self.batching = False
+            if self._stream_waiters:
+                for event in events:
+                    if type(event) is StreamReset:
+                        self._wake(event.stream_id)
+        if core.unblocked:
+            for stream_id in core.unblocked:
+                self._wake(stream_id)
+            core.unblocked.clear()
+        if terminated:
+            self._log_termination(events)
+        self.flush()
+
+    def _log_termination(self, events: list[Event]) -> None:
+        terminated = events[-1]
+        assert isinstance(terminated, ConnectionTerminated)
+        if terminated.error is not None:
+            client = self.session.info.client
+            self.shared.rejection_log.log(
+                self.loop.time(),
+                "HTTP/3 connection error",
+                h3_log,
+                logging.INFO,
+                "HTTP/3 connection from %s ended: %s",
+                f"{client[0]}:{client[1]}" if client else "client",
+                terminated.error.detail,
+            )
+
+    # ------------------------------------------------------------ the bridge's side
+
+    def flush(self) -> None:
+        if self.batching:
+            return  # sent once the datagram's events are all handled
+        core = self.core
+        if not self._closed:
+            send = self.endpoint.sender.sendto
+            for data, addr in core.datagrams_to_send():
+                send(data, addr)
+        self.endpoint.update_ids(self)
+        if core.terminated:
+            self._lost()
+        else:
+            self.timer.arm(core.deadline)
+
+    def drain_stream(self, stream_id: int) -> Waiter:
+        waiter = self.loop.create_waiter()
+        if self._closed or not self.core.is_blocked(stream_id):
+            waiter.set_result(None)
+        else:
+            previous = self._stream_waiters.get(stream_id)
+            if previous is not None and not previous.done():
+                previous.set_result(None)
+            self._stream_waiters[stream_id] = waiter
+        return waiter
+
+    def _wake(self, stream_id: int) -> None:
+        waiter = self._stream_waiters.pop(stream_id, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def drain(self) -> Waiter:
+        waiter = self.loop.create_waiter()
+        waiter.set_result(None)
+        return waiter
+
+    def create_waiter(self) -> Waiter:
+        return self.loop.create_waiter()
+
+    def time(self) -> float:
+        return self.loop.time()
+
+    def pause_reading(self) -> None:
+        pass  # per stream (StreamChannel)
+
+    def resume_reading(self) -> None:
+        pass
+
+    def response_complete(self) -> None:
+        pass  # the core tracks stream ends
+
+    def rearm(self) -> None:
+        if not self._closed:
+            self.timer.arm(self.core.deadline)
+
+    def send_file(self, *args: object) -> Coroutine[Any, Any, int]:
+        raise NotImplementedError("no file sending over HTTP/3: the extensions are not offered")
+
+    # ------------------------------------------------------------ shutdown and loss
+
+    def shutdown(self) -> None:
+        """Graceful shutdown: GOAWAY, then close once the streams in flight are done."""
+        if not self._closed:
+            self.core.finish_and_close()
+            self.flush()
+
+    def stop_streaming(self) -> int:
+        return 0 if self._closed else self.session.stop_streaming()
+
+    def abort(self) -> None:
+        """The graceful timeout is over: CONNECTION_CLOSE now, and forget the connection."""
+        if not self._closed:
+            self.core.quic.close(error_code=H3ErrorCode.H3_NO_ERROR, reason_phrase="server shutting down")
+            send = self.endpoint.sender.sendto
+            for data, addr in self.core.datagrams_to_send():
+                send(data, addr)
+            self._lost()
+
+    def _lost(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.timer.cancel()
+        self.endpoint.forget(self)
+        self.shared.connections.discard(self)
+        self.session.connection_lost()
+        for stream_id in list(self._stream_waiters):
+            self._wake(stream_id)

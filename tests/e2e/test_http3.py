@@ -1,0 +1,296 @@
+"""HTTP/3 over QUIC (``--http3``) on every driver, with aioquic's client API as the client: requests and their
+scope, bodies both ways checked by hash, 100 concurrent streams on one connection, back-pressure on a 10 MiB
+download, a stream reset reaching only its own app, trailers and early hints, alt-svc on TCP responses, Retry,
+bad datagrams and a wrong QUIC version leaving the server serving, and a graceful shutdown with a request in
+flight."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from h3client import h3_connect
+from helpers import run_server, wait_for, zonda_process
+from tlsutil import TLSFiles, make_tls_files
+from zonda.config import Config
+from zonda.errors import ConfigError
+from zonda.protocols.http3 import INTERIM_RESPONSES
+
+MIB = 1024 * 1024
+
+
+class Seen:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.scopes: dict[str, dict[str, Any]] = {}
+        self.disconnected: set[str] = set()
+
+    def note(self, key: str, scope: dict[str, Any]) -> None:
+        with self.lock:
+            self.scopes[key] = scope
+
+
+def make_app(seen: Seen) -> Any:
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        path = scope["path"]
+        seen.note(path, scope)
+        if path == "/hold":  # never answers: notes its http.disconnect
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            with seen.lock:
+                seen.disconnected.add(scope["query_string"].decode())
+            return
+        body = bytearray()
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        if path == "/download":  # 10 MiB in 64 KiB pieces, each send() under back-pressure
+            size = int(scope["query_string"] or 10 * MIB)
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            block = bytes(range(256)) * 256
+            for start in range(0, size, len(block)):
+                await send({"type": "http.response.body", "body": block[: size - start], "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        if path == "/slow":  # answers after a while: in flight during a graceful shutdown
+            import anyio
+
+            await anyio.sleep(0.5)
+        if path == "/trailers":
+            await send({"type": "http.response.start", "status": 200, "headers": [], "trailers": True})
+            await send({"type": "http.response.body", "body": b"data", "more_body": False})
+            await send({"type": "http.response.trailers", "headers": [(b"x-checksum", b"abc")]})
+            return
+        if path == "/hint" and "http.response.early_hint" in scope["extensions"]:
+            await send(
+                {"type": "http.response.early_hint", "links": [b"</style.css>; rel=preload; as=style"]}
+            )
+        digest = hashlib.sha256(body).hexdigest().encode()
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"x-sha256", digest)]})
+        await send({"type": "http.response.body", "body": b"%d" % len(body)})
+
+    return app
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> TLSFiles:
+    return make_tls_files(tmp_path_factory.mktemp("h3tls"))
+
+
+@pytest.fixture(scope="module")
+def seen() -> Seen:
+    return Seen()
+
+
+@pytest.fixture(scope="module")
+def server(driver: str, tls: TLSFiles, seen: Seen) -> Iterator[Any]:
+    with run_server(make_app(seen), loop=driver, http3=True, **tls.server_options()) as running:
+        yield running
+
+
+def h3(coro: Any) -> Any:
+    return asyncio.run(asyncio.wait_for(coro, 60))
+
+
+def test_a_request_over_http3_and_its_scope(server: Any, tls: TLSFiles, seen: Seen) -> None:
+    async def go() -> Any:
+        async with h3_connect(server.server.quic_port, tls.ca_pem) as client:
+            return await client.request("GET", "/scope?a=1", [(b"x-custom", b"yes")])
+
+    response = h3(go())
+    assert response.status == 200
+    assert response.header(b"server") == b"zonda"
+    scope = seen.scopes["/scope"]
+    assert scope["http_version"] == "3"
+    assert scope["scheme"] == "https"
+    assert scope["query_string"] == b"a=1"
+    assert scope["server"] == ("127.0.0.1", server.server.quic_port)
+    assert scope["client"][0] == "127.0.0.1"
+    assert (b"host", b"127.0.0.1") in scope["headers"]
+    assert (b"x-custom", b"yes") in scope["headers"]
+    assert "http.response.trailers" in scope["extensions"]
+    assert ("http.response.early_hint" in scope["extensions"]) == INTERIM_RESPONSES
+    assert "http.response.pathsend" not in scope["extensions"]
+
+
+def test_tcp_responses_offer_http3_with_alt_svc(server: Any, tls: TLSFiles) -> None:
+    response = httpx.get(server.url + "/", verify=tls.client_context())
+    assert response.headers["alt-svc"] == f'h3=":{server.server.quic_port}"; ma=86400'
+
+
+def test_bodies_both_ways_checked_by_hash(server: Any, tls: TLSFiles) -> None:
+    upload = os.urandom(MIB)
+
+    async def go() -> Any:
+        async with h3_connect(server.server.quic_port, tls.ca_pem) as client:
+            posted = await client.request("POST", "/upload", body=upload)
+            downloaded = await client.request("GET", "/download")
+            return posted, downloaded
+
+    posted, downloaded = h3(go())
+    assert posted.status == 200 and posted.body == b"%d" % MIB
+    assert posted.header(b"x-sha256") == hashlib.sha256(upload).hexdigest().encode()
+    block = bytes(range(256)) * 256
+    assert downloaded.status == 200
+    assert len(downloaded.body) == 10 * MIB
+    assert hashlib.sha256(downloaded.body).digest() == hashlib.sha256(block * 160).digest()
+
+
+def test_a_hundred_concurrent_streams_on_one_connection(server: Any, tls: TLSFiles) -> None:
+    async def go() -> Any:
+        async with h3_connect(server.server.quic_port, tls.ca_pem) as client:
+            return await asyncio.gather(
+                *(client.request("POST", f"/many/{n}", body=b"x" * n) for n in range(100))
+            )
+
+    responses = h3(go())
+    assert [r.body for r in responses] == [b"%d" % n for n in range(100)]
+
+
+def test_a_reset_stream_disconnects_only_its_own_app(
+    server: Any, tls: TLSFiles, seen: Seen, driver: str
+) -> None:
+    doomed_key, kept_key = f"doomed-{driver}", f"kept-{driver}"  # the record outlives one driver's server
+
+    async def go() -> Any:
+        async with h3_connect(server.server.quic_port, tls.ca_pem) as client:
+            doomed, _ = client.start("GET", f"/hold?{doomed_key}")
+            kept, _ = client.start("GET", f"/hold?{kept_key}")
+            await asyncio.sleep(0.2)
+            client.reset(doomed)
+            await asyncio.to_thread(
+                wait_for, lambda: doomed_key in seen.disconnected, what="the reset's disconnect"
+            )
+            assert kept_key not in seen.disconnected
+            after = await client.request("GET", "/after-reset")
+            client.reset(kept)
+            return after
+
+    assert h3(go()).status == 200
+    wait_for(lambda: kept_key in seen.disconnected, what="the second reset's disconnect")
+
+
+def test_trailers_and_early_hints(server: Any, tls: TLSFiles) -> None:
+    async def go() -> Any:
+        async with h3_connect(server.server.quic_port, tls.ca_pem) as client:
+            trailers = await client.request("GET", "/trailers", [(b"te", b"trailers")])
+            return trailers, await client.request("GET", "/hint")
+
+    trailers, hint = h3(go())
+    assert trailers.body == b"data"
+    assert trailers.trailers == [(b"x-checksum", b"abc")]
+    assert hint.status == 200
+    if not INTERIM_RESPONSES:  # aioquic before 1.4 cannot send a 1xx head: early hints are not offered
+        assert hint.interim == []
+        return
+    assert [dict(head)[b":status"] for head in hint.interim] == [b"103"]
+    assert (b"link", b"</style.css>; rel=preload; as=style") in hint.interim[0]
+
+
+def test_bad_datagrams_and_a_wrong_version_leave_the_server_serving(server: Any, tls: TLSFiles) -> None:
+    port = server.server.quic_port
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(5)
+        for junk in (b"", b"\x00", os.urandom(40), b"\xc0" + os.urandom(1300), b"\x40" + os.urandom(30)):
+            sock.sendto(junk, ("127.0.0.1", port))
+        # a long header with an unknown version (0x1a2a3a4a, reserved for exercising negotiation)
+        dcid, scid = os.urandom(8), os.urandom(8)
+        packet = b"\xc0" + bytes.fromhex("1a2a3a4a") + bytes([8]) + dcid + bytes([8]) + scid
+        sock.sendto(packet + b"\x00" * (1200 - len(packet)), ("127.0.0.1", port))
+        answer, _ = sock.recvfrom(2048)
+    assert answer[1:5] == b"\x00\x00\x00\x00"  # Version Negotiation (RFC 9000 §17.2.1)
+    assert answer[6 : 6 + 8] == scid and answer[15 : 15 + 8] == dcid  # the client's IDs, swapped
+
+    async def go() -> Any:
+        async with h3_connect(port, tls.ca_pem) as client:
+            return await client.request("GET", "/after-junk")
+
+    assert h3(go()).status == 200
+
+
+def test_retry_validates_the_address_first(driver: str, tls: TLSFiles) -> None:
+    with run_server(
+        make_app(Seen()), loop=driver, quic_retry=True, http3=True, **tls.server_options()
+    ) as running:
+
+        async def go() -> Any:
+            async with h3_connect(running.server.quic_port, tls.ca_pem) as client:
+                return await client.request("GET", "/retried")
+
+        assert h3(go()).status == 200
+
+
+def test_graceful_shutdown_finishes_a_request_in_flight(driver: str, tls: TLSFiles) -> None:
+    with run_server(make_app(Seen()), loop=driver, http3=True, **tls.server_options()) as running:
+        port = running.server.quic_port
+
+        async def go() -> Any:
+            async with h3_connect(port, tls.ca_pem) as client:
+                _, done = client.start("GET", "/slow")
+                await asyncio.sleep(0.2)
+                stopping = asyncio.get_running_loop().run_in_executor(None, running.stop)
+                response = await asyncio.wait_for(done, 10)
+                await stopping
+                return response
+
+        started = time.monotonic()
+        response = h3(go())
+    assert response.status == 200
+    assert time.monotonic() - started < 10
+
+
+def test_http3_needs_tls_and_says_so() -> None:
+    with pytest.raises(ConfigError, match="HTTP/3 runs over TLS only"):
+        Config(app="x:app", http3=True)
+    assert Config(app="x:app", quic_bind="127.0.0.1:4433", ssl_certfile=str(Path(__file__))).http3
+
+
+WORKER_APP = """
+import os
+
+
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"%d" % os.getpid()})
+"""
+
+
+def test_two_workers_each_keep_their_own_quic_connections(tmp_path: Path, tls: TLSFiles) -> None:
+    """Each worker binds the UDP port with SO_REUSEPORT; a connection's datagrams all reach the worker that
+    holds it (the kernel hashes the client's address), so every request of a connection is answered by one
+    worker, and connections from different client ports spread over both."""
+    (tmp_path / "happ.py").write_text(WORKER_APP)
+    args = ["happ:app", "--port", "0", "--app-dir", str(tmp_path), "--workers", "2", "--no-access-log"]
+    args += ["--http3", "--ssl-certfile", str(tls.cert), "--ssl-keyfile", str(tls.key)]
+    with zonda_process(*args) as proc:
+        port = int(proc.wait_listening().rsplit(":", 1)[1])
+        wait_for(lambda: proc.output.count("HTTP/3 (QUIC) on") >= 2, what="both workers serving HTTP/3")
+
+        async def one_connection() -> set[bytes]:
+            async with h3_connect(port, tls.ca_pem) as client:
+                responses = [await client.request("GET", f"/{n}") for n in range(3)]
+            assert all(r.status == 200 for r in responses)
+            return {bytes(r.body) for r in responses}
+
+        async def go() -> list[set[bytes]]:
+            return list(await asyncio.gather(*(one_connection() for _ in range(16))))
+
+        answered = h3(go())
+    assert all(len(pids) == 1 for pids in answered), answered
+    assert len(set().union(*answered)) == 2, "16 connections all went to one worker"

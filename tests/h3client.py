@@ -1,0 +1,154 @@
+"""An HTTP/3 client for the tests, on aioquic's client API (its own QUIC and HTTP/3, independent of zonda's use of
+them as a server): requests over one QUIC connection, each on its own stream, answered as ``H3Response``.
+
+    async with h3_connect(port, ca_pem) as client:
+        response = await client.request("GET", "/")
+        responses = await asyncio.gather(*(client.request("GET", f"/{i}") for i in range(100)))
+
+It runs on asyncio (aioquic's client is asyncio code): the test drives it with ``asyncio.run`` whatever loop the
+server runs on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aioquic.asyncio.client import connect
+from aioquic.asyncio.protocol import QuicConnectionProtocol
+from aioquic.h3.connection import H3_ALPN, H3Connection
+from aioquic.h3.events import DataReceived, H3Event, HeadersReceived
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.events import ConnectionTerminated, QuicEvent, StreamReset
+
+
+@dataclass
+class H3Response:
+    status: int = 0
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    body: bytearray = field(default_factory=bytearray)
+    trailers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    interim: list[list[tuple[bytes, bytes]]] = field(default_factory=list)  # 1xx heads, in order
+    reset: int | None = None  # the error code, when the server reset the stream
+
+    def header(self, name: bytes) -> bytes | None:
+        return next((value for key, value in self.headers if key == name), None)
+
+
+class H3Client(QuicConnectionProtocol):
+    """One QUIC connection; ``request`` sends one request on a new stream and waits for its whole answer."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.h3 = H3Connection(self._quic)
+        self._responses: dict[int, H3Response] = {}
+        self._done: dict[int, asyncio.Future[H3Response]] = {}
+        self.terminated: ConnectionTerminated | None = None
+
+    def quic_event_received(self, event: QuicEvent) -> None:
+        if isinstance(event, StreamReset) and event.stream_id in self._done:
+            self._responses[event.stream_id].reset = event.error_code
+            self._finish(event.stream_id)
+        elif isinstance(event, ConnectionTerminated):
+            self.terminated = event
+            for stream_id in list(self._done):
+                self._finish(stream_id)
+        for h3_event in self.h3.handle_event(event):
+            self._h3_event(h3_event)
+
+    def _h3_event(self, event: H3Event) -> None:
+        if isinstance(event, HeadersReceived):
+            response = self._responses.get(event.stream_id)
+            if response is None:
+                return
+            status = dict(event.headers).get(b":status")
+            if response.status == 0 and status is not None and status.startswith(b"1"):
+                response.interim.append(event.headers)
+            elif response.status == 0 and status is not None:
+                response.status = int(status)
+                response.headers = [(k, v) for k, v in event.headers if not k.startswith(b":")]
+            else:
+                response.trailers = event.headers
+            if event.stream_ended:
+                self._finish(event.stream_id)
+        elif isinstance(event, DataReceived):
+            response = self._responses.get(event.stream_id)
+            if response is not None:
+                response.body += event.data
+                if event.stream_ended:
+                    self._finish(event.stream_id)
+
+    def _finish(self, stream_id: int) -> None:
+        done = self._done.pop(stream_id, None)
+        if done is not None and not done.done():
+            done.set_result(self._responses.pop(stream_id))
+
+    def start(
+        self,
+        method: str,
+        path: str,
+        headers: Sequence[tuple[bytes, bytes]] = (),
+        body: bytes | None = None,
+        end: bool = True,
+    ) -> tuple[int, asyncio.Future[H3Response]]:
+        """Send a request's head (and ``body``); ``end=False`` leaves the stream open for ``send_body``."""
+        stream_id = self._quic.get_next_available_stream_id()
+        fields = [
+            (b":method", method.encode()),
+            (b":scheme", b"https"),
+            (b":authority", b"127.0.0.1"),
+            (b":path", path.encode()),
+            *headers,
+        ]
+        self._responses[stream_id] = H3Response()
+        done = self._done[stream_id] = asyncio.get_running_loop().create_future()
+        self.h3.send_headers(stream_id, fields, end_stream=end and not body)
+        if body:
+            self.h3.send_data(stream_id, body, end_stream=end)
+        self.transmit()
+        return stream_id, done
+
+    def send_body(self, stream_id: int, data: bytes, end: bool) -> None:
+        self.h3.send_data(stream_id, data, end_stream=end)
+        self.transmit()
+
+    def reset(self, stream_id: int, code: int = 0x10C) -> None:
+        """Cancel a request (H3_REQUEST_CANCELLED): both directions of its stream."""
+        self._quic.reset_stream(stream_id, code)
+        self._quic.stop_stream(stream_id, code)
+        self.transmit()
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        headers: Sequence[tuple[bytes, bytes]] = (),
+        body: bytes | None = None,
+        timeout: float = 20.0,
+    ) -> H3Response:
+        _, done = self.start(method, path, headers, body)
+        return await asyncio.wait_for(done, timeout)
+
+
+def client_configuration(ca_pem: Path | None = None) -> QuicConfiguration:
+    configuration = QuicConfiguration(is_client=True, alpn_protocols=list(H3_ALPN), server_name="localhost")
+    if ca_pem is not None:
+        configuration.load_verify_locations(str(ca_pem))
+    return configuration
+
+
+@contextlib.asynccontextmanager
+async def h3_connect(
+    port: int, ca_pem: Path | None = None, host: str = "127.0.0.1", **options: Any
+) -> AsyncIterator[H3Client]:
+    """An HTTP/3 connection to ``host:port`` trusting ``ca_pem``."""
+    configuration = client_configuration(ca_pem)
+    for name, value in options.items():
+        setattr(configuration, name, value)
+    async with connect(host, port, configuration=configuration, create_protocol=H3Client) as client:
+        assert isinstance(client, H3Client)
+        yield client
