@@ -10,6 +10,7 @@ import asyncio
 import hashlib
 import os
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -20,7 +21,7 @@ import httpx
 import pytest
 
 from h3client import h3_connect
-from helpers import run_server, wait_for, zonda_process
+from helpers import require_tool, run_server, wait_for, zonda_process
 from tlsutil import TLSFiles, make_tls_files
 from zonda.config import Config
 from zonda.errors import ConfigError
@@ -125,6 +126,26 @@ def test_a_request_over_http3_and_its_scope(server: Any, tls: TLSFiles, seen: Se
     assert "http.response.trailers" in scope["extensions"]
     assert ("http.response.early_hint" in scope["extensions"]) == INTERIM_RESPONSES
     assert "http.response.pathsend" not in scope["extensions"]
+
+
+def test_ngtcp2_client_downloads_over_http3(server: Any, tmp_path: Path) -> None:
+    """A second, independent QUIC and HTTP/3 stack (ngtcp2 with GnuTLS, Debian's ngtcp2-client): three
+    requests on one connection, the 1 MiB download checked by hash, and a clean close (H3_NO_ERROR)."""
+    client = require_tool("gtlsclient")
+    port = server.server.quic_port
+    base = f"https://127.0.0.1:{port}"
+    result = subprocess.run(
+        [client, "--quiet", "--exit-on-all-streams-close", "--timeout=10s", "--download", str(tmp_path)]
+        + ["127.0.0.1", str(port), f"{base}/download?{MIB}", f"{base}/ngtcp2", f"{base}/ngtcp2-again"],
+        capture_output=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    block = bytes(range(256)) * 256
+    downloaded = (tmp_path / f"download?{MIB}").read_bytes()
+    assert hashlib.sha256(downloaded).digest() == hashlib.sha256(block * 16).digest()
+    assert (tmp_path / "ngtcp2").read_bytes() == b"0"
+    assert (tmp_path / "ngtcp2-again").read_bytes() == b"0"
 
 
 def test_tcp_responses_offer_http3_with_alt_svc(server: Any, tls: TLSFiles) -> None:
