@@ -47,6 +47,7 @@ class H3Client(QuicConnectionProtocol):
         self.h3 = H3Connection(self._quic)
         self._responses: dict[int, H3Response] = {}
         self._done: dict[int, asyncio.Future[H3Response]] = {}
+        self._tunnels: dict[int, H3Tunnel] = {}
         self.terminated: ConnectionTerminated | None = None
 
     def quic_event_received(self, event: QuicEvent) -> None:
@@ -61,6 +62,10 @@ class H3Client(QuicConnectionProtocol):
             self._h3_event(h3_event)
 
     def _h3_event(self, event: H3Event) -> None:
+        tunnel = self._tunnels.get(getattr(event, "stream_id", -1))
+        if tunnel is not None:
+            tunnel.event(event)
+            return
         if isinstance(event, HeadersReceived):
             response = self._responses.get(event.stream_id)
             if response is None:
@@ -122,6 +127,26 @@ class H3Client(QuicConnectionProtocol):
         self._quic.stop_stream(stream_id, code)
         self.transmit()
 
+    async def open_tunnel(
+        self, path: str, protocol: bytes = b"websocket", headers: Sequence[tuple[bytes, bytes]] = ()
+    ) -> H3Tunnel:
+        """An extended CONNECT (RFC 9220 for ``websocket``); returns once the response head came."""
+        stream_id = self._quic.get_next_available_stream_id()
+        fields = [
+            (b":method", b"CONNECT"),
+            (b":protocol", protocol),
+            (b":scheme", b"https"),
+            (b":authority", b"127.0.0.1"),
+            (b":path", path.encode()),
+            (b"sec-websocket-version", b"13"),
+            *headers,
+        ]
+        tunnel = self._tunnels[stream_id] = H3Tunnel(self, stream_id)
+        self.h3.send_headers(stream_id, fields, end_stream=False)
+        self.transmit()
+        await asyncio.wait_for(tunnel.head_seen.wait(), 20)
+        return tunnel
+
     async def request(
         self,
         method: str,
@@ -132,6 +157,53 @@ class H3Client(QuicConnectionProtocol):
     ) -> H3Response:
         _, done = self.start(method, path, headers, body)
         return await asyncio.wait_for(done, timeout)
+
+
+class H3Tunnel:
+    """One extended CONNECT stream: the response head, then bytes both ways (a WebSocket's frames)."""
+
+    def __init__(self, client: H3Client, stream_id: int) -> None:
+        self.client = client
+        self.stream_id = stream_id
+        self.status = 0
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.received = bytearray()
+        self.ended = False  # the server ended its side (END of the stream, as TCP's FIN)
+        self.head_seen = asyncio.Event()
+        self._arrived = asyncio.Event()
+
+    def event(self, event: H3Event) -> None:
+        if isinstance(event, HeadersReceived) and not self.head_seen.is_set():
+            self.status = int(dict(event.headers)[b":status"])
+            self.headers = [(k, v) for k, v in event.headers if not k.startswith(b":")]
+            self.head_seen.set()
+        elif isinstance(event, DataReceived):
+            self.received += event.data
+        if getattr(event, "stream_ended", False):
+            self.ended = True
+            self.head_seen.set()
+        self._arrived.set()
+
+    def send(self, data: bytes, end: bool = False) -> None:
+        self.client.send_body(self.stream_id, data, end)
+
+    async def receive(self, parse: Any, timeout: float = 10.0) -> Any:
+        """``parse(buffer)`` -> (item, rest) or None: waits until it finds an item, or raises at the end."""
+        while True:
+            parsed = parse(bytes(self.received))
+            if parsed is not None:
+                item, rest = parsed
+                self.received = bytearray(rest)
+                return item
+            if self.ended:
+                raise ConnectionError(f"stream ended; buffered {bytes(self.received[:100])!r}")
+            self._arrived.clear()
+            await asyncio.wait_for(self._arrived.wait(), timeout)
+
+    async def wait_ended(self, timeout: float = 10.0) -> None:
+        while not self.ended:
+            self._arrived.clear()
+            await asyncio.wait_for(self._arrived.wait(), timeout)
 
 
 def client_configuration(ca_pem: Path | None = None) -> QuicConfiguration:

@@ -22,9 +22,9 @@ from zonda.asgi._files import PATHSEND, ZEROCOPYSEND
 from zonda.asgi.http import ConnectionInfo, HTTPSession
 from zonda.connection.base import Connection
 from zonda.connection.counting import CountingStream
-from zonda.connection.streams import StreamChannel, WebSocketChannel
+from zonda.connection.streams import StreamChannel, WebSocketChannel, route_websockets
 from zonda.io.base import ByteStream, Loop, Waiter
-from zonda.protocols.events import ConnectionTerminated, Data, Event, Request, StreamReset
+from zonda.protocols.events import ConnectionTerminated, Event, Request, StreamReset
 from zonda.protocols.http2 import ErrorCode, H2Connection, H2Error
 
 if TYPE_CHECKING:
@@ -147,7 +147,7 @@ class HTTP2Connection(Connection):
             self.batching = True
             try:
                 if self.websockets:
-                    events = self._route_websockets(events)
+                    events = route_websockets(self.websockets, events)
                 terminated = self.session.handle_events(events)
             finally:
                 self.batching = False
@@ -163,26 +163,6 @@ class HTTP2Connection(Connection):
             self._log_termination(events)
         self.flush()
         self._arm_if_earlier()
-
-    def _route_websockets(self, events: list[Event]) -> list[Event]:
-        """DATA on an accepted WebSocket stream is the WebSocket's, not a request body: its channel takes it,
-        even after the app has returned (the closing handshake may still run). A reset ends the WebSocket and
-        still reaches the session, for the app's cycle."""
-        websockets = self.websockets
-        rest: list[Event] = []
-        for event in events:
-            kind = type(event)
-            if kind is Data:
-                channel = websockets.get(event.stream_id)  # type: ignore[union-attr]
-                if channel is not None:
-                    channel.receive(event.data, event.end_stream)  # type: ignore[union-attr]
-                    continue
-            elif kind is StreamReset:
-                channel = websockets.get(event.stream_id)  # type: ignore[union-attr]
-                if channel is not None:
-                    channel.lost()
-            rest.append(event)
-        return rest
 
     def _log_termination(self, events: list[Event]) -> None:
         terminated = events[-1]

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from zonda.asgi._files import PATHSEND, ZEROCOPYSEND
 from zonda.asgi.http import ConnectionInfo, HTTPSession
-from zonda.connection.streams import StreamChannel, WebSocketChannel
+from zonda.connection.streams import StreamChannel, WebSocketChannel, route_websockets
 from zonda.connection.timer import DeadlineTimer
 from zonda.io.base import Loop, Waiter
 from zonda.protocols.events import ConnectionTerminated, Event, StreamReset
@@ -46,7 +46,7 @@ class HTTP3Connection:
         self.endpoint = endpoint
         self.core = core
         self.write_paused = False  # a QUIC connection never pauses as a whole: its streams do (is_blocked)
-        self.websockets: dict[int, WebSocketChannel] = {}  # none yet: no extended CONNECT over HTTP/3
+        self.websockets: dict[int, WebSocketChannel] = {}  # accepted WebSocket streams still open (RFC 9220)
         self.spawn = loop.spawn
         info.extensions.pop(ZEROCOPYSEND, None)
         info.extensions.pop(PATHSEND, None)
@@ -67,7 +67,8 @@ class HTTP3Connection:
         return StreamChannel(self, stream_id)
 
     def websocket_channel(self, stream_id: int) -> WebSocketChannel:
-        raise NotImplementedError("no extended CONNECT over HTTP/3: the core refuses it")
+        """The transport of an extended CONNECT's WebSocket cycle (RFC 9220, as RFC 8441 over HTTP/2)."""
+        return WebSocketChannel(self, stream_id)
 
     # ------------------------------------------------------------ datagrams and time
 
@@ -83,6 +84,8 @@ class HTTP3Connection:
         if events:
             self.batching = True
             try:
+                if self.websockets:
+                    events = route_websockets(self.websockets, events)
                 terminated = self.session.handle_events(events)
             finally:
                 self.batching = False
@@ -177,7 +180,13 @@ class HTTP3Connection:
     def shutdown(self) -> None:
         """Graceful shutdown: GOAWAY, then close once the streams in flight are done."""
         if not self._closed:
-            self.core.finish_and_close()
+            self.batching = True  # the close frames and the GOAWAY go out together
+            try:
+                for channel in list(self.websockets.values()):
+                    channel.going_away()  # 1001 on each WebSocket; the connection closes once their streams end
+                self.core.finish_and_close()
+            finally:
+                self.batching = False
             self.flush()
 
     def stop_streaming(self) -> int:
@@ -197,6 +206,8 @@ class HTTP3Connection:
             return
         self._closed = True
         self.timer.cancel()
+        for channel in list(self.websockets.values()):
+            channel.lost()
         self.endpoint.forget(self)
         self.shared.connections.discard(self)
         self.session.connection_lost()

@@ -273,6 +273,7 @@ async def serve_quic(
     """Serve HTTP/3 on bound UDP ``sock``; the endpoint's connections join ``shared.connections``."""
     sockname = sock.getsockname()
     server = (sockname[0], sockname[1])
+    settings.h3.enable_connect_protocol = shared.context.ws is not None  # WebSocket served (RFC 9220)
     endpoints: list[QuicEndpoint] = []
 
     def receiver(sender: DatagramSender) -> QuicEndpoint:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 from zonda.asgi.http import Core
 from zonda.connection.timer import DeadlineTimer
 from zonda.io.base import Loop, Waiter
+from zonda.protocols.events import Data, Event, StreamReset
 from zonda.protocols.http2 import ErrorCode
 
 if TYPE_CHECKING:
@@ -276,3 +277,23 @@ class WebSocketChannel(StreamChannel):
         if events:
             self._dispatch(events)
         self._arm()
+
+
+def route_websockets(websockets: dict[int, WebSocketChannel], events: list[Event]) -> list[Event]:
+    """DATA on an accepted WebSocket stream is the WebSocket's, not a request body: its channel takes it, even
+    after the app has returned (the closing handshake may still run). A reset ends the WebSocket and still
+    reaches the session, for the app's cycle. Returns the events left for the session."""
+    rest: list[Event] = []
+    for event in events:
+        kind = type(event)
+        if kind is Data:
+            channel = websockets.get(event.stream_id)  # type: ignore[union-attr]
+            if channel is not None:
+                channel.receive(event.data, event.end_stream)  # type: ignore[union-attr]
+                continue
+        elif kind is StreamReset:
+            channel = websockets.get(event.stream_id)  # type: ignore[union-attr]
+            if channel is not None:
+                channel.lost()
+        rest.append(event)
+    return rest

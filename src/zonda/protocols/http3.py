@@ -100,14 +100,29 @@ class H3Settings:
     """What the server enforces on each HTTP/3 connection (QUIC's own limits are set by the endpoint)."""
 
     max_header_list_size: int = 65536
-    enable_connect_protocol: bool = False  # RFC 9220 (WebSocket over HTTP/3); not served yet
+    enable_connect_protocol: bool = False  # RFC 9220 (WebSocket over HTTP/3): extended CONNECT taken
     send_buffer: int = 256 * 1024  # a stream's unacknowledged bytes above this block its app's send()
+
+
+class _ServerH3(H3Connection):
+    """aioquic's HTTP/3 connection, announcing SETTINGS_ENABLE_CONNECT_PROTOCOL only when extended CONNECT is
+    served (aioquic always announces it, and would invite WebSocket handshakes the server then refuses)."""
+
+    def __init__(self, quic: QuicConnection, enable_connect_protocol: bool) -> None:
+        self._enable_connect = enable_connect_protocol  # read by _get_local_settings, from the base __init__
+        super().__init__(quic)
+
+    def _get_local_settings(self) -> dict[int, int]:
+        settings = super()._get_local_settings()
+        if not self._enable_connect:
+            settings.pop(h3_connection.Setting.ENABLE_CONNECT_PROTOCOL, None)
+        return settings
 
 
 class _Stream:
     """One request stream's state on our side."""
 
-    __slots__ = ("fields", "head_only", "length", "recv_open", "send_open", "sent", "started")
+    __slots__ = ("fields", "head_only", "length", "recv_open", "send_open", "sent", "started", "tunnel")
 
     def __init__(self, recv_open: bool, head_only: bool) -> None:
         self.recv_open = recv_open  # the request (headers, body, trailers) is still coming
@@ -117,6 +132,7 @@ class _Stream:
         self.fields: list[tuple[bytes, bytes]] | None = None  # the response head, not sent yet
         self.length: int | None = None  # the declared content-length
         self.sent = 0
+        self.tunnel = False  # an extended CONNECT (RFC 9220): DATA both ways is the WebSocket's byte stream
 
 
 class H3Core:
@@ -130,7 +146,7 @@ class H3Core:
         clock: Callable[[], float],
     ) -> None:
         self.quic = quic
-        self.h3 = H3Connection(quic)
+        self.h3 = _ServerH3(quic, settings.enable_connect_protocol)
         self.settings = settings
         self.defaults = defaults
         self.clock = clock
@@ -221,20 +237,23 @@ class H3Core:
         except StreamError:
             self._reset(stream_id, H3ErrorCode.H3_MESSAGE_ERROR)
             return
-        if protocol is not None or method == b"CONNECT":
-            self._reset(stream_id, H3ErrorCode.H3_REQUEST_REJECTED)  # no CONNECT tunnels over HTTP/3 yet
+        if method == b"CONNECT" and protocol is None:
+            self._reset(stream_id, H3ErrorCode.H3_REQUEST_REJECTED)  # no plain CONNECT tunnels
             return
         end_stream = event.stream_ended
         if end_stream and content_length:
             self._reset(stream_id, H3ErrorCode.H3_MESSAGE_ERROR)  # RFC 9114 §4.1.2: body != content-length
             return
         stream = self.streams[stream_id] = _Stream(not end_stream, method == b"HEAD")
+        stream.tunnel = protocol is not None
         if oversized:
             self._respond_error(stream_id, stream, 431)
             return
         path_part, _, query = path.partition(b"?")
         self._events.append(
-            Request(stream_id, method, path_part, query, list(headers), "3", end_stream, True, False, None)
+            Request(
+                stream_id, method, path_part, query, list(headers), "3", end_stream, True, False, protocol
+            )
         )
 
     def _trailers(self, event: HeadersReceived, stream: _Stream) -> None:
@@ -366,7 +385,7 @@ class H3Core:
         self.blocked.discard(stream_id)
         if not stream.recv_open:
             self._forget(stream_id)
-        elif self._goaway_at is not None:
+        elif stream.tunnel or self._goaway_at is not None:
             self._abandon_receiving(stream_id)  # going away: the rest of the request would only delay it
             self._forget(stream_id)
 

@@ -127,8 +127,8 @@ def _tokens(headers: Headers, name: bytes) -> list[bytes]:
 
 def check_handshake(request: Request) -> Handshake:
     """Validate a WebSocket opening handshake: an HTTP/1.1 upgrade request (RFC 6455 §4.2.1), or an extended
-    CONNECT on an HTTP/2 stream (RFC 8441 §5). Raises BadRequest or UpgradeRequired (426)."""
-    if request.http_version == "2":
+    CONNECT on an HTTP/2 or HTTP/3 stream (RFC 8441 §5, RFC 9220 §3). Raises BadRequest or UpgradeRequired (426)."""
+    if request.http_version in ("2", "3"):
         return check_extended_connect(request)
     headers = request.headers
     if request.method != b"GET":
@@ -162,7 +162,7 @@ def check_extended_connect(request: Request) -> Handshake:
     do in RFC 6455. Raises BadRequest or UpgradeRequired (426).
     """
     if request.method != b"CONNECT" or request.upgrade != b"websocket":
-        raise BadRequest("WebSocket over HTTP/2 needs CONNECT with :protocol websocket")
+        raise BadRequest("WebSocket over HTTP/2 or HTTP/3 needs CONNECT with :protocol websocket")
     headers = request.headers
     versions = [v.strip() for n, v in headers if n == b"sec-websocket-version"]
     if versions != [b"13"]:
