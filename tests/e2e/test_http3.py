@@ -135,8 +135,10 @@ def test_ngtcp2_client_downloads_over_http3(server: Any, tmp_path: Path) -> None
     port = server.server.quic_port
     base = f"https://127.0.0.1:{port}"
     result = subprocess.run(
-        [client, "--quiet", "--exit-on-all-streams-close", "--timeout=10s", "--download", str(tmp_path)]
-        + ["127.0.0.1", str(port), f"{base}/download?{MIB}", f"{base}/ngtcp2", f"{base}/ngtcp2-again"],
+        [
+            *(client, "--quiet", "--exit-on-all-streams-close", "--timeout=10s", "--download", str(tmp_path)),
+            *("127.0.0.1", str(port), f"{base}/download?{MIB}", f"{base}/ngtcp2", f"{base}/ngtcp2-again"),
+        ],
         capture_output=True,
         timeout=60,
     )
