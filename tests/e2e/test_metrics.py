@@ -416,3 +416,35 @@ def test_http2_bytes_are_counted(tmp_path: Path, how: str) -> None:
         scraped = scrape(metrics_port)
     assert value(scraped, "zonda_bytes_total", direction="in") == len(sent)
     assert value(scraped, "zonda_bytes_total", direction="out") == received
+
+
+def test_http3_is_counted(tmp_path: Path) -> None:
+    """Requests under protocol "3", the connection under http3, and its datagrams' bytes both ways."""
+    import asyncio
+
+    from h3client import h3_connect
+
+    files = make_tls_files(tmp_path)
+    with run_server(app, metrics_bind="127.0.0.1:0", http3=True, **files.server_options()) as running:
+        metrics_port = running.server.metrics_port
+        assert metrics_port is not None
+
+        async def go() -> dict[Any, float]:
+            async with h3_connect(running.server.quic_port, files.ca_pem) as client:
+                for _ in range(3):
+                    assert (await client.request("GET", "/")).status == 200
+                assert (await client.request("GET", "/missing")).status == 404
+                await asyncio.to_thread(
+                    wait_for,
+                    lambda: value(scrape(metrics_port), "zonda_connections_open", protocol="http3") == 1,
+                )
+                return scrape(metrics_port)
+
+        during = asyncio.run(go())
+        wait_for(lambda: value(scrape(metrics_port), "zonda_connections_open", protocol="http3") == 0)
+        after = scrape(metrics_port)
+    assert value(during, "zonda_connections_open", protocol="http3") == 1
+    assert value(after, "zonda_requests_total", method="GET", status_class="2xx", protocol="3") == 3
+    assert value(after, "zonda_requests_total", method="GET", status_class="4xx", protocol="3") == 1
+    assert value(after, "zonda_bytes_total", direction="in") > 1200  # the client's Initial alone
+    assert value(after, "zonda_bytes_total", direction="out") > 1200

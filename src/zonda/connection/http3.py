@@ -73,6 +73,9 @@ class HTTP3Connection:
     # ------------------------------------------------------------ datagrams and time
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
+        tally = self.shared.tally
+        if tally is not None:  # metrics on: the UDP payloads (QUIC packets as sent, encrypted)
+            tally.bytes_in += len(data)
         self._handle(self.core.receive_datagram(data, addr))
 
     def _on_timer(self) -> None:
@@ -123,14 +126,20 @@ class HTTP3Connection:
             return  # sent once the datagram's events are all handled
         core = self.core
         if not self._closed:
-            send = self.endpoint.sender.sendto
-            for data, addr in core.datagrams_to_send():
-                send(data, addr)
+            self._send(core.datagrams_to_send())
         self.endpoint.update_ids(self)
         if core.terminated:
             self._lost()
         else:
             self.timer.arm(core.deadline)
+
+    def _send(self, datagrams: list[tuple[bytes, Any]]) -> None:
+        send = self.endpoint.sender.sendto
+        for data, addr in datagrams:
+            send(data, addr)
+        tally = self.shared.tally
+        if tally is not None and datagrams:
+            tally.bytes_out += sum(len(data) for data, _ in datagrams)
 
     def drain_stream(self, stream_id: int) -> Waiter:
         waiter = self.loop.create_waiter()
@@ -196,9 +205,7 @@ class HTTP3Connection:
         """The graceful timeout is over: CONNECTION_CLOSE now, and forget the connection."""
         if not self._closed:
             self.core.quic.close(error_code=H3ErrorCode.H3_NO_ERROR, reason_phrase="server shutting down")
-            send = self.endpoint.sender.sendto
-            for data, addr in self.core.datagrams_to_send():
-                send(data, addr)
+            self._send(self.core.datagrams_to_send())
             self._lost()
 
     def _lost(self) -> None:
