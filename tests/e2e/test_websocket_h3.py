@@ -140,3 +140,18 @@ def test_without_websocket_extended_connect_is_not_offered(driver: str, tls: TLS
 
         settings = run(go())
     assert settings is not None and 0x8 not in settings  # SETTINGS_ENABLE_CONNECT_PROTOCOL
+
+
+def test_websocket_http_response_denies_with_the_apps_own_response(server: Any, tls: TLSFiles) -> None:
+    """The websocket.http.response extension over HTTP/3: the app's status, headers and body, in parts."""
+
+    async def go() -> H3Tunnel:
+        async with h3_connect(server.server.quic_port, tls.ca_pem) as client:
+            tunnel = await client.open_tunnel("/denial")
+            await tunnel.wait_ended()
+            return tunnel
+
+    tunnel = run(go())
+    assert tunnel.status == 418
+    assert (b"x-denied", b"yes") in tunnel.headers
+    assert bytes(tunnel.received) == b"no websockets here"
