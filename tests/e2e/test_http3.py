@@ -126,6 +126,11 @@ def test_a_request_over_http3_and_its_scope(server: Any, tls: TLSFiles, seen: Se
     assert "http.response.trailers" in scope["extensions"]
     assert ("http.response.early_hint" in scope["extensions"]) == INTERIM_RESPONSES
     assert "http.response.pathsend" not in scope["extensions"]
+    tls_info = scope["extensions"]["tls"]
+    assert tls_info["tls_version"] == 0x0304  # QUIC is TLS 1.3
+    assert tls_info["cipher_suite"] in (0x1301, 0x1302, 0x1303)
+    assert tls_info["server_cert"] == tls.cert.read_text()
+    assert tls_info["client_cert_chain"] == [] and tls_info["client_cert_name"] is None
 
 
 def test_ngtcp2_client_downloads_over_http3(server: Any, tmp_path: Path) -> None:

@@ -56,6 +56,7 @@ class HTTP3Connection:
         self.batching = False
         self._closed = False
         self._stream_waiters: dict[int, Waiter] = {}
+        self._tls_pending = True  # the tls scope extension, once the handshake says what it agreed
         shared.connections.add(self)
 
     @property
@@ -84,6 +85,8 @@ class HTTP3Connection:
     def _handle(self, events: list[Event]) -> None:
         core = self.core
         terminated = False
+        if self._tls_pending and core.cipher_suite is not None:
+            self._offer_tls(core.cipher_suite)
         if events:
             self.batching = True
             try:
@@ -103,6 +106,19 @@ class HTTP3Connection:
         if terminated:
             self._log_termination(events)
         self.flush()
+
+    def _offer_tls(self, cipher_suite: int) -> None:
+        """The ``tls`` scope extension (0.2) for the requests to come: QUIC is TLS 1.3 (RFC 9001). zonda's QUIC
+        asks for no client certificate."""
+        self._tls_pending = False
+        self.session.info.extensions["tls"] = {
+            "server_cert": self.shared.server_cert,
+            "client_cert_chain": [],
+            "client_cert_name": None,
+            "client_cert_error": None,
+            "tls_version": 0x0304,
+            "cipher_suite": cipher_suite,
+        }
 
     def _log_termination(self, events: list[Event]) -> None:
         terminated = events[-1]

@@ -165,6 +165,7 @@ class H3Core:
         # connection IDs this connection issued to the client or retired: the endpoint routes by them
         self.issued_ids: list[bytes] = []
         self.retired_ids: list[bytes] = []
+        self.cipher_suite: int | None = None  # the TLS 1.3 cipher suite, once the handshake completed
 
     # ------------------------------------------------------------------ input
 
@@ -187,6 +188,10 @@ class H3Core:
                 self._peer_reset(event.stream_id)
             elif isinstance(event, quic_events.ConnectionTerminated):
                 self._terminated(event)
+                continue
+            elif isinstance(event, quic_events.HandshakeCompleted):
+                key_schedule = quic.tls.key_schedule
+                self.cipher_suite = int(key_schedule.cipher_suite) if key_schedule is not None else None
                 continue
             elif isinstance(event, quic_events.ConnectionIdIssued):
                 self.issued_ids.append(event.connection_id)
