@@ -35,6 +35,7 @@ class Seen:
         self.lock = threading.Lock()
         self.scopes: dict[str, dict[str, Any]] = {}
         self.disconnected: set[str] = set()
+        self.go = threading.Event()  # /late-reader starts reading
 
     def note(self, key: str, scope: dict[str, Any]) -> None:
         with self.lock:
@@ -53,6 +54,11 @@ def make_app(seen: Seen) -> Any:
             with seen.lock:
                 seen.disconnected.add(scope["query_string"].decode())
             return
+        if path == "/late-reader":  # reads nothing until told, then the whole body
+            import anyio
+
+            while not seen.go.is_set():
+                await anyio.sleep(0.01)
         body = bytearray()
         while True:
             message = await receive()
@@ -176,6 +182,27 @@ def test_bodies_both_ways_checked_by_hash(server: Any, tls: TLSFiles) -> None:
     assert downloaded.status == 200
     assert len(downloaded.body) == 10 * MIB
     assert hashlib.sha256(downloaded.body).digest() == hashlib.sha256(block * 160).digest()
+
+
+def test_a_body_the_app_does_not_read_is_held_to_one_window(server: Any, tls: TLSFiles, seen: Seen) -> None:
+    """Receive-side back-pressure: while the app reads nothing, the client may send one stream window (1 MiB)
+    and no more; once the app reads, the rest comes and the whole body arrives intact."""
+    upload = os.urandom(8 * MIB)
+    seen.go.clear()
+
+    async def go() -> tuple[int, Any]:
+        async with h3_connect(server.server.quic_port, tls.ca_pem) as client:
+            stream_id, done = client.start("POST", "/late-reader", body=upload)
+            await asyncio.sleep(1.0)
+            quic_stream = client._quic._streams[stream_id]
+            waiting = quic_stream.sender.buffer_is_empty is False and len(quic_stream.sender._buffer)
+            seen.go.set()
+            return int(waiting), await asyncio.wait_for(done, 30)
+
+    waiting, response = h3(go())
+    assert waiting >= 8 * MIB - 3 * MIB, f"the client could send {8 * MIB - waiting} bytes unread"
+    assert response.status == 200 and response.body == b"%d" % (8 * MIB)
+    assert response.header(b"x-sha256") == hashlib.sha256(upload).hexdigest().encode()
 
 
 def test_a_hundred_concurrent_streams_on_one_connection(server: Any, tls: TLSFiles) -> None:

@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any
 from aioquic._buffer import Buffer
 from aioquic.h3.connection import H3_ALPN
 from aioquic.quic.configuration import QuicConfiguration
-from aioquic.quic.connection import QuicConnection
 from aioquic.quic.packet import (
     QuicPacketType,
     encode_quic_retry,
@@ -35,7 +34,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from zonda.asgi.http import ConnectionInfo
 from zonda.connection.http3 import HTTP3Connection
 from zonda.errors import ConfigError
-from zonda.protocols.http3 import H3Core, H3Settings
+from zonda.protocols.http3 import H3Core, H3Settings, ServerQuicConnection
 
 if TYPE_CHECKING:
     import socket
@@ -199,7 +198,7 @@ class QuicEndpoint:
 
     def _open(self, original_id: bytes, retry_id: bytes | None, addr: Any) -> HTTP3Connection:
         settings = self.settings
-        quic = QuicConnection(
+        quic = ServerQuicConnection(
             configuration=settings.configuration,
             original_destination_connection_id=original_id,
             retry_source_connection_id=retry_id,

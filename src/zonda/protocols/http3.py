@@ -104,6 +104,22 @@ class H3Settings:
     send_buffer: int = 256 * 1024  # a stream's unacknowledged bytes above this block its app's send()
 
 
+class ServerQuicConnection(QuicConnection):
+    """aioquic's QUIC connection with receive-side back-pressure: aioquic doubles a stream's window whenever the
+    client has sent past half of it, read or not; here a stream whose app is not reading (``held``) gets no
+    more window until it reads again, so a client cannot make the server buffer more than one window per
+    stream. A window update already owed (one that was lost) still goes out."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.held: set[int] = set()  # streams whose app is not reading
+
+    def _write_stream_limits(self, builder: Any, space: Any, stream: Any) -> None:
+        if stream.stream_id in self.held and stream.max_stream_data_local_sent == stream.max_stream_data_local:
+            return
+        super()._write_stream_limits(builder, space, stream)
+
+
 class _ServerH3(H3Connection):
     """aioquic's HTTP/3 connection, announcing SETTINGS_ENABLE_CONNECT_PROTOCOL only when extended CONNECT is
     served (aioquic always announces it, and would invite WebSocket handshakes the server then refuses)."""
@@ -282,7 +298,7 @@ class H3Core:
             return
         if stream.send_open:
             self._abandon(stream_id, H3ErrorCode.H3_REQUEST_CANCELLED)
-        self.blocked.discard(stream_id)
+        self._forget(stream_id)
         self._events.append(StreamReset(stream_id, "client reset the stream"))
 
     def _terminated(self, event: quic_events.ConnectionTerminated) -> None:
@@ -397,6 +413,8 @@ class H3Core:
     def _forget(self, stream_id: int) -> None:
         self.streams.pop(stream_id, None)
         self.blocked.discard(stream_id)
+        if isinstance(self.quic, ServerQuicConnection):
+            self.quic.held.discard(stream_id)
 
     # ------------------------------------------------------------------ flow and resets
 
@@ -420,10 +438,15 @@ class H3Core:
         return stream is not None and stream.send_open
 
     def pause_stream(self, stream_id: int) -> None:
-        pass  # aioquic widens a stream's window as bytes arrive, read or not: nothing to hold back yet
+        """The app is not reading: the stream's window stays where it is (``ServerQuicConnection``)."""
+        quic = self.quic
+        if isinstance(quic, ServerQuicConnection):
+            quic.held.add(stream_id)
 
     def resume_stream(self, stream_id: int) -> None:
-        pass
+        quic = self.quic
+        if isinstance(quic, ServerQuicConnection):
+            quic.held.discard(stream_id)
 
     def reset_stream(self, stream_id: int, code: int = H2ErrorCode.CANCEL) -> None:
         """The server gives up on a stream; ``code`` may be an HTTP/2 one (the shared stream channels')."""
