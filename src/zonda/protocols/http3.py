@@ -115,7 +115,10 @@ class ServerQuicConnection(QuicConnection):
         self.held: set[int] = set()  # streams whose app is not reading
 
     def _write_stream_limits(self, builder: Any, space: Any, stream: Any) -> None:
-        if stream.stream_id in self.held and stream.max_stream_data_local_sent == stream.max_stream_data_local:
+        if (
+            stream.stream_id in self.held
+            and stream.max_stream_data_local_sent == stream.max_stream_data_local
+        ):
             return
         super()._write_stream_limits(builder, space, stream)
 
