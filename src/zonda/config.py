@@ -211,6 +211,12 @@ class Config:
     quic_retry: bool = option(
         False, "validate every client address with a Retry token before its QUIC handshake", "HTTP/3"
     )
+    quic_retry_after: int = option(
+        64,
+        "QUIC handshakes in progress (per worker) from which new clients must echo a Retry token first",
+        "HTTP/3",
+        minimum=1,
+    )
     h3_max_concurrent_streams: int = option(
         100, "most request streams a client may have open at once (QUIC max_streams)", "HTTP/3", minimum=1
     )

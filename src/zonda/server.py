@@ -42,7 +42,7 @@ from zonda.logging import access_log_enabled
 from zonda.tls import create_ssl_context, describe_tls
 
 if TYPE_CHECKING:
-    from zonda.connection.quic import QuicSettings
+    from zonda.connection.quic import QuicEndpoint, QuicSettings
     from zonda.metrics import Metrics
     from zonda.protocols.websocket import WSSettings
 
@@ -105,6 +105,7 @@ class Server:
         self.force_exit = False
         self.sockets: list[socket.socket] = []
         self.quic_socket: socket.socket | None = None  # the UDP socket of --http3
+        self.quic_endpoint: QuicEndpoint | None = None  # while HTTP/3 is served
         self.quic_address: tuple[str, int] | None = (
             None  # its address, read when bound (uvloop takes the socket)
         )
@@ -297,7 +298,7 @@ class Server:
             if quic is not None and self.quic_socket is not None:
                 from zonda.connection.quic import serve_quic
 
-                endpoint = await serve_quic(runtime, shared, quic, self.quic_socket)
+                endpoint = self.quic_endpoint = await serve_quic(runtime, shared, quic, self.quic_socket)
             self._log_started(runtime.name, app)
             self._settle_start(None)
             await exit_waiter

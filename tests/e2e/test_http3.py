@@ -289,6 +289,37 @@ def test_retry_validates_the_address_first(driver: str, tls: TLSFiles) -> None:
         assert h3(go()).status == 200
 
 
+def test_retry_once_too_many_handshakes_are_in_progress(driver: str, tls: TLSFiles) -> None:
+    """With one handshake left hanging (an Initial from a client that never answers) and --quic-retry-after 1,
+    the next client must echo a Retry token first: it still gets served, and the server counts the Retry."""
+    options = {"http3": True, "quic_retry_after": 1, **tls.server_options()}
+    with run_server(make_app(Seen()), loop=driver, **options) as running:
+        port = running.server.quic_port
+        endpoint = running.server.quic_endpoint
+        assert endpoint is not None
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as hanging:
+            hanging.sendto(an_initial(port, tls), ("127.0.0.1", port))
+            wait_for(lambda: len(endpoint.handshaking) == 1, what="the hanging handshake")
+
+            async def go() -> Any:
+                async with h3_connect(port, tls.ca_pem) as client:
+                    return await client.request("GET", "/after-retry")
+
+            assert h3(go()).status == 200
+        assert endpoint.retries_sent == 1
+
+
+def an_initial(port: int, tls: TLSFiles) -> bytes:
+    """A client's first datagram (a real Initial, from aioquic's client), to send from a socket of the test's."""
+    from aioquic.quic.connection import QuicConnection
+
+    from h3client import client_configuration
+
+    client = QuicConnection(configuration=client_configuration(tls.ca_pem))
+    client.connect(("127.0.0.1", port), now=time.monotonic())
+    return client.datagrams_to_send(now=time.monotonic())[0][0]
+
+
 def test_graceful_shutdown_finishes_a_request_in_flight(driver: str, tls: TLSFiles) -> None:
     with run_server(make_app(Seen()), loop=driver, http3=True, **tls.server_options()) as running:
         port = running.server.quic_port
@@ -349,3 +380,22 @@ def test_two_workers_each_keep_their_own_quic_connections(tmp_path: Path, tls: T
         answered = h3(go())
     assert all(len(pids) == 1 for pids in answered), answered
     assert len(set().union(*answered)) == 2, "16 connections all went to one worker"
+
+
+def test_the_amplification_limit_holds_for_an_unvalidated_address(server: Any, tls: TLSFiles) -> None:
+    """RFC 9000 §8.1: before a client's address is validated, the server sends at most three times what it
+    received from it. A client that sends one Initial and never answers (a spoofed address, as in a reflection
+    attack) gets at most 3 x its datagram back, resends for lost packets included."""
+    initial = an_initial(server.server.quic_port, tls)
+    received = 0
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.sendto(initial, ("127.0.0.1", server.server.quic_port))
+        sock.settimeout(0.2)
+        deadline = time.monotonic() + 2.0  # a few probe timeouts' worth of resends
+        while time.monotonic() < deadline:
+            try:
+                data, _ = sock.recvfrom(65536)
+            except TimeoutError:
+                continue
+            received += len(data)
+    assert 0 < received <= 3 * len(initial), (received, len(initial))

@@ -111,6 +111,7 @@ class HTTP3Connection:
         """The ``tls`` scope extension (0.2) for the requests to come: QUIC is TLS 1.3 (RFC 9001). zonda's QUIC
         asks for no client certificate."""
         self._tls_pending = False
+        self.endpoint.handshake_done(self)
         self.session.info.extensions["tls"] = {
             "server_cert": self.shared.server_cert,
             "client_cert_chain": [],

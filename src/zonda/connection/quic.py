@@ -6,8 +6,9 @@ dropped when retired). A long-header packet of a QUIC version we do not speak ge
 packet (never in answer to one: two servers could bounce them forever). An Initial packet for an unknown ID
 opens a connection, only from a datagram of at least 1,200 bytes (RFC 9000 §14.1: a client pads its first
 flight, so an attacker's small datagram cannot make the server answer with more than three times its size);
-with ``retry``, only once the client has echoed a Retry token, which proves it can receive at its address
-(RFC 9000 §8.1.2). Anything else for an unknown ID is dropped unanswered.
+while ``retry_after`` handshakes are in progress (a flood of Initials, each costing the server a TLS key
+exchange), or always with ``retry``, only once the client has echoed a Retry token, which proves it can receive
+at its address (RFC 9000 §8.1.2). Anything else for an unknown ID is dropped unanswered.
 
 Datagrams out go through the driver's ``io.base.DatagramSender``. Nothing here knows the event loop.
 """
@@ -97,6 +98,7 @@ class QuicSettings:
         connection_window: int = 4 * 1024 * 1024,
         idle_timeout: float = 60.0,
         retry: bool = False,
+        retry_after: int = 64,
         h3: H3Settings | None = None,
     ) -> None:
         configuration = QuicConfiguration(
@@ -110,6 +112,7 @@ class QuicSettings:
         self.configuration = configuration
         self.max_streams = max_streams
         self.retry = retry
+        self.retry_after = retry_after
         self.h3 = h3 or H3Settings()
 
 
@@ -133,7 +136,9 @@ class QuicEndpoint:
         self.dropped = 0  # datagrams no connection took (bad headers, unknown IDs, too small to open one)
         self._by_id: dict[bytes, HTTP3Connection] = {}
         self._ids: dict[HTTP3Connection, set[bytes]] = {}
-        self._retry = RetryTokens() if settings.retry else None
+        self._tokens = RetryTokens()
+        self.handshaking: set[HTTP3Connection] = set()  # connections whose handshake is in progress
+        self.retries_sent = 0
         self._cid_length = settings.configuration.connection_id_length
         self._versions = settings.configuration.supported_versions
 
@@ -168,25 +173,25 @@ class QuicEndpoint:
             return
         original_id = header.destination_cid
         retry_id = None
-        if self._retry is not None:
-            if not header.token:
-                self._send_retry(header.version, header.source_cid, header.destination_cid, addr)
-                return
+        if header.token:
             retry_id = header.destination_cid
-            checked = self._retry.check(addr, header.token, retry_id, self.loop.time())
+            checked = self._tokens.check(addr, header.token, retry_id, self.loop.time())
             if checked is None:
                 self.dropped += 1  # a forged or stale token: no connection, no answer
                 return
             original_id = checked
+        elif self.settings.retry or len(self.handshaking) >= self.settings.retry_after:
+            self._send_retry(header.version, header.source_cid, header.destination_cid, addr)
+            return
         connection = self._open(original_id, retry_id, addr)
         self._register(connection, header.destination_cid)
         connection.datagram_received(data, addr)
 
     def _send_retry(self, version: int | None, client_id: bytes, original_id: bytes, addr: Any) -> None:
         assert version is not None
-        assert self._retry is not None
         new_id = os.urandom(self._cid_length)
-        token = self._retry.issue(addr, original_id, new_id, self.loop.time())
+        token = self._tokens.issue(addr, original_id, new_id, self.loop.time())
+        self.retries_sent += 1
         packet = encode_quic_retry(
             version=version,
             source_cid=new_id,
@@ -214,6 +219,7 @@ class QuicEndpoint:
         if proxy is not None:
             info.rewrite = proxy.rewriter(client[0] if client else None)
         connection = HTTP3Connection(self.shared, self.loop, self, core, info)
+        self.handshaking.add(connection)
         self._ids[connection] = set()
         self._register(connection, quic.host_cid)
         return connection
@@ -238,8 +244,12 @@ class QuicEndpoint:
             core.issued_ids.clear()
             core.retired_ids.clear()
 
+    def handshake_done(self, connection: HTTP3Connection) -> None:
+        self.handshaking.discard(connection)
+
     def forget(self, connection: HTTP3Connection) -> None:
         """The connection is gone (closed, timed out, or aborted)."""
+        self.handshaking.discard(connection)
         for cid in self._ids.pop(connection, ()):
             if self._by_id.get(cid) is connection:
                 del self._by_id[cid]
@@ -260,6 +270,7 @@ def quic_settings(config: Config) -> QuicSettings:
             max_streams=config.h3_max_concurrent_streams,
             idle_timeout=config.timeout_quic_idle,
             retry=config.quic_retry,
+            retry_after=config.quic_retry_after,
             h3=H3Settings(max_header_list_size=config.h2_max_header_list_size),
         )
     except (OSError, ValueError, TypeError) as exc:
