@@ -91,3 +91,17 @@ async def ws_echo(scope, receive, send):
             await send({"type": "websocket.send", "text": text})
         else:
             await send({"type": "websocket.send", "bytes": message["bytes"]})
+
+
+MIB_PIECE = b"x" * 65536
+
+
+async def download(scope, receive, send):
+    """1 MiB in 16 pieces of 64 KiB (bench/h3.py)."""
+    if scope["type"] != "http":
+        await lifespan(scope, receive, send)
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"1048576")]})
+    for _ in range(15):
+        await send({"type": "http.response.body", "body": MIB_PIECE, "more_body": True})
+    await send({"type": "http.response.body", "body": MIB_PIECE})
