@@ -106,21 +106,36 @@ class H3Settings:
 
 class ServerQuicConnection(QuicConnection):
     """aioquic's QUIC connection with receive-side back-pressure: aioquic doubles a stream's window whenever the
-    client has sent past half of it, read or not; here a stream whose app is not reading (``held``) gets no
-    more window until it reads again, so a client cannot make the server buffer more than one window per
-    stream. A window update already owed (one that was lost) still goes out."""
+    client has sent past half of it, read or not; here a stream whose app is not reading (``hold``) gets no
+    more window until it reads again (``release``), so a client cannot make the server buffer more than one
+    window per stream. A window update already owed (one that was lost) still goes out.
+
+    aioquic asks about every open stream for every packet it builds, so the check is installed on the instance
+    only while some stream is held: a connection whose apps keep up pays nothing for it."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.held: set[int] = set()  # streams whose app is not reading
 
-    def _write_stream_limits(self, builder: Any, space: Any, stream: Any) -> None:
+    def hold(self, stream_id: int) -> None:
+        if not self.held:
+            self._write_stream_limits = self._write_held_stream_limits  # type: ignore[method-assign]
+        self.held.add(stream_id)
+
+    def release(self, stream_id: int) -> None:
+        held = self.held
+        if stream_id in held:
+            held.discard(stream_id)
+            if not held:
+                del self._write_stream_limits  # the class's own again
+
+    def _write_held_stream_limits(self, builder: Any, space: Any, stream: Any) -> None:
         if (
             stream.stream_id in self.held
             and stream.max_stream_data_local_sent == stream.max_stream_data_local
         ):
             return
-        super()._write_stream_limits(builder, space, stream)
+        QuicConnection._write_stream_limits(self, builder, space, stream)
 
 
 class _ServerH3(H3Connection):
@@ -417,7 +432,7 @@ class H3Core:
         self.streams.pop(stream_id, None)
         self.blocked.discard(stream_id)
         if isinstance(self.quic, ServerQuicConnection):
-            self.quic.held.discard(stream_id)
+            self.quic.release(stream_id)
 
     # ------------------------------------------------------------------ flow and resets
 
@@ -444,12 +459,12 @@ class H3Core:
         """The app is not reading: the stream's window stays where it is (``ServerQuicConnection``)."""
         quic = self.quic
         if isinstance(quic, ServerQuicConnection):
-            quic.held.add(stream_id)
+            quic.hold(stream_id)
 
     def resume_stream(self, stream_id: int) -> None:
         quic = self.quic
         if isinstance(quic, ServerQuicConnection):
-            quic.held.discard(stream_id)
+            quic.release(stream_id)
 
     def reset_stream(self, stream_id: int, code: int = H2ErrorCode.CANCEL) -> None:
         """The server gives up on a stream; ``code`` may be an HTTP/2 one (the shared stream channels')."""
