@@ -219,8 +219,11 @@ async def h3_connect(
 ) -> AsyncIterator[H3Client]:
     """An HTTP/3 connection to ``host:port`` trusting ``ca_pem``."""
     configuration = client_configuration(ca_pem)
+    ticket_handler = options.pop("session_ticket_handler", None)
     for name, value in options.items():
         setattr(configuration, name, value)
-    async with connect(host, port, configuration=configuration, create_protocol=H3Client) as client:
+    async with connect(
+        host, port, configuration=configuration, create_protocol=H3Client, session_ticket_handler=ticket_handler
+    ) as client:
         assert isinstance(client, H3Client)
         yield client

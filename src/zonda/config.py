@@ -217,6 +217,11 @@ class Config:
         "HTTP/3",
         minimum=1,
     )
+    quic_0rtt: bool = option(
+        False,
+        "accept 0-RTT early data from resuming clients (replayable: each session ticket is good for one use)",
+        "HTTP/3",
+    )
     h3_max_concurrent_streams: int = option(
         100, "most request streams a client may have open at once (QUIC max_streams)", "HTTP/3", minimum=1
     )

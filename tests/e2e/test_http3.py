@@ -399,3 +399,31 @@ def test_the_amplification_limit_holds_for_an_unvalidated_address(server: Any, t
                 continue
             received += len(data)
     assert 0 < received <= 3 * len(initial), (received, len(initial))
+
+
+@pytest.mark.parametrize("zero_rtt", [False, True], ids=["default", "quic-0rtt"])
+def test_0rtt_only_when_asked_and_each_ticket_once(driver: str, tls: TLSFiles, zero_rtt: bool) -> None:
+    """By default no session tickets are issued, so no client can resume or send 0-RTT data (replayable).
+    With --quic-0rtt a ticket resumes once, with early data; the same ticket again (a replay) does not."""
+    from aioquic.tls import SessionTicket
+
+    tickets: list[SessionTicket] = []
+    options = {"http3": True, "quic_0rtt": zero_rtt, **tls.server_options()}
+    with run_server(make_app(Seen()), loop=driver, **options) as running:
+        port = running.server.quic_port
+
+        async def once(ticket: SessionTicket | None) -> tuple[int, bool, bool]:
+            extra = {} if ticket is None else {"session_ticket": ticket}
+            async with h3_connect(port, tls.ca_pem, session_ticket_handler=tickets.append, **extra) as client:
+                status = (await client.request("GET", "/resumed")).status
+                return status, client._quic.tls.session_resumed, client._quic.tls.early_data_accepted
+
+        status, resumed, _ = h3(once(None))
+        assert status == 200 and not resumed
+        if not zero_rtt:
+            assert tickets == []
+            return
+        assert tickets
+        ticket = tickets[0]
+        assert h3(once(ticket)) == (200, True, True)
+        assert h3(once(ticket)) == (200, False, False)  # single use: a replayed ticket gets a full handshake

@@ -29,6 +29,7 @@ from aioquic.quic.packet import (
     encode_quic_version_negotiation,
     pull_quic_header,
 )
+from aioquic.tls import SessionTicket
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -84,6 +85,26 @@ def _address(addr: Any) -> bytes:
     return f"{addr[0]}|{addr[1]}".encode()
 
 
+class SessionTickets:
+    """``--quic-0rtt``: the TLS session tickets this process issued, each good for one resumption. 0-RTT data
+    can be replayed by anyone who captured it; a ticket that is taken out of the store when used (RFC 8446 §8.1,
+    single-use tickets) makes a replay find nothing, so it gets a full handshake and no early data. Held in
+    memory, at most ``limit`` (the oldest go first); another worker or a restart knows none of them."""
+
+    def __init__(self, limit: int = 10_000) -> None:
+        self.limit = limit
+        self._tickets: dict[bytes, SessionTicket] = {}
+
+    def add(self, ticket: SessionTicket) -> None:
+        tickets = self._tickets
+        if len(tickets) >= self.limit:
+            del tickets[next(iter(tickets))]
+        tickets[ticket.ticket] = ticket
+
+    def take(self, label: bytes) -> SessionTicket | None:
+        return self._tickets.pop(label, None)
+
+
 class QuicSettings:
     """The QUIC side of ``--http3``: TLS, limits and address validation for every connection of an endpoint."""
 
@@ -99,6 +120,7 @@ class QuicSettings:
         idle_timeout: float = 60.0,
         retry: bool = False,
         retry_after: int = 64,
+        zero_rtt: bool = False,
         h3: H3Settings | None = None,
     ) -> None:
         configuration = QuicConfiguration(
@@ -113,6 +135,7 @@ class QuicSettings:
         self.max_streams = max_streams
         self.retry = retry
         self.retry_after = retry_after
+        self.tickets = SessionTickets() if zero_rtt else None  # None: no resumption, so no 0-RTT
         self.h3 = h3 or H3Settings()
 
 
@@ -203,10 +226,13 @@ class QuicEndpoint:
 
     def _open(self, original_id: bytes, retry_id: bytes | None, addr: Any) -> HTTP3Connection:
         settings = self.settings
+        tickets = settings.tickets
         quic = ServerQuicConnection(
             configuration=settings.configuration,
             original_destination_connection_id=original_id,
             retry_source_connection_id=retry_id,
+            session_ticket_fetcher=tickets.take if tickets is not None else None,
+            session_ticket_handler=tickets.add if tickets is not None else None,
         )
         # aioquic takes no option for the client's concurrent request streams; its transport parameters are
         # read from this limit when the handshake begins
@@ -271,6 +297,7 @@ def quic_settings(config: Config) -> QuicSettings:
             idle_timeout=config.timeout_quic_idle,
             retry=config.quic_retry,
             retry_after=config.quic_retry_after,
+            zero_rtt=config.quic_0rtt,
             h3=H3Settings(max_header_list_size=config.h2_max_header_list_size),
         )
     except (OSError, ValueError, TypeError) as exc:
