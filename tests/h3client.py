@@ -223,7 +223,11 @@ async def h3_connect(
     for name, value in options.items():
         setattr(configuration, name, value)
     async with connect(
-        host, port, configuration=configuration, create_protocol=H3Client, session_ticket_handler=ticket_handler
+        host,
+        port,
+        configuration=configuration,
+        create_protocol=H3Client,
+        session_ticket_handler=ticket_handler,
     ) as client:
         assert isinstance(client, H3Client)
         yield client
