@@ -225,6 +225,15 @@ class Config:
     h3_max_concurrent_streams: int = option(
         100, "most request streams a client may have open at once (QUIC max_streams)", "HTTP/3", minimum=1
     )
+    h3_stream_window: int = option(
+        1024 * 1024,
+        "per-stream receive window in bytes, at first (it grows while the app reads, never while it does not)",
+        "HTTP/3",
+        minimum=1024,
+    )
+    h3_connection_window: int = option(
+        4 * 1024 * 1024, "connection receive window in bytes, at first", "HTTP/3", minimum=1024
+    )
     timeout_quic_idle: float = option(60.0, "seconds a QUIC connection may stay silent", "HTTP/3", minimum=1)
     alt_svc_max_age: int = option(
         86400,

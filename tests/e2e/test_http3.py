@@ -205,6 +205,24 @@ def test_a_body_the_app_does_not_read_is_held_to_one_window(server: Any, tls: TL
     assert response.header(b"x-sha256") == hashlib.sha256(upload).hexdigest().encode()
 
 
+def test_a_smaller_stream_window_holds_the_client_to_less(driver: str, tls: TLSFiles) -> None:
+    seen = Seen()
+    options = {"http3": True, "h3_stream_window": 65536, **tls.server_options()}
+    with run_server(make_app(seen), loop=driver, **options) as running:
+
+        async def go() -> int:
+            async with h3_connect(running.server.quic_port, tls.ca_pem) as client:
+                stream_id, done = client.start("POST", "/late-reader", body=b"x" * MIB)
+                await asyncio.sleep(0.5)
+                waiting = len(client._quic._streams[stream_id].sender._buffer)
+                seen.go.set()
+                assert (await asyncio.wait_for(done, 30)).status == 200
+                return waiting
+
+        waiting = h3(go())
+    assert waiting >= MIB - 4 * 65536, f"the client could send {MIB - waiting} bytes unread"
+
+
 def test_a_hundred_concurrent_streams_on_one_connection(server: Any, tls: TLSFiles) -> None:
     async def go() -> Any:
         async with h3_connect(server.server.quic_port, tls.ca_pem) as client:

@@ -294,6 +294,8 @@ def quic_settings(config: Config) -> QuicSettings:
             config.ssl_keyfile,
             config.ssl_keyfile_password,
             max_streams=config.h3_max_concurrent_streams,
+            stream_window=config.h3_stream_window,
+            connection_window=config.h3_connection_window,
             idle_timeout=config.timeout_quic_idle,
             retry=config.quic_retry,
             retry_after=config.quic_retry_after,
