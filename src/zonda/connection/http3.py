@@ -10,7 +10,7 @@ handled, and the packets go out once at the end), and one timer follows the QUIC
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from zonda.asgi._files import PATHSEND, ZEROCOPYSEND
 from zonda.asgi.http import ConnectionInfo, HTTPSession
@@ -23,8 +23,8 @@ from zonda.protocols.http3 import INTERIM_RESPONSES, H3Core, H3ErrorCode
 if TYPE_CHECKING:
     from collections.abc import Coroutine
 
-    from zonda.connection.quic import QuicEndpoint
     from zonda.connection.shared import ServerShared
+    from zonda.io.base import DatagramSender
 
 h3_log = logging.getLogger("zonda.http3")
 # What the bridge offers on HTTP/3 connections (ASGI extensions.rst); copied into every request's scope.
@@ -33,13 +33,29 @@ if INTERIM_RESPONSES:
     HTTP3_EXTENSIONS["http.response.early_hint"] = {}
 
 
+class Endpoint(Protocol):
+    """What a connection asks of the QUIC endpoint that made it (``connection.quic.QuicEndpoint``)."""
+
+    @property
+    def sender(self) -> DatagramSender: ...
+
+    def update_ids(self, connection: HTTP3Connection) -> None:
+        """The connection's core issued or retired connection IDs: route by its current ones."""
+        ...
+
+    def handshake_done(self, connection: HTTP3Connection) -> None: ...
+    def forget(self, connection: HTTP3Connection) -> None:
+        """The connection is gone: its datagrams are no longer routed to it."""
+        ...
+
+
 class HTTP3Connection:
     """One QUIC connection serving HTTP/3: the core, one session for all its streams, a channel per stream."""
 
     protocol_label = "http3"
 
     def __init__(
-        self, shared: ServerShared, loop: Loop, endpoint: QuicEndpoint, core: H3Core, info: ConnectionInfo
+        self, shared: ServerShared, loop: Loop, endpoint: Endpoint, core: H3Core, info: ConnectionInfo
     ) -> None:
         self.shared = shared
         self.loop = loop
