@@ -179,6 +179,13 @@ class FakeLoop:
     def unacknowledged(self, stream: Any) -> int:
         return int(stream.unsent)
 
+    async def read_file(self, fd: int, size: int, offset: int, /) -> bytes:
+        """A worker thread's read: the bytes come a loop turn later."""
+        waiter = FakeWaiter(self)
+        self.call_soon(lambda: waiter.set_result(None))
+        await waiter
+        return os.pread(fd, size, offset)
+
     # ------------------------------------------------------------ the test's side
 
     def run(self) -> None:

@@ -182,4 +182,9 @@ class AsyncioFileSender:
         return await send_in_blocks(self._read_block, self._transport, self._conn, fd, offset, count)
 
     def _read_block(self, fd: int, size: int, offset: int) -> Awaitable[bytes]:
-        return self._loop.run_in_executor(None, os.pread, fd, size, offset)
+        return read_block(self._loop, fd, size, offset)
+
+
+def read_block(loop: asyncio.AbstractEventLoop, fd: int, size: int, offset: int) -> Awaitable[bytes]:
+    """``os.pread`` in the loop's default executor (``io.base.Loop.read_file``)."""
+    return loop.run_in_executor(None, os.pread, fd, size, offset)

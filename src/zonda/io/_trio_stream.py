@@ -432,8 +432,9 @@ class TrioFileSender:
         return sent
 
     async def _send_chunks(self, fd: int, offset: int, count: int) -> int:
-        return await send_in_blocks(_read_block, self._stream, self._conn, fd, offset, count)
+        return await send_in_blocks(read_block, self._stream, self._conn, fd, offset, count)
 
 
-async def _read_block(fd: int, size: int, offset: int) -> bytes:
+async def read_block(fd: int, size: int, offset: int) -> bytes:
+    """``os.pread`` in a trio worker thread (``io.base.Loop.read_file``)."""
     return await trio.to_thread.run_sync(os.pread, fd, size, offset)

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 from zonda.errors import ConfigError
 from zonda.io._addresses import local_address, peer_address
 from zonda.io._asyncio_datagrams import listen_datagrams
-from zonda.io._sendfile import AsyncioFileSender
+from zonda.io._sendfile import AsyncioFileSender, read_block
 from zonda.io._shared import TLS_CLOSE_TIMEOUT, kernel_unacknowledged
 
 if TYPE_CHECKING:
@@ -88,6 +88,9 @@ class AsyncioLoop:
 
     def file_sender(self, stream: ByteStream, plaintext: bool, conn: FileDrain) -> AsyncioFileSender:
         return AsyncioFileSender(self.loop, stream, plaintext, conn)  # type: ignore[arg-type]  # a transport
+
+    def read_file(self, fd: int, size: int, offset: int, /) -> Awaitable[bytes]:
+        return read_block(self.loop, fd, size, offset)
 
     def unacknowledged(self, stream: ByteStream) -> int:
         transport = cast(asyncio.Transport, stream)

@@ -135,6 +135,11 @@ class Loop(Protocol):
         """How ``stream`` sends files (os.sendfile on plaintext, chunks read off the loop thread on TLS)."""
         ...
 
+    def read_file(self, fd: int, size: int, offset: int, /) -> Awaitable[bytes]:
+        """At most ``size`` bytes of ``fd`` from ``offset`` (``os.pread``), read in a worker thread so that a
+        slow disk holds up this one response, not the loop: files sent as HTTP/2 and HTTP/3 body blocks."""
+        ...
+
     def unacknowledged(self, stream: ByteStream) -> int:
         """Bytes written to ``stream`` (the driver's own) that its client has not taken yet: the stream's buffer
         and the kernel's send queue. Unlike the buffer alone, this goes down as the client reads, not only when

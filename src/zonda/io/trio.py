@@ -41,7 +41,7 @@ import trio
 
 from zonda.io._addresses import local_address, peer_address
 from zonda.io._trio_datagrams import TrioDatagrams, listen_datagrams
-from zonda.io._trio_stream import TrioFileSender, TrioStream
+from zonda.io._trio_stream import TrioFileSender, TrioStream, read_block
 from zonda.io._trio_waiter import TrioWaiter
 
 if TYPE_CHECKING:
@@ -210,6 +210,7 @@ class TrioLoop:
         self.time: Callable[[], float] = trio.current_time
         self.call_at: Callable[[float, Callable[[], object]], TrioTimer] = timers.call_at
         self.create_waiter: Callable[[], TrioWaiter] = TrioWaiter
+        self.read_file: Callable[[int, int, int], Awaitable[bytes]] = read_block  # in trio's thread pool
         self._apps = AppTasks(self)  # the current generation; its host is started by open_runtime
 
     def call_soon(self, callback: Callable[[], object], /) -> None:
