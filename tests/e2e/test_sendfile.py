@@ -1,6 +1,6 @@
 """Files sent by the server: ``http.response.zerocopysend`` and ``http.response.pathsend`` on HTTP/1.1, over a real
-zonda on loopback with raw sockets, httpx and curl, on both loops (``os.sendfile`` driven from the loop thread),
-and over TLS, where pathsend reads the file in blocks instead."""
+zonda on loopback with raw sockets, httpx and curl, on every driver (``os.sendfile`` driven from the loop thread),
+and over TLS, where files are read in blocks instead. (Every HTTP version: test_extensions_files.py.)"""
 
 from __future__ import annotations
 
@@ -323,7 +323,7 @@ def test_file_bytes_count_in_the_metrics(files: dict[str, Path], loop: str) -> N
         assert sent < bytes_out(server.server.metrics_port) < sent + 2000  # the files, once, and two heads
 
 
-# ------------------------------------------------------------------ TLS: no zerocopysend; pathsend reads blocks
+# ------------------------------------------------------------------ TLS: files read in blocks
 
 
 @pytest.fixture
@@ -335,19 +335,20 @@ def tls_files(tmp_path: Path) -> Any:
     return make_tls_files(tmp_path)
 
 
-def test_tls_offers_pathsend_only_and_sends_files_in_blocks(
-    files: dict[str, Path], loop: str, tls_files: Any
-) -> None:
+def test_tls_sends_files_in_blocks(files: dict[str, Path], loop: str, tls_files: Any) -> None:
+    """Both extensions are offered over TLS too (as on every connection): the bytes are read in blocks, never
+    by os.sendfile, since ssl needs them."""
+    a = files["a"].read_bytes()
     with (
         serve(files, loop, **tls_files.server_options()) as server,
         httpx.Client(base_url=server.url, verify=tls_files.client_context()) as client,
     ):
         offered = client.get("/extensions").json()
-        assert "http.response.pathsend" in offered and "http.response.zerocopysend" not in offered
+        assert "http.response.pathsend" in offered and "http.response.zerocopysend" in offered
         for name in ("a", "small", "b"):
             assert client.get("/path", params={"name": name}).content == files[name].read_bytes()
         (connection,) = server.server.shared.connections
         assert not connection._files.os_sendfile  # read in blocks: ssl needs the bytes
-        with pytest.raises(httpx.HTTPError):
-            client.get("/zc")  # not offered: an app error (the connection closes), never a plaintext shortcut
+        assert client.get("/zc", params={"offset": "12345", "count": "2000000"}).content == a[12345:2012345]
+        assert client.get("/multi").content == expected_multi(files)
         assert client.get("/").text == "alive"

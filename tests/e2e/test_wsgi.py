@@ -21,6 +21,7 @@ from wsgiref.validate import validator
 import httpx
 import pytest
 
+from h2socket import H2Client
 from helpers import (
     REPO,
     assert_still_serving,
@@ -31,6 +32,7 @@ from helpers import (
     rst_close,
     run_server,
     status_of,
+    wait_for,
     zonda_process,
 )
 
@@ -403,7 +405,7 @@ def test_django_with_httpx_and_curl(tmp_path: Path, big_file: Path) -> None:
         assert out.read_bytes() == big_file.read_bytes()
 
 
-# ------------------------------------------------------------------ wsgi.file_wrapper: zerocopysend on plaintext
+# ------------------------------------------------------------------ wsgi.file_wrapper: zerocopysend
 
 
 class FileWrapperApp:
@@ -477,6 +479,20 @@ def test_file_wrapper_downloads_by_sendfile_with_httpx_and_curl(
         out = tmp_path / "out.bin"
         curl("-o", str(out), server.url + "/file?name=random")
         assert hashlib.sha256(out.read_bytes()).hexdigest() == digest
+
+
+def test_file_wrapper_over_http2_goes_as_the_streams_body(wrapper_files: dict[str, Path], loop: str) -> None:
+    """HTTP/2 offers zerocopysend too: the server reads the file in blocks under the stream's flow control
+    (not the app thread), PEP 3333's truncation and the file's position kept."""
+    data = wrapper_files["random"].read_bytes()
+    app = FileWrapperApp(wrapper_files)
+    with run_server(app, loop=loop) as server, H2Client(server.port, timeout=20) as client:
+        whole = client.get("/file?name=random", timeout=30)
+        assert whole.header(b"content-length") == b"%d" % len(data)
+        assert hashlib.sha256(whole.data).digest() == hashlib.sha256(data).digest()
+        assert client.get("/file?name=random&seek=5000&cl=70000").data == data[5000:75000]
+        assert client.get("/").data == b"alive"
+        wait_for(lambda: len(app.closed) == 2, what="the files closed")
 
 
 def test_client_gone_mid_file_wrapper_closes_the_file_and_logs_nothing(

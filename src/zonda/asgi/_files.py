@@ -5,6 +5,10 @@ hot path pays nothing. Each turns an app's message into what the core and driver
 an offset and the number of bytes to send, or an ``AppProtocolError`` saying what was expected. A ``count``
 past the end of the file is cut to the file's size (as reading it would be), so the framing the core writes
 up front (Content-Length accounting, a chunk-size line) matches what the driver can send.
+
+pathsend takes ``offset`` and ``count`` too, as zerocopysend does (asgiref PR #538, for range requests): the
+scope says so with ``{"ranges": True}`` in the extension's dict. Both are offered on every HTTP connection,
+whatever its version (``FILE_OFFERS``).
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from zonda.errors import AppProtocolError
 ZEROCOPYSEND = "http.response.zerocopysend"
 PATHSEND = "http.response.pathsend"
 FILE_EXTENSIONS = frozenset((ZEROCOPYSEND, PATHSEND))
+# The scope's offers, the same on every HTTP version: pathsend with ranges (``offset``, ``count``), zerocopysend.
+FILE_OFFERS: dict[str, dict[str, Any]] = {PATHSEND: {"ranges": True}, ZEROCOPYSEND: {}}
 
 
 def _regular_size(fd: int, what: str) -> int:
@@ -33,13 +39,19 @@ def _regular_size(fd: int, what: str) -> int:
     return info.st_size
 
 
-def _optional_int(message: Message, key: str) -> int | None:
+def _optional_int(message: Message, key: str, what: str) -> int | None:
     value = message.get(key)
     if value is None:
         return None
     if type(value) is not int or value < 0:
-        raise AppProtocolError(f"{ZEROCOPYSEND} {key!r} must be an int >= 0, got {value!r}")
+        raise AppProtocolError(f"{what} {key!r} must be an int >= 0, got {value!r}")
     return value
+
+
+def _span(size: int, offset: int, count: int | None) -> int:
+    """The bytes a send of ``count`` (None: to the end) from ``offset`` finds in a file of ``size`` bytes."""
+    left = max(0, size - offset)
+    return left if count is None else min(count, left)
 
 
 def zerocopy_span(message: Message) -> tuple[Any, int, int, bool, bool]:
@@ -63,7 +75,7 @@ def zerocopy_span(message: Message) -> tuple[Any, int, int, bool, bool]:
     if type(fd) is not int:
         raise AppProtocolError(f"{ZEROCOPYSEND} 'file'.fileno() must return an int, got {fd!r}")
     size = _regular_size(fd, ZEROCOPYSEND)
-    offset = _optional_int(message, "offset")
+    offset = _optional_int(message, "offset", ZEROCOPYSEND)
     positioned = offset is None
     if offset is None:
         try:
@@ -72,17 +84,18 @@ def zerocopy_span(message: Message) -> tuple[Any, int, int, bool, bool]:
             raise AppProtocolError(
                 f"{ZEROCOPYSEND}: no 'offset' and the file has no position ({exc})"
             ) from None
-    count = _optional_int(message, "count")
-    left = max(0, size - offset)
-    count = left if count is None else min(count, left)
+    count = _span(size, offset, _optional_int(message, "count", ZEROCOPYSEND))
     return file, offset, count, bool(message.get("more_body", False)), positioned
 
 
-def open_path(message: Message) -> tuple[Any, int]:
-    """The opened file and its size for a pathsend message; the caller closes the file."""
+def open_path(message: Message) -> tuple[Any, int, int]:
+    """The opened file, the offset and the number of bytes to send for a pathsend message (the whole file
+    unless ``offset`` or ``count`` narrow it); the caller closes the file."""
     path = message.get("path")
     if type(path) is not str or not os.path.isabs(path):
         raise AppProtocolError(f"{PATHSEND} 'path' must be an absolute path (str), got {path!r}")
+    offset = _optional_int(message, "offset", PATHSEND) or 0
+    count = _optional_int(message, "count", PATHSEND)  # checked before the file is opened
     try:
         # O_NONBLOCK: opening a FIFO must not block the event loop (a regular file ignores the flag)
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
@@ -90,7 +103,7 @@ def open_path(message: Message) -> tuple[Any, int]:
         raise AppProtocolError(f"{PATHSEND}: cannot open {path!r} ({exc})") from exc
     file = open(fd, "rb", buffering=0)  # noqa: SIM115  # closed by the caller once sent
     try:
-        return file, _regular_size(fd, PATHSEND)
+        return file, offset, _span(_regular_size(fd, PATHSEND), offset, count)
     except BaseException:
         file.close()
         raise

@@ -511,9 +511,9 @@ class HTTPCycle:
                 raise AppProtocolError(
                     f"Expected no body before {PATHSEND}, got {self.bytes_sent} bytes of http.response.body"
                 )
-            file, size = open_path(message)
+            file, offset, count = open_path(message)
             try:
-                await self._send_file(file, 0, size, False)
+                await self._send_file(file, offset, count, False)
             finally:
                 file.close()
         else:
@@ -563,7 +563,7 @@ class HTTPCycle:
             self.session.response_complete(self)
 
     async def _send_file(self, file: Any, offset: int, count: int, more_body: bool) -> int:
-        """Frame ``count`` file bytes in the core, have the driver send them, then finish like a body."""
+        """Frame ``count`` file bytes in the core, have the transport send them, then finish like a body."""
         transport = self.transport
         core = transport.core
         end = not more_body

@@ -21,14 +21,13 @@ import os
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
-from zonda.asgi._files import PATHSEND, ZEROCOPYSEND
 from zonda.connection.log import describe, log_closed
 from zonda.connection.timer import DeadlineTimer
 from zonda.errors import ClientDisconnected
 from zonda.io.base import ByteStream, FileSender, Loop, Waiter
 
 if TYPE_CHECKING:
-    from zonda.asgi.http import ConnectionInfo, HTTPSession
+    from zonda.asgi.http import HTTPSession
     from zonda.connection.shared import ServerShared
 
 
@@ -76,6 +75,7 @@ class Connection:
         self._drain_waiters: list[Waiter] = []
         self.timer = DeadlineTimer(loop.call_at, self._on_timer)
         self._closed = False
+        self.plaintext = True  # no TLS on the socket: files may go by os.sendfile
         self._files: FileSender | None = None
         self._sending_file = False
         # --timeout-write: when writing is next checked for progress (None: not waiting on the client), and
@@ -247,12 +247,6 @@ class Connection:
 
     # ------------------------------------------------------------ files (pathsend, zerocopysend)
 
-    def _offer_files(self, info: ConnectionInfo) -> None:
-        """pathsend on every connection; zerocopysend only where os.sendfile reaches the socket (not TLS)."""
-        info.extensions[PATHSEND] = {}
-        if info.scheme == "http" and "tls" not in info.extensions:
-            info.extensions[ZEROCOPYSEND] = {}
-
     def _queued_output(self) -> bytes:
         """What the core has queued (a response head, a chunk-size line): it goes before a file's bytes."""
         raise NotImplementedError
@@ -275,8 +269,7 @@ class Connection:
         if self._closed or self.stream.is_closing():
             raise ClientDisconnected("client disconnected before the file could be sent")
         if self._files is None:
-            plaintext = ZEROCOPYSEND in self.session.info.extensions
-            self._files = self.loop.file_sender(self.raw_stream, plaintext, self)
+            self._files = self.loop.file_sender(self.raw_stream, self.plaintext, self)
         self._sending_file = True
         self._watch_writes()
         try:

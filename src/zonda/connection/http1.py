@@ -12,8 +12,9 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from zonda.asgi._files import FILE_OFFERS
 from zonda.asgi.http import ConnectionInfo, HTTPSession
 from zonda.connection.base import ActiveCore, Connection, EventHandler
 from zonda.connection.log import log_opened
@@ -31,6 +32,8 @@ if TYPE_CHECKING:
 
 error_log = logging.getLogger("zonda.error")
 Address = tuple[str, int]
+# What the bridge offers on HTTP/1.1 connections (ASGI extensions.rst); copied into every request's scope.
+HTTP1_EXTENSIONS: dict[str, dict[str, Any]] = {**FILE_OFFERS}
 
 
 class HTTP1Connection(Connection):
@@ -76,7 +79,8 @@ class HTTP1Connection(Connection):
         shared.connections.add(self)
         self.core = self.active = H1Connection(shared.limits, shared.defaults, self.loop.time)
         self.session = self.handler = HTTPSession(self, info, shared.context, upgrades=self)
-        self._offer_files(info)
+        self.plaintext = ssl_object is None
+        info.extensions.update(HTTP1_EXTENSIONS)
         self._arm_if_earlier()
 
     def _http2_from_the_first_byte(self, client: Address | None) -> bool:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from zonda.asgi._files import PATHSEND, ZEROCOPYSEND
+from zonda.asgi._files import FILE_OFFERS
 from zonda.asgi.http import ConnectionInfo, HTTPSession
 from zonda.connection.base import Connection
 from zonda.connection.counting import CountingStream
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 error_log = logging.getLogger("zonda.error")
 # What the bridge offers on HTTP/2 connections (ASGI extensions.rst); copied into every request's scope.
 HTTP2_EXTENSIONS: dict[str, dict[str, Any]] = {
+    **FILE_OFFERS,  # the files' bytes go as the stream's DATA (StreamChannel.send_file)
     "http.response.trailers": {},
     "http.response.push": {},
     "http.response.early_hint": {},
@@ -76,9 +77,6 @@ class HTTP2Connection(Connection):
         tally = shared.tally
         if tally is not None:
             self._count_bytes(tally)
-        # Scope extensions of this connection: no file sending (the driver's sendfile is HTTP/1.1 framing).
-        info.extensions.pop(ZEROCOPYSEND, None)
-        info.extensions.pop(PATHSEND, None)
         info.extensions.update(HTTP2_EXTENSIONS)
         self.session = self.handler = HTTPSession(self, info, shared.context, channels=self)
         self.batching = False

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any, Protocol
 
-from zonda.asgi._files import PATHSEND, ZEROCOPYSEND
+from zonda.asgi._files import FILE_OFFERS
 from zonda.asgi.http import ConnectionInfo, HTTPSession
 from zonda.connection.streams import StreamChannel, WebSocketChannel, route_websockets
 from zonda.connection.timer import DeadlineTimer
@@ -28,7 +28,10 @@ if TYPE_CHECKING:
 
 h3_log = logging.getLogger("zonda.http3")
 # What the bridge offers on HTTP/3 connections (ASGI extensions.rst); copied into every request's scope.
-HTTP3_EXTENSIONS: dict[str, dict[str, Any]] = {"http.response.trailers": {}}
+HTTP3_EXTENSIONS: dict[str, dict[str, Any]] = {
+    **FILE_OFFERS,  # the files' bytes go as the stream's DATA (StreamChannel.send_file)
+    "http.response.trailers": {},
+}
 if INTERIM_RESPONSES:
     HTTP3_EXTENSIONS["http.response.early_hint"] = {}
 
@@ -64,8 +67,6 @@ class HTTP3Connection:
         self.write_paused = False  # a QUIC connection never pauses as a whole: its streams do (is_blocked)
         self.websockets: dict[int, WebSocketChannel] = {}  # accepted WebSocket streams still open (RFC 9220)
         self.spawn = loop.spawn
-        info.extensions.pop(ZEROCOPYSEND, None)
-        info.extensions.pop(PATHSEND, None)
         info.extensions.update(HTTP3_EXTENSIONS)
         self.session = HTTPSession(self, info, shared.context, channels=self)
         self.timer = DeadlineTimer(loop.call_at, self._on_timer)
@@ -215,7 +216,7 @@ class HTTP3Connection:
             self.timer.arm(self.core.deadline)
 
     def send_file(self, *args: object) -> Coroutine[Any, Any, int]:
-        raise NotImplementedError("no file sending over HTTP/3: the extensions are not offered")
+        raise NotImplementedError("files go out on a request's stream (StreamChannel.send_file)")
 
     # ------------------------------------------------------------ shutdown and loss
 

@@ -32,3 +32,12 @@ def header_value(value: bytes) -> bytes:
         return value.strip(_OWS)
     except AttributeError:  # None, an int: the callers report TypeError as "must be [bytes, bytes] pairs"
         raise TypeError(f"header value {value!r} is not bytes") from None
+
+
+def check_file_length(count: int, sent: int, declared: int | None) -> None:
+    """A file of ``count`` bytes is to follow ``sent`` body bytes: refused (``AppProtocolError``) if it passes
+    the declared content-length, before any of it is sent, on every HTTP version alike."""
+    if declared is not None and sent + count > declared:
+        raise AppProtocolError(
+            f"a file of {count} bytes after {sent} is more body than the declared content-length ({declared})"
+        )

@@ -43,7 +43,7 @@ from zonda.protocols.events import (
     Request,
     StreamReset,
 )
-from zonda.protocols.fields import header_name, header_value
+from zonda.protocols.fields import check_file_length, header_name, header_value
 
 
 @dataclass(frozen=True, slots=True)
@@ -742,14 +742,12 @@ class H1Connection(OutputBuffer):
             return 0
         length = self._resp_length
         if length is not None:
-            sent = self._resp_sent + count
-            if sent > length:
+            try:
+                check_file_length(count, self._resp_sent, length)
+            except AppProtocolError:
                 self._abort_response(None)
-                raise AppProtocolError(
-                    f"a file of {count} bytes after {self._resp_sent} is more body than the declared "
-                    f"content-length ({length})"
-                )
-            self._resp_sent = sent
+                raise
+            self._resp_sent += count
         elif self._resp_chunked:
             self._out.append(b"%x\r\n" % count)  # RFC 9112 §7.1: the file bytes are this chunk's data
         return count

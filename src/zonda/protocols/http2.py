@@ -31,6 +31,7 @@ from hpack import Decoder, HPACKError, OversizedHeaderListError
 from zonda.errors import AppProtocolError, BadRequest
 from zonda.protocols._output import OutputBuffer
 from zonda.protocols.events import ConnectionTerminated, Data, Event, Request, StreamReset
+from zonda.protocols.fields import check_file_length
 from zonda.protocols.http1 import DefaultHeaders
 from zonda.protocols.http2_fields import (
     NO_BODY_STATUSES,
@@ -1023,10 +1024,24 @@ class H2Connection(OutputBuffer):
         self._forget(stream.stream_id, Closed.RESET_SENT)
 
     def send_file(self, stream_id: int, count: int, end_stream: bool) -> int:
-        raise AppProtocolError("file sending extensions are not offered on HTTP/2 connections")
+        """``count`` bytes of a file are to follow as body (pathsend, zerocopysend): how many go, 0 for a
+        response without a body (HEAD, 204, 304) or a stream already gone. The stream channel sends them with
+        ``send_body`` (``StreamChannel.send_file``); more than the declared content-length resets the stream and
+        raises ``AppProtocolError`` before any of them goes."""
+        stream = self.streams.get(stream_id)
+        if stream is None or not stream.send_open or stream.head_only:
+            return 0
+        try:
+            check_file_length(count, stream.resp_sent, stream.resp_length)
+        except AppProtocolError:
+            self.reset_stream(stream_id, ErrorCode.INTERNAL_ERROR)
+            raise
+        return count
 
     def file_sent(self, stream_id: int, count: int, end_stream: bool) -> None:
-        raise AppProtocolError("file sending extensions are not offered on HTTP/2 connections")
+        """The file's bytes are queued; ``end_stream`` ends the response (its content-length checked)."""
+        if end_stream:
+            self.send_body(stream_id, b"", True)
 
     def accept_upgrade(self, stream_id: int, headers: Any) -> bytes:
         raise AppProtocolError("HTTP/2 streams are not upgraded; WebSocket uses extended CONNECT")

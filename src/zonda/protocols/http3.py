@@ -34,6 +34,7 @@ from aioquic.quic.stream import StreamFinishedError
 
 from zonda.errors import AppProtocolError, ProtocolError
 from zonda.protocols.events import ConnectionTerminated, Data, Event, Request, StreamReset
+from zonda.protocols.fields import check_file_length
 from zonda.protocols.http2_fields import (
     NO_BODY_STATUSES,
     bad_trailer_name,
@@ -404,10 +405,22 @@ class H3Core:
         return None  # server push is not offered over HTTP/3 (browsers never enabled it)
 
     def send_file(self, stream_id: int, count: int, end_stream: bool) -> int:
-        raise AppProtocolError("file sending extensions are not offered on HTTP/3 connections")
+        """As the HTTP/2 core's: how many of ``count`` file bytes go as body (0: HEAD, 204, 304, a stream
+        gone); more than the declared content-length resets the stream and raises before any goes."""
+        stream = self.streams.get(stream_id)
+        if stream is None or not stream.send_open or stream.head_only:
+            return 0
+        try:
+            check_file_length(count, stream.sent, stream.length)
+        except AppProtocolError:
+            self.reset_stream(stream_id, H2ErrorCode.INTERNAL_ERROR)
+            raise
+        return count
 
     def file_sent(self, stream_id: int, count: int, end_stream: bool) -> None:
-        raise AppProtocolError("file sending extensions are not offered on HTTP/3 connections")
+        """The file's bytes are queued; ``end_stream`` ends the response (its content-length checked)."""
+        if end_stream:
+            self.send_body(stream_id, b"", True)
 
     def accept_upgrade(self, stream_id: int, headers: Any) -> bytes:
         raise AppProtocolError("HTTP/3 streams are not upgraded")
