@@ -809,7 +809,12 @@ class HTTPSession:
         scope["scheme"] = "wss" if scope["scheme"] == "https" else "ws"  # as a trusted proxy may have set it
         del scope["method"]
         scope["subprotocols"] = handshake.subprotocols
-        scope["extensions"]["websocket.http.response"] = {}  # a fresh copy per request (build_scope)
+        # the http.response.* offers are for HTTP responses: a WebSocket scope keeps tls and gets its own
+        extensions = {
+            name: offer for name, offer in scope["extensions"].items() if not name.startswith("http.")
+        }
+        extensions["websocket.http.response"] = {}
+        scope["extensions"] = extensions
         return WebSocketCycle(self, request, scope, handshake, settings)
 
     def _start(self, cycle: Cycle) -> None:
