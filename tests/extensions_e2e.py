@@ -8,6 +8,7 @@ App routes (query parameters in brackets):
 - ``/zc`` ``<``, zerocopysend, ``>`` [name, offset, count, cl]
 - ``/trailers`` two body pieces then two trailer messages [cl: Content-Length]
 - ``/hint`` early hints [at=before|after|late: before the start, after it, after the head went out]
+- ``/bad_hint``, ``/bad_trailer``: a link, a trailer value with CR LF in it
 - ``/extensions`` the scope's extensions (but tls) as JSON
 - ``/watch`` pathsend of the big file; ``record`` gets "sent" or "disconnected" under the query string
 """
@@ -135,6 +136,14 @@ class ExtensionApp:
             await send({"type": "http.response.body", "body": b"", "more_body": True})
             await send(hint)
         await send({"type": "http.response.body", "body": b"ok"})
+
+    async def bad_hint(self, scope: dict[str, Any], query: dict[str, str], send: Any) -> None:
+        await send({"type": "http.response.early_hint", "links": [b"</a>\r\nset-cookie: x=1"]})
+
+    async def bad_trailer(self, scope: dict[str, Any], query: dict[str, str], send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": [], "trailers": True})
+        await send({"type": "http.response.body", "body": b"x"})
+        await send({"type": "http.response.trailers", "headers": [(b"x-sum", b"a\r\nset-cookie: x=1")]})
 
     async def extensions(self, scope: dict[str, Any], query: dict[str, str], send: Any) -> None:
         offers = {name: offer for name, offer in scope["extensions"].items() if name != "tls"}

@@ -24,7 +24,7 @@ from zonda.asgi._files import PATHSEND, ZEROCOPYSEND, open_path, zerocopy_span
 from zonda.asgi.types import ASGIApp, Message, Scope
 from zonda.errors import AppProtocolError, ClientDisconnected, ProtocolError
 from zonda.protocols.events import ConnectionTerminated, Data, Event, Request, StreamReset
-from zonda.protocols.fields import header_name, header_value
+from zonda.protocols.fields import checked_value, header_name
 from zonda.rejection_log import RejectionLog
 
 if TYPE_CHECKING:
@@ -49,6 +49,14 @@ class Core(Protocol):
     def send_response(self, stream_id: int, status: int, headers: Any) -> None: ...
     def send_body(self, stream_id: int, data: bytes, end_stream: bool) -> None: ...
     def send_continue(self, stream_id: int) -> None: ...
+    def send_early_hint(self, stream_id: int, links: Iterable[bytes]) -> None:
+        """A 103 with these ``link`` fields, if the final head has not gone out (else nothing)."""
+        ...
+
+    def send_trailers(self, stream_id: int, headers: Iterable[tuple[bytes, bytes]]) -> None:
+        """End the response with trailer fields, or without them where its framing cannot carry them."""
+        ...
+
     def send_file(self, stream_id: int, count: int, end_stream: bool) -> int: ...
     def file_sent(self, stream_id: int, count: int, end_stream: bool) -> None: ...
     def accept_upgrade(self, stream_id: int, headers: Any) -> bytes: ...
@@ -521,12 +529,16 @@ class HTTPCycle:
             raise AppProtocolError(f"Expected 'http.response.body', got {message_type!r}{hint}")
 
     def _send_early_hint(self, message: Message) -> None:
+        """A 103 Early Hints (RFC 8297) before the final head; the core drops it once that head has gone out
+        (a 1xx cannot follow it), or for an HTTP/1.0 client (RFC 9110 §15.2)."""
         links = message.get("links", ())
         try:
-            links = [bytes(link) for link in links]
+            links = [checked_value(bytes(link)) for link in links]
         except TypeError:
             raise AppProtocolError("http.response.early_hint 'links' must be an iterable of bytes") from None
-        self.transport.core.send_early_hint(self.stream_id, links)  # type: ignore[attr-defined]
+        except AppProtocolError as exc:
+            raise AppProtocolError(f"{EARLY_HINT}: {exc}") from None
+        self.transport.core.send_early_hint(self.stream_id, links)
         self.transport.flush()
 
     def _push(self, message: Message) -> None:
@@ -555,7 +567,7 @@ class HTTPCycle:
         try:
             # Trailers go only to a client that said it takes them (ASGI extensions: TE: trailers).
             if any(name == b"te" and b"trailers" in value for name, value in self.scope["headers"]):
-                core.send_trailers(self.stream_id, headers)  # type: ignore[attr-defined]
+                core.send_trailers(self.stream_id, headers)
             else:
                 core.send_body(self.stream_id, b"", True)
         finally:
@@ -563,10 +575,14 @@ class HTTPCycle:
             self.session.response_complete(self)
 
     async def _send_file(self, file: Any, offset: int, count: int, more_body: bool) -> int:
-        """Frame ``count`` file bytes in the core, have the transport send them, then finish like a body."""
+        """Frame ``count`` file bytes in the core, have the transport send them, then finish like a body (a
+        last one announced trailers: the response waits for them, as after a last ``http.response.body``)."""
         transport = self.transport
         core = transport.core
         end = not more_body
+        if end and self.trailers:
+            end = False
+            self.state = _TRAILERS
         try:
             to_send = core.send_file(self.stream_id, count, end)  # 0 for HEAD, 204, 304
         except AppProtocolError:  # past the declared Content-Length: as for a body, the head, then close
@@ -926,9 +942,9 @@ class H2CUpgrade:
 
 def _header_pairs(headers: Any, message_type: str) -> list[tuple[bytes, bytes]]:
     """Trailer and push header fields: names lowercased and checked as tokens (no pseudo-headers), values
-    trimmed, as for the response head."""
+    trimmed and checked for CR, LF and NUL, as for the response head."""
     try:
-        return [(header_name(bytes(name)), header_value(bytes(value))) for name, value in headers]
+        return [(header_name(bytes(name)), checked_value(bytes(value))) for name, value in headers]
     except (TypeError, ValueError):
         raise AppProtocolError(
             f"{message_type} 'headers' must be an iterable of [bytes, bytes] pairs"

@@ -33,7 +33,11 @@ if TYPE_CHECKING:
 error_log = logging.getLogger("zonda.error")
 Address = tuple[str, int]
 # What the bridge offers on HTTP/1.1 connections (ASGI extensions.rst); copied into every request's scope.
-HTTP1_EXTENSIONS: dict[str, dict[str, Any]] = {**FILE_OFFERS}
+HTTP1_EXTENSIONS: dict[str, dict[str, Any]] = {
+    **FILE_OFFERS,
+    "http.response.trailers": {},  # sent after the last chunk when the client said te: trailers
+    "http.response.early_hint": {},  # 103 Early Hints, never to an HTTP/1.0 client
+}
 
 
 class HTTP1Connection(Connection):

@@ -1,12 +1,20 @@
-"""Response header fields as apps give them: names checked and lowercased, values trimmed. Shared by every
-HTTP version's core and by the bridge's trailers and pushes."""
+"""Response header fields as apps give them: names checked and lowercased, values trimmed; trailer fields, and
+values outside a response head, checked on their own. Shared by every HTTP version's core and by the bridge's
+trailers, pushes and early hints, so each rule is the same whatever version carries the response."""
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 from zonda.errors import AppProtocolError
 
 _TOKEN_CHARS = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 _OWS = b" \t"
+# Header fields a request must not carry and a response drops (RFC 9113 §8.2.2); nor may trailers, any version
+CONNECTION_HEADERS = frozenset(
+    (b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade")
+)
+TOKEN_BYTES = b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz"  # lowercase token bytes (§8.2.1)
 # Response header names as apps send them -> checked and lowercased; shared by all connections and bounded.
 _lowered_names: dict[bytes, bytes] = {}
 
@@ -34,6 +42,15 @@ def header_value(value: bytes) -> bytes:
         raise TypeError(f"header value {value!r} is not bytes") from None
 
 
+def checked_value(value: bytes) -> bytes:
+    """A header value outside a response head (trailers, pushed requests, early hints' links), trimmed and
+    checked on its own: a CR, LF or NUL would split an HTTP/1.1 message, and is malformed in HTTP/2 and HTTP/3."""
+    value = header_value(value)
+    if b"\r" in value or b"\n" in value or b"\x00" in value:
+        raise AppProtocolError(f"header value {value!r} contains CR, LF or NUL")
+    return value
+
+
 def check_file_length(count: int, sent: int, declared: int | None) -> None:
     """A file of ``count`` bytes is to follow ``sent`` body bytes: refused (``AppProtocolError``) if it passes
     the declared content-length, before any of it is sent, on every HTTP version alike."""
@@ -41,3 +58,14 @@ def check_file_length(count: int, sent: int, declared: int | None) -> None:
         raise AppProtocolError(
             f"a file of {count} bytes after {sent} is more body than the declared content-length ({declared})"
         )
+
+
+def trailer_fields(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """A response's trailer fields, names checked: no pseudo-headers, lowercase tokens, nothing
+    connection-specific (every HTTP version alike)."""
+    fields = []
+    for name, value in headers:
+        if name[:1] == b":" or name.translate(None, TOKEN_BYTES) or name in CONNECTION_HEADERS:
+            raise AppProtocolError(f"http.response.trailers: header name {name!r} is not allowed")
+        fields.append((bytes(name), bytes(value)))
+    return fields

@@ -43,7 +43,7 @@ from zonda.protocols.events import (
     Request,
     StreamReset,
 )
-from zonda.protocols.fields import check_file_length, header_name, header_value
+from zonda.protocols.fields import check_file_length, header_name, header_value, trailer_fields
 
 
 @dataclass(frozen=True, slots=True)
@@ -627,6 +627,38 @@ class H1Connection(OutputBuffer):
                 now = self.clock()
                 self._start_rate(now, self._body_bytes)
                 self._body_deadline(now)
+
+    def send_early_hint(self, stream_id: int, links: Iterable[bytes]) -> None:
+        """Queue a 103 Early Hints (RFC 8297) with ``link`` fields for the request being answered while its
+        final head has not gone out (a 1xx cannot follow it); never to an HTTP/1.0 client (RFC 9110 §15.2)."""
+        exchanges = self._exchanges
+        if not exchanges or exchanges[0].stream_id != stream_id or exchanges[0].http_version == "1.0":
+            return
+        if self._resp_started and self._resp_head is None and self._resp_lines is None:
+            return
+        lines = [
+            b"HTTP/1.1 103 Early Hints\r\n",
+            *(b"link: " + header_value(link) + b"\r\n" for link in links),
+        ]
+        block = b"".join(lines)
+        _check_header_block(block, len(lines))
+        self._out.append(block + b"\r\n")
+
+    def send_trailers(self, stream_id: int, headers: Iterable[tuple[bytes, bytes]]) -> None:
+        """End the response with trailer fields after the last chunk (RFC 9112 §7.1.2). A body that is not
+        chunked (a declared Content-Length, HTTP/1.0's close-delimited body, no body at all) cannot carry them:
+        it just ends, as when the client did not say ``te: trailers``."""
+        if self._resp_head is not None or self._resp_lines is not None:
+            self.send_body(stream_id, b"", False)  # the head, framed: chunked unless a length was declared
+        if not self._resp_chunked:
+            self.send_body(stream_id, b"", True)
+            return
+        fields = trailer_fields(headers)
+        lines = [b"0\r\n", *(name + b": " + value + b"\r\n" for name, value in fields)]
+        block = b"".join(lines)
+        _check_header_block(block, len(lines))
+        self._out.append(block + b"\r\n")
+        self._finish_response()
 
     def send_response(self, stream_id: int, status: int, headers: Iterable[tuple[bytes, bytes]]) -> None:
         """Start the response to ``stream_id``, the oldest unanswered request. Framing waits for the body."""

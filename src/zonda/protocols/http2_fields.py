@@ -16,7 +16,7 @@ from hpack import Encoder
 
 from zonda.errors import AppProtocolError
 from zonda.protocols.events import Headers
-from zonda.protocols.fields import header_name, header_value
+from zonda.protocols.fields import CONNECTION_HEADERS, TOKEN_BYTES, header_name, header_value, trailer_fields
 from zonda.protocols.http2_frames import ErrorCode, StreamError
 
 if TYPE_CHECKING:
@@ -24,13 +24,8 @@ if TYPE_CHECKING:
 
 Field = tuple[bytes, bytes]
 
-# Header fields a request must not carry and a response drops (RFC 9113 §8.2.2)
-CONNECTION_HEADERS = frozenset(
-    (b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade")
-)
 _REQUEST_PSEUDO = frozenset((b":method", b":scheme", b":path", b":authority", b":protocol"))
 NO_BODY_STATUSES = frozenset({204, 304}) | frozenset(range(100, 200))
-TOKEN_BYTES = b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz"  # lowercase token bytes (§8.2.1)
 _BAD_VALUE_BYTES = (b"\r", b"\n", b"\x00")
 _EDGE_SPACE = (b" ", b"\t")
 
@@ -137,17 +132,6 @@ def trailer_block(headers: Iterable[tuple[bytes, bytes]]) -> bytes:
     """The encoded trailers of a response (``http.response.trailers``)."""
     fields = trailer_fields(headers)
     return encode_headers(("trailers", *fields), fields)
-
-
-def trailer_fields(headers: Iterable[tuple[bytes, bytes]]) -> list[Field]:
-    """A response's trailer fields, names checked: no pseudo-headers, lowercase tokens, nothing
-    connection-specific."""
-    fields = []
-    for name, value in headers:
-        if name[:1] == b":" or name.translate(None, TOKEN_BYTES) or name in CONNECTION_HEADERS:
-            raise AppProtocolError(f"http.response.trailers: header name {name!r} is not allowed")
-        fields.append((bytes(name), bytes(value)))
-    return fields
 
 
 def promised_request(

@@ -34,13 +34,12 @@ from aioquic.quic.stream import StreamFinishedError
 
 from zonda.errors import AppProtocolError, ProtocolError
 from zonda.protocols.events import ConnectionTerminated, Data, Event, Request, StreamReset
-from zonda.protocols.fields import check_file_length
+from zonda.protocols.fields import check_file_length, trailer_fields
 from zonda.protocols.http2_fields import (
     NO_BODY_STATUSES,
     bad_trailer_name,
     check_request_fields,
     response_fields,
-    trailer_fields,
 )
 from zonda.protocols.http2_frames import ErrorCode as H2ErrorCode
 from zonda.protocols.http2_frames import StreamError
