@@ -252,7 +252,7 @@ class HTTP2Connection(Connection):
             self._close()
 
     def _queued_output(self) -> bytes:
-        raise NotImplementedError("no file sending over HTTP/2")
+        raise NotImplementedError("files go out on a request's stream (StreamChannel.send_file)")
 
     def drain_stream(self, stream_id: int) -> Waiter:
         waiter = self.loop.create_waiter()

@@ -26,7 +26,9 @@ if TYPE_CHECKING:
     from zonda.protocols.websocket import WSConnection
 
 # File bytes per read when a file goes out as a stream's body: what one response holds while its stream waits.
-FILE_BLOCK = 64 * 1024
+# As the drivers' blocks over TLS: each read costs a thread hop (~0.1 ms on asyncio), which 64 KiB blocks paid
+# for at 0.6 GB/s against 1.4 GB/s here (a 200 MB pathsend over h2c to curl, one core).
+FILE_BLOCK = 256 * 1024
 
 
 class StreamCore(Core, Protocol):
@@ -119,10 +121,8 @@ class StreamChannel:
         sent = 0
         while sent < count:
             size = min(FILE_BLOCK, count - sent)
-            if count <= SMALL_FILE:
-                data = os.pread(
-                    fd, size, offset + sent
-                )  # a few KiB, page-cached as a rule: cheaper than a hand-off
+            if count <= SMALL_FILE:  # a few KiB, page-cached as a rule: cheaper than a hand-off
+                data = os.pread(fd, size, offset + sent)
             else:
                 data = await loop.read_file(fd, size, offset + sent)
             if self._gone():
