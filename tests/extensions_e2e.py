@@ -8,7 +8,7 @@ App routes (query parameters in brackets):
 - ``/zc`` ``<``, zerocopysend, ``>`` [name, offset, count, cl]
 - ``/trailers`` two body pieces then two trailer messages [cl: Content-Length]
 - ``/hint`` early hints [at=before|after|late: before the start, after it, after the head went out]
-- ``/bad_hint``, ``/bad_trailer``: a link, a trailer value with CR LF in it
+- ``/bad_hint``, ``/bad_trailer``: a link, a trailer value with CR LF in it [name: a trailer not allowed]
 - ``/extensions`` the scope's extensions (but tls) as JSON
 - ``/watch`` pathsend of the big file; ``record`` gets "sent" or "disconnected" under the query string
 """
@@ -143,7 +143,8 @@ class ExtensionApp:
     async def bad_trailer(self, scope: dict[str, Any], query: dict[str, str], send: Any) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": [], "trailers": True})
         await send({"type": "http.response.body", "body": b"x"})
-        await send({"type": "http.response.trailers", "headers": [(b"x-sum", b"a\r\nset-cookie: x=1")]})
+        field = (b"transfer-encoding", b"chunked") if "name" in query else (b"x-sum", b"a\r\nset-cookie: x=1")
+        await send({"type": "http.response.trailers", "headers": [field]})
 
     async def extensions(self, scope: dict[str, Any], query: dict[str, str], send: Any) -> None:
         offers = {name: offer for name, offer in scope["extensions"].items() if name != "tls"}

@@ -24,7 +24,7 @@ from zonda.asgi._files import PATHSEND, ZEROCOPYSEND, open_path, zerocopy_span
 from zonda.asgi.types import ASGIApp, Message, Scope
 from zonda.errors import AppProtocolError, ClientDisconnected, ProtocolError
 from zonda.protocols.events import ConnectionTerminated, Data, Event, Request, StreamReset
-from zonda.protocols.fields import checked_value, header_name
+from zonda.protocols.fields import checked_value, header_name, trailer_fields
 from zonda.rejection_log import RejectionLog
 
 if TYPE_CHECKING:
@@ -557,7 +557,9 @@ class HTTPCycle:
             self.session.push(request)
 
     def _send_trailers(self, message: Message) -> None:
-        headers = _header_pairs(message.get("headers", ()), TRAILERS)
+        # checked whole here, before the response counts as complete: a field the core refused then would leave
+        # the response neither ended nor cut
+        headers = trailer_fields(_header_pairs(message.get("headers", ()), TRAILERS))
         if message.get("more_trailers", False):
             self._trailer_fields = [*self._trailer_fields, *headers]
             return

@@ -3,8 +3,9 @@ and the WebSocket tunnel over such a stream (RFC 8441).
 
 A ``StreamChannel`` is a request's transport: flushing, draining and pausing act on its stream (flow control
 pauses a stream; the connection reads on for the others), and files (pathsend, zerocopysend) go out as the
-stream's body, read in blocks under its flow control (``send_file``), for HTTP/2 and HTTP/3 alike. A ``WebSocketChannel`` starts as one, and once the app
-accepts carries the WebSocket's bytes in the stream's DATA, with a timer of its own for the frame core.
+stream's body, read in blocks under its flow control (``send_file``), for HTTP/2 and HTTP/3 alike. A
+``WebSocketChannel`` starts as one, and once the app accepts carries the WebSocket's bytes in the stream's
+DATA, with a timer of its own for the frame core.
 """
 
 from __future__ import annotations
