@@ -568,7 +568,7 @@ class HTTPCycle:
         core = self.transport.core
         try:
             # Trailers go only to a client that said it takes them (ASGI extensions: TE: trailers).
-            if any(name == b"te" and b"trailers" in value for name, value in self.scope["headers"]):
+            if any(name == b"te" and _takes_trailers(value) for name, value in self.scope["headers"]):
                 core.send_trailers(self.stream_id, headers)
             else:
                 core.send_body(self.stream_id, b"", True)
@@ -940,6 +940,11 @@ class H2CUpgrade:
 
     def on_disconnect(self) -> None:
         pass
+
+
+def _takes_trailers(te: bytes) -> bool:
+    """A TE field value lists the ``trailers`` token (RFC 9110 §10.1.4), not just a word containing it."""
+    return any(item.split(b";", 1)[0].strip().lower() == b"trailers" for item in te.split(b","))
 
 
 def _header_pairs(headers: Any, message_type: str) -> list[tuple[bytes, bytes]]:
