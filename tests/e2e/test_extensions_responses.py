@@ -61,17 +61,18 @@ def test_trailers_go_to_a_client_that_takes_them(servers: Servers, protocol: str
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-@pytest.mark.parametrize(
-    "te", [None, b"no-trailers", b"gzip"], ids=["no-te", "a-longer-word", "other-coding"]
-)
-def test_without_te_trailers_are_dropped_and_the_body_ends(
-    servers: Servers, protocol: str, te: bytes | None
-) -> None:
-    """Only the ``trailers`` token of TE counts (RFC 9110 §10.1.4), not a word that contains it."""
-    headers = [] if te is None else [(b"te", te)]
-    if protocol != "1.1" and te is not None:
-        return  # HTTP/2 and HTTP/3 allow no TE but "trailers" in a request (RFC 9113 §8.2.2): malformed
-    response = servers.fetch(protocol, "/trailers", headers=headers)
+def test_without_te_trailers_are_dropped_and_the_body_ends(servers: Servers, protocol: str) -> None:
+    response = servers.fetch(protocol, "/trailers")
+    assert response.status == 200
+    assert response.body == b"helloworld"
+    assert response.trailers == []
+
+
+@pytest.mark.parametrize("te", [b"no-trailers", b"gzip", b"trailersx"])
+def test_only_the_trailers_token_of_te_counts(servers: Servers, te: bytes) -> None:
+    """RFC 9110 §10.1.4: TE lists tokens; a word that contains "trailers" is not it. (HTTP/1.1 only: HTTP/2
+    and HTTP/3 take no TE but "trailers" in a request at all.)"""
+    response = servers.fetch("1.1", "/trailers", headers=[(b"te", te)])
     assert response.status == 200
     assert response.body == b"helloworld"
     assert response.trailers == []
