@@ -138,6 +138,23 @@ def test_nodes(node: str, expected: tuple[str, int] | None) -> None:
     assert split_node(node) == expected
 
 
+@pytest.mark.parametrize("port", ["\xb2", "8\xb9", "\xb3" * 5, "9" * 5000])
+def test_a_port_of_other_digits_is_no_port(port: str) -> None:
+    """Latin-1 superscript digits pass ``str.isdigit`` but not ``int``, and int refuses 5000 digits: a port
+    like these is invalid (the node or header ignored), never a ValueError out of the rewriter."""
+    assert split_node("203.0.113.7:" + port) is None
+    raw = port.encode("latin-1")  # as the header bytes arrive: obs-text is allowed in field values
+    fields = [
+        (b"host", b"backend:8000"),
+        (b"x-forwarded-for", b"203.0.113.7:" + raw),
+        (b"x-forwarded-port", raw),
+        (b"x-forwarded-proto", b"https"),
+    ]
+    result = resolve_forwarded(fields, PEER, "http", SERVER, TrustList("10.0.0.0/8"))
+    assert result is not None
+    assert (result.client, result.scheme, result.server) == (PEER, "https", SERVER)
+
+
 @pytest.mark.parametrize(
     ("proto", "scheme"), [("https", "https"), ("HTTP", "http"), ("wss", "https"), ("ws", "http")]
 )

@@ -135,11 +135,20 @@ def split_node(node: str) -> tuple[str, int] | None:
         host, _, port = node.partition(":")
     else:
         host, port = node, ""  # bare IPv6 (XFF commonly carries it unbracketed), or no port
-    if port.isdigit() and int(port) < 65536:
-        return host, int(port)
+    number = _port_number(port)
+    if number is not None and number < 65536:
+        return host, number
     if port and not port.startswith("_"):  # RFC 7239 §6.3: an obfuscated port starts with "_"
         return None
     return host, 0
+
+
+def _port_number(text: str) -> int | None:
+    """One to five ASCII digits as a number, else None. ``str.isdigit`` alone also takes the digits ``int``
+    refuses (latin-1 "\xb2", superscript two) and runs longer than ``int`` converts."""
+    if 0 < len(text) <= 5 and text.isascii() and text.isdigit():
+        return int(text)
+    return None
 
 
 def parse_forwarded(value: str) -> list[dict[str, str]] | None:
@@ -250,8 +259,9 @@ def resolve_forwarded(
             new_host = found[b"x-forwarded-host"].rsplit(",", 1)[-1].strip()
         if b"x-forwarded-port" in found:
             text = found[b"x-forwarded-port"].rsplit(",", 1)[-1].strip()
-            if text.isdigit() and 0 < int(text) < 65536:
-                port = int(text)
+            number = _port_number(text)
+            if number is not None and 0 < number < 65536:
+                port = number
     server, headers = _forwarded_host(headers, host_header, new_host, port, by, scheme, server)
     root_path = None
     if b"x-forwarded-prefix" in found:
