@@ -201,6 +201,18 @@ def test_x_forwarded_host_invalid_is_ignored(bad: str) -> None:
     assert result.client == ("1.2.3.4", 0)  # the other headers still apply
 
 
+@pytest.mark.parametrize("host", ["example.com:99999", "example.com:65536", "example.com:0", "[::1]:70000"])
+def test_a_forwarded_host_with_a_port_out_of_range_is_ignored(host: str) -> None:
+    """The host pattern takes up to five digits; a port past 65535 (or 0) made a scope server the ASGI spec
+    has no room for, and a Host header that names no reachable port."""
+    result = resolve(("host", "backend"), ("x-forwarded-host", host), ("x-forwarded-for", "1.2.3.4"))
+    assert (result.server, header(result, b"host")) == (SERVER, b"backend")
+    assert result.client == ("1.2.3.4", 0)
+    forwarded = resolve(("host", "backend"), ("forwarded", f'for=1.2.3.4;host="{host}"'))
+    assert (forwarded.server, header(forwarded, b"host")) == (SERVER, b"backend")
+    assert resolve(("x-forwarded-host", "example.com:65535")).server == ("example.com", 65535)
+
+
 def test_x_forwarded_prefix_becomes_root_path() -> None:
     scope = scope_for(("x-forwarded-prefix", "/api/"))
     forwarded = resolve_forwarded(scope["headers"], PEER, "http", SERVER, TrustList("10.0.0.0/8"))

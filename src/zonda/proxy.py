@@ -83,7 +83,7 @@ class TrustList:
 # --------------------------------------------------------------------------- forwarded headers
 
 _PROTOS = {"http": "http", "https": "https", "ws": "http", "wss": "https"}
-_HOST = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]+)(?::([0-9]{1,5}))?$")
+_HOST = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]+)(?::([0-9]{1,5}))?")  # fullmatch
 _PREFIX = re.compile(r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*$")
 _REQUEST_ID = re.compile(r"^[!-~]{1,200}$")
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
@@ -281,23 +281,36 @@ def _forwarded_host(
     server: tuple[str, int | None] | None,
 ) -> tuple[tuple[str, int | None] | None, Headers]:
     """The scope's ``server`` and a ``host`` header for the forwarded host and port."""
-    match = _HOST.match(new_host) if new_host else None
-    if match is None:
+    host = _split_host(new_host)
+    if host is None:
         if by is not None and by[1]:
             server = by  # RFC 7239 §5.1: the interface the request came in on, when no host was forwarded
         if port is None:
             return server, headers
-        match = _HOST.match(host_header) if host_header else None
-        if match is None:
+        host = _split_host(host_header)
+        if host is None:
             return ((server[0] if server else "localhost"), port), headers
-    name, host_port = match.group(1), match.group(2)
-    if port is None:
-        port = int(host_port) if host_port else (443 if scheme == "https" else 80)
+    name, host_port = host
     default = 443 if scheme == "https" else 80
+    if port is None:
+        port = default if host_port is None else host_port
     host_value = name if port == default else f"{name}:{port}"
     rewritten = [(n, v) for n, v in headers if n != b"host"]
     rewritten.append((b"host", host_value.encode("latin-1")))
     return (name.strip("[]"), port), rewritten
+
+
+def _split_host(text: str | None) -> tuple[str, int | None] | None:
+    """A ``host[:port]`` value as (host, port or None); None when it is not one, or its port is outside
+    1..65535 (the pattern takes five digits: 99999 too)."""
+    match = _HOST.fullmatch(text) if text else None
+    if match is None:
+        return None
+    digits = match.group(2)
+    if digits is None:
+        return match.group(1), None
+    port = int(digits)
+    return (match.group(1), port) if 0 < port < 65536 else None
 
 
 def apply_forwarded(scope: Scope, forwarded: Forwarded) -> None:
