@@ -213,6 +213,15 @@ def test_a_forwarded_host_with_a_port_out_of_range_is_ignored(host: str) -> None
     assert resolve(("x-forwarded-host", "example.com:65535")).server == ("example.com", 65535)
 
 
+def test_x_forwarded_port_without_a_host_on_a_unix_socket() -> None:
+    """With no host to go with the port, the listening address stays, but a unix socket's path is no host:
+    ("/run/zonda.sock", 443) was a server no URL can be built from."""
+    fields = [(b"x-forwarded-port", b"443"), (b"x-forwarded-proto", b"https")]
+    unix = resolve_forwarded(fields, None, "http", ("/run/zonda.sock", None), TrustList("unix"))
+    assert unix is not None and unix.server == ("localhost", 443)
+    assert resolve(*[(n.decode(), v.decode()) for n, v in fields]).server == (SERVER[0], 443)
+
+
 def test_x_forwarded_prefix_becomes_root_path() -> None:
     scope = scope_for(("x-forwarded-prefix", "/api/"))
     forwarded = resolve_forwarded(scope["headers"], PEER, "http", SERVER, TrustList("10.0.0.0/8"))

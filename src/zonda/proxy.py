@@ -288,8 +288,8 @@ def _forwarded_host(
         if port is None:
             return server, headers
         host = _split_host(host_header)
-        if host is None:
-            return ((server[0] if server else "localhost"), port), headers
+        if host is None:  # a port alone: keep the address we listen on, unless it is a unix socket's path
+            return ((server[0] if server and server[1] is not None else "localhost"), port), headers
     name, host_port = host
     default = 443 if scheme == "https" else 80
     if port is None:
