@@ -17,6 +17,7 @@ from zonda.proxy import (
     ProxySettings,
     TrustList,
     apply_forwarded,
+    incoming_request_id,
     parse_forwarded,
     parse_proxy_header,
     resolve_forwarded,
@@ -373,6 +374,15 @@ def test_invalid_incoming_request_id_is_replaced(bad: str) -> None:
     scope["headers"] = [(b"x-request-id", bad.encode("utf-8"))]
     apply(settings, "10.0.0.2", scope)
     assert scope["state"]["request_id"] != bad and len(scope["state"]["request_id"]) == 32
+
+
+def test_a_final_newline_is_no_part_of_a_request_id_or_prefix() -> None:
+    """The patterns were anchored with "$", which also matches before a final newline. The HTTP/1.1 and
+    HTTP/2 cores refuse CR and LF in field values, so only a direct caller could pass one."""
+    assert incoming_request_id([(b"x-request-id", b"abc\n")]) is None
+    assert incoming_request_id([(b"x-request-id", b"abc")]) == "abc"
+    assert resolve(("x-forwarded-prefix", "/api\n/")).root_path is None
+    assert resolve(("forwarded", 'host="example.com\n"'), ("host", "backend")).server == SERVER
 
 
 def test_proxy_protocol_expected_only_from_trusted_peers() -> None:

@@ -83,9 +83,10 @@ class TrustList:
 # --------------------------------------------------------------------------- forwarded headers
 
 _PROTOS = {"http": "http", "https": "https", "ws": "http", "wss": "https"}
-_HOST = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]+)(?::([0-9]{1,5}))?")  # fullmatch
-_PREFIX = re.compile(r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*$")
-_REQUEST_ID = re.compile(r"^[!-~]{1,200}$")
+# Matched whole (fullmatch): "$" would also match before a final newline.
+_HOST = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]+)(?::([0-9]{1,5}))?")
+_PREFIX = re.compile(r"/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*")
+_REQUEST_ID = re.compile(r"[!-~]{1,200}")
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _FORWARDED_NAMES = frozenset(
     (
@@ -266,7 +267,7 @@ def resolve_forwarded(
     root_path = None
     if b"x-forwarded-prefix" in found:
         prefix = found[b"x-forwarded-prefix"].rsplit(",", 1)[-1].strip().rstrip("/")
-        if prefix == "" or _PREFIX.match(prefix):
+        if prefix == "" or _PREFIX.fullmatch(prefix):
             root_path = unquote(prefix)
     return Forwarded(client, scheme, server, headers, root_path)
 
@@ -381,7 +382,7 @@ def incoming_request_id(headers: Headers) -> str | None:
     for name, value in headers:
         if name == b"x-request-id":
             text = value.decode("latin-1")
-            return text if _REQUEST_ID.match(text) else None
+            return text if _REQUEST_ID.fullmatch(text) else None
     return None
 
 
