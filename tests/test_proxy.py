@@ -297,6 +297,14 @@ def test_forwarded_by_sets_server_when_no_host() -> None:
     assert result.server == ("2001:db8::9", 8443)
 
 
+@pytest.mark.parametrize("by", ['"evil.example/x?:80"', '"unknown:80"', '"_hidden:80"', '"[fe80::1%a/b]:80"'])
+def test_forwarded_by_that_is_no_address_leaves_the_server(by: str) -> None:
+    """A quoted by= may hold '/', '?' or '@', which the scope's server then carried into every URL an app
+    builds from it; "unknown" and obfuscated names name no interface either."""
+    result = resolve(("forwarded", f"for=203.0.113.7;by={by}"))
+    assert (result.client, result.server) == (("203.0.113.7", 0), SERVER)
+
+
 def test_forwarded_wins_over_x_forwarded() -> None:
     result = resolve(
         ("x-forwarded-for", "198.51.100.1"),

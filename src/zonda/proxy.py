@@ -284,7 +284,7 @@ def _forwarded_host(
     """The scope's ``server`` and a ``host`` header for the forwarded host and port."""
     host = _split_host(new_host)
     if host is None:
-        if by is not None and by[1]:
+        if by is not None and by[1] and _is_address(by[0]):
             server = by  # RFC 7239 §5.1: the interface the request came in on, when no host was forwarded
         if port is None:
             return server, headers
@@ -299,6 +299,18 @@ def _forwarded_host(
     rewritten = [(n, v) for n, v in headers if n != b"host"]
     rewritten.append((b"host", host_value.encode("latin-1")))
     return (name.strip("[]"), port), rewritten
+
+
+def _is_address(host: str) -> bool:
+    """An IP address without a zone: ``by=`` may also be "unknown", an obfuscated name or (quoted) any text
+    but '"', and only an address names the interface a request came in on."""
+    if "%" in host:
+        return False  # a zone may hold any character, "/" and "?" too
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def _split_host(text: str | None) -> tuple[str, int | None] | None:
