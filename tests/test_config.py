@@ -316,6 +316,26 @@ def test_missing_and_invalid_toml_files(tmp_path: Path) -> None:
         Config.load(env={}, config_file=path)
 
 
+def test_toml_files_tomllib_fails_on_outside_its_own_error(tmp_path: Path) -> None:
+    """tomllib decodes UTF-8 itself (a UnicodeDecodeError) and nests by recursion (a RecursionError):
+    both escaped as tracebacks at start-up."""
+    bad_bytes = tmp_path / "zonda.toml"
+    bad_bytes.write_bytes(b'root-path = "/caf\xe9"\n')
+    with pytest.raises(ConfigError, match="not valid TOML: not UTF-8"):
+        Config.load(env={}, config_file=str(bad_bytes))
+    deep = write(tmp_path / "deep.toml", "headers = " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(ConfigError, match="nested too deeply"):
+        Config.load(env={}, config_file=deep)
+
+
+def test_pyproject_whose_tool_is_no_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(tmp_path / "pyproject.toml", 'tool = 1\n\n[project]\nname = "x"\n')
+    assert Config.load(env={}, config_file=path) == Config()  # was an AttributeError
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "pyproject.toml").write_bytes(b'[project]\nname = "caf\xe9"\n')
+    assert Config.load(env={}) == Config()  # someone else's file, not UTF-8: not read, as when broken
+
+
 @pytest.mark.parametrize(
     ("changes", "key"),
     [

@@ -113,7 +113,7 @@ def find_pyproject(directory: str = ".") -> str | None:
     try:
         with open(path, "rb") as file:
             data = tomllib.load(file)
-    except (OSError, tomllib.TOMLDecodeError):
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError, RecursionError):
         return None  # not zonda's file to judge unless it names zonda: tools that own it will complain
     tool = data.get("tool")
     return path if isinstance(tool, dict) and "zonda" in tool else None
@@ -128,8 +128,13 @@ def read_toml(path: str) -> dict[str, Any]:
         raise ConfigError(f"config: cannot read {path}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config: {path} is not valid TOML: {exc}") from None
-    if os.path.basename(path) == "pyproject.toml":
-        data = data.get("tool", {}).get("zonda", {})
+    except UnicodeDecodeError:  # tomllib decodes the bytes itself, outside its own error
+        raise ConfigError(f"config: {path} is not valid TOML: not UTF-8 text") from None
+    except RecursionError:  # arrays or inline tables nested a few thousand deep
+        raise ConfigError(f"config: {path} is not valid TOML: nested too deeply") from None
+    if os.path.basename(path) == PYPROJECT:
+        tool = data.get("tool", {})
+        data = tool.get("zonda", {}) if isinstance(tool, dict) else {}
     where = f"[tool.zonda] of {path}" if os.path.basename(path) == PYPROJECT else path
     if not isinstance(data, dict):
         raise ConfigError(f"config: {where} must be a table of options")
