@@ -365,6 +365,19 @@ def test_bad_values_name_the_key(changes: dict[str, object], key: str) -> None:
         Config(**changes)
 
 
+def test_nan_is_refused_wherever_it_comes_from(tmp_path: Path) -> None:
+    """float("nan") and TOML's nan passed every minimum (NaN < 0 is False): a nan timeout reached the event
+    loop (uvloop's call_at raises ValueError for it), and a Config holding one was unequal to itself."""
+    with pytest.raises(ConfigError, match="timeout_keep_alive: nan is not a number"):
+        Config(timeout_keep_alive=float("nan"))
+    with pytest.raises(ConfigError, match="timeout_write"):
+        Config.load(env={"ZONDA_TIMEOUT_WRITE": "NaN"})
+    path = write(tmp_path / "zonda.toml", "ws-ping-interval = nan\n")
+    with pytest.raises(ConfigError, match="ws_ping_interval"):
+        Config.load(env={}, config_file=path)
+    assert Config(timeout_keep_alive=float("inf")).timeout_keep_alive == float("inf")  # a number: never
+
+
 def test_bad_toml_value_names_the_key(tmp_path: Path) -> None:
     path = write(tmp_path / "zonda.toml", 'port = "eighty"\n')
     with pytest.raises(ConfigError, match="port"):

@@ -10,6 +10,7 @@ and never mutates it.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import typing
 from collections.abc import Mapping
@@ -449,6 +450,8 @@ class Config:
             coerced = _check_type(f.name, value, kind)
             if coerced is not getattr(self, f.name):
                 object.__setattr__(self, f.name, coerced)
+            if kind.base is float and math.isnan(coerced):  # NaN passes every minimum: no comparison holds
+                raise ConfigError(f"{f.name}: {coerced!r} is not a number")
             choices = f.metadata["choices"]
             if choices and coerced not in choices:
                 _refuse(f.name, coerced)
