@@ -378,6 +378,15 @@ def test_nan_is_refused_wherever_it_comes_from(tmp_path: Path) -> None:
     assert Config(timeout_keep_alive=float("inf")).timeout_keep_alive == float("inf")  # a number: never
 
 
+@pytest.mark.parametrize("mode", ["-7", "-0o660", "10000", "7" * 12])
+def test_uds_permissions_outside_a_file_mode(mode: str) -> None:
+    """int(text, 8) takes a sign and any length: "-7" reached os.chmod as a negative mode, and 12 digits
+    overflowed it (OverflowError, a traceback) after the socket was bound."""
+    with pytest.raises(ConfigError, match="uds_permissions"):
+        Config(uds_permissions=mode)
+    assert Config(uds_permissions="7777").uds_permissions == "7777"
+
+
 def test_bad_toml_value_names_the_key(tmp_path: Path) -> None:
     path = write(tmp_path / "zonda.toml", 'port = "eighty"\n')
     with pytest.raises(ConfigError, match="port"):

@@ -466,9 +466,11 @@ class Config:
                 raise ConfigError(f"headers: {header!r} must be NAME:VALUE")
         if self.uds_permissions is not None:
             try:
-                int(self.uds_permissions, 8)
+                mode = int(self.uds_permissions, 8)
             except ValueError:
-                raise ConfigError(f"uds_permissions: {self.uds_permissions!r} is not an octal mode") from None
+                mode = -1
+            if not 0 <= mode <= 0o7777:  # int() also takes "-7" and modes os.chmod overflows on
+                raise ConfigError(f"uds_permissions: {self.uds_permissions!r} is not an octal mode")
         if self.quic_bind is not None:
             parse_bind(self.quic_bind, "quic_bind")
             object.__setattr__(self, "http3", True)
