@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from zonda import accesslog
 from zonda import logging as zonda_logging
 from zonda.accesslog import JSON_KEYS, AccessLogWriter, compile_format
+from zonda.errors import ConfigError
 
 
 class FakeCycle:
@@ -165,6 +166,25 @@ def test_duration_formats() -> None:
     ms, tenth, us = compile_format("{duration_ms} {duration_ms:.1f} {duration_us}")(cycle).split()
     assert re.fullmatch(r"15\d\d\.\d{3}", ms) and re.fullmatch(r"15\d\d\.\d", tenth)
     assert 1_500_000 <= int(us) < 2_000_000
+
+
+def test_a_number_field_takes_a_number_spec() -> None:
+    """The status is a number like bytes and pid; its line used the cached digits, text, so "{status:d}"
+    failed on every line (the first failure logged, all access lines lost)."""
+    line = compile_format("{status:d} {status:>5} {status:03d} {bytes:,d} {pid:d} {status}")(
+        FakeCycle(status=200)
+    )
+    assert line.split() == ["200", "200", "200", "13", str(os.getpid()), "200"]
+
+
+@pytest.mark.parametrize(
+    "fmt",
+    ["{client:d}", "{duration_ms:,d}", "{bytes:.2}", "{time:=10}", "{path:%}", "{pid:s}", "{status:,s}"],
+)
+def test_a_spec_that_does_not_suit_the_field_is_a_config_error(fmt: str) -> None:
+    """The spec pattern alone took these; each then failed on every line, after start-up had succeeded."""
+    with pytest.raises(ConfigError, match=re.escape(f"access_log_format: {fmt}: ")):
+        accesslog.parse_format(fmt)
 
 
 @pytest.mark.parametrize(

@@ -113,6 +113,7 @@ HEADER_FIELDS = {
 }
 _SPEC = re.compile(r"^[<>=^]?[+ -]?#?0?[0-9]*[,_]?(\.[0-9]+)?[dfegs%]?$")
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9a-z-]+$")
+_SAMPLES: dict[str, object] = {"s": "", "o": "", "i": 0, "f": 0.0}  # a value of each kind of FIELDS
 _TLS_VERSIONS = {0x0301: "TLSv1.0", 0x0302: "TLSv1.1", 0x0303: "TLSv1.2", 0x0304: "TLSv1.3"}
 
 
@@ -280,6 +281,10 @@ def parse_format(fmt: str) -> list[tuple[str, str | None, str]]:
             raise ConfigError(f"access_log_format: unknown field {{{field}}}; known: {known}")
         if not _SPEC.match(spec):
             raise ConfigError(f"access_log_format: bad format spec {spec!r} for {{{field}}}")
+        try:  # the pattern takes "{client:d}" and "{bytes:.2}": a spec must also suit the field's type
+            format(_SAMPLES[FIELDS[field][1]], spec)
+        except ValueError as exc:
+            raise ConfigError(f"access_log_format: {{{field}:{spec}}}: {exc}") from None
         parts.append((literal, field, spec))
     return parts
 
@@ -365,6 +370,8 @@ def compile_format(
                 template.append(f"{{v{index}}}")
                 index += 1
                 continue
+            if name == "status" and spec:
+                expression = "c.status"  # the cached digits are text; a spec formats the number
             body.append(f"v{index} = {expression}")
             if kind == "f" and not spec:
                 spec = ".3f"
