@@ -244,6 +244,12 @@ def test_env_file_sits_between_the_environment_and_the_toml_file(tmp_path: Path)
     assert Config.load(env={"ZONDA_ENV_FILE": env_file}).backlog == 11
 
 
+@pytest.mark.parametrize("none", ["none", "None", " none ", ""])
+def test_zonda_env_file_none_is_no_env_file(none: str) -> None:
+    """ZONDA_ENV_FILE=none is env_file None, as --env-file none is; the loader read a file named "none"."""
+    assert Config.load(env={"ZONDA_ENV_FILE": none}) == Config()
+
+
 def test_missing_env_file_is_an_error_naming_it(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"env_file: cannot read .*nope\.env"):
         Config.load(cli={"env_file": str(tmp_path / "nope.env")}, env={})

@@ -493,7 +493,7 @@ class Config:
         The TOML file is ``config_file``, else ``ZONDA_CONFIG``, else ``./pyproject.toml`` when it has a
         ``[tool.zonda]`` table. The env file's variables are read here for zonda's options only; putting
         them into ``os.environ`` for the app is ``zonda.envfile.apply_env_file``'s job, at start-up."""
-        from zonda.config_sources import find_pyproject, from_env, read_toml
+        from zonda.config_sources import find_pyproject, from_env, parse_text, read_toml
 
         values: dict[str, Any] = {}
         cli = cli or {}
@@ -501,7 +501,8 @@ class Config:
         config_file = config_file or env.get(ENV_PREFIX + "CONFIG") or find_pyproject()
         if config_file:
             values.update(read_toml(config_file))
-        env_file = cli.get("env_file") or env.get(ENV_PREFIX + "ENV_FILE") or values.get("env_file")
+        named = env.get(ENV_PREFIX + "ENV_FILE")  # read as the option is: "none" and "" are no file
+        env_file = cli.get("env_file") or (named and parse_text("env_file", named)) or values.get("env_file")
         if env_file:
             from zonda.envfile import read_env_file
 
