@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-TARGETS = ["http1", "proxy_header", "forwarded"]
+TARGETS = ["http1", "proxy_header", "forwarded", "config"]
 
 
 @pytest.mark.parametrize("name", TARGETS)
