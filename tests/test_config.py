@@ -393,6 +393,15 @@ def test_uds_permissions_outside_a_file_mode(mode: str) -> None:
     assert Config(uds_permissions="7777").uds_permissions == "7777"
 
 
+@pytest.mark.parametrize("bind", [":\xb2", "127.0.0.1:\u0669", "h:" + "9" * 5000, "h:123456"])
+def test_metrics_bind_with_a_port_of_other_digits(bind: str) -> None:
+    """str.isdigit() takes "\xb2" (which int() refuses: a ValueError out of Config) and 5000 digits (int()
+    refuses those too)."""
+    with pytest.raises(ConfigError, match="metrics_bind"):
+        Config(metrics_bind=bind)
+    assert Config(metrics_bind="[::1]:9100").metrics_bind == "[::1]:9100"
+
+
 def test_bad_toml_value_names_the_key(tmp_path: Path) -> None:
     path = write(tmp_path / "zonda.toml", 'port = "eighty"\n')
     with pytest.raises(ConfigError, match="port"):

@@ -515,7 +515,8 @@ class Config:
 def parse_bind(text: str, name: str = "metrics_bind") -> tuple[str, int]:
     """``HOST:PORT``, ``[::1]:PORT`` or ``:PORT`` (127.0.0.1). Raises ConfigError."""
     host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or int(port) > 65535:
+    # str.isdigit() alone also takes digits int() refuses ("\xb2") and runs longer than int() converts
+    if not sep or not (port.isascii() and port.isdigit() and len(port) <= 5) or int(port) > 65535:
         raise ConfigError(f"{name}: {text!r} is not HOST:PORT")
     return host.strip("[]") or "127.0.0.1", int(port)
 
