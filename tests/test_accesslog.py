@@ -187,6 +187,15 @@ def test_a_spec_that_does_not_suit_the_field_is_a_config_error(fmt: str) -> None
         accesslog.parse_format(fmt)
 
 
+@pytest.mark.parametrize("fmt", ["{a\nb}", "{status!\n}", "{status:d\n}", "{request_header:a\n}"])
+def test_a_format_with_a_newline_in_a_field_is_refused_in_one_line(fmt: str) -> None:
+    """Errors are one line: the field and conversion were shown raw, and the spec and header-name patterns,
+    anchored with "$", took a final newline (the spec then failed on every line)."""
+    with pytest.raises(ConfigError) as raised:
+        accesslog.parse_format(fmt)
+    assert "\n" not in str(raised.value) and "\\n" in str(raised.value)
+
+
 @pytest.mark.parametrize(
     "seconds", [0.0, 0.00004, 0.00006, 0.0123, 0.04449, 0.09994, 0.09996, 0.1, 0.25, 7.0, 12345.678]
 )

@@ -111,8 +111,9 @@ HEADER_FIELDS = {
     "request_header": "_header(s['headers'], {name!r})",
     "response_header": "_header(getattr(c, 'response_headers', ()), {name!r})",
 }
-_SPEC = re.compile(r"^[<>=^]?[+ -]?#?0?[0-9]*[,_]?(\.[0-9]+)?[dfegs%]?$")
-_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9a-z-]+$")
+# Matched whole (fullmatch): "$" would also match before a final newline.
+_SPEC = re.compile(r"[<>=^]?[+ -]?#?0?[0-9]*[,_]?(\.[0-9]+)?[dfegs%]?")
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9a-z-]+")
 _SAMPLES: dict[str, object] = {"s": "", "o": "", "i": 0, "f": 0.0}  # a value of each kind of FIELDS
 _TLS_VERSIONS = {0x0301: "TLSv1.0", 0x0302: "TLSv1.1", 0x0303: "TLSv1.2", 0x0304: "TLSv1.3"}
 
@@ -269,17 +270,17 @@ def parse_format(fmt: str) -> list[tuple[str, str | None, str]]:
             parts.append((literal, None, ""))
             continue
         if conversion:
-            raise ConfigError(f"access_log_format: conversions like !{conversion} are not supported")
+            raise ConfigError(f"access_log_format: conversions like !{_shown(conversion)} are not supported")
         spec = spec or ""
         if field in HEADER_FIELDS:
-            if not _HEADER_NAME.match(spec.lower()):
+            if not _HEADER_NAME.fullmatch(spec.lower()):
                 raise ConfigError(f"access_log_format: {{{field}:NAME}} needs a header name, got {spec!r}")
             parts.append((literal, f"{field}:{spec.lower()}", ""))
             continue
         if field not in FIELDS:
             known = ", ".join([*FIELDS, "request_header:NAME", "response_header:NAME"])
-            raise ConfigError(f"access_log_format: unknown field {{{field}}}; known: {known}")
-        if not _SPEC.match(spec):
+            raise ConfigError(f"access_log_format: unknown field {{{_shown(field)}}}; known: {known}")
+        if not _SPEC.fullmatch(spec):
             raise ConfigError(f"access_log_format: bad format spec {spec!r} for {{{field}}}")
         try:  # the pattern takes "{client:d}" and "{bytes:.2}": a spec must also suit the field's type
             format(_SAMPLES[FIELDS[field][1]], spec)
@@ -287,6 +288,11 @@ def parse_format(fmt: str) -> list[tuple[str, str | None, str]]:
             raise ConfigError(f"access_log_format: {{{field}:{spec}}}: {exc}") from None
         parts.append((literal, field, spec))
     return parts
+
+
+def _shown(text: str) -> str:
+    """``text`` for a one-line error message: its control characters escaped, as repr() would."""
+    return text if text.isprintable() else repr(text)[1:-1]
 
 
 def _expression(field: str) -> tuple[str, str]:
