@@ -256,3 +256,14 @@ def test_http3_without_tls_is_refused_in_one_line() -> None:
     result = run_cli("examples.hello:app", "--http3")
     assert result.returncode != 0
     assert "HTTP/3 runs over TLS only" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("args", [["--foo\nbar"], ["--ssl-version", "x\ny"], ["--bind\r", "x"]])
+def test_an_error_line_stays_one_line(args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """An unknown option or a refused value is shown as given, and a newline in it split the line."""
+    with pytest.raises(SystemExit) as raised:
+        parse_command_line(["app:app", *args])
+    assert raised.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("zonda: error: ") and err.count("\n") == 1 and "\r" not in err, err
+    assert "\\n" in err or "\\r" in err, err

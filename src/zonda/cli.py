@@ -56,7 +56,10 @@ def _text_parser(name: str) -> Callable[[str], Any]:
 
 class ArgumentParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
-        """One line, not argparse's usage block: the line names the flag and what to do."""
+        """One line, not argparse's usage block: the line names the flag and what to do. Text from the
+        command line may hold a newline: control characters are escaped as repr() would."""
+        if not message.isprintable():
+            message = "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
         self.exit(EXIT_USAGE, f"zonda: error: {message}\n")
 
 
