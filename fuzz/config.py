@@ -101,7 +101,7 @@ _STR_TEXTS = (
     *("", "none", "None", "x", "/api", "m:app", "127.0.0.1", "::1", "*", "10.0.0.0/8, unix", "bogus ip"),
     *(":9100", "[::1]:9100", "h:99999", "{client} {status}", "{status:d}", "{client:d}", "{nope}", "{"),
     *("{duration_ms:,d}", "{request_header:x-a} {pid:>6}", "660", "0o777", "-7", "999", "7777777"),
-    *("x-a: 1", "x-a: 1, b", "no-colon"),
+    *("x-a: 1", "x-a: 1, b", "no-colon", "h:\xb2", "h:" + "9" * 4400, "{status:d\n}"),
 )
 _ENV_FILE_TEXTS = (_ENV_FILE, _MISSING, "", "none")
 _APPS = ("m:app", "examples.hello:app", "pkg.mod:create")
