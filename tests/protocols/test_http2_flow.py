@@ -775,3 +775,11 @@ def test_data_and_window_update_frames_use_the_expected_layout() -> None:
     client.send(data(1, b"x" * 16384))
     (update,) = client.read()
     assert (update.kind, update.stream_id, update.payload) == (WINDOW_UPDATE, 1, b"\x00\x00\x40\x00")
+
+
+def test_a_content_length_of_thousands_of_digits_is_the_apps_error() -> None:
+    """int() refuses over 4300 digits: the app hears what is wrong with its header, not a parsing error."""
+    client = RawClient()
+    client.request(1)
+    with pytest.raises(AppProtocolError, match="invalid content-length"):
+        client.server.send_response(1, 200, [(b"content-length", b"9" * 5000)])

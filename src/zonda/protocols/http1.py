@@ -192,7 +192,11 @@ def _encode_head(status: Any, headers: Iterable[tuple[bytes, bytes]]) -> tuple[b
             value = header_value(raw_value)
             if name in _SPECIAL_RESPONSE_HEADERS:
                 if name == b"content-length":
-                    if not value.isdigit() or (length is not None and int(value) != length):
+                    if (
+                        not value.isdigit()
+                        or len(value) > 18
+                        or (length is not None and int(value) != length)
+                    ):
                         raise AppProtocolError(f"http.response.start: invalid content-length {value!r}")
                     length = int(value)
                 elif name == b"connection":

@@ -111,7 +111,7 @@ def response_fields(
             elif name == b"server":
                 has_server = True
             elif name == b"content-length":
-                if not value.isdigit() or (length is not None and int(value) != length):
+                if not value.isdigit() or len(value) > 18 or (length is not None and int(value) != length):
                     raise AppProtocolError(f"http.response.start: invalid content-length {value!r}")
                 length = int(value)
             fields.append((name, bytes(value)))
