@@ -22,9 +22,10 @@ from zonda.asgi._files import FILE_OFFERS
 from zonda.asgi.http import ConnectionInfo, HTTPSession
 from zonda.connection.base import Connection
 from zonda.connection.counting import CountingStream
-from zonda.connection.streams import StreamChannel, WebSocketChannel, route_websockets
+from zonda.connection.multiplexed import StreamDispatch
+from zonda.connection.streams import StreamChannel, WebSocketChannel
 from zonda.io.base import ByteStream, Loop, Waiter
-from zonda.protocols.events import ConnectionTerminated, Event, Request, StreamReset
+from zonda.protocols.events import ConnectionTerminated, Event, Request
 from zonda.protocols.http2 import ErrorCode, H2Connection, H2Error
 
 if TYPE_CHECKING:
@@ -47,7 +48,7 @@ h2_log = logging.getLogger("zonda.http2")
 BATCH_PIECES = 64
 
 
-class HTTP2Connection(Connection):
+class HTTP2Connection(StreamDispatch, Connection):
     """An HTTP/2 connection: the core, one session for all its streams, a channel per stream."""
 
     protocol_label = "http2"
@@ -139,25 +140,7 @@ class HTTP2Connection(Connection):
         self._handle(self.core.receive_data(data))
 
     def _handle(self, events: list[Event]) -> None:
-        core = self.core
-        terminated = False
-        if events:
-            self.batching = True
-            try:
-                if self.websockets:
-                    events = route_websockets(self.websockets, events)
-                terminated = self.session.handle_events(events)
-            finally:
-                self.batching = False
-            if self._stream_waiters:
-                for event in events:
-                    if type(event) is StreamReset:
-                        self._wake(event.stream_id)
-        if core.unblocked:
-            for stream_id in core.unblocked:
-                self._wake(stream_id)
-            core.unblocked.clear()
-        if terminated:
+        if self._dispatch(events, self.core.unblocked):
             self._log_termination(events)
         self.flush()
         self._arm_if_earlier()
@@ -202,8 +185,7 @@ class HTTP2Connection(Connection):
         for channel in list(self.websockets.values()):
             channel.lost()
         super().connection_lost(exc)
-        for stream_id in list(self._stream_waiters):
-            self._wake(stream_id)
+        self._wake_all()
         counters = self.core.counters  # already in shared.h2_counters: the core adds to both
         if counters:
             h2_log.debug("HTTP/2 connection counters: %s", counters)
@@ -255,21 +237,10 @@ class HTTP2Connection(Connection):
         raise NotImplementedError("files go out on a request's stream (StreamChannel.send_file)")
 
     def drain_stream(self, stream_id: int) -> Waiter:
-        waiter = self.loop.create_waiter()
-        if self._closed or not (self.write_paused or self.core.is_blocked(stream_id)):
-            waiter.set_result(None)
-        else:
-            previous = self._stream_waiters.get(stream_id)
-            if previous is not None and not previous.done():
-                previous.set_result(None)
-            self._stream_waiters[stream_id] = waiter
+        ready = self._closed or not (self.write_paused or self.core.is_blocked(stream_id))
+        if not ready:
             self._arm_if_earlier()  # the core may have brought its stall sweep forward (send outside a read)
-        return waiter
-
-    def _wake(self, stream_id: int) -> None:
-        waiter = self._stream_waiters.pop(stream_id, None)
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        return self._stream_waiter(stream_id, ready)
 
     def pause_reading(self) -> None:
         pass  # per stream (StreamChannel); the connection itself keeps reading for control frames

@@ -14,10 +14,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from zonda.asgi._files import FILE_OFFERS
 from zonda.asgi.http import ConnectionInfo, HTTPSession
-from zonda.connection.streams import StreamChannel, WebSocketChannel, route_websockets
+from zonda.connection.multiplexed import StreamDispatch
+from zonda.connection.streams import StreamChannel, WebSocketChannel
 from zonda.connection.timer import DeadlineTimer
 from zonda.io.base import Loop, Waiter
-from zonda.protocols.events import ConnectionTerminated, Event, StreamReset
+from zonda.protocols.events import ConnectionTerminated, Event
 from zonda.protocols.http3 import INTERIM_RESPONSES, H3Core, H3ErrorCode
 
 if TYPE_CHECKING:
@@ -52,7 +53,7 @@ class Endpoint(Protocol):
         ...
 
 
-class HTTP3Connection:
+class HTTP3Connection(StreamDispatch):
     """One QUIC connection serving HTTP/3: the core, one session for all its streams, a channel per stream."""
 
     protocol_label = "http3"
@@ -101,26 +102,9 @@ class HTTP3Connection:
 
     def _handle(self, events: list[Event]) -> None:
         core = self.core
-        terminated = False
         if self._tls_pending and core.cipher_suite is not None:
             self._offer_tls(core.cipher_suite)
-        if events:
-            self.batching = True
-            try:
-                if self.websockets:
-                    events = route_websockets(self.websockets, events)
-                terminated = self.session.handle_events(events)
-            finally:
-                self.batching = False
-            if self._stream_waiters:
-                for event in events:
-                    if type(event) is StreamReset:
-                        self._wake(event.stream_id)
-        if core.unblocked:
-            for stream_id in core.unblocked:
-                self._wake(stream_id)
-            core.unblocked.clear()
-        if terminated:
+        if self._dispatch(events, core.unblocked):
             self._log_termination(events)
         self.flush()
 
@@ -176,20 +160,7 @@ class HTTP3Connection:
             tally.bytes_out += sum(len(data) for data, _ in datagrams)
 
     def drain_stream(self, stream_id: int) -> Waiter:
-        waiter = self.loop.create_waiter()
-        if self._closed or not self.core.is_blocked(stream_id):
-            waiter.set_result(None)
-        else:
-            previous = self._stream_waiters.get(stream_id)
-            if previous is not None and not previous.done():
-                previous.set_result(None)
-            self._stream_waiters[stream_id] = waiter
-        return waiter
-
-    def _wake(self, stream_id: int) -> None:
-        waiter = self._stream_waiters.pop(stream_id, None)
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        return self._stream_waiter(stream_id, self._closed or not self.core.is_blocked(stream_id))
 
     def drain(self) -> Waiter:
         waiter = self.loop.create_waiter()
@@ -252,5 +223,4 @@ class HTTP3Connection:
         self.endpoint.forget(self)
         self.shared.connections.discard(self)
         self.session.connection_lost()
-        for stream_id in list(self._stream_waiters):
-            self._wake(stream_id)
+        self._wake_all()
