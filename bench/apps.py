@@ -105,3 +105,11 @@ async def download(scope, receive, send):
     for _ in range(15):
         await send({"type": "http.response.body", "body": MIB_PIECE, "more_body": True})
     await send({"type": "http.response.body", "body": MIB_PIECE})
+
+
+async def hello_ws_echo(scope, receive, send):
+    """hello over HTTP (1.1 and 2), ws_echo over WebSocket: one app for every phase of bench/soak.py."""
+    if scope["type"] == "websocket":
+        await ws_echo(scope, receive, send)
+    else:
+        await hello(scope, receive, send)
