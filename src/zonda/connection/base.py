@@ -58,6 +58,46 @@ SMALL_FILE = 16 * 1024  # at most this many bytes: read on the loop thread, writ
 error_log = logging.getLogger("zonda.error")
 
 
+class LostStream:
+    """What a connection holds instead of its driver's stream once that stream is lost or handed over: closed,
+    it takes no bytes and holds nothing. A connection and its session refer to each other (and the connection
+    to its timer, through its callback), so the connection is freed only by the cyclic garbage collector, which
+    seldom looks at objects that lived through a few collections; the driver's stream must not wait with it (a
+    TLS stream holds the TLS state and, on asyncio and uvloop, 256 KiB of buffers)."""
+
+    __slots__ = ()
+
+    def write(self, data: bytes) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+    def is_closing(self) -> bool:
+        return True
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return default  # asyncio's Loop.unacknowledged asks for the socket: there is none
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def set_protocol(self, protocol: object) -> None:
+        pass
+
+
+LOST_STREAM: ByteStream = LostStream()
+
+
 class Connection:
     """The plumbing every protocol's connection shares; see the module docstring."""
 
@@ -111,6 +151,13 @@ class Connection:
         if self.handler is not None:
             self.handler.connection_lost()
         self._wake_drain_waiters()
+        self.let_go_of_stream()
+
+    def let_go_of_stream(self) -> None:
+        """The driver's stream is gone (or another connection object has it): drop it, and the file sender
+        writing to it (see ``LostStream``)."""
+        self.stream = self.raw_stream = LOST_STREAM
+        self._files = None
 
     def pause_writing(self) -> None:
         self.write_paused = True

@@ -172,6 +172,7 @@ class HTTP1Connection(Connection):
 
         self._hand_over()
         h2 = HTTP2Connection(self.shared, self.loop, self.stream, info, self.raw_stream)
+        self.let_go_of_stream()
         h2.start(data)
 
     def upgrade_h2c(self, request: Request) -> None:
@@ -199,6 +200,7 @@ class HTTP1Connection(Connection):
             self.stream.resume_reading()
         self._hand_over()
         h2 = HTTP2Connection(self.shared, self.loop, self.stream, self.session.info, self.raw_stream)
+        self.let_go_of_stream()
         with contextlib.suppress(ProtocolError):  # bad settings: the client's SETTINGS frame follows anyway
             h2.core.apply_http2_settings(settings)
         h2.flush()  # our SETTINGS, the first HTTP/2 frame after 101 (RFC 7540 §3.2)
