@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextvars
 import threading
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -137,6 +138,25 @@ def test_cancelled_timers_are_compacted_away() -> None:
         await trio.sleep(0.1)
         assert fired == [1]
         kept.cancel()  # after firing: a no-op
+
+    run_trio(main)
+
+
+def test_a_cancelled_timer_lets_go_of_its_callback_at_once() -> None:
+    """A cancelled entry waits in the heap for its time (or a compaction): what its callback holds, a closed
+    connection with its state, must not wait with it."""
+
+    class Owner:
+        def on_due(self) -> None:
+            raise AssertionError("a cancelled timer fired")
+
+    async def main(loop: TrioLoop) -> None:
+        owner = Owner()
+        gone = weakref.ref(owner)
+        loop.call_at(loop.time() + 60, owner.on_due).cancel()
+        del owner
+        assert len(loop._timers._heap) == 1  # still in the heap ...
+        assert gone() is None  # ... but the owner is freed
 
     run_trio(main)
 

@@ -91,7 +91,14 @@ class TrioTimer:
     def cancel(self) -> None:
         if not self.cancelled:
             self.cancelled = True
+            # The entry stays in the heap until its time comes or the heap is compacted (an HTTP/2 connection's
+            # idle timer: 60 s); its callback, a connection's, must not keep that connection alive until then.
+            self.callback = _nothing
             self._queue.note_cancelled()
+
+
+def _nothing() -> None:
+    pass
 
 
 class TimerQueue:
