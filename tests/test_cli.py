@@ -267,3 +267,9 @@ def test_an_error_line_stays_one_line(args: list[str], capsys: pytest.CaptureFix
     err = capsys.readouterr().err
     assert err.startswith("zonda: error: ") and err.count("\n") == 1 and "\r" not in err, err
     assert "\\n" in err or "\\r" in err, err
+
+
+def test_a_double_dash_given_as_an_options_own_value_is_that_value() -> None:
+    """argparse before 3.13 turns --uds=-- into an empty list (a ConfigError about a list); "--" is the value."""
+    config, _ = parse_command_line(["app:app", "--uds=--", "--root-path=--"])
+    assert config.uds == "--" and config.root_path == "--"

@@ -55,6 +55,13 @@ def _text_parser(name: str) -> Callable[[str], Any]:
 
 
 class ArgumentParser(argparse.ArgumentParser):
+    def _get_values(self, action: argparse.Action, arg_strings: list[str]) -> Any:
+        # argparse before Python 3.13 drops a "--" given as an option's own value (--uds=--), leaving it an
+        # empty list; it is the value, as 3.13 reads it
+        if arg_strings == ["--"] and action.option_strings and action.nargs is None:
+            return self._get_value(action, "--")
+        return super()._get_values(action, arg_strings)
+
     def error(self, message: str) -> NoReturn:
         """One line, not argparse's usage block: the line names the flag and what to do. Text from the
         command line may hold a newline: control characters are escaped as repr() would."""
