@@ -123,7 +123,7 @@ def test_every_panel_returns_data_from_a_real_zonda(tmp_path: Path) -> None:
         with child_process(argv, prom_port, str(tmp_path / "prometheus.log")):
             wait_for(lambda: scraped_once(prom_port), what="the first scrape", timeout=20)
             pids: set[str] = set()
-            stop_at = time.monotonic() + 8  # traffic for several scrapes: rates need two points at least
+            stop_at = time.monotonic() + 5  # traffic for several scrapes: rates need two points at least
             while time.monotonic() < stop_at:
                 for path in ("/", "/", "/", "/missing"):
                     response = raw_request(

@@ -375,6 +375,7 @@ async def app(scope, receive, send):
 """
 
 
+@pytest.mark.drivers("uvloop")  # the kernel's SO_REUSEPORT hashing; the loops' UDP paths are tested above
 def test_two_workers_each_keep_their_own_quic_connections(tmp_path: Path, tls: TLSFiles) -> None:
     """Each worker binds the UDP port with SO_REUSEPORT; a connection's datagrams all reach the worker that
     holds it (the kernel hashes the client's address), so every request of a connection is answered by one
@@ -400,6 +401,7 @@ def test_two_workers_each_keep_their_own_quic_connections(tmp_path: Path, tls: T
     assert len(set().union(*answered)) == 2, "16 connections all went to one worker"
 
 
+@pytest.mark.drivers("uvloop")  # aioquic's accounting, the same whatever loop sends the datagrams
 def test_the_amplification_limit_holds_for_an_unvalidated_address(server: Any, tls: TLSFiles) -> None:
     """RFC 9000 §8.1: before a client's address is validated, the server sends at most three times what it
     received from it. A client that sends one Initial and never answers (a spoofed address, as in a reflection
