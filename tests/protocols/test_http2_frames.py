@@ -4,6 +4,9 @@ exact GOAWAY or RST_STREAM code."""
 
 from __future__ import annotations
 
+import h2.config
+import h2.connection
+import h2.events
 import pytest
 
 from h2wire import (
@@ -647,9 +650,36 @@ def test_priority_frame_depending_on_itself_is_a_stream_error() -> None:
 
 
 def test_priority_on_an_idle_stream_depending_on_itself() -> None:
+    # A stream error, but RST_STREAM must not name an idle stream (RFC 9113 §6.4): a client fails the connection
+    # on one, so the server makes it the connection's error (§5.4.1). Found by fuzz/http2.py: h2 as the client
+    # refused the RST_STREAM.
     client = RawClient()
     events = client.send(priority(3, depends_on=3))
-    assert_stream_error(client, events, 3, ErrorCode.PROTOCOL_ERROR)
+    assert_connection_error(client, events, ErrorCode.PROTOCOL_ERROR)
+
+
+@pytest.mark.parametrize("length", [0, 4, 6])
+def test_priority_not_5_bytes_on_an_idle_stream(length: int) -> None:
+    client = RawClient()
+    client.request(1)
+    events = client.send(frame(PRIORITY, 0, 5, b"\0\0\0\0\x10\0"[:length]))
+    assert_connection_error(client, events, ErrorCode.FRAME_SIZE_ERROR, last=1)
+
+
+def test_priority_on_an_idle_stream_read_by_h2_as_the_client() -> None:
+    """What the fuzz target found: an h2 client that has opened no stream yet gets a connection error it can
+    read, not an RST_STREAM on an idle stream that it refuses as a protocol error."""
+    client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
+    client.initiate_connection()
+    server = make_server()
+    server.receive_data(client.data_to_send() + priority(1, depends_on=1))
+    events = client.receive_data(server.data_to_send())
+    assert [type(e) for e in events if not isinstance(e, h2.events.RemoteSettingsChanged)] == [
+        h2.events.WindowUpdated,
+        h2.events.SettingsAcknowledged,
+        h2.events.ConnectionTerminated,
+    ]
+    assert events[-1].error_code == ErrorCode.PROTOCOL_ERROR
 
 
 def test_max_concurrent_streams_exceeded_is_refused() -> None:

@@ -727,11 +727,19 @@ class H2Connection(OutputBuffer):
         if stream_id == 0:
             raise H2Error(ErrorCode.PROTOCOL_ERROR, "PRIORITY on stream 0")
         if len(payload) != 5:
-            self._reset_stream(stream_id, ErrorCode.FRAME_SIZE_ERROR, "PRIORITY must be 5 bytes")
+            self._priority_error(stream_id, ErrorCode.FRAME_SIZE_ERROR, "PRIORITY must be 5 bytes")
             return
         self._count_control("PRIORITY")
         if U32.unpack_from(payload)[0] & 0x7FFFFFFF == stream_id:
-            self._reset_stream(stream_id, ErrorCode.PROTOCOL_ERROR, f"stream {stream_id} depends on itself")
+            self._priority_error(stream_id, ErrorCode.PROTOCOL_ERROR, f"stream {stream_id} depends on itself")
+
+    def _priority_error(self, stream_id: int, code: ErrorCode, detail: str) -> None:
+        """A bad PRIORITY frame is a stream error (RFC 9113 §6.3, RFC 7540 §5.3.1), but RST_STREAM must never name
+        an idle stream (§6.4: its receiver fails the connection, as h2 does): on an idle stream the error is the
+        connection's, which §5.4.1 allows for any stream error."""
+        if stream_id not in self.streams and self._idle(stream_id):
+            raise H2Error(code, f"{detail} (on idle stream {stream_id})")
+        self._reset_stream(stream_id, code, detail)
 
     def _on_goaway(self, stream_id: int, payload: bytes) -> None:
         if stream_id != 0:
