@@ -274,6 +274,19 @@ def test_window_is_returned_as_the_body_arrives() -> None:
     assert client.read() == []  # the last frame: no stream window is needed any more
 
 
+@pytest.mark.parametrize("window", [1, 3])
+def test_empty_data_never_brings_a_zero_window_update(window: int) -> None:
+    # With a stream window under 4 bytes (--h2-initial-window-size allows 1) a quarter of it is 0, and an empty
+    # DATA frame made the core send WINDOW_UPDATE with increment 0, which its receiver must treat as an error
+    # (RFC 9113 §6.9; h2 fails the connection). Found by fuzz/http2.py.
+    client = RawClient(initial_window_size=window)
+    client.request(1, end_stream=False)
+    assert client.send(data(1, b"")) == [Data(1, b"", False)]
+    assert client.read() == []
+    client.send(data(1, b"x" * window))
+    assert [(f.stream_id, f.increment) for f in client.read()] == [(1, window)]
+
+
 def test_connection_window_counts_data_on_closed_streams() -> None:
     client = RawClient(connection_window_size=65535 * 2)
     client.request(1, end_stream=False)

@@ -432,7 +432,8 @@ class H2Connection(OutputBuffer):
             stream.recv_unacked = 0
             if not stream.send_open:
                 self._forget(stream_id, Closed.ENDED)
-        elif not stream.recv_paused and stream.recv_unacked >= self.settings.initial_window_size // 4:
+        elif not stream.recv_paused and stream.recv_unacked >= (self.settings.initial_window_size // 4 or 1):
+            # (never an increment of 0, an error for the client: a window under 4 bytes has a quarter of 0)
             self._out.append(frame(WINDOW_UPDATE, 0, stream_id, U32.pack(stream.recv_unacked)))
             stream.recv_unacked = 0
         self._events.append(Data(stream_id, data, end_stream))
