@@ -542,6 +542,42 @@ def test_trailers_without_a_body() -> None:
     ]
 
 
+@pytest.mark.parametrize("sent", [b"", b"1234"])
+def test_trailers_cannot_end_a_response_short_of_its_content_length(sent: bytes) -> None:
+    # Trailers end the stream: a declared content-length not reached then is the app's error, as for a body
+    # ended short (RFC 9113 §8.1.1: such a response is malformed). Found by fuzz/http2.py (h2 does not check
+    # the length when trailers end a response).
+    client = RawClient()
+    client.request(1, [*GET, (b"te", b"trailers")])
+    client.server.send_response(1, 200, [(b"content-length", b"5")])
+    if sent:
+        client.server.send_body(1, sent, False)
+    with pytest.raises(AppProtocolError, match=f"ended after {len(sent)} of 5"):
+        client.server.send_trailers(1, [(b"x-t", b"1")])
+    frames = client.read()
+    assert [f.kind for f in frames] == ([HEADERS, DATA] if sent else []) + [RST_STREAM]  # the head waited
+    assert frames[-1].code == ErrorCode.INTERNAL_ERROR and not client.server.is_open(1)
+
+
+def test_trailers_after_the_whole_declared_body_and_on_a_head_response() -> None:
+    client = RawClient()
+    client.request(1)
+    client.server.send_response(1, 200, [(b"content-length", b"2")])
+    client.server.send_body(1, b"ok", False)
+    client.server.send_trailers(1, [(b"x-t", b"1")])
+    client.request(3, [(b":method", b"HEAD"), *GET[1:]])
+    client.server.send_response(3, 200, [(b"content-length", b"2")])
+    client.server.send_trailers(3, [(b"x-t", b"1")])
+    frames = client.read()
+    assert [(f.kind, f.stream_id, f.flags & END_STREAM) for f in frames] == [
+        (HEADERS, 1, 0),
+        (DATA, 1, 0),
+        (HEADERS, 1, END_STREAM),
+        (HEADERS, 3, 0),
+        (HEADERS, 3, END_STREAM),
+    ]
+
+
 def test_trailers_wait_behind_flow_controlled_data() -> None:
     client = RawClient(client_settings=settings_payload(initial_window_size=10))
     client.request(1)

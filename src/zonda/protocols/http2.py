@@ -938,6 +938,14 @@ class H2Connection(OutputBuffer):
         if stream is None or not stream.send_open:
             return
         block = trailer_block(headers)
+        length = stream.resp_length
+        if length is not None and stream.resp_sent != length and not stream.head_only:
+            # trailers end the stream: short of the declared content-length, as send_body refuses it (§8.1.1)
+            self.reset_stream(stream_id, ErrorCode.INTERNAL_ERROR)
+            raise AppProtocolError(
+                f"http.response.trailers: response ended after {stream.resp_sent} of {length} declared "
+                "content-length bytes"
+            )
         if stream.resp_head is not None:
             self._out.append(self._headers_frame(stream_id, stream.resp_head, False))
             stream.resp_head = None
