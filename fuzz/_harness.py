@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -20,9 +21,6 @@ from hypothesis import strategies as st
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT / "fuzz" / "corpus"
-# The targets reuse the sans-io test helpers (fake clock, HTTP/2 frame builders) rather than copy them.
-if str(ROOT / "tests") not in sys.path:
-    sys.path.insert(0, str(ROOT / "tests"))
 
 Target = Callable[[bytes], None]
 T = TypeVar("T")
@@ -58,6 +56,17 @@ class Reader:
         piece = self.data[self.position : self.position + size]
         self.position += size
         return piece
+
+
+def pieces(rng: random.Random, data: bytes, sizes: Sequence[int] = (1, 2, 3, 9, 64)) -> Iterator[bytes]:
+    """``data`` in drawn cuts (a size from ``sizes``, or all the rest), no more than about 64 of them: a large
+    input fed a byte at a time would take seconds, and a slow input holds up a whole run."""
+    floor = len(data) // 64
+    position = 0
+    while position < len(data):
+        size = max(floor, rng.choice(sizes) if rng.random() < 0.85 else len(data))
+        yield data[position : position + size]
+        position += size
 
 
 def pack(*parts: int | bytes | str) -> bytes:
