@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-TARGETS = ["http1", "proxy_header", "forwarded", "config"]
+TARGETS = ["http1", "proxy_header", "forwarded", "config", "http2", "websocket"]
 
 
 @pytest.mark.parametrize("name", TARGETS)
