@@ -18,6 +18,7 @@ for the invariants (bounded buffering, back-pressure, unwinding on disconnect).
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 import os
 import threading
@@ -184,6 +185,22 @@ class JobPool:
             for thread in threads:
                 if thread is not threading.current_thread():
                     thread.join()
+
+
+class ContextJobPool(JobPool):
+    """A ``JobPool`` whose jobs run in a copy of the submitting task's context (``contextvars``), so what was
+    current there is current in the app's thread: the request's span with ``--otel``. A plain ``JobPool``
+    serves without it, copying nothing per request."""
+
+    def __init__(self, size: int, run: Callable[..., None], name: str = "zonda-wsgi") -> None:
+        super().__init__(size, partial(_run_in_context, run), name)
+
+    def submit(self, loop: Loop, *job: Any) -> None:
+        JobPool.submit(self, loop, contextvars.copy_context(), *job)
+
+
+def _run_in_context(run: Callable[..., None], context: contextvars.Context, *job: Any) -> None:
+    context.run(run, *job)
 
 
 _pools: weakref.WeakSet[JobPool] = weakref.WeakSet()

@@ -30,6 +30,7 @@ from zonda.rejection_log import RejectionLog
 if TYPE_CHECKING:
     from zonda.asgi.websocket import StreamTunnel, WebSocketCycle
     from zonda.io.base import Waiter
+    from zonda.otel.spans import Tracing
     from zonda.protocols.websocket import WSConnection, WSSettings
 
 error_log = logging.getLogger("zonda.error")
@@ -180,12 +181,15 @@ class SessionContext:
         "access_log",
         "app",
         "h2c",
+        "http_cycle",
         "limit_concurrency",
         "on_response",
         "rejection_log",
         "root_path",
         "state",
         "stats",
+        "tracing",
+        "websocket_cycle",
         "ws",
     )
 
@@ -209,6 +213,11 @@ class SessionContext:
         self.stats = ServerStats()
         self.h2c = False  # answer `Upgrade: h2c` requests by switching to HTTP/2 (the server sets it)
         self.rejection_log = RejectionLog()  # lines about rejected clients, rate-limited per cause
+        # The classes a request becomes, chosen once: --otel (zonda.otel.install) swaps in traced subclasses,
+        # so a server without it has no tracing branch per request.
+        self.http_cycle: type[HTTPCycle] = HTTPCycle
+        self.websocket_cycle: type[WebSocketCycle] | None = None  # None: zonda.asgi.websocket's own
+        self.tracing: Tracing | None = None  # --otel: the tracer and its settings, for the traced cycles
 
 
 class ServerStats:
@@ -777,11 +786,11 @@ class HTTPSession:
         cycle: Cycle
         if context.limit_concurrency is not None and stats.active_requests >= context.limit_concurrency:
             stats.rejected_concurrency += 1
-            cycle = HTTPCycle(self, request, scope, service_unavailable)
+            cycle = context.http_cycle(self, request, scope, service_unavailable)
         elif request.upgrade is not None:
             cycle = self._upgrade_cycle(request, scope)
         else:
-            cycle = HTTPCycle(self, request, scope, app)
+            cycle = context.http_cycle(self, request, scope, app)
         self.cycles[request.stream_id] = cycle
         stats.active_requests += 1
         self._queue.append(cycle)
@@ -800,7 +809,7 @@ class HTTPSession:
             and scope["scheme"] == "http"
         ):
             return H2CUpgrade(self, request, scope, upgrades)
-        return HTTPCycle(self, request, scope, context.app)
+        return context.http_cycle(self, request, scope, context.app)
 
     def _websocket_cycle(self, request: Request, scope: Scope, settings: WSSettings) -> Cycle:
         # Imported here: WebSocket support is optional (the websockets package comes with zonda[standard]).
@@ -822,7 +831,9 @@ class HTTPSession:
                 exc.detail,
             )
             extra = [(b"sec-websocket-version", b"13")] if exc.status == 426 else []
-            return HTTPCycle(self, request, scope, plain_response_app(exc.status, exc.detail, extra))
+            return self.context.http_cycle(
+                self, request, scope, plain_response_app(exc.status, exc.detail, extra)
+            )
         scope["type"] = "websocket"
         scope["scheme"] = "wss" if scope["scheme"] == "https" else "ws"  # as a trusted proxy may have set it
         del scope["method"]
@@ -833,7 +844,7 @@ class HTTPSession:
         }
         extensions["websocket.http.response"] = {}
         scope["extensions"] = extensions
-        return WebSocketCycle(self, request, scope, handshake, settings)
+        return (self.context.websocket_cycle or WebSocketCycle)(self, request, scope, handshake, settings)
 
     def _start(self, cycle: Cycle) -> None:
         self.current = cycle

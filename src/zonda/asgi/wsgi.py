@@ -37,7 +37,16 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
-from zonda.asgi._wsgi_threads import BODY_END, NO_BODY, ZEROCOPY, Channel, JobPool, Waker, WSGIInput
+from zonda.asgi._wsgi_threads import (
+    BODY_END,
+    NO_BODY,
+    ZEROCOPY,
+    Channel,
+    ContextJobPool,
+    JobPool,
+    Waker,
+    WSGIInput,
+)
 from zonda.asgi.types import Message, Receive, Scope, Send
 from zonda.errors import AppProtocolError
 from zonda.io import running
@@ -482,6 +491,13 @@ class WSGIAdapter:
     def shutdown(self, wait: bool = False) -> None:
         """Stop the pool's threads once the requests already queued are done."""
         self.pool.shutdown(wait)
+
+    def carry_context(self) -> None:
+        """Run each request in its task's context (``contextvars``), as ``--otel`` needs for the span to be
+        current in the app's thread; chosen at start-up, so that without it nothing is copied per request."""
+        if not isinstance(self.pool, ContextJobPool):
+            self.pool.shutdown()
+            self.pool = ContextJobPool(self.threads, self._run)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
