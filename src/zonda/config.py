@@ -368,6 +368,19 @@ class Config:
         metavar="HOST:PORT",
     )
 
+    otel: bool = option(
+        False,
+        "OpenTelemetry tracing: a SERVER span per request and WebSocket session, exported over OTLP/HTTP and "
+        "configured by the standard OTEL_* environment variables (needs zonda[otel])",
+        "Tracing",
+    )
+    otel_trust_incoming: bool = option(
+        False,
+        "continue the trace of any client's traceparent header; by default only those of trusted peers "
+        "(--forwarded-allow-ips) are continued, and other requests start a new trace",
+        "Tracing",
+    )
+
     workers: int = option(
         1,
         "worker processes under a supervisor; 0 or auto: one per CPU",

@@ -42,12 +42,16 @@ from zonda.logging import access_log_enabled
 from zonda.tls import create_ssl_context, describe_tls
 
 if TYPE_CHECKING:
+    from types import ModuleType
+
     from zonda.connection.quic import QuicEndpoint, QuicSettings
     from zonda.metrics import Metrics
+    from zonda.otel import Tracing
     from zonda.protocols.websocket import WSSettings
 
 logger = logging.getLogger("zonda.error")
 LIFESPAN_EXIT_WAIT = 5.0  # seconds the app's lifespan task gets to end once it failed or was cancelled
+SPAN_FLUSH_WAIT = 3.0  # seconds a graceful stop waits for --otel's queued spans to be exported
 
 
 def _resolve(waiter: Waiter) -> None:
@@ -71,6 +75,14 @@ def ws_settings(config: Config) -> WSSettings | None:
         ping_interval=config.ws_ping_interval or None,
         ping_timeout=config.ws_ping_timeout or None,
     )
+
+
+def _both(first: Callable[[Any], None], second: Callable[[Any], None]) -> Callable[[Any], None]:
+    def both(cycle: Any) -> None:
+        first(cycle)
+        second(cycle)
+
+    return both
 
 
 class _DateTicker:
@@ -251,7 +263,10 @@ class Server:
         config = self.config
         loop = runtime.loop
         ssl_context = create_ssl_context(config)  # a bad certificate or key fails before startup too
-        on_response, access_writer = self._response_hook(loop)  # a bad --access-log-file fails before startup
+        otel = self._otel()  # --otel: a missing OpenTelemetry SDK fails before startup too
+        on_response, access_writer = self._response_hook(
+            loop, otel.response_sent if otel is not None else None
+        )  # a bad --access-log-file fails before startup
         served_app = traced(app)  # --log-level trace: a line per ASGI message; otherwise the app itself
         quic = self._quic_settings()  # a missing aioquic or a bad key fails before startup too
         try:
@@ -269,6 +284,9 @@ class Server:
             if self.quic_socket is not None:
                 self.quic_socket.close()
             raise
+        # after lifespan startup, in this (worker) process: an app that sets up its own tracer provider then
+        # has it used
+        tracing = otel.start_tracing(config) if otel is not None else None
         context = SessionContext(
             served_app,
             lifespan.state if lifespan else {},
@@ -278,6 +296,8 @@ class Server:
             ws=ws_settings(config),
             on_response=on_response,
         )
+        if otel is not None and tracing is not None:
+            otel.install(tracing, context, app)
         shared = self.shared = ServerShared(config, context, ssl_context, self._alt_svc())
         if self.metrics is not None:
             self.metrics.attach(shared, loop)
@@ -321,6 +341,8 @@ class Server:
                     access_writer.close()
                 if lifespan is not None:
                     await self._stop_lifespan(runtime, lifespan, lifespan_task)
+                if tracing is not None and not self.force_exit:
+                    await self._flush_spans(runtime, tracing)
                 # unlink only a socket this server bound, never a file that was in the way
                 if config.uds and sockets is None and self.sockets:
                     with contextlib.suppress(OSError):
@@ -337,6 +359,41 @@ class Server:
             raise ConfigError("http3: HTTP/3 needs aioquic: pip install 'zonda[http3]'") from None
         return quic_settings(self.config)
 
+    def _otel(self) -> ModuleType | None:
+        """``--otel``: the tracing module (OpenTelemetry imported only then). Raises ConfigError."""
+        if not self.config.otel:
+            return None
+        try:
+            import zonda.otel
+        except ImportError:
+            raise ConfigError(
+                "otel: tracing needs the OpenTelemetry SDK and OTLP exporter: pip install 'zonda[otel]'"
+            ) from None
+        return zonda.otel
+
+    async def _flush_spans(self, runtime: Runtime, tracing: Tracing) -> None:
+        """Export the spans still queued, from a thread of its own (an export blocks on the network), waiting
+        ``SPAN_FLUSH_WAIT`` seconds at most: an unreachable collector does not hold up the stop."""
+        loop = runtime.loop
+        done = loop.create_waiter()
+
+        def flush() -> None:
+            try:
+                tracing.flush()
+            except Exception:
+                logger.exception("Exporting the last spans failed")
+            finally:
+                with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+                    loop.call_soon_threadsafe(partial(_resolve, done))
+
+        threading.Thread(target=flush, name="zonda-otel-flush", daemon=True).start()
+        try:
+            await runtime.wait_for(done, SPAN_FLUSH_WAIT)
+        except TimeoutError:
+            logger.warning(
+                "Spans still unexported %gs after the stop: not waiting for them.", SPAN_FLUSH_WAIT
+            )
+
     def _alt_svc(self) -> bytes | None:
         """The alt-svc header value that offers HTTP/3 (RFC 7838, RFC 9114 §3.1.1), when served."""
         if self.quic_address is None or not self.config.alt_svc_max_age:
@@ -347,7 +404,8 @@ class Server:
         """The longest the shutdown sequence can take by its own timeouts, and a second more."""
         config = self.config
         drain = self.drain_grace + config.timeout_graceful_shutdown + LIFESPAN_EXIT_WAIT
-        return drain + config.timeout_lifespan_shutdown + LIFESPAN_EXIT_WAIT + 1.0
+        spans = SPAN_FLUSH_WAIT if config.otel else 0.0
+        return drain + config.timeout_lifespan_shutdown + LIFESPAN_EXIT_WAIT + spans + 1.0
 
     def _close_own_sockets(self) -> None:
         """Start-up failed after binding: close what this server bound, and remove its unix socket."""
@@ -358,18 +416,18 @@ class Server:
                 os.unlink(self.config.uds)
         self.sockets = []
 
-    def _response_hook(self, loop: Loop) -> tuple[Callable[[Any], None] | None, AccessLogWriter | None]:
-        """The per-response hook: the access log and/or metrics, or None when both are off."""
+    def _response_hook(
+        self, loop: Loop, span_event: Callable[[Any], None] | None = None
+    ) -> tuple[Callable[[Any], None] | None, AccessLogWriter | None]:
+        """The per-response hook: the access log, metrics and/or ``span_event`` (--otel), or None when all are
+        off."""
         access, writer = build_access_log(self.config, loop, access_log_enabled())
         record = self.metrics.record if self.metrics is not None else None
-        if access is None or record is None:
-            return access or record, writer
-
-        def both(cycle: Any) -> None:
-            access(cycle)
-            record(cycle)
-
-        return both, writer
+        hook = None
+        for part in (access, record, span_event):
+            if part is not None:
+                hook = part if hook is None else _both(hook, part)
+        return hook, writer
 
     async def _start_lifespan(
         self, runtime: Runtime, app: ASGIApp
