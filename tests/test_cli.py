@@ -252,6 +252,17 @@ def test_http3_without_aioquic_is_one_line_saying_what_to_install(tmp_path: Path
     assert "Traceback" not in result.stderr
 
 
+def test_otel_without_the_opentelemetry_packages_is_one_line_saying_what_to_install(tmp_path: Path) -> None:
+    missing = tmp_path / "without" / "opentelemetry"  # a plain package first on the path hides the real one
+    missing.mkdir(parents=True)
+    (missing / "__init__.py").write_text('raise ImportError("opentelemetry is not installed here")\n')
+    result = run_cli("examples.hello:app", "--port", "0", "--otel", env={"PYTHONPATH": str(missing.parent)})
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if "ERROR" in line]
+    assert len(errors) == 1 and "pip install 'zonda[otel]'" in errors[0], result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_http3_without_tls_is_refused_in_one_line() -> None:
     result = run_cli("examples.hello:app", "--http3")
     assert result.returncode != 0
