@@ -78,10 +78,18 @@ class Tracing:
         self.trust = trust
         self.trust_incoming = trust_incoming  # --otel-trust-incoming: every peer's traceparent is continued
         self.provider = provider
+        # the header names the propagators read (traceparent, tracestate, baggage by default)
+        self.fields = frozenset(field.lower().encode("latin-1") for field in propagator.fields)
 
     def parent(self, headers: Headers, peer: tuple[str, int] | None) -> Context:
         """The trace a request continues: the one its headers carry when its peer is trusted (the same peer,
         the same trust list as forwarded headers), else none: a new root, never the server's own context."""
+        fields = self.fields
+        for name, _ in headers:
+            if name in fields:
+                break
+        else:
+            return Context()  # the usual request from a client: nothing to continue, no propagator run
         if self.trust_incoming or self.trust.is_trusted(peer[0] if peer else None):
             return self.propagator.extract(headers, context=Context(), getter=HEADERS)
         return Context()
