@@ -1,9 +1,11 @@
 """What observability costs: zonda's hello throughput with the access log off, in the default ``zonda.access``
-logger line, in a custom format, as JSON, and with metrics on, as ratios to "off".
+logger line, in a custom format, as JSON, with metrics on, and with OpenTelemetry tracing (``--otel``) at
+sampling ratios 1.0 and 0.1, as ratios to "off".
 
-Run from the repo root with the project's virtualenv (prometheus_client installed for the metrics row)::
+Run from the repo root with the project's virtualenv (prometheus_client installed for the metrics row, the
+``otel`` extra for the tracing rows)::
 
-    .venv/bin/python bench/observability.py                      # 3 rounds x 5 variants x 10 s, ~3 minutes
+    .venv/bin/python bench/observability.py                      # 3 rounds x 7 variants x 10 s, ~4 minutes
     .venv/bin/python bench/observability.py --append-results     # also append a section to bench/RESULTS.md
     .venv/bin/python bench/observability.py --duration 3 --rounds 1
 
@@ -18,11 +20,18 @@ How it measures:
   steadier number when the machine is noisy.
 - The access log variants write to a file in a temporary directory (``--access-log-file``); the script
   checks afterwards that it holds one line per request served.
+- The tracing variants run ``--otel`` with ``OTEL_TRACES_SAMPLER=parentbased_traceidratio`` and
+  ``OTEL_TRACES_SAMPLER_ARG`` 1.0 or 0.1 (wrk sends no traceparent: every request is a root, sampled at that
+  ratio), exporting with the SDK's defaults (BatchSpanProcessor, OTLP/HTTP protobuf) to a receiver in this
+  script that reads each POST and discards it. The export (encoding, HTTP) runs in the server's own exporter
+  thread, so it is in the server's CPU; spans the SDK drops when its queue is full (its warning in the
+  server's log) are counted and reported.
 - Then, unless ``--no-in-process``, the same variants in process, without sockets: the real driver, bridge,
   core and hooks fed ``GET /`` through a fake transport, 40,000 requests per run (the loop runs every 32, so
   timers fire and the access log writes its batches, as under load), 7 interleaved runs, thread CPU time,
   best run. On a shared machine this is the steadier number; it leaves out the kernel's share, so its
-  percentages are of a smaller base.
+  percentages are of a smaller base. Tracing there ends its spans into a BatchSpanProcessor whose exporter
+  discards them: the serving thread's own cost (span, attributes, context, events), not the export.
 
 Only processes this script starts are stopped, by pid. All traffic goes to 127.0.0.1.
 """
@@ -37,9 +46,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 if not __package__:  # run as a file (bench/observability.py, and its in-process child): import bench
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -55,6 +66,9 @@ from bench.harness import (
     run_wrk,
 )
 
+if TYPE_CHECKING:
+    from zonda.otel import Tracing
+
 PLAIN = '{time} {client} - "{method} {target} {protocol}" {status} {bytes} {duration_ms:.1f}ms'
 VARIANTS: dict[str, list[str]] = {
     "off": ["--no-access-log"],
@@ -62,13 +76,18 @@ VARIANTS: dict[str, list[str]] = {
     "plain": ["--access-log-format", PLAIN, "--access-log-file", "{log}"],
     "json": ["--access-log-json", "--access-log-file", "{log}"],
     "metrics": ["--no-access-log", "--metrics-bind", "127.0.0.1:0"],
+    "otel": ["--no-access-log", "--otel"],
+    "otel-0.1": ["--no-access-log", "--otel"],
 }
+SAMPLING = {"otel": "1.0", "otel-0.1": "0.1"}  # OTEL_TRACES_SAMPLER_ARG of the tracing variants
 LABELS = {
     "off": "access log off",
     "logger": "default `zonda.access` logger line",
     "plain": "`--access-log-format` (plain line, to a file)",
     "json": "`--access-log-json` (to a file)",
     "metrics": "`--metrics-bind` (metrics on, access log off)",
+    "otel": "`--otel`, sampling 1.0 (access log off)",
+    "otel-0.1": "`--otel`, sampling 0.1 (access log off)",
 }
 
 
@@ -77,6 +96,7 @@ class Round:
     requests: int
     seconds: float
     cpu_s: float
+    dropped: int = 0  # the SDK's "queue full, dropping" warnings in the server's log (tracing variants)
 
     @property
     def rps(self) -> float:
@@ -87,30 +107,73 @@ class Round:
         return self.cpu_s * 1e6 / self.requests
 
 
+class DiscardingCollector:
+    """An OTLP/HTTP endpoint on 127.0.0.1 that reads every export and answers 200, keeping nothing."""
+
+    def __init__(self) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive: the exporter's session reuses its connection
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("content-length", 0)))
+                self.send_response(200)
+                self.send_header("content-type", "application/x-protobuf")
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
 class ObservedZonda(ServerProcess):
     """zonda serving the hello app with one variant's flags, ready once it answers the hello response."""
 
     stop_grace = 10.0
     whole_tree = False  # one process: its own /proc/PID/stat
 
-    def __init__(self, variant: str, args: argparse.Namespace, workdir: Path) -> None:
+    def __init__(
+        self, variant: str, args: argparse.Namespace, workdir: Path, collector: str | None = None
+    ) -> None:
         super().__init__(f"zonda-{variant}", args.server_cpu, workdir)
         self.access_log = workdir / f"{variant}-{self.port}.access.log"
         self.flags = [flag.replace("{log}", str(self.access_log)) for flag in VARIANTS[variant]]
+        self.env: list[str] = []
+        if variant in SAMPLING:
+            self.env = [
+                f"OTEL_EXPORTER_OTLP_ENDPOINT={collector}",
+                "OTEL_TRACES_SAMPLER=parentbased_traceidratio",
+                f"OTEL_TRACES_SAMPLER_ARG={SAMPLING[variant]}",
+            ]
 
     def command(self) -> list[str]:
-        argv = [sys.executable, "-m", "zonda", "bench.apps:hello", "--port", str(self.port)]
-        return [*argv, "--loop", "uvloop", "--log-level", "warning", *self.flags]
+        # env(1) execs the server, as taskset does: the pid stays the server's
+        argv = [*(["env", *self.env] if self.env else []), sys.executable, "-m", "zonda", "bench.apps:hello"]
+        return [*argv, "--port", str(self.port), "--loop", "uvloop", "--log-level", "warning", *self.flags]
 
     def probe(self) -> None:
         if http_get(self.port)[1] != HELLO_BODY:
             raise ConnectionError(f"{self.name} is still starting")
 
 
-def measure(variant: str, args: argparse.Namespace, workdir: Path) -> Round:
+def measure(variant: str, args: argparse.Namespace, workdir: Path, collector: str | None) -> Round:
     script = workdir / "summary.lua"
     script.write_text(LUA_DONE)
-    with ObservedZonda(variant, args, workdir) as srv:
+    with ObservedZonda(variant, args, workdir, collector) as srv:
         run_wrk(srv.port, script, args.warmup, args.connections, args.client_cpu, request_timeout=None)
         before = srv.cpu_seconds()
         summary, _ = run_wrk(
@@ -124,7 +187,10 @@ def measure(variant: str, args: argparse.Namespace, workdir: Path) -> Round:
         if lines < summary["requests"]:  # warm-up and readiness requests are in the file too
             raise RuntimeError(f"{variant}: {lines} access lines for {summary['requests']} requests")
         srv.access_log.unlink()
-    return Round(summary["requests"], summary["duration_us"] / 1e6, used)
+    dropped = srv.log_path.read_text(errors="replace").count("dropping") if variant in SAMPLING else 0
+    if dropped:
+        print(f"  {variant}: the SDK dropped spans {dropped} time(s) (queue full)", file=sys.stderr)
+    return Round(summary["requests"], summary["duration_us"] / 1e6, used, dropped)
 
 
 IN_PROCESS: dict[str, dict[str, object]] = {
@@ -133,6 +199,8 @@ IN_PROCESS: dict[str, dict[str, object]] = {
     "plain": {"access_log_format": PLAIN, "access_log_file": "{log}"},
     "json": {"access_log_json": True, "access_log_file": "{log}"},
     "metrics": {"access_log": False, "metrics_bind": "127.0.0.1:0"},
+    "otel": {"access_log": False, "otel": True},
+    "otel-0.1": {"access_log": False, "otel": True},
 }
 REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8000\r\n\r\n"
 
@@ -189,8 +257,16 @@ async def in_process_run(variant: str, count: int, workdir: Path) -> float:
         from zonda.metrics import Metrics
 
         server.metrics = Metrics()
-    hook, writer = server._response_hook(loop)
+    tracing = in_process_tracing(variant)
+    span_event = None
+    if tracing is not None:
+        from zonda.otel import response_sent as span_event
+    hook, writer = server._response_hook(loop, span_event)
     context = SessionContext(hello, {}, access_log=hook is not None, on_response=hook)
+    if tracing is not None:
+        from zonda.otel import install
+
+        install(tracing, context, hello)
     shared = ServerShared(server.config, context)
     shared.refresh_date()
     if server.metrics is not None:
@@ -212,6 +288,31 @@ async def in_process_run(variant: str, count: int, workdir: Path) -> float:
     if server.metrics is not None:
         server.metrics.close()
     return used / count * 1e6
+
+
+def in_process_tracing(variant: str) -> Tracing | None:
+    """The variant's tracer: the SDK's provider with its sampler from the environment, as ``--otel`` builds
+    it, but one per run (the global provider can be set once per process) and an exporter that discards."""
+    if variant not in SAMPLING:
+        return None
+    from opentelemetry.propagate import get_global_textmap
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+    from zonda.otel import Tracing
+    from zonda.proxy import TrustList
+
+    class Discarding(SpanExporter):
+        def export(self, spans: object) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    os.environ["OTEL_TRACES_SAMPLER"] = "parentbased_traceidratio"
+    os.environ["OTEL_TRACES_SAMPLER_ARG"] = SAMPLING[variant]
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(BatchSpanProcessor(Discarding()))
+    return Tracing(
+        provider.get_tracer("zonda"), get_global_textmap(), TrustList("127.0.0.1"), False, provider
+    )
 
 
 def in_process(variants: list[str], workdir: Path) -> dict[str, float]:
@@ -262,6 +363,13 @@ def report(results: dict[str, list[Round]], args: argparse.Namespace, cpu: dict[
     every = "; ".join(
         f"{variant}: " + ", ".join(f"{r.rps:,.0f}" for r in rounds) for variant, rounds in results.items()
     )
+    dropped = {
+        variant: sum(r.dropped for r in rounds) for variant, rounds in results.items() if variant in SAMPLING
+    }
+    if dropped:
+        every += ". Span drops (the SDK's queue-full warnings, all rounds): " + ", ".join(
+            f"{variant} {count}" for variant, count in dropped.items()
+        )
     return "\n".join(
         [
             "## Observability",
@@ -300,10 +408,11 @@ def main(argv: list[str] | None = None) -> int:
     if "off" not in variants:
         variants.insert(0, "off")
     results: dict[str, list[Round]] = {v: [] for v in variants}
+    collector = DiscardingCollector() if any(v in SAMPLING for v in variants) else None
     with tempfile.TemporaryDirectory(prefix="zonda-bench-obs-") as tmp:
         for number in range(1, args.rounds + 1):
             for variant in variants:
-                result = measure(variant, args, Path(tmp))
+                result = measure(variant, args, Path(tmp), collector.endpoint if collector else None)
                 results[variant].append(result)
                 print(
                     f"round {number} {variant:8} {result.rps:10,.0f} req/s {result.us_per_request:6.2f} µs/req",
@@ -321,6 +430,8 @@ def main(argv: list[str] | None = None) -> int:
             ]
             out = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=True).stdout
             cpu = json.loads(out.strip().splitlines()[-1])
+    if collector is not None:
+        collector.close()
     text = report(results, args, cpu)
     print()
     print(text)
