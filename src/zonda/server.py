@@ -42,8 +42,6 @@ from zonda.logging import access_log_enabled
 from zonda.tls import create_ssl_context, describe_tls
 
 if TYPE_CHECKING:
-    from types import ModuleType
-
     from zonda.connection.quic import QuicEndpoint, QuicSettings
     from zonda.metrics import Metrics
     from zonda.otel import Tracing
@@ -263,10 +261,8 @@ class Server:
         config = self.config
         loop = runtime.loop
         ssl_context = create_ssl_context(config)  # a bad certificate or key fails before startup too
-        otel = self._otel()  # --otel: a missing OpenTelemetry SDK fails before startup too
-        on_response, access_writer = self._response_hook(
-            loop, otel.response_sent if otel is not None else None
-        )  # a bad --access-log-file fails before startup
+        span_event = self._otel_span_event()  # --otel: a missing OpenTelemetry SDK fails before startup too
+        on_response, access_writer = self._response_hook(loop, span_event)  # a bad --access-log-file too
         served_app = traced(app)  # --log-level trace: a line per ASGI message; otherwise the app itself
         quic = self._quic_settings()  # a missing aioquic or a bad key fails before startup too
         try:
@@ -284,9 +280,6 @@ class Server:
             if self.quic_socket is not None:
                 self.quic_socket.close()
             raise
-        # after lifespan startup, in this (worker) process: an app that sets up its own tracer provider then
-        # has it used
-        tracing = otel.start_tracing(config) if otel is not None else None
         context = SessionContext(
             served_app,
             lifespan.state if lifespan else {},
@@ -296,8 +289,8 @@ class Server:
             ws=ws_settings(config),
             on_response=on_response,
         )
-        if otel is not None and tracing is not None:
-            otel.install(tracing, context, app)
+        # after lifespan startup, in this (worker) process: a tracer provider the app set up then is used
+        tracing = self._start_tracing(context, app) if span_event is not None else None
         shared = self.shared = ServerShared(config, context, ssl_context, self._alt_svc())
         if self.metrics is not None:
             self.metrics.attach(shared, loop)
@@ -359,17 +352,26 @@ class Server:
             raise ConfigError("http3: HTTP/3 needs aioquic: pip install 'zonda[http3]'") from None
         return quic_settings(self.config)
 
-    def _otel(self) -> ModuleType | None:
-        """``--otel``: the tracing module (OpenTelemetry imported only then). Raises ConfigError."""
+    def _otel_span_event(self) -> Callable[[Any], None] | None:
+        """``--otel``: the per-response hook's span event (OpenTelemetry imported only then). Raises
+        ConfigError."""
         if not self.config.otel:
             return None
         try:
-            import zonda.otel
+            from zonda.otel import response_sent
         except ImportError:
             raise ConfigError(
                 "otel: tracing needs the OpenTelemetry SDK and OTLP exporter: pip install 'zonda[otel]'"
             ) from None
-        return zonda.otel
+        return response_sent
+
+    def _start_tracing(self, context: SessionContext, app: ASGIApp) -> Tracing:
+        """``--otel``: this process's tracer, and ``context``'s requests traced (``zonda.otel.install``)."""
+        from zonda.otel import install, start_tracing
+
+        tracing = start_tracing(self.config)
+        install(tracing, context, app)
+        return tracing
 
     async def _flush_spans(self, runtime: Runtime, tracing: Tracing) -> None:
         """Export the spans still queued, from a thread of its own (an export blocks on the network), waiting

@@ -39,7 +39,6 @@ Headers = list[tuple[bytes, bytes]]
 REQUEST_HEAD = "zonda.request.head_received"  # the span's start: the request head was parsed
 FIRST_BYTE = "zonda.response.first_byte"  # the response head went to the connection
 LAST_BYTE = "zonda.response.last_byte"  # the response's last byte did (WebSocket: the handshake's answer)
-FLUSH_TIMEOUT = 3.0  # seconds a graceful stop waits for the spans still queued to be exported
 # RFC 9110's methods and PATCH: the semantic conventions' well-known set; others are "_OTHER"
 KNOWN_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"))
 # Query keys whose values the conventions want redacted by default (signed-URL credentials)
