@@ -98,6 +98,7 @@ class OTLPReceiver:
         self.lock = threading.Lock()
         self.received: list[ReceivedSpan] = []
         self.exports = 0
+        self.headers: dict[str, str] = {}  # of the last export request
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -114,6 +115,7 @@ class OTLPReceiver:
                 with receiver.lock:
                     receiver.received.extend(spans)
                     receiver.exports += 1
+                    receiver.headers = {name.lower(): value for name, value in self.headers.items()}
                 answer = ExportTraceServiceResponse().SerializeToString()
                 self.send_response(200)
                 self.send_header("content-type", "application/x-protobuf")
@@ -133,9 +135,11 @@ class OTLPReceiver:
         return f"http://127.0.0.1:{self.server.server_address[1]}"
 
     def env(self, **extra: str) -> dict[str, str]:
-        """Variables for a zonda child exporting here: batches every 50 ms, every trace sampled."""
+        """Variables for a zonda child exporting here: batches every 50 ms, every trace sampled, and a header
+        the exporter must send."""
         return {
             "OTEL_EXPORTER_OTLP_ENDPOINT": self.endpoint,
+            "OTEL_EXPORTER_OTLP_HEADERS": "x-collector-key=s3cret",
             "OTEL_BSP_SCHEDULE_DELAY": "50",
             "OTEL_SERVICE_NAME": "zonda-test",
             "OTEL_TRACES_SAMPLER": "parentbased_always_on",

@@ -129,6 +129,7 @@ def test_http1_span_names_attributes_and_is_current_in_the_app(
     assert span.parent_span_id == ""  # no traceparent: a new trace
     assert (seen["trace_id"], seen["span_id"]) == (span.trace_id, span.span_id)
     assert span.resource["service.name"] == "zonda-test"  # OTEL_SERVICE_NAME, read by the SDK
+    assert receiver.headers["x-collector-key"] == "s3cret"  # OTEL_EXPORTER_OTLP_HEADERS, likewise
 
 
 def test_http2_span(traced: ZondaProcess, receiver: OTLPReceiver, tls: TLSFiles) -> None:
