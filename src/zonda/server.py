@@ -272,6 +272,8 @@ class Server:
                 self.quic_socket = bind_quic_socket(config, self.sockets[0])
                 self.quic_address = self.quic_socket.getsockname()[:2]
             lifespan, lifespan_task = await self._start_lifespan(runtime, served_app)
+            # after lifespan startup, in this (worker) process: a tracer provider the app set up then is used
+            tracing = self._start_tracing() if span_event is not None else None
         except BaseException:
             if access_writer is not None:
                 access_writer.close()
@@ -289,8 +291,10 @@ class Server:
             ws=ws_settings(config),
             on_response=on_response,
         )
-        # after lifespan startup, in this (worker) process: a tracer provider the app set up then is used
-        tracing = self._start_tracing(context, app) if span_event is not None else None
+        if tracing is not None:
+            from zonda.otel import install
+
+            install(tracing, context, app)  # its requests become traced ones
         shared = self.shared = ServerShared(config, context, ssl_context, self._alt_svc())
         if self.metrics is not None:
             self.metrics.attach(shared, loop)
@@ -365,13 +369,11 @@ class Server:
             ) from None
         return response_sent
 
-    def _start_tracing(self, context: SessionContext, app: ASGIApp) -> Tracing:
-        """``--otel``: this process's tracer, and ``context``'s requests traced (``zonda.otel.install``)."""
-        from zonda.otel import install, start_tracing
+    def _start_tracing(self) -> Tracing:
+        """``--otel``: this process's tracer (the SDK's provider from the OTEL_* variables)."""
+        from zonda.otel import start_tracing
 
-        tracing = start_tracing(self.config)
-        install(tracing, context, app)
-        return tracing
+        return start_tracing(self.config)
 
     async def _flush_spans(self, runtime: Runtime, tracing: Tracing) -> None:
         """Export the spans still queued, from a thread of its own (an export blocks on the network), waiting
