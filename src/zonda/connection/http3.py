@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from zonda.asgi._files import FILE_OFFERS
 from zonda.asgi.http import ConnectionInfo, HTTPSession
+from zonda.connection.log import describe
 from zonda.connection.multiplexed import StreamDispatch
 from zonda.connection.streams import StreamChannel, WebSocketChannel
 from zonda.connection.timer import DeadlineTimer
@@ -133,7 +134,7 @@ class HTTP3Connection(StreamDispatch):
                 h3_log,
                 logging.INFO,
                 "HTTP/3 connection from %s ended: %s",
-                f"{client[0]}:{client[1]}" if client else "client",
+                describe(client),
                 terminated.error.detail,
             )
 
