@@ -22,7 +22,6 @@ from typing import Any
 
 import httpx
 import pytest
-from websockets.exceptions import InvalidMessage
 from websockets.sync.client import connect
 
 from helpers import read_until_closed, run_server, wait_for
@@ -80,7 +79,7 @@ def http2_alpn(port: int, files: TLSFiles) -> None:
 
 
 def websocket_tls(port: int, files: TLSFiles) -> None:
-    with connect(f"wss://127.0.0.1:{port}/", ssl=files.client_context(), open_timeout=10) as ws:
+    with connect(f"wss://127.0.0.1:{port}/", ssl=files.threaded_client_context(), open_timeout=10) as ws:
         ws.send("hi")
         assert ws.recv(timeout=10) == "hi"
 
@@ -91,16 +90,7 @@ def test_closed_tls_connections_let_go_of_their_streams(
     tmp_path: Path,
     collector_off: None,
     cycle: Callable[[int, TLSFiles], None],
-    driver: str,
-    request: pytest.FixtureRequest,
 ) -> None:
-    if driver == "asyncio" and cycle is websocket_tls:
-        # A known bug, not yet understood: on asyncio's own loop (not uvloop), about one run in three one of these
-        # wss connections has its handshake request never read; the server closes it when the keep-alive
-        # timeout ends (the failing run takes that long), and the client sees EOF before the status line. The
-        # test still runs; only that failure is expected.
-        reason = "asyncio TLS: a WebSocket handshake request sometimes never read (issue note, session 7)"
-        request.applymarker(pytest.mark.xfail(raises=InvalidMessage, strict=False, reason=reason))
     files = make_tls_files(tmp_path)
     with run_server(app, **files.server_options(http="auto", access_log=False)) as server:
         cycle(server.port, files)  # the first connection warms up what the server keeps for good

@@ -262,13 +262,16 @@ def test_forwarded_client_and_request_id(traced: ZondaProcess, receiver: OTLPRec
 def test_websocket_session_span(traced: ZondaProcess, receiver: OTLPReceiver, tls: TLSFiles) -> None:
     query, denied = marker(), "deny&" + marker()
     ws_url = traced.url.replace("https", "wss")
-    with connect(f"{ws_url}/ws?{query}", ssl=tls.client_context()) as ws:
+    with connect(f"{ws_url}/ws?{query}", ssl=tls.threaded_client_context()) as ws:
         ws.send("hi")
         assert ws.recv() == "hi"
         ws.send("close:4001")
         with pytest.raises(Exception, match="4001"):
             ws.recv()
-    with pytest.raises(Exception, match="403"), connect(f"{ws_url}/ws?{denied}", ssl=tls.client_context()):
+    with (
+        pytest.raises(Exception, match="403"),
+        connect(f"{ws_url}/ws?{denied}", ssl=tls.threaded_client_context()),
+    ):
         pass
     span = span_for(receiver, query)
     assert (span.name, span.kind, span.status) == ("GET", "SERVER", "UNSET")
