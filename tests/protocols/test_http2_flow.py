@@ -697,6 +697,28 @@ def test_push_returns_none_when_the_client_disabled_push() -> None:
     assert pair.server.data_to_send() == b""
 
 
+def test_pushes_stay_within_the_clients_max_concurrent_streams() -> None:
+    # RFC 9113 §5.1.2: the client's SETTINGS_MAX_CONCURRENT_STREAMS bounds the streams the server opens, its
+    # pushes. Past it a push is left out (it is only a hint); once a pushed response ends, its slot is free.
+    pair = H2Pair(client_settings={h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 1})
+    stream_id, _ = pair.request()
+    first = pair.server.push(stream_id, b"/a.css", [], b"https", b"example.com")
+    assert first is not None
+    assert pair.server.push(stream_id, b"/b.css", [], b"https", b"example.com") is None
+    pair.server.send_response(first.stream_id, 200, [])
+    pair.server.send_body(first.stream_id, b"a", True)
+    again = pair.server.push(stream_id, b"/c.css", [], b"https", b"example.com")
+    assert again is not None and again.stream_id == first.stream_id + 2
+    pair.server.send_response(again.stream_id, 200, [])
+    pair.server.send_body(again.stream_id, b"c", True)
+    pair.server.send_response(stream_id, 200, [])
+    pair.server.send_body(stream_id, b"page", True)
+    _, events = pair.pump()  # the h2 client would fail the connection on a stream past its limit
+    promises = [e for e in events if isinstance(e, h2.events.PushedStreamReceived)]
+    assert [p.pushed_stream_id for p in promises] == [2, 4]
+    assert response_of(events, 4)[1:] == (b"c", True)
+
+
 def test_push_returns_none_on_a_closed_stream_or_after_goaway() -> None:
     client = RawClient()
     assert client.server.push(1, b"/x", [], b"https", b"h") is None

@@ -191,6 +191,7 @@ class H2Connection(OutputBuffer):
         "peer_enable_push",
         "peer_initial_window",
         "peer_max_frame_size",
+        "peer_max_pushed",
         "settings",
         "streams",
         "totals",
@@ -220,6 +221,8 @@ class H2Connection(OutputBuffer):
         self.peer_initial_window = DEFAULT_WINDOW
         self.peer_max_frame_size = 16384
         self.peer_enable_push = True
+        # the client's SETTINGS_MAX_CONCURRENT_STREAMS (it bounds pushes): unlimited until it says
+        self.peer_max_pushed = 1 << 31
         self._out: list[bytes] = []
         self._buffer = b""
         self._events: list[Event] = []
@@ -711,8 +714,10 @@ class H2Connection(OutputBuffer):
                 self.peer_enable_push = value == 1
             elif key == ENABLE_CONNECT_PROTOCOL and value > 1:
                 raise H2Error(ErrorCode.PROTOCOL_ERROR, "SETTINGS_ENABLE_CONNECT_PROTOCOL is not 0 or 1")
+            elif key == MAX_CONCURRENT_STREAMS:
+                self.peer_max_pushed = value  # the streams a server opens: pushes
             # HEADER_TABLE_SIZE: our encoder uses no dynamic table, so any size is fine.
-            # MAX_CONCURRENT_STREAMS limits pushes only; MAX_HEADER_LIST_SIZE is advisory.
+            # MAX_HEADER_LIST_SIZE is advisory.
         return grew
 
     def _on_ping(self, stream_id: int, flags: int, payload: bytes) -> None:
@@ -967,6 +972,10 @@ class H2Connection(OutputBuffer):
         """Promise a pushed response (``http.response.push``); returns the request its app is to answer."""
         stream = self.streams.get(stream_id)
         if stream is None or not self.peer_enable_push or self._goaway_sent or not stream.send_open:
+            return None
+        # RFC 9113 §5.1.2: no more pushed streams open at once than the client allows; a push is only a hint,
+        # so past the limit it is left out (pushed streams leave ``streams`` once their response is sent)
+        if sum(1 for open_id in self.streams if not open_id & 1) >= self.peer_max_pushed:
             return None
         fields, block = promised_request(path, headers, scheme, authority)
         promised = self._next_push_id
