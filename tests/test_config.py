@@ -384,6 +384,15 @@ def test_nan_is_refused_wherever_it_comes_from(tmp_path: Path) -> None:
     assert Config(timeout_keep_alive=float("inf")).timeout_keep_alive == float("inf")  # a number: never
 
 
+def test_reload_delay_is_bounded() -> None:
+    """``--reload-delay inf`` passed the minimum and failed with OverflowError when the reloader started."""
+    with pytest.raises(ConfigError, match="reload_delay: inf must be at most 3600"):
+        Config(reload_delay=float("inf"))
+    with pytest.raises(ConfigError, match="reload_delay"):
+        Config.load(env={"ZONDA_RELOAD_DELAY": "1e9"})
+    assert Config(reload_delay=3600).reload_delay == 3600.0
+
+
 @pytest.mark.parametrize("mode", ["-7", "-0o660", "10000", "7" * 12])
 def test_uds_permissions_outside_a_file_mode(mode: str) -> None:
     """int(text, 8) takes a sign and any length: "-7" reached os.chmod as a negative mode, and 12 digits

@@ -26,6 +26,9 @@ KNOWN_ENV = {ENV_PREFIX + "CONFIG", ENV_PREFIX + "WORKER_START_METHOD"}
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 
 
+MAX_RELOAD_DELAY = 3600.0
+
+
 def option(
     default: Any,
     help: str,
@@ -474,6 +477,10 @@ class Config:
                 raise ConfigError(f"{f.name}: {coerced!r} must be at least {minimum}")
         if self.port > 65535:
             raise ConfigError(f"port: {self.port} is not a TCP port")
+        if self.reload_delay > MAX_RELOAD_DELAY:  # inf passed the minimum and overflowed at the first reload
+            raise ConfigError(
+                f"reload_delay: {self.reload_delay!r} must be at most {MAX_RELOAD_DELAY} seconds"
+            )
         for header in self.headers:
             if ":" not in header:
                 raise ConfigError(f"headers: {header!r} must be NAME:VALUE")
