@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import re
+from urllib.parse import unquote
 
 from fuzz._harness import Reader, main, pack
 from zonda.asgi.http import ConnectionInfo, build_scope
@@ -250,10 +251,16 @@ def _check_paths(scope: Scope, before: Scope) -> None:
     root_path = scope["root_path"]
     assert isinstance(root_path, str) and (root_path == "" or root_path.startswith("/")), root_path
     assert scope["path"].startswith(root_path), scope
-    assert scope["raw_path"].startswith(root_path.encode()), scope
     old = before["root_path"]
     assert scope["path"][len(root_path) :] == before["path"][len(old) :], scope
-    assert scope["raw_path"][len(root_path.encode()) :] == before["raw_path"][len(old.encode()) :], scope
+    # raw_path: the request's own raw bytes after a prefix that is the configured root_path, or the forwarded
+    # prefix as received (percent-encoded, ASCII), which decodes to root_path
+    raw_path, tail = scope["raw_path"], before["raw_path"][len(old.encode()) :]
+    assert raw_path.endswith(tail), scope
+    raw_prefix = raw_path[: len(raw_path) - len(tail)]
+    assert raw_prefix == old.encode() or (
+        raw_prefix.isascii() and unquote(raw_prefix.decode()) == root_path
+    ), scope
 
 
 def _check_parsers(value: str) -> None:

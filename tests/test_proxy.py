@@ -117,6 +117,25 @@ def test_x_forwarded_for_all_trusted_takes_the_leftmost() -> None:
     assert resolve(("x-forwarded-for", "10.9.9.9, 10.0.0.5")).client == ("10.9.9.9", 0)
 
 
+@pytest.mark.parametrize(
+    "node", ["\x1b[31mred", "evil/../x", "user@host", "a'b", "caf\xe9", "a=b", "1.2.3.4\x7f"]
+)
+def test_a_node_outside_rfc_7239s_characters_is_no_client(node: str) -> None:
+    """Any text but a separator passed as a client host, which apps and the access log then showed as the
+    client's address: ESC sequences, quotes, "/" and "@"."""
+    assert resolve(("x-forwarded-for", node)).client == PEER
+    assert resolve(("forwarded", f'for="{node}"')).client == PEER
+
+
+@pytest.mark.parametrize(
+    ("node", "client"),
+    [("unknown", ("unknown", 0)), ("_hidden", ("_hidden", 0)), ("[2001:db8::1]:4711", ("2001:db8::1", 4711))],
+)
+def test_rfc_7239_nodes_are_clients(node: str, client: tuple[str, int]) -> None:
+    assert resolve(("forwarded", f'for="{node}"')).client == client
+    assert resolve(("x-forwarded-for", "fe80::1%eth0")).client == ("fe80::1%eth0", 0)
+
+
 def test_x_forwarded_for_repeated_lines_are_one_list() -> None:
     result = resolve(("x-forwarded-for", "203.0.113.7"), ("x-forwarded-for", "10.0.0.5"))
     assert result.client == ("203.0.113.7", 0)
@@ -236,7 +255,8 @@ def test_x_forwarded_prefix_replaces_the_configured_root_path() -> None:
     forwarded = resolve_forwarded(scope["headers"], PEER, "http", SERVER, TrustList("10.0.0.0/8"))
     assert forwarded is not None
     apply_forwarded(scope, forwarded)
-    assert (scope["root_path"], scope["path"], scope["raw_path"]) == ("/my app", "/my app/x", b"/my app/x")
+    # raw_path keeps the bytes as received: the prefix percent-encoded, as the client's own path would be
+    assert (scope["root_path"], scope["path"], scope["raw_path"]) == ("/my app", "/my app/x", b"/my%20app/x")
 
 
 @pytest.mark.parametrize("bad", ["api", "/a b", "/a?b", "/a#b"])

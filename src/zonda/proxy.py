@@ -85,6 +85,7 @@ class TrustList:
 _PROTOS = {"http": "http", "https": "https", "ws": "http", "wss": "https"}
 # Matched whole (fullmatch): "$" would also match before a final newline.
 _HOST = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]+)(?::([0-9]{1,5}))?")
+_NODE = re.compile(r"[A-Za-z0-9._:%\[\]-]+")
 _PREFIX = re.compile(r"/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*")
 _REQUEST_ID = re.compile(r"[!-~]{1,200}")
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
@@ -104,7 +105,7 @@ _FORWARDED_NAMES = frozenset(
 class Forwarded:
     """What the proxies said about the original request; ``None`` fields were not forwarded (or invalid)."""
 
-    __slots__ = ("client", "headers", "root_path", "scheme", "server")
+    __slots__ = ("client", "headers", "raw_root_path", "root_path", "scheme", "server")
 
     def __init__(
         self,
@@ -113,19 +114,23 @@ class Forwarded:
         server: tuple[str, int | None] | None,
         headers: Headers,
         root_path: str | None,
+        raw_root_path: bytes = b"",
     ) -> None:
         self.client = client
         self.scheme = scheme
         self.server = server
         self.headers = headers
-        self.root_path = root_path
+        self.root_path = root_path  # percent-decoded, as ``path`` is
+        self.raw_root_path = raw_root_path  # as received, as ``raw_path`` is
 
 
 def split_node(node: str) -> tuple[str, int] | None:
     """A node from X-Forwarded-For or Forwarded ``for=``/``by=``: ``1.2.3.4``, ``1.2.3.4:80``,
     ``[::1]:80``, ``::1``, ``unknown`` or ``_hidden``. Returns (host, port; 0 when unknown) or None."""
     node = node.strip()
-    if not node or any(c in node for c in '\x00\r\n\t ,;"\\'):
+    # RFC 7239 §6's characters (addresses, "unknown", obfuscated "_names", a zone after "%"): anything else,
+    # "/", "@", quotes, control bytes such as ESC, is no node, and would reach apps and the access log as a host
+    if not _NODE.fullmatch(node):
         return None
     if node.startswith("["):
         host, sep, rest = node[1:].partition("]")
@@ -265,11 +270,13 @@ def resolve_forwarded(
                 port = number
     server, headers = _forwarded_host(headers, host_header, new_host, port, by, scheme, server)
     root_path = None
+    raw_root_path = b""
     if b"x-forwarded-prefix" in found:
         prefix = found[b"x-forwarded-prefix"].rsplit(",", 1)[-1].strip().rstrip("/")
         if prefix == "" or _PREFIX.fullmatch(prefix):
             root_path = unquote(prefix)
-    return Forwarded(client, scheme, server, headers, root_path)
+            raw_root_path = prefix.encode("ascii")  # the pattern takes ASCII only
+    return Forwarded(client, scheme, server, headers, root_path, raw_root_path)
 
 
 def _forwarded_host(
@@ -340,7 +347,7 @@ def apply_forwarded(scope: Scope, forwarded: Forwarded) -> None:
             path, raw_path = path[len(old) :], raw_path[len(old.encode()) :]
         scope["root_path"] = root_path
         scope["path"] = root_path + path
-        scope["raw_path"] = root_path.encode() + raw_path
+        scope["raw_path"] = forwarded.raw_root_path + raw_path
 
 
 _ID_TAILS = [f"{low:02x}" for low in range(256)]
