@@ -126,6 +126,13 @@ def test_other_servers_words_mean_the_same(args: tuple[str, ...], option: str, e
     assert parse(*args)[option] == expected
 
 
+def test_uvicorns_http2_flag_leaves_an_http_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """--http2 turned ZONDA_HTTP=2 (HTTP/2 only) into auto: it acted as if --http 1 had been given."""
+    monkeypatch.setenv("ZONDA_HTTP", "2")
+    assert parse("--http2")["http"] == "2"
+    assert parse("--http2", "--http", "1")["http"] == "auto"
+
+
 def test_flags_that_change_nothing_in_zonda_change_nothing() -> None:
     defaults = parse()
     assert parse("--reset-contextvars", "--ssl-version", "17", "--http2") == defaults

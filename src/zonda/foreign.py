@@ -40,8 +40,10 @@ class ForeignFlag:
 
 
 def _serve_http2(value: str | None, values: MutableMapping[str, Any]) -> bool:
-    """uvicorn's --http2 turns HTTP/2 on; it is on in zonda unless --http 1 (or h11, httptools, zttp)."""
-    if values.get("http", "1") == "1":
+    """uvicorn's --http2 turns HTTP/2 on; it is on in zonda unless --http 1 (or h11, httptools, zttp). Only a
+    ``--http`` on the same command line is changed: without one, the environment's or the TOML file's ``http``
+    stands (``2``, HTTP/2 only, is no reason to fall back to auto)."""
+    if values.get("http") == "1":
         values["http"] = "auto"
     return True
 
