@@ -18,7 +18,16 @@ from h2wire import (
     response_of,
 )
 from zonda.protocols.events import Data, Request
-from zonda.protocols.http2 import DATA, END_HEADERS, END_STREAM, HEADERS, ErrorCode, frame
+from zonda.protocols.http2 import (
+    DATA,
+    END_HEADERS,
+    END_STREAM,
+    HEADERS,
+    RST_STREAM,
+    U32,
+    ErrorCode,
+    frame,
+)
 
 Header = tuple[bytes, bytes]
 M, S, P, A = b":method", b":scheme", b":path", b":authority"
@@ -448,9 +457,20 @@ def test_header_list_431_with_a_body_to_follow() -> None:
     frames = client.read()
     assert [(f.kind, f.stream_id) for f in frames] == [(HEADERS, 1), (DATA, 1)]
     assert client.decode(frames[0])[0] == (b":status", b"431")
-    # the response is complete, the request not: the rest of it is taken (no app reads it) till END_STREAM
-    assert client.send(data(1, b"unread", end_stream=True)) == [Data(1, b"unread", True)]
+    # the response is complete, the request not: the rest of it is taken till END_STREAM, with no events
+    # (no app reads it)
+    assert client.send(data(1, b"unread" * 2000)) == []
+    assert client.send(data(1, b"", end_stream=True)) == []
     assert 1 not in client.server.streams
+
+
+def test_header_list_431_then_a_reset_from_the_client_makes_no_event() -> None:
+    client = RawClient(max_header_list_size=200)
+    client.send(client.headers(1, [*GET, (b"x-big", b"v" * 300)], end_stream=False))
+    client.read()
+    assert client.send(frame(RST_STREAM, 0, 1, U32.pack(ErrorCode.CANCEL))) == []
+    assert 1 not in client.server.streams
+    assert isinstance(client.request(3), Request)  # the connection carries on
 
 
 def test_header_list_size_counts_32_bytes_per_field() -> None:

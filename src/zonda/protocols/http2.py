@@ -439,7 +439,8 @@ class H2Connection(OutputBuffer):
             # (never an increment of 0, an error for the client: a window under 4 bytes has a quarter of 0)
             self._out.append(frame(WINDOW_UPDATE, 0, stream_id, U32.pack(stream.recv_unacked)))
             stream.recv_unacked = 0
-        self._events.append(Data(stream_id, data, end_stream))
+        if not stream.answered:
+            self._events.append(Data(stream_id, data, end_stream))
 
     def _on_headers(self, stream_id: int, flags: int, payload: bytes) -> None:
         if stream_id == 0:
@@ -582,7 +583,8 @@ class H2Connection(OutputBuffer):
             return
         if not stream.send_open:
             self._forget(stream_id, Closed.ENDED)
-        self._events.append(Data(stream_id, b"", True))
+        if not stream.answered:
+            self._events.append(Data(stream_id, b"", True))
 
     def _where(self, stream_id: int, stream: H2Stream | None) -> Where:
         if stream is not None:
@@ -614,7 +616,8 @@ class H2Connection(OutputBuffer):
             raise H2Error(ErrorCode.COMPRESSION_ERROR, f"HPACK decoding failed: {exc}") from None
 
     def _respond_error(self, stream: H2Stream, status: int, text: str) -> None:
-        """The core answers a request itself (431): no app sees it."""
+        """The core answers a request itself (431): no app sees it, nor any event of its stream after."""
+        stream.answered = True
         body = f"{text}\n".encode()
         fields = [
             (b"content-type", b"text/plain; charset=utf-8"),
@@ -663,7 +666,8 @@ class H2Connection(OutputBuffer):
         if stream is not None:
             code = U32.unpack(payload)[0]
             self._forget(stream_id, Closed.RESET_RECEIVED)
-            self._events.append(StreamReset(stream_id, f"client reset the stream ({code_name(code)})"))
+            if not stream.answered:
+                self._events.append(StreamReset(stream_id, f"client reset the stream ({code_name(code)})"))
 
     def _idle(self, stream_id: int) -> bool:
         """No HEADERS opened (odd ids: the client's) or PUSH_PROMISE reserved (even: ours) the stream yet."""
@@ -792,9 +796,10 @@ class H2Connection(OutputBuffer):
     def _connection_error(self, exc: H2Error) -> None:
         self._count(exc.code.name.lower())
         self._send_goaway(exc.code, exc.detail)
-        for stream_id in list(self.streams):
+        for stream_id, stream in list(self.streams.items()):
             self._forget(stream_id, Closed.RESET_SENT)
-            self._events.append(StreamReset(stream_id, exc.detail))
+            if not stream.answered:
+                self._events.append(StreamReset(stream_id, exc.detail))
         self.closing = True
         self.deadline = None
         self._events.append(ConnectionTerminated(exc.detail, exc))
@@ -816,9 +821,11 @@ class H2Connection(OutputBuffer):
         Timeouts pass False (``handle_timer`` must not raise)."""
         self._out.append(frame(RST_STREAM, 0, stream_id, U32.pack(code)))
         self._count("stream_" + code.name.lower())
-        if stream_id in self.streams:
+        stream = self.streams.get(stream_id)
+        if stream is not None:
             self._forget(stream_id, Closed.RESET_SENT)
-            self._events.append(StreamReset(stream_id, detail))
+            if not stream.answered:
+                self._events.append(StreamReset(stream_id, detail))
         else:
             self._closed_streams.add(stream_id, Closed.RESET_SENT)  # its later frames are ignored
         if count:

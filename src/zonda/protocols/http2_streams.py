@@ -148,6 +148,7 @@ class H2Stream:
     """Per-stream state. ``recv_open``/``send_open``: the client's and our half of the stream."""
 
     __slots__ = (
+        "answered",
         "blocked_since",
         "content_length",
         "end_pending",
@@ -195,6 +196,7 @@ class H2Stream:
         self.rate_since = 0.0  # the body's rate is averaged from here (its start, or a resume) ...
         self.rate_mark = 0  # ... over the bytes received after this many
         self.tunnel = False  # extended CONNECT (RFC 8441): a long-lived two-way stream, idle at will
+        self.answered = False  # answered by the core itself (431): no app, so no events for it
 
     @property
     def state(self) -> StreamState:
