@@ -174,7 +174,7 @@ def _toml_value(value: Any) -> str:
 
 def _draw_toml(draw: Reader, mode: int, env_file: str | None) -> tuple[str, dict[str, Any] | str | None]:
     """Write the TOML file; returns its path and the values it must read back as (None: not predicted; a
-    text: the unknown key it must be refused for)."""
+    text: the key it must be refused for, unknown or a second spelling of an option)."""
     kind = mode & 3
     if kind == 1:
         path = _PYPROJECT if mode & 4 else _FLAT
@@ -183,21 +183,22 @@ def _draw_toml(draw: Reader, mode: int, env_file: str | None) -> tuple[str, dict
         return path, None
     lines: list[str] = []
     expected: dict[str, Any] = {}
-    unknown: str | None = None
+    refused: str | None = None  # the first key refused: unknown, or a second spelling of an option
     used = {"env-file"} if env_file is not None else set()  # that line comes last
     for _ in range(draw.below(10) if kind else 0):
         key, name = draw.pick(_TOML_KEYS)
         value = _draw_value(draw, name, toml=True)
-        if key not in used:  # the same key twice is invalid TOML: a spelling apart, the later wins
+        if key not in used:  # the same key twice is invalid TOML; two spellings of one option are refused
             used.add(key)
             lines.append(f"{key} = {_toml_value(value)}")
-            if name is None:
-                unknown = unknown or key
+            if name is None or name in expected:
+                refused = refused or key
             else:
                 expected[name] = value
     if env_file is not None:
         lines.append(f"env-file = {_toml_value(env_file)}")
-        expected.pop("env_file", None)  # this key comes last: it wins
+        if "env_file" in expected:
+            refused = refused or "env-file"
         expected["env_file"] = env_file
     if kind == 3:
         text = '[project]\nname = "x"\n\n[tool.zonda]\n' + "".join(line + "\n" for line in lines)
@@ -206,7 +207,7 @@ def _draw_toml(draw: Reader, mode: int, env_file: str | None) -> tuple[str, dict
         text, path = "".join(line + "\n" for line in lines), _FLAT
     with open(path, "w", encoding="utf-8") as file:
         file.write(text)
-    return path, unknown or expected
+    return path, refused or expected
 
 
 def _env_line(key: str, value: str, style: int) -> str | None:

@@ -223,6 +223,18 @@ def test_pyproject_without_a_zonda_table_or_broken_is_not_read(
     assert Config.load(env={}) == Config()
 
 
+@pytest.mark.parametrize(
+    "text",
+    ["timeout-keep-alive = 7\ntimeout_keep_alive = 9\n", "max-requests = 5\nlimit-max-requests = 50\n"],
+    ids=["dash and underscore", "zonda's name and uvicorn's"],
+)
+def test_two_spellings_of_one_option_in_a_toml_file(tmp_path: Path, text: str) -> None:
+    """TOML sees two keys; the second silently won."""
+    path = write(tmp_path / "zonda.toml", text)
+    with pytest.raises(ConfigError, match="set the same option"):
+        Config.load(env={}, config_file=path)
+
+
 def test_other_servers_flag_names_are_toml_keys(tmp_path: Path) -> None:
     path = write(tmp_path / "zonda.toml", "limit-max-requests = 50\nh11-max-incomplete-event-size = 4096\n")
     config = Config.load(env={}, config_file=path)

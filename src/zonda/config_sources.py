@@ -139,10 +139,14 @@ def read_toml(path: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"config: {where} must be a table of options")
     values = {}
+    spelled: dict[str, str] = {}
     for key, value in data.items():
         name = _FLAG_NAMES.get(key.replace("-", "_"))
         if name is None:
             raise ConfigError(f"config: unknown key {key!r} in {where}{suggest(key, _toml_keys())}")
+        if name in spelled:  # "timeout-keep-alive" and "timeout_keep_alive": TOML sees two keys, zonda one
+            raise ConfigError(f"config: {spelled[name]!r} and {key!r} in {where} set the same option")
+        spelled[name] = key
         values[name] = value
     return values
 
