@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from http import HTTPStatus
 from time import perf_counter
@@ -731,7 +730,7 @@ class HTTPSession:
         self.sequential = channels is None
         self.cycles: dict[int, Cycle] = {}
         self.current: Cycle | None = None  # the cycle whose app runs (sequential mode)
-        self._queue: deque[Cycle] = deque()  # pipelined cycles waiting their turn
+        self._queue: list[Cycle] = []  # pipelined cycles waiting their turn (a list: a deque is 624 bytes)
         self._starting = False  # _start_queued() is looping: a nested response_complete() leaves it to it
         self._start_again = False
 
@@ -759,13 +758,13 @@ class HTTPSession:
         queue = self._queue
         if queue:
             if self.current is None:
-                self._start(queue.popleft())
+                self._start(queue.pop(0))
             if queue:
                 if self.sequential:
                     self.transport.pause_reading()  # pipelined: read no further until their turn
                 else:
                     while queue:
-                        self._start(queue.popleft())
+                        self._start(queue.pop(0))
         return terminated
 
     def push(self, request: Request) -> None:
@@ -773,7 +772,7 @@ class HTTPSession:
         self._on_request(request)
         queue = self._queue
         while queue:
-            self._start(queue.popleft())
+            self._start(queue.pop(0))
 
     def _on_request(self, request: Request) -> None:
         context = self.context
@@ -879,7 +878,7 @@ class HTTPSession:
         try:
             while self._start_again and queue and self.current is None:
                 self._start_again = False
-                self._start(queue.popleft())
+                self._start(queue.pop(0))
         finally:
             self._starting = False
         if not queue:
@@ -911,7 +910,7 @@ class HTTPSession:
         for cycle in list(self.cycles.values()):
             cycle.on_disconnect()
         while self._queue:
-            self.cycle_finished(self._queue.popleft())
+            self.cycle_finished(self._queue.pop(0))
 
     @property
     def idle(self) -> bool:
