@@ -18,6 +18,17 @@ from typing import Any
 from zonda._compat import tomllib
 from zonda.errors import ConfigError
 
+
+def describe_peer(address: tuple[str, int | None] | None) -> str:
+    """An address as log lines show it: ``1.2.3.4:80``, ``[::1]:80``, ``unix:/path``, or ``client`` when unknown."""
+    if address is None:
+        return "client"
+    host, port = address
+    if port is None:
+        return f"unix:{host}"
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 TRACE = 5
 logging.addLevelName(TRACE, "TRACE")
 

@@ -22,6 +22,7 @@ from zonda.accesslog import log_default
 from zonda.asgi._files import PATHSEND, ZEROCOPYSEND, open_path, zerocopy_span
 from zonda.asgi.types import ASGIApp, Message, Scope
 from zonda.errors import AppProtocolError, ClientDisconnected, ProtocolError
+from zonda.logging import describe_peer
 from zonda.protocols.events import ConnectionTerminated, Data, Event, Request, StreamReset
 from zonda.protocols.fields import checked_value, header_name, trailer_fields
 from zonda.rejection_log import RejectionLog
@@ -826,7 +827,7 @@ class HTTPSession:
                 logging.WARNING,
                 "%d response to WebSocket handshake from %s: %s",
                 exc.status,
-                f"{client[0]}:{client[1]}" if client else "client",
+                describe_peer(client),
                 exc.detail,
             )
             extra = [(b"sec-websocket-version", b"13")] if exc.status == 426 else []

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from zonda.asgi.http import WebSocketTransport
 from zonda.asgi.types import ASGIApp, Message, Scope
 from zonda.errors import AppProtocolError, ClientDisconnected
+from zonda.logging import describe_peer
 from zonda.protocols.events import ConnectionTerminated, Request
 from zonda.protocols.websocket import Handshake, PeerClosed, WSConnection, WSSettings
 from zonda.protocols.websocket import Message as WSMessage
@@ -121,7 +122,7 @@ class WebSocketCycle:
                         logging.INFO,
                         "WebSocket %s from %s closed with %d: %s",
                         self.path,
-                        f"{client[0]}:{client[1]}" if client else "client",
+                        describe_peer(client),
                         event.code,
                         event.reason,
                     )

@@ -21,10 +21,11 @@ import os
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
-from zonda.connection.log import describe, log_closed
+from zonda.connection.log import log_closed
 from zonda.connection.timer import DeadlineTimer
 from zonda.errors import ClientDisconnected
 from zonda.io.base import ByteStream, FileSender, Loop, Waiter
+from zonda.logging import describe_peer
 
 if TYPE_CHECKING:
     from zonda.asgi.http import HTTPSession
@@ -286,7 +287,7 @@ class Connection:
             error_log,
             logging.INFO,
             "Closing connection from %s: it took no response bytes for %gs (--timeout-write), %d left unsent",
-            describe(self.session.info.client) if self.session is not None else "client",
+            describe_peer(self.session.info.client) if self.session is not None else "client",
             shared.timeout_write,
             self._write_unsent,
         )

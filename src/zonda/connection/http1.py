@@ -20,6 +20,7 @@ from zonda.connection.base import ActiveCore, Connection, EventHandler
 from zonda.connection.log import log_opened
 from zonda.errors import ProtocolError, RequestTimeout
 from zonda.io.base import ByteStream
+from zonda.logging import describe_peer
 from zonda.protocols.events import ConnectionTerminated, Event, HTTP2Preface, Request
 from zonda.protocols.http1 import H1Connection, error_response
 from zonda.tls import tls_extension
@@ -289,7 +290,7 @@ class HTTP1Connection(Connection):
                 level,
                 "%d response to %s: %s",
                 error.status,
-                f"{client[0]}:{client[1]}" if client else "client",
+                describe_peer(client),
                 error.detail,
             )
         self.flush()

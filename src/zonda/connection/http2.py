@@ -25,6 +25,7 @@ from zonda.connection.counting import CountingStream
 from zonda.connection.multiplexed import StreamDispatch
 from zonda.connection.streams import StreamChannel, WebSocketChannel
 from zonda.io.base import ByteStream, Loop, Waiter
+from zonda.logging import describe_peer
 from zonda.protocols.events import ConnectionTerminated, Event, Request
 from zonda.protocols.http2 import ErrorCode, H2Connection, H2Error
 
@@ -150,7 +151,7 @@ class HTTP2Connection(StreamDispatch, Connection):
         assert isinstance(terminated, ConnectionTerminated)
         error = terminated.error
         client = self.session.info.client
-        peer = f"{client[0]}:{client[1]}" if client else "client"
+        peer = describe_peer(client)
         if error is None:  # the idle timeout: GOAWAY NO_ERROR
             h2_log.debug("GOAWAY NO_ERROR to %s: %s", peer, terminated.reason)
             return
@@ -210,7 +211,7 @@ class HTTP2Connection(StreamDispatch, Connection):
             h2_log,
             logging.INFO,
             "HTTP/2 connection from %s ended after %d stream reset(s) for slow clients: %s",
-            f"{client[0]}:{client[1]}" if client else "client",
+            describe_peer(client),
             sum(count for count, _ in found),
             ", ".join(f"{count} {text}" for count, text in found),
         )

@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from zonda.asgi._files import FILE_OFFERS
 from zonda.asgi.http import ConnectionInfo, HTTPSession
-from zonda.connection.log import describe
 from zonda.connection.multiplexed import StreamDispatch
 from zonda.connection.streams import StreamChannel, WebSocketChannel
 from zonda.connection.timer import DeadlineTimer
 from zonda.io.base import Loop, Waiter
+from zonda.logging import describe_peer
 from zonda.protocols.events import ConnectionTerminated, Event
 from zonda.protocols.http3 import INTERIM_RESPONSES, H3Core, H3ErrorCode
 
@@ -134,7 +134,7 @@ class HTTP3Connection(StreamDispatch):
                 h3_log,
                 logging.INFO,
                 "HTTP/3 connection from %s ended: %s",
-                describe(client),
+                describe_peer(client),
                 terminated.error.detail,
             )
 

@@ -9,29 +9,25 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from zonda.logging import describe_peer
+
 if TYPE_CHECKING:
     from zonda.connection.base import Connection
 
 connection_log = logging.getLogger("zonda.connection")
 
 
-def describe(address: tuple[str, int | None] | None) -> str:
-    if address is None:
-        return "client"
-    host, port = address
-    if port is None:
-        return f"unix:{host}"
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
 def log_opened(client: tuple[str, int] | None, server: tuple[str, int | None] | None, tls: bool) -> None:
     connection_log.debug(
-        "Connection from %s to %s opened%s", describe(client), describe(server), " (TLS)" if tls else ""
+        "Connection from %s to %s opened%s",
+        describe_peer(client),
+        describe_peer(server),
+        " (TLS)" if tls else "",
     )
 
 
 def log_closed(connection: Connection, exc: BaseException | None) -> None:
     kind = "websocket" if connection.handler is not connection.session else connection.protocol_label
     how = f"lost ({type(exc).__name__}: {exc})" if exc is not None else "closed"
-    client = describe(connection.session.info.client)
+    client = describe_peer(connection.session.info.client)
     connection_log.debug("Connection from %s %s (%s)", client, how, kind)

@@ -15,6 +15,7 @@ from zonda.connection.counting import CountingStream
 from zonda.connection.http1 import Address, HTTP1Connection
 from zonda.errors import ProxyProtocolError
 from zonda.io.base import ByteStream, Loop
+from zonda.logging import describe_peer
 from zonda.proxy import ProxyHeader, parse_proxy_header
 
 if TYPE_CHECKING:
@@ -74,7 +75,7 @@ class ObservedHTTP1Connection(HTTP1Connection):
                 error_log,
                 logging.WARNING,
                 "Closing connection from %s: %s",
-                f"{client[0]}:{client[1]}" if client else "client",
+                describe_peer(client),
                 exc,
             )
             self._proxy_buffer = None
