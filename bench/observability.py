@@ -8,6 +8,7 @@ Run from the repo root with the project's virtualenv (prometheus_client installe
     .venv/bin/python bench/observability.py                      # 3 rounds x 7 variants x 10 s, ~4 minutes
     .venv/bin/python bench/observability.py --append-results     # also append a section to bench/RESULTS.md
     .venv/bin/python bench/observability.py --duration 3 --rounds 1
+    .venv/bin/python bench/observability.py --variants off,metrics --rounds 7 --duration 6
 
 How it measures:
 
@@ -32,6 +33,12 @@ How it measures:
   best run. On a shared machine this is the steadier number; it leaves out the kernel's share, so its
   percentages are of a smaller base. Tracing there ends its spans into a BatchSpanProcessor whose exporter
   discards them: the serving thread's own cost (span, attributes, context, events), not the export.
+- Then, unless ``--no-instructions`` (or without valgrind), user-space instructions per request of the same
+  in-process run under ``valgrind --tool=cachegrind``: the difference of a 12,000- and a 2,000-request run
+  over 10,000, ``PYTHONHASHSEED=0``. Deterministic: the number to compare when the machine is noisy (every
+  variant's, though the access log's variants rebuild their cached time text more often at valgrind's pace,
+  and the tracing ones count their exporter thread too). The metrics flush timer is left out of these runs
+  (see ``in_process_once``).
 
 Only processes this script starts are stopped, by pid. All traffic goes to 127.0.0.1.
 """
@@ -40,8 +47,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import platform
+import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -239,7 +249,6 @@ class FakeTransport:
 async def in_process_run(variant: str, count: int, workdir: Path) -> float:
     """Thread CPU µs per request for ``count`` requests through one connection's real callbacks."""
     import asyncio
-    import logging
 
     from bench.apps import hello
     from zonda import Config, Server
@@ -319,7 +328,6 @@ def in_process_tracing(variant: str) -> Tracing | None:
 
 
 def in_process(variants: list[str], workdir: Path) -> dict[str, float]:
-    import logging
 
     import uvloop
 
@@ -338,7 +346,64 @@ def in_process(variants: list[str], workdir: Path) -> dict[str, float]:
     return uvloop.run(runs())
 
 
-def report(results: dict[str, list[Round]], args: argparse.Namespace, cpu: dict[str, float]) -> str:
+def in_process_once(variant: str, count: int, workdir: Path) -> None:
+    """One in-process run of ``count`` requests, for ``instruction_counts`` (under valgrind, ~50x slower).
+
+    The metrics flush timer is pushed out of the run: at valgrind's pace it would fire some 50 times as often
+    per request as it does at full speed (every 0.5 s: once per ~30,000 hello requests). The last flush, at
+    ``Metrics.close()``, happens in the short and the long run alike, so the difference leaves it out."""
+    import uvloop
+
+    from zonda import metrics
+
+    metrics.FLUSH_INTERVAL = 1e9
+    access = logging.getLogger("zonda.access")
+    access.handlers[:] = [logging.FileHandler(workdir / f"{variant}-{count}.log")]
+    access.propagate = False
+    uvloop.run(in_process_run(variant, count, workdir))
+
+
+INSTRUCTION_RUNS = (2_000, 12_000)  # requests: the difference of the two runs, per request
+
+
+def instruction_counts(variants: list[str], workdir: Path) -> dict[str, float]:
+    """User-space instructions per request of each variant in process, under ``valgrind --tool=cachegrind``:
+    the difference between a run of 12,000 requests and one of 2,000 (start-up, imports and the first
+    requests' warm-up cancel out), divided by 10,000. Deterministic (``PYTHONHASHSEED=0``), so unlike the
+    timings above it does not depend on what else the machine runs."""
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    counts: dict[str, float] = {}
+    for variant in variants:
+        refs = []
+        for count in INSTRUCTION_RUNS:
+            command = [
+                "valgrind",
+                "--tool=cachegrind",
+                "--cache-sim=no",
+                "--cachegrind-out-file=/dev/null",
+                sys.executable,
+                __file__,
+                "--in-process-count",
+                variant,
+                str(count),
+                str(workdir),
+            ]
+            run = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, check=True)
+            match = re.search(r"I\s+refs:\s+([\d,]+)", run.stderr)
+            if match is None:
+                raise RuntimeError(f"no instruction count from valgrind: {run.stderr[-500:]}")
+            refs.append(int(match.group(1).replace(",", "")))
+        counts[variant] = (refs[1] - refs[0]) / (INSTRUCTION_RUNS[1] - INSTRUCTION_RUNS[0])
+        print(f"instructions {variant:8} {counts[variant]:10,.0f} per request", flush=True)
+    return counts
+
+
+def report(
+    results: dict[str, list[Round]],
+    args: argparse.Namespace,
+    cpu: dict[str, float],
+    instructions: dict[str, float] | None = None,
+) -> str:
     base_rps = statistics.median(r.rps for r in results["off"])
     base_cpu = statistics.median(r.us_per_request for r in results["off"])
     rows = [
@@ -362,6 +427,20 @@ def report(results: dict[str, list[Round]], args: argparse.Namespace, cpu: dict[
         for variant, us in cpu.items():
             rows.append(
                 f"| {LABELS[variant]} | {us:.2f} | {us - cpu['off']:+.2f} | {us / cpu['off'] - 1:+.1%} |"
+            )
+    if instructions:
+        base = instructions["off"]
+        rows += [
+            "",
+            "User-space instructions per request in process (`valgrind --tool=cachegrind`, 12,000 minus 2,000"
+            " requests, `PYTHONHASHSEED=0`):",
+            "",
+            "| variant | instructions/req | added | vs off |",
+            "|---|---:|---:|---:|",
+        ]
+        for variant, count in instructions.items():
+            rows.append(
+                f"| {LABELS[variant]} | {count:,.0f} | {count - base:+,.0f} | {count / base - 1:+.2%} |"
             )
     every = "; ".join(
         f"{variant}: " + ", ".join(f"{r.rps:,.0f}" for r in rounds) for variant, rounds in results.items()
@@ -398,6 +477,10 @@ def main(argv: list[str] | None = None) -> int:
         os.sched_setaffinity(0, {int(core)})
         print(json.dumps(in_process(variants.split(","), Path(workdir))))
         return 0
+    if argv[:1] == ["--in-process-count"]:  # one run, under valgrind (instruction_counts)
+        _, variant, count, workdir = argv
+        in_process_once(variant, int(count), Path(workdir))
+        return 0
     parser = round_parser(__doc__)
     parser.add_argument("--server-cpu", default="0")
     parser.add_argument("--client-cpu", default="1")
@@ -406,6 +489,7 @@ def main(argv: list[str] | None = None) -> int:
         "--append-results", action="store_true", help="append the section to bench/RESULTS.md"
     )
     parser.add_argument("--no-in-process", dest="in_process", action="store_false")
+    parser.add_argument("--no-instructions", dest="instructions", action="store_false")
     args = parser.parse_args(argv)
     variants = [v for v in args.variants.split(",") if v]
     if "off" not in variants:
@@ -433,9 +517,14 @@ def main(argv: list[str] | None = None) -> int:
             ]
             out = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=True).stdout
             cpu = json.loads(out.strip().splitlines()[-1])
+        instructions: dict[str, float] = {}
+        if args.instructions and shutil.which("valgrind"):
+            instructions = instruction_counts(variants, Path(tmp))
+        elif args.instructions:
+            print("  valgrind not found: no instruction counts", file=sys.stderr)
     if collector is not None:
         collector.close()
-    text = report(results, args, cpu)
+    text = report(results, args, cpu, instructions)
     print()
     print(text)
     if args.append_results:
