@@ -254,7 +254,6 @@ async def in_process_run(variant: str, count: int, workdir: Path) -> float:
     from zonda import Config, Server
     from zonda.asgi.http import SessionContext
     from zonda.connection.http1 import HTTP1Connection
-    from zonda.connection.observed import ObservedHTTP1Connection
     from zonda.connection.shared import ServerShared
     from zonda.io.asyncio import AsyncioLoop
 
@@ -283,8 +282,7 @@ async def in_process_run(variant: str, count: int, workdir: Path) -> float:
     shared.refresh_date()
     if server.metrics is not None:
         server.metrics.attach(shared, loop)
-    kind = ObservedHTTP1Connection if server.metrics is not None else HTTP1Connection
-    connection = kind(shared, AsyncioLoop(loop, set()))
+    connection = HTTP1Connection(shared, AsyncioLoop(loop, set()))  # as the server makes it, metrics or not
     transport = FakeTransport()
     connection.open(transport, ("127.0.0.1", 5555), ("127.0.0.1", 8000), None)  # type: ignore[arg-type]
     start = time.thread_time()

@@ -440,7 +440,10 @@ class FakeServer:
         self.shared = ServerShared(config, context, None)
         self.shared.defaults.set_date(DATE)
         if metrics:
-            self.shared.tally = Tally()  # what Metrics.attach gives the server
+            self.shared.tally = Tally(self.shared)  # what Metrics.attach gives the server
+            self.shared.count_bytes = True
+        # (the server itself needs the subclass only for PROXY headers; with metrics on here it reads as the
+        # plain class does, whose byte counts are the same code)
         observed = metrics or config.proxy_protocol != "off"
         self.kind: type[HTTP1Connection] = ObservedHTTP1Connection if observed else HTTP1Connection
 

@@ -231,9 +231,13 @@ def client_configuration(ca_pem: Path | None = None) -> QuicConfiguration:
 
 @contextlib.asynccontextmanager
 async def h3_connect(
-    port: int, ca_pem: Path | None = None, host: str = "127.0.0.1", **options: Any
+    port: int,
+    ca_pem: Path | None = None,
+    host: str = "127.0.0.1",
+    protocol: type[H3Client] = H3Client,
+    **options: Any,
 ) -> AsyncIterator[H3Client]:
-    """An HTTP/3 connection to ``host:port`` trusting ``ca_pem``."""
+    """An HTTP/3 connection to ``host:port`` trusting ``ca_pem``; ``protocol``: a subclass of H3Client."""
     configuration = client_configuration(ca_pem)
     ticket_handler = options.pop("session_ticket_handler", None)
     for name, value in options.items():
@@ -242,7 +246,7 @@ async def h3_connect(
         host,
         port,
         configuration=configuration,
-        create_protocol=H3Client,
+        create_protocol=protocol,
         session_ticket_handler=ticket_handler,
     ) as client:
         assert isinstance(client, H3Client)

@@ -298,9 +298,8 @@ class Server:
         shared = self.shared = ServerShared(config, context, ssl_context, self._alt_svc())
         if self.metrics is not None:
             self.metrics.attach(shared, loop)
-        # PROXY headers or byte counts cost per read: only this subclass pays for them
-        observed = self.metrics is not None or config.proxy_protocol != "off"
-        kind = ObservedHTTP1Connection if observed else HTTP1Connection
+        # PROXY headers cost per read: only this subclass pays for them
+        kind = ObservedHTTP1Connection if config.proxy_protocol != "off" else HTTP1Connection
         date_timer = _DateTicker(loop, shared)
         listening = None
         endpoint = None

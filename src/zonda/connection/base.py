@@ -6,6 +6,12 @@ write-pause state and its drain waiters, the one timer that follows the core's d
 sending the bridge asks for. Subclasses add a protocol: ``HTTP1Connection``, ``HTTP2Connection``. Nothing here
 knows the event loop: time, timers, waiters and tasks come from the server's ``io.base.Loop``.
 
+Byte counts (``zonda_bytes_total``, with metrics on: ``ServerShared.count_bytes``): the cores count what they
+are fed and hand out; a connection adds what it reads or writes past them (a file's bytes, a PROXY header, an
+error written without a core) and answers for the sum (``byte_counts``), which moves to the server's totals when
+the connection ends (``ServerShared.bytes_in``). No wrapper counts per read or write; with metrics off the cores
+test one flag per read and per flush.
+
 Slow readers (``--timeout-write``): while the connection waits on its client to take bytes (writing paused, a
 file going out by ``os.sendfile``, or a close with bytes still buffered), the same timer checks every
 ``timeout_write`` seconds that the client took some since the last look: writing resumed, the file sender moved
@@ -37,6 +43,8 @@ class ActiveCore(Protocol):
 
     closing: bool  # the last bytes are queued: flush, then close
     deadline: float | None
+    bytes_received: int  # every byte fed and handed out (Connection.byte_counts)
+    bytes_sent: int
 
     def receive_data(self, data: bytes) -> list[Any]: ...
     def data_to_send(self) -> bytes: ...
@@ -116,6 +124,9 @@ class Connection:
         self._drain_waiters: list[Waiter] = []
         self.timer = DeadlineTimer(loop.call_at, self._on_timer)
         self._closed = False
+        self.direct_in = 0  # bytes read and written past the cores (module docstring)
+        self.direct_out = 0
+        self._bytes_published = False
         self.plaintext = True  # no TLS on the socket: files may go by os.sendfile
         self._files: FileSender | None = None
         self._sending_file = False
@@ -148,6 +159,7 @@ class Connection:
         if self._files is not None:
             self._files.cancel()
         self.shared.connections.discard(self)
+        self.publish_bytes()
         self.timer.cancel()
         if self.handler is not None:
             self.handler.connection_lost()
@@ -159,6 +171,21 @@ class Connection:
         writing to it (see ``LostStream``)."""
         self.stream = self.raw_stream = LOST_STREAM
         self._files = None
+
+    def byte_counts(self) -> tuple[int, int]:
+        """The bytes read and written on this connection so far: its cores' counts and its own."""
+        raise NotImplementedError
+
+    def publish_bytes(self) -> None:
+        """This object is done with the connection (closed, or handed to another object after leaving
+        ``shared.connections``): its counts move to the server's totals, once."""
+        shared = self.shared
+        if self._bytes_published or not shared.count_bytes:
+            return
+        self._bytes_published = True
+        received, sent = self.byte_counts()
+        shared.bytes_in += received
+        shared.bytes_out += sent
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -299,9 +326,6 @@ class Connection:
         """What the core has queued (a response head, a chunk-size line): it goes before a file's bytes."""
         raise NotImplementedError
 
-    def _count_out(self, sent: int) -> None:
-        """A file's bytes, which the driver's file sender wrote past ``stream``; ``connection.observed`` counts them."""
-
     async def send_file(self, file: BinaryIO, offset: int, count: int) -> int:
         """The core's queued bytes, then ``count`` bytes of ``file`` from ``offset``; return how many went
         (fewer: the file ended). Raises ClientDisconnected if the peer goes; aborts on any failure."""
@@ -312,6 +336,7 @@ class Connection:
             if self._closed or self.stream.is_closing():
                 raise ClientDisconnected("client disconnected before the file could be sent")
             self.stream.write(head + data if head else data)  # one write with the head
+            self.direct_out += len(data)  # the head was counted by the core that queued it
             return len(data)
         self.flush()
         if self._closed or self.stream.is_closing():
@@ -333,5 +358,5 @@ class Connection:
             raise
         finally:
             self._sending_file = False
-        self._count_out(sent)  # the sender writes to the driver's own stream, past any counting one
+        self.direct_out += sent  # the file's bytes never pass through the core
         return sent

@@ -69,7 +69,10 @@ class HTTP1Connection(Connection):
                 shared.limit_connections,
             )
             refusal = ProtocolError("too many connections", status=503)
-            stream.write(error_response(refusal, shared.defaults, b"retry-after: 1\r\n"))
+            response = error_response(refusal, shared.defaults, b"retry-after: 1\r\n")
+            stream.write(response)
+            if shared.count_bytes:  # never registered: straight to the server's totals
+                shared.bytes_out += len(response)
             stream.close()
             self._closed = True
             return
@@ -82,7 +85,9 @@ class HTTP1Connection(Connection):
             self._start_http2(b"", info)
             return
         shared.connections.add(self)
-        self.core = self.active = H1Connection(shared.limits, shared.defaults, self.loop.time)
+        self.core = self.active = H1Connection(
+            shared.limits, shared.defaults, self.loop.time, count_bytes=shared.count_bytes
+        )
         self.session = self.handler = HTTPSession(self, info, shared.context, upgrades=self)
         self.plaintext = ssl_object is None
         info.extensions.update(HTTP1_EXTENSIONS)
@@ -135,6 +140,18 @@ class HTTP1Connection(Connection):
 
     def _queued_output(self) -> bytes:
         return self.core.data_to_send()
+
+    def byte_counts(self) -> tuple[int, int]:
+        received, sent = self.direct_in, self.direct_out
+        if self.session is None:  # refused, or handed to HTTP/2 before HTTP/1.1 began: no core was made
+            return received, sent
+        core, active = self.core, self.active
+        received += core.bytes_received
+        sent += core.bytes_sent
+        if active is not core:  # a WebSocket's frame core, after the upgrade
+            received += active.bytes_received
+            sent += active.bytes_sent
+        return received, sent
 
     def pause_reading(self) -> None:
         if not self.reading_paused and not self._closed:
@@ -189,7 +206,9 @@ class HTTP1Connection(Connection):
         try:
             body_length, settings = h2c_upgrade(request)
         except ProtocolError as refusal:
-            self.stream.write(error_response(refusal, self.shared.defaults))
+            response = error_response(refusal, self.shared.defaults)
+            self.stream.write(response)
+            self.direct_out += len(response)
             self._close()
             return
         held = self.core.accept_upgrade(
@@ -208,8 +227,10 @@ class HTTP1Connection(Connection):
         h2.start_upgraded(request, body_length, held)
 
     def _hand_over(self) -> None:
-        """This object leaves the connection to another: unregister it and stop its timer."""
+        """This object leaves the connection to another: unregister it, publish its byte counts (the bytes it
+        passes on are the next core's to count) and stop its timer."""
         self.shared.connections.discard(self)
+        self.publish_bytes()
         self.timer.cancel()
         self._closed = True  # nothing more goes through this object
 
@@ -223,6 +244,7 @@ class HTTP1Connection(Connection):
         """Answer the upgrade request with 101; from now on ``core`` parses and ``handler`` gets its events."""
         held = self.core.accept_upgrade(stream_id, headers)
         self.flush()
+        core.count_bytes = self.shared.count_bytes  # its bytes are this connection's from now on
         self.active = core
         self.handler = handler
         if self.reading_paused:  # paused for pipelining, which is over: the new protocol reads from here

@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any
 from zonda.asgi._files import FILE_OFFERS
 from zonda.asgi.http import ConnectionInfo, HTTPSession
 from zonda.connection.base import Connection
-from zonda.connection.counting import CountingStream
 from zonda.connection.multiplexed import StreamDispatch
 from zonda.connection.streams import StreamChannel, WebSocketChannel
 from zonda.io.base import ByteStream, Loop, Waiter
@@ -31,7 +30,6 @@ from zonda.protocols.http2 import ErrorCode, H2Connection, H2Error
 
 if TYPE_CHECKING:
     from zonda.connection.shared import ServerShared
-    from zonda.metrics import Tally
 
 error_log = logging.getLogger("zonda.error")
 # What the bridge offers on HTTP/2 connections (ASGI extensions.rst); copied into every request's scope.
@@ -64,8 +62,7 @@ class HTTP2Connection(StreamDispatch, Connection):
         info: ConnectionInfo,
         raw_stream: ByteStream | None = None,
     ) -> None:
-        """``stream`` is written through (counting, if the HTTP/1.1 connection counted); ``raw_stream`` is the
-        driver's own below it, when it differs."""
+        """``stream`` is written through; ``raw_stream`` is the driver's own below it, when it differs."""
         super().__init__(shared, loop)
         self.stream = stream
         self.raw_stream = stream if raw_stream is None else raw_stream
@@ -75,34 +72,19 @@ class HTTP2Connection(StreamDispatch, Connection):
             shared.defaults,
             loop.time,
             shared.h2_counters,
+            count_bytes=shared.count_bytes,
         )
-        tally = shared.tally
-        if tally is not None:
-            self._count_bytes(tally)
         info.extensions.update(HTTP2_EXTENSIONS)
         self.session = self.handler = HTTPSession(self, info, shared.context, channels=self)
         self.batching = False
         self._stream_waiters: dict[int, Waiter] = {}
         self.websockets: dict[int, WebSocketChannel] = {}  # accepted WebSocket streams still open
 
-    def _count_bytes(self, tally: Tally) -> None:
-        """Metrics are on: count the bytes of this connection, as ``ObservedHTTP1Connection`` does for HTTP/1.1.
-
-        Bytes out: the counting stream that a plaintext connection (prior knowledge, h2c) already writes
-        through; TLS with ALPN ``h2`` never had one. Bytes in: ``data_received`` is replaced on this object
-        before ``start()`` hands it the stream (uvloop reads the callback then), so without metrics a read
-        costs nothing more. Bytes read before the hand-over were counted then; ``start()`` feeds them past the
-        counting."""
-        if not isinstance(self.stream, CountingStream):
-            self.stream = CountingStream(self.stream, tally)
+    def byte_counts(self) -> tuple[int, int]:
+        """The core's counts: the bytes the HTTP/1.1 object read first and passed on are among them (it
+        counted only what it kept), and WebSocket streams' bytes are their DATA frames'."""
         core = self.core
-        handle = self._handle
-
-        def data_received(data: bytes) -> None:
-            tally.bytes_in += len(data)
-            handle(core.receive_data(data))
-
-        self.data_received = data_received  # type: ignore[method-assign]
+        return core.bytes_received + self.direct_in, core.bytes_sent + self.direct_out
 
     def channel(self, stream_id: int) -> StreamChannel:
         """The transport of one request's stream."""
@@ -120,7 +102,7 @@ class HTTP2Connection(StreamDispatch, Connection):
         self.stream.set_protocol(self)
         self.flush()
         if held:
-            self._handle(self.core.receive_data(held))  # not self.data_received: counted when read
+            self._handle(self.core.receive_data(held))
         else:
             self._arm_if_earlier()
 
@@ -131,7 +113,7 @@ class HTTP2Connection(StreamDispatch, Connection):
         events = self.core.initiate_upgrade(request, body_length)
         self._handle(events)
         if held:
-            self._handle(self.core.receive_data(held))  # not self.data_received: counted when read
+            self._handle(self.core.receive_data(held))
         else:
             self._arm_if_earlier()
 

@@ -93,9 +93,6 @@ class HTTP3Connection(StreamDispatch):
     # ------------------------------------------------------------ datagrams and time
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
-        tally = self.shared.tally
-        if tally is not None:  # metrics on: the UDP payloads (QUIC packets as sent, encrypted)
-            tally.bytes_in += len(data)
         self._handle(self.core.receive_datagram(data, addr))
 
     def _on_timer(self) -> None:
@@ -156,9 +153,11 @@ class HTTP3Connection(StreamDispatch):
         send = self.endpoint.sender.sendto
         for data, addr in datagrams:
             send(data, addr)
-        tally = self.shared.tally
-        if tally is not None and datagrams:
-            tally.bytes_out += sum(len(data) for data, _ in datagrams)
+
+    def byte_counts(self) -> tuple[int, int]:
+        """The UDP payloads the core was fed and handed out (``zonda_bytes_total``)."""
+        core = self.core
+        return core.bytes_received, core.bytes_sent
 
     def drain_stream(self, stream_id: int) -> Waiter:
         return self._stream_waiter(stream_id, self._closed or not self.core.is_blocked(stream_id))
@@ -222,6 +221,11 @@ class HTTP3Connection(StreamDispatch):
         for channel in list(self.websockets.values()):
             channel.lost()
         self.endpoint.forget(self)
-        self.shared.connections.discard(self)
+        shared = self.shared
+        shared.connections.discard(self)
+        if shared.count_bytes:  # once: _closed is set
+            received, sent = self.byte_counts()
+            shared.bytes_in += received
+            shared.bytes_out += sent
         self.session.connection_lost()
         self._wake_all()

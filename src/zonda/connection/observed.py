@@ -1,9 +1,10 @@
-"""``HTTP1Connection`` with the fleet features that cost per read: a PROXY protocol header first, and byte counts.
+"""``HTTP1Connection`` with the fleet feature that costs per read: a PROXY protocol header first.
 
-The server uses this subclass only when ``--proxy-protocol`` is not ``off`` or ``--metrics-bind`` is set, so
-the plain driver pays nothing for either. Protocol logic stays out of here: the PROXY header is parsed by
-``zonda.proxy.parse_proxy_header``; this class only buffers the first bytes, calls it, and installs a new
-``ConnectionInfo`` built from the addresses the header carried before the HTTP/1.1 core sees a byte.
+The server uses this subclass only when ``--proxy-protocol`` is not ``off``, so the plain driver pays nothing
+for it. Protocol logic stays out of here: the PROXY header is parsed by ``zonda.proxy.parse_proxy_header``; this
+class only buffers the first bytes, calls it, and installs a new ``ConnectionInfo`` built from the addresses
+the header carried before the HTTP/1.1 core sees a byte. The header's bytes count as the connection's own
+(``direct_in``): no core is fed them.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from zonda.connection.counting import CountingStream
 from zonda.connection.http1 import Address, HTTP1Connection
 from zonda.errors import ProxyProtocolError
 from zonda.io.base import ByteStream, Loop
@@ -22,7 +22,6 @@ if TYPE_CHECKING:
     import ssl
 
     from zonda.connection.shared import ServerShared
-    from zonda.metrics import Tally
 
 error_log = logging.getLogger("zonda.error")
 
@@ -30,7 +29,6 @@ error_log = logging.getLogger("zonda.error")
 class ObservedHTTP1Connection(HTTP1Connection):
     def __init__(self, shared: ServerShared, loop: Loop) -> None:
         super().__init__(shared, loop)
-        self._tally: Tally | None = shared.tally
         self._proxy_buffer: bytes | None = None  # bytes while a PROXY header is expected
 
     def open(
@@ -43,8 +41,6 @@ class ObservedHTTP1Connection(HTTP1Connection):
         super().open(stream, client, server, ssl_object)
         if self._closed:
             return
-        if self._tally is not None:
-            self.stream = CountingStream(self.stream, self._tally)
         proxy = self.shared.proxy
         client = self.session.info.client
         if proxy is not None and proxy.expects_proxy_header(client[0] if client else None):
@@ -56,12 +52,10 @@ class ObservedHTTP1Connection(HTTP1Connection):
         return proxy is None or not proxy.expects_proxy_header(client[0] if client else None)
 
     def data_received(self, data: bytes) -> None:
-        tally = self._tally
-        if tally is not None:
-            tally.bytes_in += len(data)
         if self._proxy_buffer is None:
             HTTP1Connection.data_received(self, data)
             return
+        self.direct_in += len(data)  # less what follows the header, below: a core counts that
         data = self._proxy_buffer + data
         try:
             header = parse_proxy_header(data, self.shared.proxy.proxy_protocol)  # type: ignore[union-attr]
@@ -87,6 +81,7 @@ class ObservedHTTP1Connection(HTTP1Connection):
         self._proxy_buffer = None
         self._use_proxy_header(header)
         rest = data[header.length :]
+        self.direct_in -= len(rest)
         if self.shared.http2_only:
             self._start_http2(rest, self.session.info)
         elif rest:
@@ -102,7 +97,3 @@ class ObservedHTTP1Connection(HTTP1Connection):
         new_info = self.make_info(header.client, header.server, scheme)
         new_info.extensions.update(info.extensions)  # they describe this connection: TLS, file sending
         self.session.info = new_info
-
-    def _count_out(self, sent: int) -> None:
-        if self._tally is not None:
-            self._tally.bytes_out += sent  # os.sendfile bypassed the counting stream

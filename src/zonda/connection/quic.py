@@ -238,7 +238,7 @@ class QuicEndpoint:
         # read from this limit when the handshake begins
         limit = quic._local_max_streams_bidi
         limit.value = limit.sent = settings.max_streams
-        core = H3Core(quic, settings.h3, self.shared.defaults, self.loop.time)
+        core = H3Core(quic, settings.h3, self.shared.defaults, self.loop.time, self.shared.count_bytes)
         client = (addr[0], addr[1]) if isinstance(addr, tuple) else None
         info = ConnectionInfo(client, self.server, "https", self.shared.context.root_path)
         proxy = self.shared.proxy

@@ -37,6 +37,9 @@ class ServedConnection(Protocol):
 
     def stop_streaming(self) -> int: ...
     def abort(self) -> None: ...
+    def byte_counts(self) -> tuple[int, int]:
+        """The bytes read and written on this connection so far (``zonda_bytes_total``)."""
+        ...
 
 
 class ServerShared:
@@ -107,12 +110,27 @@ class ServerShared:
         self.rejections: dict[str, int] = {}  # ProtocolError class name -> count (metrics)
         self.rejection_log = context.rejection_log  # their log lines, at most one per cause per second
         self.timeout_write = config.timeout_write  # 0: a client that reads nothing is never cut
-        self.tally: Tally | None = None  # byte counts, when metrics are on
+        self.tally: Tally | None = None  # the metrics' per-response counts, when metrics are on
+        # Metrics on: the cores count bytes (set before the first connection). The bytes of connections no longer
+        # in ``connections`` (closed, or passed to another object) are added up here; an open connection holds
+        # its own counts (``byte_counts``).
+        self.count_bytes = False
+        self.bytes_in = 0
+        self.bytes_out = 0
         request_id = uses_request_id(config)
         self.proxy: ProxySettings | None = None  # None: no per-connection proxy or request-id work at all
         if config.proxy_headers or request_id or config.proxy_protocol != "off":
             trust = TrustList(config.forwarded_allow_ips)
             self.proxy = ProxySettings(trust, config.proxy_headers, config.proxy_protocol, request_id)
+
+    def byte_counts(self) -> tuple[int, int]:
+        """Every byte read and written on this server's connections so far: closed ones and open ones."""
+        received, sent = self.bytes_in, self.bytes_out
+        for connection in self.connections:
+            connection_in, connection_out = connection.byte_counts()
+            received += connection_in
+            sent += connection_out
+        return received, sent
 
     def refresh_date(self) -> None:
         self.defaults.set_date(formatdate(usegmt=True).encode() if self.date_header else None)

@@ -40,7 +40,7 @@ ReadBlock = Callable[[int, int, int], Awaitable[bytes]]
 
 
 class BlockSink(Protocol):
-    """Where the blocks go: the driver's own transport or stream, below any counting wrapper."""
+    """Where the blocks go: the driver's own transport or stream."""
 
     def write(self, data: bytes) -> None: ...
     def is_closing(self) -> bool: ...

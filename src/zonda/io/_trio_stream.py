@@ -379,8 +379,7 @@ class TrioFileSender:
       (``trio.to_thread``), written through the stream with its back-pressure: one block in memory per
       connection, never the file.
 
-    Either way the bytes go to the driver's own stream, past a counting stream the connection may write
-    through, so they are reported as bypassing it."""
+    Either way the bytes never pass through the connection's core: the connection counts them itself."""
 
     __slots__ = ("_conn", "_stream", "bytes_sent", "os_sendfile")
 

@@ -82,7 +82,8 @@ class ByteStream(Protocol):
 
 class FileSender(Protocol):
     """A driver's way to move a file's bytes onto one connection after what was already written. It writes to
-    the driver's own stream (``Connection.raw_stream``), so a counting stream above it never sees the bytes."""
+    the driver's own stream (``Connection.raw_stream``), past the connection's core: the connection counts
+    them itself."""
 
     @property
     def os_sendfile(self) -> bool:

@@ -1,4 +1,6 @@
-"""The output buffer every protocol core drains the same way (h2's ``data_to_send`` style)."""
+"""The output buffer every protocol core drains the same way (h2's ``data_to_send`` style), counting what it
+hands out when asked: a connection's byte counts (``zonda_bytes_total``) are its cores' counts, not a
+wrapper's on every write."""
 
 from __future__ import annotations
 
@@ -6,8 +8,10 @@ from __future__ import annotations
 class OutputBuffer:
     """A core queues bytes on ``_out``; the driver drains them with one ``data_to_send()`` per flush."""
 
-    __slots__ = ()
+    __slots__ = ("bytes_sent", "count_bytes")
     _out: list[bytes]
+    count_bytes: bool  # count the bytes fed and handed out (metrics on); off, one test per read and flush
+    bytes_sent: int  # every byte data_to_send() handed out, while counting
 
     def queued(self) -> int:
         """How many pieces wait for ``data_to_send()`` (a count, not bytes: cheap)."""
@@ -20,4 +24,6 @@ class OutputBuffer:
             return b""
         data = out[0] if len(out) == 1 else b"".join(out)
         out.clear()
+        if self.count_bytes:
+            self.bytes_sent += len(data)
         return data

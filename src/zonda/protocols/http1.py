@@ -259,6 +259,7 @@ class H1Connection(OutputBuffer):
         "_upgrade",
         "_upgrade_pending",
         "_url",
+        "bytes_received",
         "clock",
         "closing",
         "deadline",
@@ -272,7 +273,9 @@ class H1Connection(OutputBuffer):
         limits: H1Limits,
         defaults: DefaultHeaders,
         clock: Callable[[], float],
+        count_bytes: bool = False,
     ) -> None:
+        """``count_bytes``: keep ``bytes_received`` and ``bytes_sent`` (the metrics' byte counts)."""
         self.limits = limits
         self.defaults = defaults
         self.clock = clock
@@ -282,6 +285,10 @@ class H1Connection(OutputBuffer):
         self._parser = httptools.HttpRequestParser(self)
         self._events: list[Event] = []
         self._out: list[bytes] = []
+        # every byte fed and handed out, less what an upgrade passes on to the next protocol's core
+        self.count_bytes = count_bytes
+        self.bytes_received = 0
+        self.bytes_sent = 0
         self._next_stream_id = 1
         # requests still owed a response, oldest first: a list, not a deque (624 bytes each on an idle connection);
         # more than one only while a client pipelines
@@ -327,6 +334,8 @@ class H1Connection(OutputBuffer):
 
     def receive_data(self, data: bytes) -> list[Event]:
         """Feed bytes from the peer; return the events they complete (errors end in ConnectionTerminated)."""
+        if self.count_bytes:
+            self.bytes_received += len(data)
         state = self.read_state
         if state is _ERROR or state is _STOPPED:
             return []
@@ -394,10 +403,10 @@ class H1Connection(OutputBuffer):
         start = next(j for j in range(len(head) + 1) if data.startswith(head[j:]))
         self.read_state = _STOPPED
         self.deadline = None
-        return [
-            HTTP2Preface(head + data[len(head) - start :]),
-            ConnectionTerminated("HTTP/2 prior knowledge"),
-        ]
+        handed_over = head + data[len(head) - start :]
+        if self.count_bytes:
+            self.bytes_received -= len(handed_over)  # counted again by the HTTP/2 core that is fed them
+        return [HTTP2Preface(handed_over), ConnectionTerminated("HTTP/2 prior knowledge")]
 
     def on_message_begin(self) -> None:
         if self.read_state is _STOPPED:
@@ -620,6 +629,8 @@ class H1Connection(OutputBuffer):
         self.deadline = None
         self._upgrade_pending = False
         held, self._held = self._held, b""
+        if self.count_bytes:
+            self.bytes_received -= len(held)  # counted again by the next protocol's core, which is fed them
         return held
 
     def send_continue(self, stream_id: int = 0) -> None:

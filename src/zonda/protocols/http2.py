@@ -181,6 +181,7 @@ class H2Connection(OutputBuffer):
         "_settings_due",
         "_upgrade_body_left",
         "blocked",
+        "bytes_received",
         "clock",
         "closing",
         "conn_send_window",
@@ -204,7 +205,9 @@ class H2Connection(OutputBuffer):
         defaults: DefaultHeaders,
         clock: Callable[[], float],
         totals: dict[str, int] | None = None,
+        count_bytes: bool = False,
     ) -> None:
+        """``count_bytes``: keep ``bytes_received`` and ``bytes_sent`` (the metrics' byte counts)."""
         self.settings = settings
         self.defaults = defaults
         self.clock = clock
@@ -224,6 +227,9 @@ class H2Connection(OutputBuffer):
         # the client's SETTINGS_MAX_CONCURRENT_STREAMS (it bounds pushes): unlimited until it says
         self.peer_max_pushed = 1 << 31
         self._out: list[bytes] = []
+        self.count_bytes = count_bytes
+        self.bytes_received = 0  # every byte fed, and every byte handed out (the connection's byte counts)
+        self.bytes_sent = 0
         self._buffer = b""
         self._events: list[Event] = []
         self._preface_seen = False
@@ -309,6 +315,8 @@ class H2Connection(OutputBuffer):
         self._apply_settings(payload)
 
     def receive_data(self, data: bytes) -> list[Event]:
+        if self.count_bytes:
+            self.bytes_received += len(data)
         if self.closing:
             return []
         if self._upgrade_body_left:  # h2c: the upgraded request's body, before the preface

@@ -178,7 +178,9 @@ class H3Core:
         settings: H3Settings,
         defaults: DefaultHeaders,
         clock: Callable[[], float],
+        count_bytes: bool = False,
     ) -> None:
+        """``count_bytes``: keep ``bytes_received`` and ``bytes_sent`` (the metrics' byte counts)."""
         self.quic = quic
         self.h3 = _ServerH3(quic, settings.enable_connect_protocol)
         self.settings = settings
@@ -200,10 +202,16 @@ class H3Core:
         self.issued_ids: list[bytes] = []
         self.retired_ids: list[bytes] = []
         self.cipher_suite: int | None = None  # the TLS 1.3 cipher suite, once the handshake completed
+        # the UDP payloads fed and handed out (QUIC packets as sent, encrypted): the connection's byte counts
+        self.count_bytes = count_bytes
+        self.bytes_received = 0
+        self.bytes_sent = 0
 
     # ------------------------------------------------------------------ input
 
     def receive_datagram(self, data: bytes, addr: NetworkAddress) -> list[Event]:
+        if self.count_bytes:
+            self.bytes_received += len(data)
         self.quic.receive_datagram(data, addr, self.clock())
         return self._process()
 
@@ -333,6 +341,9 @@ class H3Core:
     def datagrams_to_send(self) -> list[tuple[bytes, NetworkAddress]]:
         datagrams = self.quic.datagrams_to_send(self.clock())
         self.deadline = self.quic.get_timer()
+        if self.count_bytes:
+            for data, _ in datagrams:
+                self.bytes_sent += len(data)
         return datagrams
 
     def send_continue(self, stream_id: int = 0) -> None:

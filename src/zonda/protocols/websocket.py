@@ -253,6 +253,11 @@ class WSConnection(OutputBuffer):
         self._text_check: TextCheck | None = None  # the text frame coming in pieces (fast path)
         self._release_by: float | None = None  # a held failure goes out by then at the latest
         self._out: list[bytes] = []
+        # every byte fed and handed out: an upgraded HTTP/1.1 connection's byte counts, if that connection asks
+        # (over HTTP/2 and HTTP/3 the bytes are their DATA, counted by those cores)
+        self.count_bytes = False
+        self.bytes_received = 0
+        self.bytes_sent = 0
         self._failed = False
         self._failure: tuple[int, str] | None = None  # the code and reason to report once
         self._paused = False
@@ -268,6 +273,8 @@ class WSConnection(OutputBuffer):
     # ------------------------------------------------------------------ input
 
     def receive_data(self, data: bytes) -> list[Event | WSEvent]:
+        if self.count_bytes:
+            self.bytes_received += len(data)
         proto = self._proto
         if self.closing or self.failure_held or proto.state is CLOSED:
             return []
