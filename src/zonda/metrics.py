@@ -6,11 +6,11 @@ lazily so that ``PROMETHEUS_MULTIPROC_DIR`` can be set first.
 
 Cost: updating a ``prometheus_client`` metric takes 0.5-1.5 µs (more in multiprocess mode, where every update
 writes a memory-mapped file under a lock), several per request. So the per-response hook only bumps plain
-Python counters (a ``Tally``), and ``Metrics.flush()`` moves them into ``prometheus_client`` every
-``FLUSH_INTERVAL`` seconds, before every scrape this process answers, and at exit. Gauges (in-flight
-requests, open connections) are read from the server's own counts at flush time, and so are the server's
-cumulative counters (limit and timeout rejections, WebSocket messages, HTTP/2 attacks and errors): a flush
-adds what they grew by since the last one.
+Python counters (a ``Tally``: see ``LATENCY`` for what a response adds to), and ``Metrics.flush()`` moves them
+into ``prometheus_client`` every ``FLUSH_INTERVAL`` seconds, before every scrape this process answers, and at
+exit. Gauges (in-flight requests, open connections) are read from the server's own counts at flush time, and
+so are the server's cumulative counters (limit and timeout rejections, WebSocket messages, HTTP/2 attacks and
+errors): a flush adds what they grew by since the last one.
 
 Bytes (``zonda_bytes_total``) are counted where they pass anyway: each connection's protocol cores count what
 they are fed and hand out (``ServerShared.count_bytes``, set by ``attach``), the connection adds what it moves
@@ -67,6 +67,14 @@ REJECTION_REASONS = {  # ProtocolError class name -> reason label
     "WriteTimeout": "write_timeout",
     "ProxyProtocolError": "proxy_protocol",
 }
+# A series (one protocol and method) is one list: a count per status code (index 0: no response), a count per
+# latency bucket, then the latencies' sum. A response adds to two or three of its items: the status code is
+# an index (no ``status // 100``); the first bucket's count is not kept (most responses fall in it) but worked
+# out at flush time, with the status classes and the per-protocol histogram.
+STATUS_CODES = 1000
+LATENCY = STATUS_CODES  # the count of the first bucket (FIRST_BOUND), then of each other
+LATENCY_SUM = LATENCY + len(BUCKETS)
+FIRST_BOUND = BUCKETS[0]
 _CREATED_DIR: list[str] = []
 
 
@@ -193,10 +201,9 @@ class Tally:
     __slots__ = ("series", "shared", "ws_opened")
 
     def __init__(self, shared: ServerShared | None = None) -> None:
-        # protocol -> (method -> responses per status class (index status // 100), latency: count per
-        # bucket, then the sum). Nested by keys whose hashes str caches: a (method, class, protocol) tuple
-        # key was made, hashed and compared per response, a third of the hook's cost.
-        self.series: dict[str, tuple[dict[str, list[int]], list[float]]] = {}
+        # protocol -> method -> series (see LATENCY). Nested by keys whose hashes str caches: a (method,
+        # class, protocol) tuple key was made, hashed and compared per response, a third of the hook's cost.
+        self.series: dict[str, dict[str, list[Any]]] = {}
         self.ws_opened: int = 0
         self.shared = shared
 
@@ -208,6 +215,24 @@ class Tally:
     @property
     def bytes_out(self) -> int:
         return self.shared.byte_counts()[1] if self.shared is not None else 0
+
+
+def _series(tally: Tally, scope: dict[str, Any], status: int) -> list[Any]:
+    """The per-response hook's slow path: a series new since the last flush, or a WebSocket."""
+    if scope["type"] == "http":
+        protocol, method = scope["http_version"], scope["method"]
+    else:
+        protocol, method = "websocket", "GET"
+        if status == 101:
+            tally.ws_opened += 1
+    methods = tally.series.setdefault(protocol, {})
+    counts = methods.get(method)
+    if counts is None:
+        # floats for the status counts: adding 1.0 to a float takes one from the interpreter's free list,
+        # where an int above 256 is allocated anew (exact up to 2**53 responses between two flushes)
+        counts = methods[method] = [0.0] * STATUS_CODES + [0] * len(BUCKETS)
+        counts.append(0.0)
+    return counts
 
 
 class Metrics:
@@ -237,50 +262,43 @@ class Metrics:
     def _make_record(self) -> Callable[[Any], None]:
         tally = self.tally
         series = tally.series
-        bounds = BUCKETS
-        first = bounds[0]
-        size = len(bounds)
 
         def record(cycle: Any) -> None:
-            scope = cycle.scope
-            status = cycle.status  # 100-999 once a response went out (the cores check), 0 for none
             elapsed = perf_counter() - cycle.started_at
-            if scope["type"] == "http":
-                protocol = scope["http_version"]
-                method = scope["method"]
-            else:
-                protocol = "websocket"
-                method = "GET"
-                if status == 101:
-                    tally.ws_opened += 1
-            entry = series.get(protocol)
-            if entry is None:
-                entry = series[protocol] = ({}, [0.0] * (size + 1))
-            methods, latency = entry
-            classes = methods.get(method)
-            if classes is None:
-                classes = methods[method] = [0] * 10
-            classes[status // 100] += 1
-            # most responses take under the first bound (1 ms): a float comparison instead of bisect's call
-            latency[0 if elapsed <= first else bisect_left(bounds, elapsed)] += 1
-            latency[size] += elapsed
+            scope = cycle.scope
+            try:  # a WebSocket's scope has no method: the slow path, without a type test for every response
+                counts = series[scope["http_version"]][scope["method"]]
+            except KeyError:
+                counts = _series(tally, scope, cycle.status)
+            counts[cycle.status] += 1.0  # 100-999 once a response went out (the cores check), 0 for none
+            if elapsed > FIRST_BOUND:  # most responses take under the first bound (1 ms): counted at flush
+                counts[LATENCY + bisect_left(BUCKETS, elapsed)] += 1
+            counts[LATENCY_SUM] += elapsed
 
         return record
 
     def flush(self) -> None:
         """Move the tallies into prometheus_client; read the gauges."""
         families, tally = self.families, self.tally
-        for protocol, (methods, latency) in tally.series.items():
-            for method, classes in methods.items():
+        for protocol, methods in tally.series.items():
+            buckets = [0] * len(BUCKETS)
+            total = 0.0
+            for method, counts in methods.items():
                 label = method if method in METHODS else "other"
-                for status_class, count in enumerate(classes):
+                for status_class in range(10):
+                    count = sum(counts[status_class * 100 : status_class * 100 + 100])
                     if count:
                         families.requests.labels(label, f"{status_class}xx", protocol).inc(count)
+                # the first bucket: every response not counted in another
+                counts[LATENCY] = sum(counts[:STATUS_CODES]) - sum(counts[LATENCY + 1 : LATENCY_SUM])
+                for index in range(len(BUCKETS)):
+                    buckets[index] += counts[LATENCY + index]
+                total += counts[LATENCY_SUM]
             child = families.latency.labels(protocol)
-            for index, observed in enumerate(latency[:-1]):
+            for index, observed in enumerate(buckets):
                 if observed:
                     child._buckets[index].inc(observed)  # a batched observe(): one write per bucket
-            child._sum.inc(latency[-1])
+            child._sum.inc(total)
         tally.series.clear()
         if tally.ws_opened:
             families.ws_connections.inc(tally.ws_opened)
