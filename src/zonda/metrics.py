@@ -43,10 +43,8 @@ import tempfile
 from bisect import bisect_left
 from collections.abc import Callable
 from time import perf_counter
-from types import NoneType
 from typing import TYPE_CHECKING, Any
 
-from zonda.asgi.http import HTTPSession
 from zonda.errors import ConfigError
 from zonda.io.base import Loop, Timer
 
@@ -310,11 +308,8 @@ class Metrics:
         families = self.families
         stats = shared.context.stats
         open_by_protocol = {"http1": 0, "http2": 0, "http3": 0, "websocket": 0}
-        for connection in shared.connections:
-            if isinstance(connection.session, (HTTPSession, NoneType)):
-                open_by_protocol[connection.protocol_label] += 1
-            else:  # an HTTP/1.1 connection upgraded to WebSocket (over HTTP/2 a WebSocket is a stream)
-                open_by_protocol["websocket"] += 1
+        for connection in shared.connections:  # over HTTP/2 and HTTP/3 a WebSocket is a stream, not a connection
+            open_by_protocol[connection.protocol_label] += 1
         for protocol, count in open_by_protocol.items():
             families.connections.labels(protocol).set(count)
         websockets = open_by_protocol["websocket"]

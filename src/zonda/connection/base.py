@@ -110,7 +110,7 @@ LOST_STREAM: ByteStream = LostStream()
 class Connection:
     """The plumbing every protocol's connection shares; see the module docstring."""
 
-    protocol_label = "http1"  # zonda_connections_open{protocol}
+    protocol_label = "http1"  # zonda_connections_open{protocol}; "websocket" once upgraded
 
     def __init__(self, shared: ServerShared, loop: Loop) -> None:
         self.shared = shared

@@ -247,6 +247,7 @@ class HTTP1Connection(Connection):
         core.count_bytes = self.shared.count_bytes  # its bytes are this connection's from now on
         self.active = core
         self.handler = handler
+        self.protocol_label = "websocket"
         if self.reading_paused:  # paused for pipelining, which is over: the new protocol reads from here
             self.reading_paused = False
             self.stream.resume_reading()

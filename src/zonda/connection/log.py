@@ -27,7 +27,6 @@ def log_opened(client: tuple[str, int] | None, server: tuple[str, int | None] | 
 
 
 def log_closed(connection: Connection, exc: BaseException | None) -> None:
-    kind = "websocket" if connection.handler is not connection.session else connection.protocol_label
     how = f"lost ({type(exc).__name__}: {exc})" if exc is not None else "closed"
     client = describe_peer(connection.session.info.client)
-    connection_log.debug("Connection from %s %s (%s)", client, how, kind)
+    connection_log.debug("Connection from %s %s (%s)", client, how, connection.protocol_label)
