@@ -62,3 +62,31 @@ def test_responses_and_latencies_reach_the_families() -> None:
     total = sample("zonda_request_duration_seconds_sum", protocol="1.1")
     assert total is not None and 20.003 <= total < 20.1
     assert not metrics.tally.series  # drained
+
+
+def test_each_response_lands_in_its_latency_bucket() -> None:
+    """The first two buckets are found by comparisons, the others by bisect; the first one's count is worked
+    out at flush time."""
+    metrics = Metrics()
+    for seconds in (0.0, 0.0005, 0.0015, 0.002, 0.004, 0.007, 0.03, 0.7, 3.0, 7.0, 11.0):
+        metrics.record(Cycle(http("GET"), 200, seconds))
+    metrics.flush()
+    registry = metrics.families.registry
+    cumulative = {
+        bound: registry.get_sample_value(
+            "zonda_request_duration_seconds_bucket", {"protocol": "1.1", "le": bound}
+        )
+        for bound in ("0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "1.0", "5.0", "10.0", "+Inf")
+    }
+    assert cumulative == {
+        "0.001": 2,
+        "0.0025": 4,
+        "0.005": 5,
+        "0.01": 6,
+        "0.025": 6,
+        "0.05": 7,
+        "1.0": 8,
+        "5.0": 9,
+        "10.0": 10,
+        "+Inf": 11,
+    }
