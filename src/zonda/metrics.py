@@ -73,9 +73,8 @@ STATUS_CODES = 1000
 LATENCY = STATUS_CODES  # the count of the first bucket (FIRST_BOUND), then of each other
 LATENCY_SUM = LATENCY + len(BUCKETS)
 FIRST_BOUND, SECOND_BOUND = BUCKETS[:2]
-SECOND = (
-    LATENCY + 1
-)  # the second bucket's count: a loaded server's next most common (bisect costs ~500 instructions)
+# the second bucket's count: a loaded server's next most common (bisect costs ~500 instructions)
+SECOND = LATENCY + 1
 _CREATED_DIR: list[str] = []
 
 
@@ -310,9 +309,8 @@ class Metrics:
         families = self.families
         stats = shared.context.stats
         open_by_protocol = {"http1": 0, "http2": 0, "http3": 0, "websocket": 0}
-        for (
-            connection
-        ) in shared.connections:  # over HTTP/2 and HTTP/3 a WebSocket is a stream, not a connection
+        # over HTTP/2 and HTTP/3 a WebSocket is a stream, not a connection
+        for connection in shared.connections:
             open_by_protocol[connection.protocol_label] += 1
         for protocol, count in open_by_protocol.items():
             families.connections.labels(protocol).set(count)
