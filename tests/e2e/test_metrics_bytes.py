@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from helpers import read_response, read_until_closed, run_server, status_of, wait_for
+from helpers import echo_messages, read_response, read_until_closed, run_server, status_of, wait_for
 from tlsutil import make_tls_files
 from wsframes import close, handshake_request, text
 
@@ -75,8 +75,7 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if scope["type"] == "websocket":
         await receive()
         await send({"type": "websocket.accept"})
-        while (message := await receive())["type"] == "websocket.receive":
-            await send({"type": "websocket.send", "text": message["text"]})
+        await echo_messages(receive, send)
         return
     if scope["type"] != "http":
         return
