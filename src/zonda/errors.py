@@ -6,6 +6,14 @@ has to flush what the core queued and close. App errors name the ASGI message an
 
 from __future__ import annotations
 
+import sys
+
+if sys.version_info < (3, 11):  # the backport: trio and anyio, the only makers of such groups, depend on it
+    try:
+        from exceptiongroup import BaseExceptionGroup
+    except ImportError:  # then no app can raise one
+        BaseExceptionGroup = None  # type: ignore[assignment,misc,unused-ignore]
+
 
 class ZondaError(Exception):
     """Base of every error zonda raises on purpose."""
@@ -88,3 +96,18 @@ class ClientDisconnected(OSError):
 
 class ProxyProtocolError(ZondaError):
     """A trusted peer's PROXY protocol header was missing or malformed: the connection is closed."""
+
+
+def split_cancellation(exc: BaseException) -> tuple[Exception | None, BaseException | None]:
+    """A BaseException that ended an app call, as (the app's own failure, the cancellation to pass on).
+
+    A task group cancelled from outside (trio nurseries, anyio task groups) gathers its children's errors with
+    the cancellation into one BaseExceptionGroup: the errors are the app's to report, the cancellation the
+    caller's to see. ``ClientDisconnected`` raised by ``send()`` is neither: it is dropped."""
+    if BaseExceptionGroup is None or not isinstance(exc, BaseExceptionGroup):
+        return None, exc
+    _, rest = exc.split(ClientDisconnected)
+    if rest is None:
+        return None, None
+    failure, cancellation = rest.split(Exception)
+    return failure, cancellation

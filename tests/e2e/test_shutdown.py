@@ -40,6 +40,13 @@ import sys
 MARKER = os.environ.get("ZONDA_TEST_MARKER", "")
 
 
+async def fail_when_cancelled():
+    try:
+        await anyio.sleep(3600)
+    except anyio.get_cancelled_exc_class():
+        raise RuntimeError("cleanup failed on cancel")
+
+
 async def app(scope, receive, send):
     if scope["type"] == "lifespan":
         while True:
@@ -58,6 +65,11 @@ async def app(scope, receive, send):
         await anyio.sleep(1.0)
     elif path == "/stuck":
         await anyio.sleep(3600)
+    elif path == "/stuck-in-group":
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        async with anyio.create_task_group() as group:
+            group.start_soon(fail_when_cancelled)
+            await anyio.sleep(3600)
     body = path.encode()
     await send({"type": "http.response.start", "status": 200,
                 "headers": [(b"content-length", str(len(body)).encode())]})
@@ -149,6 +161,24 @@ def test_graceful_timeout_cancels_a_stuck_request(app_dir: str, tmp_path: Path) 
         stuck.close()
     assert marker.read_text() == "lifespan shutdown ran"
     assert "still open after the graceful timeout" in proc.output
+
+
+def test_an_app_error_grouped_with_the_cancellation_is_not_fatal(app_dir: str, loop: str) -> None:
+    """A task group cancelled at the hard close gathers its child's error with the cancellation (trio and anyio
+    raise a BaseExceptionGroup of both): the error is the app's, reported as one raised after its connection
+    closed, and the server still exits 0 (on trio it used to escape the app's nursery and end the process)."""
+    args = ("slow_app:app", "--port", "0", "--app-dir", app_dir, "--log-level", "debug")
+    with zonda_process(*args, "--loop", loop, "--timeout-graceful-shutdown", "0.5") as proc:
+        proc.wait_listening()
+        stuck = socket.create_connection(("127.0.0.1", proc.port), timeout=5)
+        stuck.sendall(b"GET /stuck-in-group HTTP/1.1\r\nHost: x\r\n\r\n")
+        wait_for(lambda: started(proc, "/stuck-in-group") == 1, what="the request in the app")
+        proc.signal(signal.SIGTERM)
+        assert proc.wait(5) == 0, proc.output
+        stuck.close()
+    assert "ASGI app raised after the client disconnected (GET /stuck-in-group)" in proc.output
+    assert "RuntimeError: cleanup failed on cancel" in proc.output
+    assert "Finished server process" in proc.output
 
 
 def test_second_sigint_exits_at_once(app_dir: str, tmp_path: Path, loop: str) -> None:

@@ -21,7 +21,7 @@ from urllib.parse import quote, unquote_to_bytes
 from zonda.accesslog import log_default
 from zonda.asgi._files import PATHSEND, ZEROCOPYSEND, open_path, zerocopy_span
 from zonda.asgi.types import ASGIApp, Message, Scope
-from zonda.errors import AppProtocolError, ClientDisconnected, ProtocolError
+from zonda.errors import AppProtocolError, ClientDisconnected, ProtocolError, split_cancellation
 from zonda.logging import describe_peer
 from zonda.protocols.events import ConnectionTerminated, Data, Event, Request, StreamReset
 from zonda.protocols.fields import checked_value, header_name, trailer_fields
@@ -631,11 +631,18 @@ class HTTPCycle:
             pass  # raised by send() on purpose; not an error (ASGI www spec 2.4)
         except Exception as exc:
             self._app_failed(exc)
-        except BaseException as exc:  # cancellation at shutdown; never swallowed
+        except (
+            BaseException
+        ) as exc:  # cancellation at shutdown, never swallowed; a task group's errors with it
+            failure, cancellation = split_cancellation(exc)
+            if failure is not None:
+                self._app_failed(failure)
             if self.state is not _DONE and not self.disconnected:
                 self.transport.abort()
             self.session.cycle_finished(self)
-            raise exc
+            if cancellation is not None:
+                raise cancellation  # noqa: B904  # passed on as it came, not chained to its own group
+            return
         else:
             if self.state is _START and not self.disconnected:
                 error_log.error("ASGI app returned without sending a response (%s)", self._describe())

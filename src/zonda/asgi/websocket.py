@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from zonda.asgi.http import WebSocketTransport
 from zonda.asgi.types import ASGIApp, Message, Scope
-from zonda.errors import AppProtocolError, ClientDisconnected
+from zonda.errors import AppProtocolError, ClientDisconnected, split_cancellation
 from zonda.logging import describe_peer
 from zonda.protocols.events import ConnectionTerminated, Request
 from zonda.protocols.websocket import Handshake, PeerClosed, WSConnection, WSSettings
@@ -313,13 +313,20 @@ class WebSocketCycle:
             pass
         except Exception as exc:
             self._app_failed(exc)
-        except BaseException:
-            if self.state is WSState.OPEN and self.core is not None:
-                self.core.send_close(1012, "server restarting")  # cancelled at shutdown
+        except (
+            BaseException
+        ) as exc:  # cancellation at shutdown, never swallowed; a task group's errors with it
+            failure, cancellation = split_cancellation(exc)
+            if failure is not None:
+                self._app_failed(failure)
+            elif self.state is WSState.OPEN and self.core is not None:
+                self.core.send_close(1012, "server restarting")
                 self._flush_close()
             self._stop_receiving()
             self.session.cycle_finished(self)
-            raise
+            if cancellation is not None:
+                raise cancellation  # noqa: B904  # passed on as it came, not chained to its own group
+            return
         else:
             if self.state is WSState.CONNECTING:
                 error_log.error(

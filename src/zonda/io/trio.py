@@ -32,12 +32,16 @@ import math
 import signal
 import socket
 import ssl
+import sys
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import trio
+
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup  # a dependency of trio's there
 
 from zonda.io._addresses import local_address, peer_address
 from zonda.io._trio_datagrams import TrioDatagrams, listen_datagrams
@@ -243,6 +247,14 @@ class TrioLoop:
             await coro
         except Exception:  # the bridge answers for the app's errors: this is a bug of zonda's own
             error_log.exception("Error in an app task")
+        except (
+            BaseExceptionGroup
+        ) as group:  # only the cancellation may reach the nursery: the rest would end the run
+            cancelled, rest = group.split(trio.Cancelled)
+            if rest is not None:
+                error_log.error("Error in an app task", exc_info=rest)
+            if cancelled is not None:
+                raise cancelled  # noqa: B904  # passed on as it came, not chained to its own group
         finally:
             apps.finished_one()
 
