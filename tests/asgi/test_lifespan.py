@@ -7,6 +7,7 @@ import asyncio
 import logging
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 
@@ -259,3 +260,38 @@ def test_shutdown_timeout_does_not_hang_the_server(caplog: pytest.LogCaptureFixt
     ):
         assert httpx.get(server.url + "/").status_code == 200
     assert "did not complete within 0.2s" in caplog.text
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "trio"])
+def test_a_task_groups_error_at_the_shutdown_timeout_is_logged(
+    caplog: pytest.LogCaptureFixture, loop: str
+) -> None:
+    """Cancelled after its shutdown timeout inside a task group whose child fails on the way out: the child's
+    error is logged as the app's. On trio it arrives grouped with the cancellation (a BaseExceptionGroup), on
+    asyncio anyio's group holds the error alone; either way the server stops cleanly."""
+
+    async def fail_when_cancelled() -> None:
+        try:
+            await anyio.sleep(30)
+        except anyio.get_cancelled_exc_class():
+            raise RuntimeError("cleanup failed on cancel") from None
+
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await receive()
+            await send({"type": "lifespan.startup.complete"})
+            await receive()
+            async with anyio.create_task_group() as group:
+                group.start_soon(fail_when_cancelled)
+                await anyio.sleep(30)
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body"})
+
+    with (
+        caplog.at_level(logging.INFO, logger="zonda"),
+        run_server(app, lifespan="on", timeout_lifespan_shutdown=0.2, loop=loop) as server,
+    ):
+        assert httpx.get(server.url + "/").status_code == 204
+    assert "did not complete within 0.2s" in caplog.text
+    assert "Exception in ASGI lifespan" in caplog.text
+    assert "cleanup failed on cancel" in caplog.text

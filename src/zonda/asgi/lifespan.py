@@ -14,7 +14,7 @@ from typing import Any
 
 from zonda.asgi.http import ASGI_VERSION
 from zonda.asgi.types import ASGIApp, Message
-from zonda.errors import AppProtocolError, LifespanFailure
+from zonda.errors import AppProtocolError, LifespanFailure, split_cancellation
 from zonda.io.base import Waiter
 
 logger = logging.getLogger("zonda.error")
@@ -66,9 +66,13 @@ class Lifespan:
                 self._answer(
                     LifespanFailure(f"{self._pending or 'lifespan'} raised {type(exc).__name__}: {exc}")
                 )
-            else:
+            else:  # cancelled: a task group's errors may come with the cancellation, and are the app's
+                failure, cancellation = split_cancellation(exc)
+                if failure is not None:
+                    logger.error("Exception in ASGI lifespan (cancelled)", exc_info=failure)
                 self._answer(LifespanFailure("lifespan task cancelled"))
-                raise
+                if cancellation is not None:
+                    raise cancellation  # noqa: B904  # passed on as it came, not chained to its own group
         else:
             if self._pending is not None:
                 self._answer(self._returned_early(self._pending))
