@@ -47,7 +47,7 @@ class Core(Protocol):
 
     closing: bool
 
-    def send_response(self, stream_id: int, status: int, headers: Any) -> None: ...
+    def send_response(self, stream_id: int, status: int, headers: Iterable[tuple[bytes, bytes]]) -> None: ...
     def send_body(self, stream_id: int, data: bytes, end_stream: bool) -> None: ...
     def send_continue(self, stream_id: int) -> None: ...
     def send_early_hint(self, stream_id: int, links: Iterable[bytes]) -> None:
@@ -60,7 +60,18 @@ class Core(Protocol):
 
     def send_file(self, stream_id: int, count: int, end_stream: bool) -> int: ...
     def file_sent(self, stream_id: int, count: int, end_stream: bool) -> None: ...
-    def accept_upgrade(self, stream_id: int, headers: Any) -> bytes: ...
+    def accept_upgrade(self, stream_id: int, headers: Iterable[tuple[bytes, bytes]]) -> bytes: ...
+    def push(
+        self,
+        stream_id: int,
+        path: bytes,
+        headers: Iterable[tuple[bytes, bytes]],
+        scheme: bytes,
+        authority: bytes,
+    ) -> Request | None:
+        """Promise a pushed response (``http.response.push``): the request its app is to answer, or None where the
+        promise cannot be made (the peer refused push, too many open, or a protocol without push)."""
+        ...
 
 
 class Transport(Protocol):
@@ -127,6 +138,7 @@ class Cycle(Protocol):
     started_at: float
 
     def run(self) -> Coroutine[Any, Any, None]: ...
+    def on_data(self, data: bytes, end_stream: bool) -> None: ...
     def on_disconnect(self) -> None: ...
 
 
@@ -558,7 +570,7 @@ class HTTPCycle:
         headers = _header_pairs(message.get("headers", ()), PUSH)
         scope = self.scope
         authority = next((value for name, value in scope["headers"] if name == b"host"), b"")
-        request = self.transport.core.push(  # type: ignore[attr-defined]
+        request = self.transport.core.push(
             self.stream_id, quote(path).encode("ascii"), headers, scope["scheme"].encode(), authority
         )
         if request is not None:
@@ -750,18 +762,17 @@ class HTTPSession:
         """
         terminated = False
         for event in events:
-            kind = type(event)
-            if kind is Request:
-                self._on_request(event)  # type: ignore[arg-type]
-            elif kind is Data:
-                cycle = self.cycles.get(event.stream_id)  # type: ignore[union-attr]
+            if type(event) is Request:  # exact types: events are never subclassed, and this is the hot path
+                self._on_request(event)
+            elif type(event) is Data:
+                cycle = self.cycles.get(event.stream_id)
                 if cycle is not None:
-                    cycle.on_data(event.data, event.end_stream)  # type: ignore[attr-defined,union-attr]
-            elif kind is StreamReset:
-                cycle = self.cycles.get(event.stream_id)  # type: ignore[union-attr]
+                    cycle.on_data(event.data, event.end_stream)
+            elif type(event) is StreamReset:
+                cycle = self.cycles.get(event.stream_id)
                 if cycle is not None:
                     self._drop(cycle)
-            elif kind is ConnectionTerminated:
+            elif type(event) is ConnectionTerminated:
                 terminated = True
         queue = self._queue
         if queue:
@@ -940,6 +951,10 @@ class H2CUpgrade:
         self.scope = scope
         self.stream_id = request.stream_id
         self.started_at = 0.0
+
+    def on_data(self, data: bytes, end_stream: bool) -> None:
+        """Never called: the HTTP/1.1 core holds an upgrade request's bytes until it is answered, and hands them
+        to the upgrade (``accept_upgrade``) instead of as Data events."""
 
     async def run(self) -> None:
         session = self.session

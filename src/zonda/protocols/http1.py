@@ -605,6 +605,16 @@ class H1Connection(OutputBuffer):
 
     # ----------------------------------------------------------------- output
 
+    def push(
+        self,
+        stream_id: int,
+        path: bytes,
+        headers: Iterable[tuple[bytes, bytes]],
+        scheme: bytes,
+        authority: bytes,
+    ) -> None:
+        return None  # HTTP/1.1 has no server push (the extension is never offered on it)
+
     def accept_upgrade(self, stream_id: int, headers: Iterable[tuple[bytes, bytes]]) -> bytes:
         """Answer the upgrade request ``stream_id`` with 101 and ``headers``; the connection leaves HTTP/1.1.
 

@@ -1084,7 +1084,7 @@ class H2Connection(OutputBuffer):
         if end_stream:
             self.send_body(stream_id, b"", True)
 
-    def accept_upgrade(self, stream_id: int, headers: Any) -> bytes:
+    def accept_upgrade(self, stream_id: int, headers: Iterable[tuple[bytes, bytes]]) -> bytes:
         raise AppProtocolError("HTTP/2 streams are not upgraded; WebSocket uses extended CONNECT")
 
     def is_blocked(self, stream_id: int) -> bool:

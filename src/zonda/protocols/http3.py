@@ -411,7 +411,14 @@ class H3Core:
         self.h3.send_headers(stream_id, fields, True)
         self._end_response(stream_id, stream)
 
-    def push(self, stream_id: int, path: bytes, headers: Any, scheme: bytes, authority: bytes) -> None:
+    def push(
+        self,
+        stream_id: int,
+        path: bytes,
+        headers: Iterable[tuple[bytes, bytes]],
+        scheme: bytes,
+        authority: bytes,
+    ) -> None:
         return None  # server push is not offered over HTTP/3 (browsers never enabled it)
 
     def send_file(self, stream_id: int, count: int, end_stream: bool) -> int:
@@ -432,7 +439,7 @@ class H3Core:
         if end_stream:
             self.send_body(stream_id, b"", True)
 
-    def accept_upgrade(self, stream_id: int, headers: Any) -> bytes:
+    def accept_upgrade(self, stream_id: int, headers: Iterable[tuple[bytes, bytes]]) -> bytes:
         raise AppProtocolError("HTTP/3 streams are not upgraded")
 
     def _respond_error(self, stream_id: int, stream: _Stream, status: int) -> None:
