@@ -67,8 +67,10 @@ class HTTP2Connection(StreamDispatch, Connection):
         self.stream = stream
         self.raw_stream = stream if raw_stream is None else raw_stream
         # the core adds its attack and error counts to the server's as they happen (metrics read them live)
+        settings = shared.h2_settings
+        assert settings is not None, "an HTTP/2 connection on a server without HTTP/2"
         self.core = H2Connection(
-            shared.h2_settings,  # type: ignore[arg-type]
+            settings,
             shared.defaults,
             loop.time,
             shared.h2_counters,

@@ -57,8 +57,10 @@ class ObservedHTTP1Connection(HTTP1Connection):
             return
         self.direct_in += len(data)  # less what follows the header, below: a core counts that
         data = self._proxy_buffer + data
+        proxy = self.shared.proxy
+        assert proxy is not None  # a header is awaited only where the proxy settings asked for one (open)
         try:
-            header = parse_proxy_header(data, self.shared.proxy.proxy_protocol)  # type: ignore[union-attr]
+            header = parse_proxy_header(data, proxy.proxy_protocol)
         except ProxyProtocolError as exc:
             client = self.session.info.client
             shared = self.shared

@@ -329,14 +329,13 @@ def route_websockets(websockets: dict[int, WebSocketChannel], events: list[Event
     reaches the session, for the app's cycle. Returns the events left for the session."""
     rest: list[Event] = []
     for event in events:
-        kind = type(event)
-        if kind is Data:
-            channel = websockets.get(event.stream_id)  # type: ignore[union-attr]
+        if type(event) is Data:
+            channel = websockets.get(event.stream_id)
             if channel is not None:
-                channel.receive(event.data, event.end_stream)  # type: ignore[union-attr]
+                channel.receive(event.data, event.end_stream)
                 continue
-        elif kind is StreamReset:
-            channel = websockets.get(event.stream_id)  # type: ignore[union-attr]
+        elif type(event) is StreamReset:
+            channel = websockets.get(event.stream_id)
             if channel is not None:
                 channel.lost()
         rest.append(event)
