@@ -1,8 +1,13 @@
-"""Only the optional C part of zonda; everything else is in pyproject.toml.
+"""Only the optional C parts of zonda; everything else is in pyproject.toml.
 
-``zonda._accesslog`` builds the default access log lines; without a C compiler it is skipped (``optional``)
-and zonda uses the same lines built in Python."""
+``zonda._accesslog`` builds the default access log lines, ``zonda._metrics`` is the metrics' per-response
+hook; without a C compiler they are skipped (``optional``) and zonda does the same in Python."""
 
 from setuptools import Extension, setup
 
-setup(ext_modules=[Extension("zonda._accesslog", ["src/zonda/_accesslog.c"], optional=True)])
+setup(
+    ext_modules=[
+        Extension("zonda._accesslog", ["src/zonda/_accesslog.c"], optional=True),
+        Extension("zonda._metrics", ["src/zonda/_metrics.c"], optional=True),
+    ]
+)
