@@ -28,9 +28,9 @@ How it measures:
   thread, so it is in the server's CPU; spans the SDK drops when its queue is full (its warning in the
   server's log) are counted and reported.
 - Then, unless ``--no-in-process``, the same variants in process, without sockets: the real driver, bridge,
-  core and hooks fed ``GET /`` through a fake transport, 40,000 requests per run (the loop runs every 32, so
-  timers fire and the access log writes its batches, as under load), 7 interleaved runs, thread CPU time,
-  best run. On a shared machine this is the steadier number; it leaves out the kernel's share, so its
+  core and hooks fed ``GET /`` through a fake transport, 40,000 requests per run (the loop turns once per
+  request, so the app's task runs and timers fire, the access log's batches too), 7 interleaved runs, thread
+  CPU time, best run. On a shared machine this is the steadier number; it leaves out the kernel's share, so its
   percentages are of a smaller base. Tracing there ends its spans into a BatchSpanProcessor whose exporter
   discards them: the serving thread's own cost (span, attributes, context, events), not the export.
 - Then, unless ``--no-instructions`` (or without valgrind), user-space instructions per request of the same
