@@ -14,10 +14,11 @@ from zonda.metrics import Metrics
 
 
 class Cycle:
-    def __init__(self, scope: dict[str, Any], status: int, seconds: float) -> None:
+    def __init__(self, scope: dict[str, Any], status: int, seconds: float, accepted: bool = False) -> None:
         self.scope = scope
         self.status = status
         self.started_at = perf_counter() - seconds
+        self.accepted = accepted  # a WebSocket's, by websocket.accept
 
 
 def http(method: str, version: str = "1.1") -> dict[str, Any]:
@@ -31,7 +32,8 @@ def test_responses_and_latencies_reach_the_families() -> None:
         Cycle(http("GET"), 204, 0.003),
         Cycle(http("GET"), 404, 0.0),
         Cycle(http("BREW", "2"), 418, 0.3),  # a method outside the known ones: "other"
-        Cycle({"type": "websocket"}, 101, 0.0),
+        Cycle({"type": "websocket"}, 101, 0.0, accepted=True),
+        Cycle({"type": "websocket"}, 403, 0.0),  # denied: a response, not a WebSocket connection
         Cycle({"type": "websocket"}, 0, 0.0),  # a WebSocket that ended before any response
     ):
         metrics.record(cycle)
@@ -50,6 +52,7 @@ def test_responses_and_latencies_reach_the_families() -> None:
     assert sample(requests, method="other", status_class="4xx", protocol="2") == 1
     assert sample(requests, method="GET", status_class="1xx", protocol="websocket") == 1
     assert sample(requests, method="GET", status_class="0xx", protocol="websocket") == 1
+    assert sample(requests, method="GET", status_class="4xx", protocol="websocket") == 1
     assert sample("zonda_websocket_connections_total") == 1
     buckets = "zonda_request_duration_seconds_bucket"
     assert sample(buckets, protocol="1.1", le="0.001") == 2

@@ -31,17 +31,19 @@ class PlainCycle:
         self.scope = scope
         self.status = status
         self.started_at = perf_counter() - seconds
+        self.accepted = status in (101, 200) and isinstance(scope, dict) and scope["type"] == "websocket"
 
 
 class SlottedCycle:
     """A cycle with __slots__, as zonda's are (read at their offsets)."""
 
-    __slots__ = ("scope", "started_at", "status")
+    __slots__ = ("accepted", "scope", "started_at", "status")
 
     def __init__(self, scope: Any, status: Any, seconds: float) -> None:
         self.scope = scope
         self.status = status
         self.started_at = perf_counter() - seconds
+        self.accepted = status in (101, 200) and isinstance(scope, dict) and scope["type"] == "websocket"
 
 
 def http(method: Any = "GET", version: Any = "1.1") -> dict[str, Any]:
@@ -100,7 +102,9 @@ def test_the_c_hook_counts_as_the_python_hook_does(cycle_type: type[Any]) -> Non
             assert c[key] == value, key
     requests = "zonda_requests_total"
     assert python[(requests, (("method", "GET"), ("protocol", "1.1"), ("status_class", "2xx")))] == 12
-    assert python[("zonda_websocket_connections_total", ())] == 3
+    assert (
+        python[("zonda_websocket_connections_total", ())] == 6
+    )  # the 101 and the 200 over HTTP/2, each round
 
 
 def test_the_c_hook_is_the_one_in_use() -> None:

@@ -224,13 +224,15 @@ class Tally:
         return self.shared.byte_counts()[1] if self.shared is not None else 0
 
 
-def _series(tally: Tally, scope: dict[str, Any], status: int) -> list[Any]:
+def _series(tally: Tally, scope: dict[str, Any], cycle: Any) -> list[Any]:
     """The per-response hook's slow path: a series new since the last flush, or a WebSocket."""
     if scope["type"] == "http":
         protocol, method = scope["http_version"], scope["method"]
     else:
         protocol, method = "websocket", "GET"
-        if status == 101:
+        # asked of the cycle, not read from the status: the 101 over HTTP/1.1 is a 200 over HTTP/2 and 3, where a
+        # denial (websocket.http.response) may answer 200 too
+        if cycle.accepted:
             tally.ws_opened += 1
     methods = tally.series.setdefault(protocol, {})
     counts = methods.get(method)
@@ -277,7 +279,7 @@ class Metrics:
             try:  # a WebSocket's scope has no method: the slow path, without a type test for every response
                 counts = series[scope["http_version"]][scope["method"]]
             except KeyError:
-                counts = _series(tally, scope, cycle.status)
+                counts = _series(tally, scope, cycle)
             counts[cycle.status] += 1.0  # 100-999 once a response went out (the cores check), 0 for none
             if elapsed > FIRST_BOUND:  # most responses take under the first bound (1 ms): counted at flush
                 counts[SECOND if elapsed <= SECOND_BOUND else LATENCY + bisect_left(BUCKETS, elapsed)] += 1.0

@@ -31,6 +31,7 @@ from h2socket import (
     rst_stream,
     settings_frame,
 )
+from h2ws import H2Client
 from helpers import (
     echo_messages,
     free_port,
@@ -54,6 +55,9 @@ from prometheus_client.parser import text_string_to_metric_families  # noqa: E40
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if scope["type"] == "websocket":
         await receive()
+        if scope["path"] == "/deny":
+            await send({"type": "websocket.close"})  # a 403
+            return
         await send({"type": "websocket.accept"})
         await echo_messages(receive, send)
         return
@@ -152,6 +156,25 @@ def test_metrics_single_process() -> None:
     assert value(after, "zonda_requests_in_flight") == 0
     assert value(after, "zonda_connections_open", protocol="http1") == 0
     assert "process_cpu_seconds_total" in text  # the default registry: process and app metrics too
+
+
+def test_websockets_over_http2_count_as_connections_and_denials_do_not() -> None:
+    """Accepted over HTTP/2 (a 200, RFC 8441) as over HTTP/1.1 (a 101): one WebSocket connection each; a denied
+    handshake is a response of the websocket protocol but not a connection."""
+    with run_server(app, metrics_bind="127.0.0.1:0") as running, H2Client(running.port) as client:
+        metrics_port = running.server.metrics_port
+        assert metrics_port is not None
+        accepted = client.open_websocket("/ws")
+        assert accepted.status == 200
+        denied = client.open_websocket("/deny")
+        assert denied.status == 403
+        accepted.close_handshake(1000)
+        websocket_echo(running.port, 1)  # and one over HTTP/1.1
+        wait_for(lambda: value(scrape(metrics_port), "zonda_websocket_connections_total") == 2)
+        after = scrape(metrics_port)
+    assert value(after, "zonda_requests_total", method="GET", status_class="2xx", protocol="websocket") == 1
+    assert value(after, "zonda_requests_total", method="GET", status_class="4xx", protocol="websocket") == 1
+    assert value(after, "zonda_requests_total", method="GET", status_class="1xx", protocol="websocket") == 1
 
 
 def test_limit_rejections_are_counted() -> None:

@@ -77,6 +77,7 @@ class WebSocketCycle:
         self.handshake = handshake
         self.settings = settings
         self.state = WSState.CONNECTING
+        self.accepted = False  # by websocket.accept (not a denial): what the metrics count as a connection
         self.status = 0
         self.bytes_sent = 0
         self.started_at = 0.0
@@ -287,6 +288,7 @@ class WebSocketCycle:
         self.core = WSConnection(self.settings, extensions, self.transport.time, self._app_busy)
         self.status = 200 if self.handshake.extended_connect else 101
         self.state = WSState.OPEN
+        self.accepted = True
         self.transport.upgrade(self.stream_id, headers, self.core, self)
         if self.session.context.access_log:
             self.log_access()  # the 101: the HTTP session has handed the connection over
