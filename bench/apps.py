@@ -49,6 +49,49 @@ async def json_app(scope, receive, send):
     await send({"type": "http.response.body", "body": body})
 
 
+ORDERS = [
+    {"id": n, "customer": f"customer-{n:04d}", "status": "shipped", "total": 19.99 + n, "items": [1, 2, 3]}
+    for n in range(10)
+]
+
+
+async def json_list(scope, receive, send):
+    """A JSON API answer of about 1 KiB: ten objects, serialised per request."""
+    if scope["type"] != "http":
+        await lifespan(scope, receive, send)
+        return
+    body = json.dumps({"orders": ORDERS, "count": len(ORDERS)}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+STREAM_CHUNK = b"x" * (64 * 1024)
+STREAM_CHUNKS = 16  # 1 MiB in all
+
+
+async def stream(scope, receive, send):
+    """A 1 MiB response streamed in sixteen 64 KiB body messages, without a Content-Length (chunked)."""
+    if scope["type"] != "http":
+        await lifespan(scope, receive, send)
+        return
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"application/octet-stream")],
+        }
+    )
+    for _ in range(STREAM_CHUNKS - 1):
+        await send({"type": "http.response.body", "body": STREAM_CHUNK, "more_body": True})
+    await send({"type": "http.response.body", "body": STREAM_CHUNK})
+
+
 async def echo(scope, receive, send):
     if scope["type"] != "http":
         await lifespan(scope, receive, send)

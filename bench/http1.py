@@ -27,14 +27,16 @@ SERVER_LOOPS = {
     "zonda-trio": "trio",
     "zonda-base": "uvloop",  # zonda from another checkout (BASE_SRC): before/after a change, in one run
     "uvicorn": "uvloop",
+    "uvicorn-zttp": "uvloop",  # uvicorn's other parser (--http zttp)
     "granian": "uvloop",
     "hypercorn": "uvloop",
     "hypercorn-trio": "trio",
 }
 SERVERS = tuple(SERVER_LOOPS)
-DEFAULT_SERVERS = ("zonda", "uvicorn", "granian")
-WORKLOADS = ("hello", "json", "echo", "fastapi")
+DEFAULT_SERVERS = ("zonda", "uvicorn", "uvicorn-zttp", "granian", "hypercorn")
+WORKLOADS = ("hello", "hello-c256", "json", "json-1k", "echo", "echo-1k", "stream", "fastapi")
 ECHO_BODY_SIZE = 64 * 1024
+STREAM_SIZE = 1024 * 1024
 # The ``src`` directory zonda-base imports zonda from (run.py's --base-src), e.g. a git worktree of an older
 # commit: its Python files come first on the path; the bench's own venv provides the dependencies.
 BASE_SRC: Path | None = None
@@ -47,12 +49,17 @@ class Workload:
     method: str = "GET"
     body_size: int = 0
     path: str = "/"
+    connections: int | None = None  # wrk's connections when not --connections
 
 
 WORKLOAD_SPECS = {
     "hello": Workload("hello", "bench.apps:hello"),
+    "hello-c256": Workload("hello-c256", "bench.apps:hello", connections=256),
     "json": Workload("json", "bench.apps:json_app"),
+    "json-1k": Workload("json-1k", "bench.apps:json_list"),
     "echo": Workload("echo", "bench.apps:echo", method="POST", body_size=ECHO_BODY_SIZE),
+    "echo-1k": Workload("echo-1k", "bench.apps:echo", method="POST", body_size=1024),
+    "stream": Workload("stream", "bench.apps:stream"),
     "fastapi": Workload("fastapi", "bench.fastapi_app:app", path="/orders/42"),
 }
 
@@ -95,7 +102,8 @@ def server_command(
         cmd += ["--port", str(port)]
         alive_flag = "--timeout-keep-alive"
     elif program == "uvicorn":
-        cmd = [python, "-m", "uvicorn", app, "--http", "httptools", "--loop", loop, "--no-access-log"]
+        parser = "zttp" if server == "uvicorn-zttp" else "httptools"
+        cmd = [python, "-m", "uvicorn", app, "--http", parser, "--loop", loop, "--no-access-log"]
         cmd += ["--log-level", "warning", "--host", "127.0.0.1", "--port", str(port)]
         alive_flag = "--timeout-keep-alive"
     elif program == "granian":
@@ -159,11 +167,13 @@ def check_response(port: int, workload: Workload) -> str:
     status, headers, data = request(port, workload.method, workload.path, body)
     if status != 200:
         raise RuntimeError(f"{workload.name}: status {status}: {data[:200]!r}")
-    if workload.name == "hello" and data != HELLO_BODY:
-        raise RuntimeError(f"hello: unexpected body {data[:80]!r}")
-    if workload.name == "json":
+    if workload.app == "bench.apps:hello" and data != HELLO_BODY:
+        raise RuntimeError(f"{workload.name}: unexpected body {data[:80]!r}")
+    if workload.name in ("json", "json-1k"):
         json.loads(data)
-    if workload.name == "echo" and data != body:
+    if workload.name == "stream" and len(data) != STREAM_SIZE:
+        raise RuntimeError(f"stream: got {len(data)} bytes, expected {STREAM_SIZE}")
+    if workload.method == "POST" and data != body:
         raise RuntimeError(f"echo: got {len(data)} bytes back, sent {workload.body_size}")
     if workload.name == "fastapi":
         order = json.loads(data)

@@ -3,7 +3,7 @@ hypercorn if asked for, one core each; zonda on trio against hypercorn on trio, 
 
 Run from the repo root with the project's virtualenv (``pip install -e '.[bench]'``)::
 
-    .venv/bin/python -m bench.run                       # everything (~15 min on idle cores)
+    .venv/bin/python -m bench.run                       # everything (~35 min on idle cores)
     .venv/bin/python -m bench.run --only hello,json,echo,fastapi --duration 8 --markdown   # ~11 min
     .venv/bin/python -m bench.run --duration 3 --rounds 1 --only hello,idle   # a quick look
     .venv/bin/python -m bench.run --servers zonda,uvicorn,granian,hypercorn --floor   # more to compare with
@@ -12,13 +12,15 @@ Run from the repo root with the project's virtualenv (``pip install -e '.[bench]
         --base-src /tmp/zonda-base/src --only hello,json,echo   # this tree against REV, side by side
     .venv/bin/python -m bench.run --json out.json; .venv/bin/python -m bench.run --report out.json --markdown
 
-Workloads: ``hello``, ``json`` and ``echo`` (a 64 KiB POST echoed back) are plain ASGI apps from
-bench/apps.py; ``fastapi`` is bench/fastapi_app.py, an idiomatic FastAPI app with one
-``@app.middleware("http")`` and a route returning a pydantic model. Every server serves the same app.
-``idle`` measures memory per idle keep-alive connection.
+Workloads (issue 17's list): ``hello`` (13 bytes; ``hello-c256`` the same with 256 connections), ``json`` (a
+small dict), ``json-1k`` (ten objects, ~1 KiB), ``echo`` and ``echo-1k`` (a 64 KiB and a 1 KiB POST echoed
+back), ``stream`` (1 MiB in sixteen body messages, chunked) are plain ASGI apps from bench/apps.py; ``fastapi``
+is bench/fastapi_app.py, an idiomatic FastAPI app with one ``@app.middleware("http")`` and a route returning a
+pydantic model. Every server serves the same app. ``idle`` measures memory per idle keep-alive connection.
+HTTP/2, WebSocket and WSGI have their own scripts (bench/h2.py, bench/ws.py, bench/wsgi.py).
 
-Servers (``--servers``): ``zonda`` (``--loop uvloop``), ``uvicorn``, ``granian``, ``hypercorn``
-(``--worker-class uvloop``), and on trio ``zonda-trio`` (``--loop trio``) and ``hypercorn-trio``
+Servers (``--servers``): ``zonda`` (``--loop uvloop``), ``uvicorn`` (``--http httptools``), ``uvicorn-zttp``
+(``--http zttp``), ``granian``, ``hypercorn`` (``--worker-class uvloop``) by default, and on trio ``zonda-trio`` (``--loop trio``) and ``hypercorn-trio``
 (``--worker-class trio``, the same config file as hypercorn); ``zonda-base`` is zonda imported from another
 checkout's ``--base-src`` (a before/after comparison in one run). The ratios divide each zonda by every other server on its
 event loop (uvloop with uvloop, trio with trio), and zonda on trio by zonda on uvloop when both ran.
@@ -134,14 +136,15 @@ def measure_round(server: str, workload: Workload, args: argparse.Namespace, wor
     script = write_lua(workdir, workload)
     with Http1Server(server, workload.app, args.server_cpu, workdir) as srv:
         asgi_spec = check_response(srv.port, workload)
+        connections = workload.connections or args.connections
         if args.warmup > 0:
-            run_wrk(srv.port, script, args.warmup, args.connections, args.client_cpu, path=workload.path)
+            run_wrk(srv.port, script, args.warmup, connections, args.client_cpu, path=workload.path)
         (summary, out), cpu_s, client_cpu_s, noise = under_load(
             srv,
             args.server_cpu,
             args.client_cpu,
             lambda: run_wrk(
-                srv.port, script, args.duration, args.connections, args.client_cpu, path=workload.path
+                srv.port, script, args.duration, connections, args.client_cpu, path=workload.path
             ),
         )
     errors = {k: int(summary[k]) for k in ("connect", "read", "write", "timeout")}
@@ -293,6 +296,13 @@ def run_environment(args: argparse.Namespace) -> list[tuple[str, str]]:
         env.append((f"{IN_PROCESS} command", f"`{pin}{shlex.join(cmd)}`"))
     env.append(("wrk command", f"`taskset -c {args.client_cpu} wrk -t1 -c{args.connections} -d{args.duration}s "
                 "--timeout 10s -s SCRIPT http://127.0.0.1:PORT/PATH`"))  # fmt: skip
+    own = [
+        f"{name} -c{spec.connections}"
+        for name, spec in WORKLOAD_SPECS.items()
+        if name in args.only and spec.connections
+    ]
+    if own:
+        env.append(("connections of their own", ", ".join(own)))
     return env
 
 
