@@ -15,6 +15,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <structmember.h>
+#include "_cycle_slots.h"
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -549,16 +550,6 @@ static PyObject *seed_request_ids(PyObject *module, PyObject *const *args, Py_ss
  * lands in an empty buffer, fallback(cycle) -> str for a line it declines, failed(cycle, exc) for one that
  * cannot be built at all; it never raises into the response path. clock is time.perf_counter, called only
  * where clock_gettime(CLOCK_MONOTONIC), which perf_counter reads on Linux, is not used. */
-/* Where a cycle type keeps the four attributes the line needs: the offsets of their __slots__ members, or
- * has_slots 0 for a type that keeps any of them otherwise (read with getattr). Reading a member slot at its
- * offset is what getattr does for it (a member descriptor is a data descriptor: nothing can shadow it), in
- * 30 instructions instead of 150; the layout is taken once per type, which must not be changed afterwards
- * (zonda's cycle classes never are). */
-typedef struct {
-    PyTypeObject *type;  /* strong reference; NULL: unused */
-    int has_slots;
-    Py_ssize_t offsets[4];
-} CycleLayout;
 
 typedef struct {
     PyObject_HEAD
@@ -566,7 +557,7 @@ typedef struct {
     LineBuilder build;
     int as_json;
     PyObject *schedule, *fallback, *failed, *clock;
-    CycleLayout layouts[4];  /* the cycle types seen, first come first kept */
+    CycleLayout layouts[CYCLE_LAYOUTS];  /* the cycle types seen, first come first kept */
     double until;      /* the monotonic reading at which the cached millisecond ends */
     long long second;  /* the wall-clock second `prefix` shows */
     char prefix[32];   /* "YYYY-mm-ddTHH:MM:SS" */
@@ -675,67 +666,6 @@ static int add_fallback_line(HookObject *h, PyObject *cycle) {
 
 static PyObject **const CYCLE_NAMES[4] = {&NAME_SCOPE, &NAME_STATUS, &NAME_BYTES_SENT, &NAME_STARTED_AT};
 
-static void find_layout(PyTypeObject *type, CycleLayout *layout) {
-    layout->type = (PyTypeObject *)Py_NewRef(type);
-    layout->has_slots = 1;
-    for (int i = 0; i < 4; i++) {
-        PyObject *attribute = PyObject_GetAttr((PyObject *)type, *CYCLE_NAMES[i]);
-        if (attribute == NULL) {
-            PyErr_Clear();
-            layout->has_slots = 0;
-            return;
-        }
-        PyMemberDescrObject *member = (PyMemberDescrObject *)attribute;
-        if (Py_IS_TYPE(attribute, &PyMemberDescr_Type) && PyType_IsSubtype(type, member->d_common.d_type) &&
-            member->d_member->type == T_OBJECT_EX) {
-            layout->offsets[i] = member->d_member->offset;
-        } else {
-            layout->has_slots = 0;
-        }
-        Py_DECREF(attribute);
-        if (!layout->has_slots) {
-            return;
-        }
-    }
-}
-
-/* cycle.scope, .status, .bytes_sent and .started_at as new references; 0, or -1 with the error set. */
-static int read_cycle(HookObject *h, PyObject *cycle, PyObject *values[4]) {
-    PyTypeObject *type = Py_TYPE(cycle);
-    CycleLayout *layout = NULL;
-    for (int i = 0; i < 4; i++) {
-        if (h->layouts[i].type == type) {
-            layout = &h->layouts[i];
-            break;
-        }
-        if (h->layouts[i].type == NULL) {
-            layout = &h->layouts[i];
-            find_layout(type, layout);
-            break;
-        }
-    }
-    int i = 0;
-    if (layout != NULL && layout->has_slots) {
-        for (; i < 4; i++) {
-            PyObject *value = *(PyObject **)((char *)cycle + layout->offsets[i]);
-            if (value == NULL) {
-                break;  /* not set: getattr raises the AttributeError */
-            }
-            values[i] = Py_NewRef(value);
-        }
-    }
-    for (; i < 4; i++) {
-        values[i] = PyObject_GetAttr(cycle, *CYCLE_NAMES[i]);
-        if (values[i] == NULL) {
-            while (i > 0) {
-                Py_DECREF(values[--i]);
-            }
-            return -1;
-        }
-    }
-    return 0;
-}
-
 static int add_line(HookObject *h, PyObject *cycle) {
     double now;
     if (monotonic_now(h, &now) < 0) {
@@ -745,7 +675,7 @@ static int add_line(HookObject *h, PyObject *cycle) {
         tick(h, now);
     }
     PyObject *values[4];  /* scope, status, bytes_sent, started_at */
-    if (read_cycle(h, cycle, values) < 0) {
+    if (cycle_read(h->layouts, cycle, CYCLE_NAMES, 4, values) < 0) {
         return -1;
     }
     int result = -1;
@@ -842,7 +772,7 @@ static int hook_traverse(PyObject *self, visitproc visit, void *arg) {
     Py_VISIT(h->fallback);
     Py_VISIT(h->failed);
     Py_VISIT(h->clock);
-    for (int i = 0; i < 4; i++) {
+    for (int i = 0; i < CYCLE_LAYOUTS; i++) {
         Py_VISIT(h->layouts[i].type);
     }
     return 0;
@@ -854,7 +784,7 @@ static int hook_clear(PyObject *self) {
     Py_CLEAR(h->fallback);
     Py_CLEAR(h->failed);
     Py_CLEAR(h->clock);
-    for (int i = 0; i < 4; i++) {
+    for (int i = 0; i < CYCLE_LAYOUTS; i++) {
         Py_CLEAR(h->layouts[i].type);
     }
     return 0;

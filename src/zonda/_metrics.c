@@ -16,6 +16,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <structmember.h>
+#include "_cycle_slots.h"
 #include <stddef.h>
 #include <time.h>
 
@@ -23,15 +24,6 @@
 
 static PyObject *NAME_SCOPE, *NAME_STATUS, *NAME_STARTED_AT, *KEY_HTTP_VERSION, *KEY_METHOD;
 static PyObject **const CYCLE_NAMES[3] = {&NAME_SCOPE, &NAME_STATUS, &NAME_STARTED_AT};
-
-/* Where a cycle type keeps scope, status and started_at: the offsets of their __slots__ members, or has_slots
- * 0 for a type that keeps any of them otherwise (read with getattr). As in zonda._accesslog: reading a member
- * slot at its offset is what getattr does for it; the layout is taken once per type. */
-typedef struct {
-    PyTypeObject *type;  /* strong reference; NULL: unused */
-    int has_slots;
-    Py_ssize_t offsets[3];
-} CycleLayout;
 
 typedef struct {
     PyObject_HEAD
@@ -41,7 +33,7 @@ typedef struct {
     Py_ssize_t bound_count;
     Py_ssize_t latency;  /* a series' index of the first bucket's count; the status codes are below it */
     Py_ssize_t size;     /* a series' length: the statuses, the buckets, then the latencies' sum */
-    CycleLayout layouts[4];  /* the cycle types seen, first come first kept */
+    CycleLayout layouts[CYCLE_LAYOUTS];  /* the cycle types seen, first come first kept */
 } RecorderObject;
 
 /* perf_counter()'s reading: clock_gettime(CLOCK_MONOTONIC) where that is what it reads (Linux), else clock(). */
@@ -60,67 +52,6 @@ static int now_of(RecorderObject *r, double *now) {
     *now = PyFloat_AsDouble(reading);
     Py_DECREF(reading);
     return *now == -1.0 && PyErr_Occurred() ? -1 : 0;
-}
-
-static void find_layout(PyTypeObject *type, CycleLayout *layout) {
-    layout->type = (PyTypeObject *)Py_NewRef(type);
-    layout->has_slots = 1;
-    for (int i = 0; i < 3; i++) {
-        PyObject *attribute = PyObject_GetAttr((PyObject *)type, *CYCLE_NAMES[i]);
-        if (attribute == NULL) {
-            PyErr_Clear();
-            layout->has_slots = 0;
-            return;
-        }
-        PyMemberDescrObject *member = (PyMemberDescrObject *)attribute;
-        if (Py_IS_TYPE(attribute, &PyMemberDescr_Type) && PyType_IsSubtype(type, member->d_common.d_type) &&
-            member->d_member->type == T_OBJECT_EX) {
-            layout->offsets[i] = member->d_member->offset;
-        } else {
-            layout->has_slots = 0;
-        }
-        Py_DECREF(attribute);
-        if (!layout->has_slots) {
-            return;
-        }
-    }
-}
-
-/* cycle.scope, .status and .started_at as new references: 0, or -1 with the error set. */
-static int read_cycle(RecorderObject *r, PyObject *cycle, PyObject *values[3]) {
-    PyTypeObject *type = Py_TYPE(cycle);
-    CycleLayout *layout = NULL;
-    for (int i = 0; i < 4; i++) {
-        if (r->layouts[i].type == type) {
-            layout = &r->layouts[i];
-            break;
-        }
-        if (r->layouts[i].type == NULL) {
-            layout = &r->layouts[i];
-            find_layout(type, layout);
-            break;
-        }
-    }
-    int i = 0;
-    if (layout != NULL && layout->has_slots) {
-        for (; i < 3; i++) {
-            PyObject *value = *(PyObject **)((char *)cycle + layout->offsets[i]);
-            if (value == NULL) {
-                break;  /* not set: getattr raises the AttributeError */
-            }
-            values[i] = Py_NewRef(value);
-        }
-    }
-    for (; i < 3; i++) {
-        values[i] = PyObject_GetAttr(cycle, *CYCLE_NAMES[i]);
-        if (values[i] == NULL) {
-            while (i > 0) {
-                Py_DECREF(values[--i]);
-            }
-            return -1;
-        }
-    }
-    return 0;
 }
 
 /* d[key], borrowed, or NULL when missing or not an exact dict; a lookup error (an unhashable key an app put
@@ -151,7 +82,7 @@ static int add(PyObject *counts, Py_ssize_t index, double amount) {
 /* 1: counted; 0: left to the fallback (nothing changed); -1: an error, set. */
 static int record(RecorderObject *r, PyObject *cycle) {
     PyObject *values[3];  /* scope, status, started_at */
-    if (read_cycle(r, cycle, values) < 0) {
+    if (cycle_read(r->layouts, cycle, CYCLE_NAMES, 3, values) < 0) {
         PyErr_Clear();
         return 0;  /* the fallback meets the same error, and reports it as the Python hook would */
     }
@@ -258,7 +189,7 @@ static int recorder_traverse(PyObject *self, visitproc visit, void *arg) {
     Py_VISIT(r->series);
     Py_VISIT(r->fallback);
     Py_VISIT(r->clock);
-    for (int i = 0; i < 4; i++) {
+    for (int i = 0; i < CYCLE_LAYOUTS; i++) {
         Py_VISIT(r->layouts[i].type);
     }
     return 0;
@@ -269,7 +200,7 @@ static int recorder_clear(PyObject *self) {
     Py_CLEAR(r->series);
     Py_CLEAR(r->fallback);
     Py_CLEAR(r->clock);
-    for (int i = 0; i < 4; i++) {
+    for (int i = 0; i < CYCLE_LAYOUTS; i++) {
         Py_CLEAR(r->layouts[i].type);
     }
     return 0;
