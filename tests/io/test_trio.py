@@ -250,6 +250,42 @@ def test_app_tasks_are_counted_cancelled_and_waited_for(caplog: pytest.LogCaptur
     assert "a bug above the seam" in caplog.text
 
 
+def test_an_app_tasks_error_grouped_with_its_cancellation_stays_in_the_task(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A nursery inside an app call, cancelled from outside while a child fails: the group of the Cancelled and
+    the error leaves the call. The Cancelled ends the task; the error is logged and must not reach the runtime's
+    nurseries (it would end the whole run)."""
+
+    async def main() -> None:
+        async with open_runtime() as runtime:
+            loop = runtime.loop
+
+            async def fails_when_cancelled() -> None:
+                try:
+                    await trio.sleep_forever()
+                except trio.Cancelled:
+                    raise RuntimeError("cleanup failed on cancel") from None
+
+            async def app_call() -> None:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(fails_when_cancelled)
+                    await trio.sleep_forever()
+
+            loop.spawn(app_call())
+            await trio.sleep(0.01)
+            tasks = runtime.app_tasks()
+            for task in tasks:
+                task.cancel()
+            await runtime.join(tasks, 1.0)
+            assert tasks[0].done() and loop.app_calls == 0
+            await trio.sleep(0.01)  # the runtime still runs
+
+    trio.run(main)
+    assert "Error in an app task" in caplog.text
+    assert "cleanup failed on cancel" in caplog.text
+
+
 def test_runtime_tasks_wait_for_and_join() -> None:
     async def main() -> None:
         async with open_runtime() as runtime:
