@@ -1,5 +1,6 @@
 """A Flask app as its docs write one: a page, a form POST, a JSON route and a session cookie.
-Served over WSGI by tests/frameworks/test_wsgi_frameworks.py in a real zonda process."""
+Served over WSGI by tests/frameworks/test_flask.py in a real zonda process, and mounted in a FastAPI app by
+tests/frameworks/test_mounted_wsgi.py."""
 
 from __future__ import annotations
 
