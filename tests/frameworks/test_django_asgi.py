@@ -4,6 +4,7 @@ HTTP/2, on asyncio and uvloop."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from framework_clients import (
     csrf_form_token,
 )
 from framework_servers import ADMIN_PASSWORD, ASYNCIO_LOOPS, serve
-from helpers import ZondaProcess
+from helpers import ZondaProcess, wait_for
 
 ADMIN_CSS = Path(django.__file__).parent / "contrib" / "admin" / "static" / "admin" / "css" / "base.css"
 
@@ -73,6 +74,22 @@ def test_async_streaming_view(server: ZondaProcess, client_for: ClientFor, http_
         if http_version == "http1":
             assert response.headers["transfer-encoding"] == "chunked"
         assert list(response.iter_lines()) == ["3...", "2...", "1...", "liftoff"]
+
+
+def test_a_stream_the_client_leaves_is_cancelled(
+    server: ZondaProcess, client_for: ClientFor, http_version: str
+) -> None:
+    """Django hears the client go (``http.disconnect`` while it streams) and cancels the streaming view's
+    generator; the connection serves on."""
+    client = client_for(server)
+    tag = f"{http_version}-{time.monotonic_ns()}"
+    with client.stream("GET", "/ticker/", params={"id": tag}) as response:
+        lines = response.iter_lines()
+        assert next(lines) == "tick 0"
+        assert next(lines) == "tick 1"
+    client.close()  # httpx neither resets an HTTP/2 stream it stops reading nor reuses such an HTTP/1.1 connection
+    wait_for(lambda: f"ticker cancelled {tag}" in server.output, timeout=10, what="the view to be cancelled")
+    assert client_for(server).get("/hello/").status_code == 200
 
 
 def test_static_files(server: ZondaProcess, client_for: ClientFor) -> None:

@@ -10,5 +10,6 @@ urlpatterns = [
     path("hello/", views.hello),
     path("feedback/", views.feedback),
     path("countdown/", views.countdown),
+    path("ticker/", views.ticker),
     path("upload/", views.upload),
 ]

@@ -65,3 +65,19 @@ async def countdown(request: HttpRequest) -> StreamingHttpResponse:
         yield "liftoff\n"
 
     return StreamingHttpResponse(lines(), content_type="text/plain")
+
+
+async def ticker(request: HttpRequest) -> StreamingHttpResponse:
+    """Ticks until the client goes: Django (5.0+) listens for ``http.disconnect`` while it streams and cancels
+    the response; what the generator saw goes to the log for the test."""
+
+    async def ticks() -> AsyncIterator[str]:
+        try:
+            for number in range(100_000):
+                yield f"tick {number}\n"
+                await asyncio.sleep(0.01)
+        except asyncio.CancelledError:
+            print("ticker cancelled", request.GET.get("id", ""), flush=True)
+            raise
+
+    return StreamingHttpResponse(ticks(), content_type="text/plain")
