@@ -122,7 +122,7 @@ class Connection:
         self.write_paused = False
         self.reading_paused = False
         self._drain_waiters: list[Waiter] = []
-        self.timer = DeadlineTimer(loop.call_at, self._on_timer)
+        self.timer = DeadlineTimer(loop, self._on_timer)
         self._closed = False
         self.direct_in = 0  # bytes read and written past the cores (module docstring)
         self.direct_out = 0

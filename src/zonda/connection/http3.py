@@ -71,7 +71,7 @@ class HTTP3Connection(StreamDispatch):
         self.spawn = loop.spawn
         info.extensions.update(HTTP3_EXTENSIONS)
         self.session = HTTPSession(self, info, shared.context, channels=self)
-        self.timer = DeadlineTimer(loop.call_at, self._on_timer)
+        self.timer = DeadlineTimer(loop, self._on_timer)
         self.batching = False
         self._closed = False
         self._stream_waiters: dict[int, Waiter] = {}

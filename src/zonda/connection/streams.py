@@ -166,7 +166,7 @@ class WebSocketChannel(StreamChannel):
         self._held_end = False
         self._paused = False
         self._ended = False  # the WebSocket is over on this stream (ended, reset, or the connection lost)
-        self.timer = DeadlineTimer(conn.loop.call_at, self._on_timer)
+        self.timer = DeadlineTimer(conn.loop, self._on_timer)
 
     # ------------------------------------------------------------ the cycle's side
 

@@ -13,8 +13,8 @@ Tasks: one system nursery holds the timer task, accept loops, connections' reade
 server's own tasks (``Runtime.start``: lifespan); app calls (``Loop.spawn``) run in a nursery of their own
 (``AppTasks``), which the server cancels after the graceful timeout without touching the rest.
 
-Timers: one timer task per loop with a heap (as asyncio keeps its ``TimerHandle`` s), sleeping in a cancel scope
-whose deadline is the earliest timer. ``call_at`` is a heap push, plus moving that deadline when the new timer
+Timers: one timer task per loop with a heap (``zonda.timers``, as asyncio keeps its ``TimerHandle`` s), sleeping in
+a cancel scope whose deadline is the earliest timer. ``call_at`` is a heap push, plus moving that deadline when the new timer
 is the earliest; ``cancel()`` marks the entry, and the heap is compacted when most of it is cancelled. Measured
 on trio 0.35: ``call_at`` plus ``cancel`` ~0.4 us, against ~8 us to enter and leave a cancel scope with a
 deadline (a task per timer costs more still), and each connection re-arms its timer as its deadlines move.
@@ -25,8 +25,6 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import errno
-import heapq
-import itertools
 import logging
 import math
 import signal
@@ -47,6 +45,7 @@ from zonda.io._addresses import local_address, peer_address
 from zonda.io._trio_datagrams import TrioDatagrams, listen_datagrams
 from zonda.io._trio_stream import TrioFileSender, TrioStream, read_block
 from zonda.io._trio_waiter import TrioWaiter
+from zonda.timers import HeapTimer, TimerHeap
 
 if TYPE_CHECKING:
     from zonda.io.base import (
@@ -82,74 +81,25 @@ def _run_logged(callback: Callable[[], object]) -> None:
         error_log.exception("Error in a callback scheduled on the trio loop")
 
 
-class TrioTimer:
-    """An ``io.base.Timer``: an entry in its ``TimerQueue``'s heap until it fires or is cancelled."""
-
-    __slots__ = ("_queue", "callback", "cancelled")
-
-    def __init__(self, queue: TimerQueue, callback: Callable[[], object]) -> None:
-        self._queue = queue
-        self.callback = callback
-        self.cancelled = False  # also set once fired: a late cancel() is then a no-op
-
-    def cancel(self) -> None:
-        if not self.cancelled:
-            self.cancelled = True
-            # The entry stays in the heap until its time comes or the heap is compacted (an HTTP/2 connection's
-            # idle timer: 60 s); its callback, a connection's, must not keep that connection alive until then.
-            self.callback = _nothing
-            self._queue.note_cancelled()
-
-
-def _nothing() -> None:
-    pass
-
-
-class TimerQueue:
-    """Every timer of one loop, fired by one task (see the module docstring)."""
-
-    COMPACT_AFTER = 256  # cancelled entries tolerated before compaction is considered
+class TimerQueue(TimerHeap):
+    """Every timer of one loop (``TrioLoop.call_at``), fired by one task (see the module docstring)."""
 
     def __init__(self) -> None:
-        self._heap: list[tuple[float, int, TrioTimer]] = []
-        self._order = itertools.count()  # ties fire in call order
-        self._cancelled = 0  # cancelled entries still in the heap
+        super().__init__()
         self._scope: trio.CancelScope | None = None  # the task's sleep, while it sleeps
 
-    def call_at(self, when: float, callback: Callable[[], object], /) -> TrioTimer:
-        timer = TrioTimer(self, callback)
-        heapq.heappush(self._heap, (when, next(self._order), timer))
+    def call_at(self, when: float, callback: Callable[[], object], /) -> HeapTimer:
+        timer = self.push(when, callback)
         scope = self._scope
         if scope is not None and when < scope.deadline:
             scope.deadline = when
         return timer
 
-    def note_cancelled(self) -> None:
-        self._cancelled += 1
-        heap = self._heap
-        if self._cancelled > self.COMPACT_AFTER and self._cancelled * 2 > len(heap):
-            heap[:] = [entry for entry in heap if not entry[2].cancelled]
-            heapq.heapify(heap)
-            self._cancelled = 0
-
-    def __len__(self) -> int:
-        return len(self._heap) - self._cancelled
-
     async def run(self) -> None:
-        heap = self._heap
         while True:
-            now = trio.current_time()
-            while heap and heap[0][0] <= now:
-                timer = heapq.heappop(heap)[2]
-                if timer.cancelled:
-                    self._cancelled -= 1
-                    continue
-                timer.cancelled = True
-                try:
-                    timer.callback()
-                except Exception:
-                    error_log.exception("Error in a timer callback on the trio loop")
-            with trio.CancelScope(deadline=heap[0][0] if heap else math.inf) as scope:
+            self.run_due(trio.current_time())
+            earliest = self.earliest()
+            with trio.CancelScope(deadline=math.inf if earliest is None else earliest) as scope:
                 self._scope = scope
                 await trio.sleep_forever()
             self._scope = None
@@ -219,7 +169,7 @@ class TrioLoop:
         self._timers = timers
         self._token = trio.lowlevel.current_trio_token()
         self.time: Callable[[], float] = trio.current_time
-        self.call_at: Callable[[float, Callable[[], object]], TrioTimer] = timers.call_at
+        self.call_at: Callable[[float, Callable[[], object]], HeapTimer] = timers.call_at
         self.create_waiter: Callable[[], TrioWaiter] = TrioWaiter
         self.read_file: Callable[[int, int, int], Awaitable[bytes]] = read_block  # in trio's thread pool
         self._apps = AppTasks(self)  # the current generation; its host is started by open_runtime
@@ -609,7 +559,7 @@ if TYPE_CHECKING:
         listening: TrioListeners,
         task: TrioTask,
         apps: AppTasks,
-        timer: TrioTimer,
+        timer: HeapTimer,
         waiter: TrioWaiter,
         stream: TrioStream,
         files: TrioFileSender,
