@@ -169,6 +169,19 @@ class _Discard(list[tuple[bytes, bytes]]):
 _TRAILERS = _Discard()
 
 
+class _BetweenFeeds(list[Event]):
+    """``_events`` once a feed returned its list: the caller owns those events, and an idle keep-alive connection
+    must not hold its last request (head, headers and all) until its next one. Nothing is appended here (the
+    parser's callbacks run only inside a feed); were something appended, it would be dropped, as it would have
+    been in the list the caller already took."""
+
+    def append(self, item: Event) -> None:
+        pass
+
+
+_BETWEEN_FEEDS = _BetweenFeeds()
+
+
 # Validated response heads by (status, *headers): apps mostly send the same few header lists, and checking and
 # joining them costs more than hashing them. Entries: (status line + header lines, content-length, the app
 # asked to close, which of DefaultHeaders.tails follows: has server + 2 * has date).
@@ -283,7 +296,7 @@ class H1Connection(OutputBuffer):
         self.closing = False  # set once the last byte to send is queued: flush, then close
         self.deadline: float | None = clock() + limits.keep_alive_timeout
         self._parser = httptools.HttpRequestParser(self)
-        self._events: list[Event] = []
+        self._events: list[Event] = _BETWEEN_FEEDS  # the events of the feed (or timer) under way
         self._out: list[bytes] = []
         # every byte fed and handed out, less what an upgrade passes on to the next protocol's core
         self.count_bytes = count_bytes
@@ -393,6 +406,7 @@ class H1Connection(OutputBuffer):
                 if self._head_fed > self._max_header_bytes:
                     self._fail(HeadersTooLarge("request trailers are too large"))
         self._deadline_state = self.read_state
+        self._events = _BETWEEN_FEEDS
         return events
 
     def _switch_to_http2(self, data: bytes) -> list[Event]:
