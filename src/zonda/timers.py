@@ -2,7 +2,7 @@
 
 Two owners: the trio driver's timer task (``io.trio.TimerQueue``: every ``call_at`` of a trio loop), and
 ``connection.timer.DeadlineQueue`` (every connection timer of a loop, on one timer of that loop's own: a uvloop
-``TimerHandle`` with its libuv timer is ~580 bytes, an entry here ~170).
+``TimerHandle`` with its libuv timer is ~580 bytes, an entry here ~140).
 
 ``push`` is a heap push. ``cancel()`` marks the entry and drops its callback at once (a connection's timer
 callback holds the connection: a closed one must not wait in the heap until its time comes); the entry itself

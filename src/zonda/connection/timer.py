@@ -3,7 +3,7 @@ and one queue per loop holding every such timer on a single timer of the loop's.
 
 A loop timer per connection costs what the loop makes of it (on uvloop a ``TimerHandle`` and a libuv timer,
 ~580 bytes an idle keep-alive connection holds for its whole life); an entry in the queue's heap (``zonda.timers``)
-costs ~170. The queue keeps one ``Loop.call_at`` armed at its earliest entry and moves it only when an entry
+costs ~140. The queue keeps one ``Loop.call_at`` armed at its earliest entry and moves it only when an entry
 comes earlier; a connection's timer moves only when its deadline does (see ``DeadlineTimer``).
 """
 
@@ -64,11 +64,11 @@ class DeadlineQueue(TimerHeap):
         self._firing = True
         try:
             self.run_due(loop.time())
-        finally:
+        finally:  # even past a BaseException from a callback: the timers still due must fire
             self._firing = False
-        earliest = self.earliest()
-        if earliest is not None:
-            self._arm(earliest)
+            earliest = self.earliest()
+            if earliest is not None:
+                self._arm(earliest)
 
 
 _queues: weakref.WeakKeyDictionary[Loop, DeadlineQueue] = weakref.WeakKeyDictionary()
