@@ -173,9 +173,8 @@ class HTTP1Connection(Connection):
         if core.has_held_data:
             self.data_received(b"")
             return
-        deadline = (
-            core.deadline
-        )  # the keep-alive deadline: earlier than the armed one only after a long request
+        # the keep-alive deadline: earlier than the armed one only after a long request
+        deadline = core.deadline
         if deadline is not None:
             at = self.timer.at
             if at is None or deadline < at:
