@@ -7,8 +7,8 @@ and serialised by FastAPI through the route's response model. The middleware tim
 ``X-Process-Time``, the example FastAPI's documentation gives for ``@app.middleware("http")``.
 
 ``GET /asgi`` is not part of the workload: bench/run.py asks it once per server which ASGI spec_version the
-server announces, since Starlette's responses do more work below 2.4 (see bench/inprocess.py). It comes
-after the order route, so requests for an order never try it.
+server announces, since some of Starlette's responses do more work below 2.4 (see bench/inprocess.py). It
+comes after the order route, so requests for an order never try it.
 """
 
 from __future__ import annotations

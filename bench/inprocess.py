@@ -15,10 +15,15 @@ What it leaves out, so that the server's share it gives is if anything a little 
 between the app's steps here to cool its caches; and the fake receive()/send() cost a fraction of a
 microsecond that a server's own callables replace (the hello line shows the driver with a trivial app).
 
-The ASGI spec_version matters for Starlette-based apps: below 2.4 (uvicorn and granian announce 2.3) a
-``StreamingResponse``, which is what ``@app.middleware("http")``'s ``call_next`` returns, runs a task group
-with a second task listening for the client's disconnect on every response; from 2.4 on (zonda announces
-2.5) it just sends. So the app does different work per server, and this script measures it per version.
+The ASGI spec_version can matter for Starlette-based apps: below 2.4 (uvicorn and granian announce 2.3) a
+``StreamingResponse`` runs a task group with a second task listening for the client's disconnect on every
+response; from 2.4 on (zonda announces 2.5) it just sends. So this script measures an app per version. For
+bench/fastapi_app.py it makes no difference with Starlette 1.10: ``@app.middleware("http")``'s ``call_next``
+returns the middleware's own ``_StreamingResponse``, whose ``__call__`` never reads the version.
+
+The app's own cost also depends on how many requests a server keeps alive in its loop at once (the garbage
+collector examines the live ones: bench/RESULTS.md, issue 17), so wire minus in-process is only roughly the
+server's share: ``--concurrency`` as wrk's connections matches a server that starts every request it reads.
 
 Output: one ``INPROCESS {...}`` JSON line (calls, seconds, thread CPU seconds, non-2xx answers), plus a
 readable line on stderr; the exit status is 1 if any call was not answered 2xx.

@@ -1,11 +1,12 @@
 """User-space instructions per request of a server on the wire, deterministically: run the server under
-``valgrind --tool=cachegrind`` (with its children: granian serves from a worker), send it exactly ``--requests``
-GETs from ``--connections`` keep-alive connections, stop it, and read the instruction total; do it again with
-``--base`` requests, and divide the difference by the difference in requests. Start-up, imports and the warm-up
-cancel out, so what is left is the per-request cost: the app and the server, not the kernel. Unlike wrk's CPU
-per request on this shared VM it does not move with the neighbours' load (``PYTHONHASHSEED=0``).
+``valgrind --tool=cachegrind`` (with its children: granian serves from a worker), send it exactly
+``--requests`` GETs from ``--connections`` keep-alive connections, stop it, and read the instruction total; do
+it again with ``--base`` requests, and divide the difference by the difference in requests. Start-up, imports
+and the warm-up cancel out, so what is left is the per-request cost: the app and the server, not the kernel.
+Unlike wrk's CPU per request on this shared VM it does not move with the neighbours' load
+(``PYTHONHASHSEED=0``).
 
-    .venv/bin/python -m bench.instructions --servers zonda,granian,uvicorn   # bench/fastapi_app.py, /orders/42
+    .venv/bin/python -m bench.instructions --servers zonda,granian,uvicorn   # bench/fastapi_app.py
     .venv/bin/python -m bench.instructions --app bench.apps:hello --path / --servers zonda
     .venv/bin/python -m bench.instructions --gc --requests 10000   # the garbage collector's work, natively
 
@@ -117,8 +118,9 @@ def read_census(directory: Path) -> dict[str, list[list[int]]]:
 
 
 def gc_census(server: str, app: str, path: str, args: argparse.Namespace) -> str:
-    """The server run natively with bench/gc_census on its PYTHONPATH: its collections per 1,000 requests, the
-    objects they examine per request, and the asyncio tasks alive when each starts (the requests in flight)."""
+    """The server run natively with bench/gc_census on its PYTHONPATH: its collections per 1,000 requests,
+    the objects they examine per request, and the asyncio tasks alive when each starts (requests in
+    flight)."""
     port = free_port()
     with tempfile.TemporaryDirectory() as workdir:
         cmd = server_command(server, app, port, None, Path(workdir))
@@ -147,8 +149,8 @@ def gc_census(server: str, app: str, path: str, args: argparse.Namespace) -> str
         examined = "/".join(f"{d[1] / args.requests:.0f}" for d in delta)
         tasks = sum(d[2] for d in delta) / collections
         lines.append(
-            f"{server}: collections per 1,000 requests (gen 0/1/2) {per_thousand}; objects examined per request "
-            f"{examined}; asyncio tasks alive at a collection {tasks:.0f}"
+            f"{server}: collections per 1,000 requests (gen 0/1/2) {per_thousand}; "
+            f"objects examined per request {examined}; asyncio tasks alive at a collection {tasks:.0f}"
         )
     return "\n".join(lines)
 

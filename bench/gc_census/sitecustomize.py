@@ -2,7 +2,8 @@
 generation's collections, the objects each one examines (that generation and the younger ones, all tracked
 objects for a full collection) and the asyncio tasks alive when it starts, and writes the totals to
 ``$ZONDA_GC_CENSUS_DIR/census.PID`` twice a second (from a thread started again in a forked worker, so a
-server that serves from a child is counted too). Only for measuring: ``gc.get_objects`` per collection is slow.
+server that serves from a child is counted too). Only for measuring: ``gc.get_objects`` per collection is
+slow.
 """
 
 from __future__ import annotations
