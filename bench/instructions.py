@@ -9,6 +9,7 @@ Unlike wrk's CPU per request on this shared VM it does not move with the neighbo
     .venv/bin/python -m bench.instructions --servers zonda,granian,uvicorn   # bench/fastapi_app.py
     .venv/bin/python -m bench.instructions --app bench.apps:hello --path / --servers zonda
     .venv/bin/python -m bench.instructions --gc --requests 10000   # the garbage collector's work, natively
+    .venv/bin/python -m bench.instructions --servers zonda,zonda-base --base-src /tmp/other-tree/src
 
 The client (this process, not under valgrind) is asyncio with plain streams: it reads each response's head and
 its Content-Length body and checks the status is 200. Servers are started as bench/run.py starts them
@@ -32,6 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import bench.http1
 from bench.http1 import server_command
 
 
@@ -169,11 +171,16 @@ def main() -> None:
         "--connections", type=int, default=64, help="as many as bench/run.py's wrk keeps open"
     )
     parser.add_argument("--pythonpath", help="PYTHONPATH for the server (a sitecustomize that counts things)")
+    parser.add_argument(
+        "--base-src", help="the src directory zonda-base imports zonda from (as bench/run.py)"
+    )
     parser.add_argument("--keep", help="copy the cachegrind outputs here (for cg_annotate and cg_diff)")
     parser.add_argument(
         "--gc", action="store_true", help="a census of the garbage collector instead (no valgrind)"
     )
     args = parser.parse_args()
+    if args.base_src:
+        bench.http1.BASE_SRC = Path(args.base_src).resolve()
     for server in args.servers.split(","):
         if args.gc:
             print(gc_census(server, args.app, args.path, args), flush=True)
