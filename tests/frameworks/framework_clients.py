@@ -61,6 +61,17 @@ def expect_server_close(ws: WebSocketSession, timeout: float = 10) -> int | None
     raise AssertionError(f"a message instead of the close: {message!r}")
 
 
+def assert_echo_conversation(ws: WebSocketSession) -> None:
+    """The conversation the "echo: " apps (Quart's, Falcon's) hold: each text back with the prefix, a large
+    non-ASCII one too, and a 1000 close from the server on "bye"."""
+    ws.send_text("hello")
+    assert ws.recv_text() == "echo: hello"
+    ws.send_text("caf\u00e9 " * 10_000)
+    assert ws.recv_text() == "echo: " + "caf\u00e9 " * 10_000
+    ws.send_text("bye")
+    assert expect_server_close(ws) == 1000
+
+
 class H1Session:
     def __init__(self, connection: Any) -> None:
         self.connection = connection

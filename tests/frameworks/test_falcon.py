@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from framework_clients import ClientFor, WebSocketOpener, expect_server_close, read_events
+from framework_clients import ClientFor, WebSocketOpener, assert_echo_conversation, read_events
 from framework_servers import ASYNCIO_LOOPS, EVERY_LOOP, serve
 from helpers import ZondaProcess
 
@@ -63,12 +63,7 @@ def test_server_sent_events(server: ZondaProcess, client_for: ClientFor) -> None
 def test_websocket(server: ZondaProcess, open_websocket: WebSocketOpener) -> None:
     assert server.url is not None
     with open_websocket(server.url, "/ws") as ws:
-        ws.send_text("hello")
-        assert ws.recv_text() == "echo: hello"
-        ws.send_text("caf\u00e9 " * 10_000)
-        assert ws.recv_text() == "echo: " + "caf\u00e9 " * 10_000
-        ws.send_text("bye")
-        assert expect_server_close(ws) == 1000
+        assert_echo_conversation(ws)
 
 
 def test_wsgi_json_and_stream(wsgi_server: ZondaProcess, client_for: ClientFor) -> None:

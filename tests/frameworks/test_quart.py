@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from framework_clients import ClientFor, WebSocketOpener, expect_server_close
+from framework_clients import ClientFor, WebSocketOpener, assert_echo_conversation
 from framework_servers import ASYNCIO_LOOPS, serve
 from helpers import ZondaProcess
 
@@ -35,9 +35,4 @@ def test_http_routes(server: ZondaProcess, client_for: ClientFor) -> None:
 def test_websocket(server: ZondaProcess, open_websocket: WebSocketOpener) -> None:
     assert server.url is not None
     with open_websocket(server.url, "/ws") as ws:
-        ws.send_text("hello")
-        assert ws.recv_text() == "echo: hello"
-        ws.send_text("caf\u00e9 " * 10_000)
-        assert ws.recv_text() == "echo: " + "caf\u00e9 " * 10_000
-        ws.send_text("bye")
-        assert expect_server_close(ws) == 1000
+        assert_echo_conversation(ws)
