@@ -337,7 +337,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             if section == "idle":
                 with bench_lock(args.lock):
                     wait_for_quiet(args.quiet_wait)
-                    idle = measure_idle(server, args, workdir)
+                    try:
+                        idle = measure_idle(server, args, workdir)
+                    except OSError as exc:  # a GET left unanswered (granian, once): the others still measure
+                        log.warning(
+                            "%s: failed, left out of the table: %s", prefix, exc or type(exc).__name__
+                        )
+                        continue
                 results.idle.setdefault(server, []).append(idle)
                 log.info("%s: %.2f KiB/conn", prefix, idle.kib_per_conn)
             elif server == IN_PROCESS:
