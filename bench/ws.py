@@ -15,7 +15,8 @@ How it measures:
   ``--loop trio`` (``zonda-trio``), ``python -m uvicorn`` with ``--http httptools --loop uvloop`` and
   ``--ws websockets-sansio``, ``--ws wsproto`` or ``--ws websockets``, and ``python -m hypercorn
   --worker-class trio --workers 1`` (``hypercorn-trio``, wsproto-based; one worker under its parent, as in
-  bench/run.py); one process otherwise, no access log (hypercorn has none unless asked). Rounds are
+  bench/run.py) and ``python -m granian --interface asgi --loop uvloop --workers 1 --runtime-threads 1``
+  (``granian``, its Rust WebSocket layer; one worker under its parent); one process otherwise, no access log (hypercorn has none unless asked). Rounds are
   interleaved (round 1 runs every server, then round 2 ...) with a fresh server process each time, so a slow
   drift of the shared VM spreads over all servers. The ratios divide each zonda by the best of the other
   servers on its event loop, and zonda on trio by zonda on uvloop when both ran.
@@ -101,9 +102,10 @@ SERVER_LOOPS = {
     "uvicorn-wsproto": "uvloop",
     "uvicorn-websockets": "uvloop",
     "hypercorn-trio": "trio",
+    "granian": "uvloop",
 }
 SERVERS = tuple(SERVER_LOOPS)
-DEFAULT_SERVERS = ("zonda", "uvicorn-sansio", "uvicorn-wsproto")
+DEFAULT_SERVERS = ("zonda", "uvicorn-sansio", "uvicorn-wsproto", "granian")
 SATURATED = 0.90  # client processes using this share of their core: the client is (near) the bottleneck
 NOISE_LIMIT = 0.10  # a round with more foreign load than this on either core is re-run (--retries)
 # Before a round: a quiet second, then a quiet second look of a random 1-3 s (see wait_for_quiet).
@@ -126,6 +128,11 @@ def server_command(server: str, port: int, deflate: bool) -> list[str]:
     if program == "hypercorn":
         cmd = [py, "-m", "hypercorn", APP, "--worker-class", loop, "--workers", "1", "--log-level", "warning"]
         return [*cmd, "--bind", f"127.0.0.1:{port}"]
+    if program == "granian":
+        # granian answers an offer of permessage-deflate by itself (no switch), as hypercorn does
+        cmd = [py, "-m", "granian", APP, "--interface", "asgi", "--http", "1", "--loop", loop]
+        cmd += ["--workers", "1", "--runtime-threads", "1", "--no-access-log", "--log-level", "warning"]
+        return [*cmd, "--host", "127.0.0.1", "--port", str(port)]
     impl = server.removeprefix("uvicorn-")
     impl = {"sansio": "websockets-sansio"}.get(impl, impl)
     cmd = [py, "-m", "uvicorn", APP, "--http", "httptools", "--loop", loop, "--no-access-log"]
@@ -381,6 +388,7 @@ def report(results: Results, cases: Sequence[Case], args: argparse.Namespace, lo
     table = markdown_table if args.markdown else text_table
     packages = ["uvicorn", "websockets", "wsproto", "uvloop", "httptools"]
     packages += ["hypercorn"] if any(program_of(s) == "hypercorn" for s in args.servers) else []
+    packages += ["granian"] if any(program_of(s) == "granian" for s in args.servers) else []
     packages += ["trio"] if any(SERVER_LOOPS[s] == "trio" for s in args.servers) else []
     env = [*environment(packages), ("zonda commit", zonda_commit())]
     if args.markdown:
