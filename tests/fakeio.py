@@ -271,6 +271,7 @@ class FakeStream:
         self.loop = loop
         self.protocol: Any = None
         self.written = bytearray()  # what the connection wrote and the test has not taken yet
+        self.writes = 0  # write() calls with bytes that went out (a test of batching reads it)
         self.closed = False
         self.aborted = False
         self.lost = False  # connection_lost was called
@@ -289,6 +290,7 @@ class FakeStream:
             self.late_writes.append(bytes(data))
         else:
             self.written += data
+            self.writes += 1
 
     def close(self) -> None:
         if not self.is_closing():

@@ -61,3 +61,37 @@ def test_the_peers_eof_closes_an_http2_connection(serve: Serve) -> None:
     peer.send(peer.preface())
     peer.stream.feed_eof()
     assert peer.stream.closed and peer.stream.lost and not server.connections
+
+
+def test_the_answers_to_one_reads_requests_go_out_in_one_write(serve: Serve) -> None:
+    """Ten requests in one read: their apps take their turns (queued tasks or eager starts) and the ten
+    responses, with the SETTINGS acknowledgement, leave in one write, not one a stream."""
+    server = serve(ok)
+    peer = H2Peer(server.connect(tls=FakeTLS()))
+    peer.send(peer.preface())
+    peer.read()
+    writes = peer.stream.writes
+    peer.send(*(peer.headers(stream_id, GET) for stream_id in range(1, 21, 2)))
+    assert peer.stream.writes == writes + 1
+    frames = peer.read()
+    assert all(h2_response(frames, stream_id).body == b"ok" for stream_id in range(1, 21, 2))
+
+
+def test_a_response_sent_outside_a_read_goes_out_on_the_same_loop_turn(serve: Serve) -> None:
+    """An app that answers later (after an await of its own) still gets its frames written before the loop
+    waits for I/O again: the deferred write is a ready callback, not a timer."""
+    release = []
+
+    async def later(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        waiter = server.loop.create_waiter()
+        release.append(waiter)
+        await waiter
+        await ok(scope, receive, send)
+
+    server = serve(later)
+    peer = H2Peer(server.connect(tls=FakeTLS()))
+    peer.send(peer.preface(), peer.headers(1, GET))
+    peer.read()
+    release[0].set_result(None)
+    server.loop.run()
+    assert h2_response(peer.read(), 1).body == b"ok"
