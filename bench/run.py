@@ -217,7 +217,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=list(DEFAULT_SERVERS),
         help=f"any of {','.join(SERVERS)} ({','.join(DEFAULT_SERVERS)})",
     )
-    p.add_argument("--floor", action="store_true", help="also run bench/floor.py under the hello workload")
+    p.add_argument("--floor", action="store_true", help="also run bench/floor.py under the hello workloads")
     p.add_argument("--base-src", help="the src directory zonda-base imports zonda from")
     p.add_argument("--markdown", action="store_true", help="print markdown tables for RESULTS.md")
     p.add_argument("--warmup", type=int, default=2, help="unmeasured wrk seconds before each run (2)")
@@ -259,7 +259,7 @@ def plan(args: argparse.Namespace) -> Iterator[tuple[str, str, int]]:
         if section not in args.only:
             continue
         servers = list(args.servers)
-        if section == "hello" and args.floor:
+        if section in ("hello", "hello-c256") and args.floor:
             servers.append("floor")
         if section == "fastapi":
             servers.append(IN_PROCESS)
