@@ -27,7 +27,7 @@ from websockets.sync.client import connect
 
 from h2ws import H2Client
 from h3client import h3_connect
-from helpers import ZondaProcess, zonda_process
+from helpers import ZondaProcess, wait_for, zonda_process
 from otlp_receiver import OTLPReceiver, ReceivedSpan
 from tlsutil import TLSFiles, make_tls_files
 from wsframes import close, parse_frame
@@ -143,7 +143,10 @@ def test_http2_span(traced: ZondaProcess, receiver: OTLPReceiver, tls: TLSFiles)
 
 
 def quic_port(proc: ZondaProcess) -> int:
-    match = re.search(r"HTTP/3 \(QUIC\) on udp://127\.0\.0\.1:(\d+)", proc.output)
+    # the QUIC endpoint's line may come a moment after the TCP listener's, which the fixture waited for
+    pattern = r"HTTP/3 \(QUIC\) on udp://127\.0\.0\.1:(\d+)"
+    wait_for(lambda: re.search(pattern, proc.output) is not None, what="the HTTP/3 listening line")
+    match = re.search(pattern, proc.output)
     assert match, proc.output
     return int(match.group(1))
 
