@@ -2,8 +2,8 @@
 
 The QUIC endpoint (``connection.quic``) makes one per new connection and hands it the datagrams routed to it.
 Everything else is as on HTTP/2: one ``HTTPSession`` for all the streams, the same stream channels, the same
-bridge; output is batched per datagram (apps that answer without suspending queue their frames while it is
-handled, and the packets go out once at the end), and one timer follows the QUIC connection's own
+bridge; output is batched per loop turn (frames queued while a datagram is handled, and by the app tasks it
+started when they take their turns, go out in one round of packets queued behind those tasks), and one timer follows the QUIC connection's own
 (``QuicConnection.get_timer``: loss detection, acknowledgements, the idle timeout).
 """
 
@@ -73,6 +73,7 @@ class HTTP3Connection(StreamDispatch):
         self.session = HTTPSession(self, info, shared.context, channels=self)
         self.timer = DeadlineTimer(loop, self._on_timer)
         self.batching = False
+        self._send_soon = False  # a send of the core's packets is queued on the loop (flush)
         self._closed = False
         self._stream_waiters: dict[int, Waiter] = {}
         self._tls_pending = True  # the tls scope extension, once the handshake says what it agreed
@@ -140,6 +141,14 @@ class HTTP3Connection(StreamDispatch):
     def flush(self) -> None:
         if self.batching:
             return  # sent once the datagram's events are all handled
+        if not self._send_soon:
+            # Apps answering a datagram's requests run as tasks queued by it: their frames go out once all of
+            # them have had their turn (the loop's ready queue runs before this), in as few packets as fit
+            self._send_soon = True
+            self.loop.call_soon(self._send_queued)
+
+    def _send_queued(self) -> None:
+        self._send_soon = False
         core = self.core
         if not self._closed:
             self._send(core.datagrams_to_send())
