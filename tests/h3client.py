@@ -113,8 +113,10 @@ class H3Client(QuicConnectionProtocol):
         headers: Sequence[tuple[bytes, bytes]] = (),
         body: bytes | None = None,
         end: bool = True,
+        transmit: bool = True,
     ) -> tuple[int, asyncio.Future[H3Response]]:
-        """Send a request's head (and ``body``); ``end=False`` leaves the stream open for ``send_body``."""
+        """Send a request's head (and ``body``); ``end=False`` leaves the stream open for ``send_body``;
+        ``transmit=False`` leaves it queued for the next request's (or a ``transmit()``) packets."""
         stream_id = self._quic.get_next_available_stream_id()
         fields = [
             (b":method", method.encode()),
@@ -130,7 +132,8 @@ class H3Client(QuicConnectionProtocol):
         self.h3.send_headers(stream_id, fields, end_stream=end and not body)
         if body:
             self.h3.send_data(stream_id, body, end_stream=end)
-        self.transmit()
+        if transmit:
+            self.transmit()
         return stream_id, done
 
     def send_body(self, stream_id: int, data: bytes, end: bool) -> None:

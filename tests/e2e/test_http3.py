@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from h3client import h3_connect
+from h3client import H3Client, H3Response, h3_connect
 from helpers import require_tool, run_server, wait_for, zonda_process
 from tlsutil import TLSFiles, make_tls_files
 from zonda.config import Config
@@ -232,6 +232,36 @@ def test_a_hundred_concurrent_streams_on_one_connection(server: Any, tls: TLSFil
 
     responses = h3(go())
     assert [r.body for r in responses] == [b"%d" % n for n in range(100)]
+
+
+class CountingClient(H3Client):
+    """Counts the datagrams the server sends it."""
+
+    datagrams = 0
+
+    def datagram_received(self, data: bytes | str, addr: Any) -> None:
+        self.datagrams += 1
+        super().datagram_received(data, addr)
+
+
+def test_answers_to_requests_that_came_together_share_packets(server: Any, tls: TLSFiles) -> None:
+    """Twenty requests in one datagram: their apps take their turns (queued tasks before Python 3.12) and the
+    twenty small answers go out together, in a packet or two, not one packet each."""
+
+    async def go() -> tuple[list[H3Response], int]:
+        async with h3_connect(server.server.quic_port, tls.ca_pem, protocol=CountingClient) as client:
+            assert isinstance(client, CountingClient)
+            await client.request("GET", "/warm-up")  # the handshake's own packets are over
+            await asyncio.sleep(0.2)
+            before = client.datagrams
+            dones = [client.start("GET", f"/together/{n}", transmit=False)[1] for n in range(20)]
+            client.transmit()
+            responses = await asyncio.wait_for(asyncio.gather(*dones), 20)
+            return responses, client.datagrams - before
+
+    responses, datagrams = h3(go())
+    assert [r.status for r in responses] == [200] * 20
+    assert datagrams <= 5, f"{datagrams} datagrams for twenty small answers"
 
 
 def test_a_reset_stream_disconnects_only_its_own_app(
