@@ -20,6 +20,8 @@ import anyio
 import pytest
 
 from h2socket import (
+    DATA,
+    END_STREAM,
     INITIAL_WINDOW_SIZE,
     MAX_CONCURRENT_STREAMS,
     MAX_FRAME_SIZE,
@@ -105,6 +107,11 @@ def make_app(record: Record) -> Callable[..., Any]:
                 return
             record.note(query, "answered")
             await respond(send, b"held " + query.encode())
+        elif path == "/first-then-wait":  # one piece, then a pause of ?seconds before the rest
+            await send({"type": "http.response.start", "status": 200})
+            await send({"type": "http.response.body", "body": b"first", "more_body": True})
+            await anyio.sleep(float(query))
+            await send({"type": "http.response.body", "body": b"last"})
         else:
             await respond(send, path.encode())
 
@@ -157,6 +164,19 @@ def test_big_response_to_a_slow_window_waits_in_send(app: Any, record: Record, l
     # the first message is one byte bigger than the initial window: its send() waited for a WINDOW_UPDATE
     assert record.sends[0][0] == CHUNK > window
     assert record.sends[0][1] > window
+
+
+def test_a_piece_sent_before_the_app_waits_is_not_held_back(app: Any, loop: str) -> None:
+    """Output is written once per loop turn: a piece of a streamed body goes out when the app waits, not when
+    its response ends (an SSE stream's events, say)."""
+    with run_server(app, loop=loop) as server, RawH2(server.port) as raw:
+        raw.send(raw.headers(1, "/first-then-wait?2"))
+        sent = time.monotonic()
+        first = raw.wait_for(lambda f: f.kind == DATA and f.stream_id == 1, 1.5, "the first piece")
+        assert first.payload == b"first" and time.monotonic() - sent < 1.5
+        raw.wait_for(
+            lambda f: f.kind == DATA and f.stream_id == 1 and bool(f.flags & END_STREAM), 5, "the end"
+        )
 
 
 def test_slow_upload_reader_slows_that_upload_only(app: Any, record: Record) -> None:
