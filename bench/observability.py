@@ -252,7 +252,7 @@ async def in_process_run(variant: str, count: int, workdir: Path) -> float:
 
     from bench.apps import hello
     from zonda import Config, Server
-    from zonda.asgi.http import SessionContext
+    from zonda.asgi.session import SessionContext
     from zonda.connection.http1 import HTTP1Connection
     from zonda.connection.shared import ServerShared
     from zonda.io.asyncio import AsyncioLoop

@@ -25,7 +25,8 @@ import re
 from urllib.parse import unquote
 
 from fuzz._harness import Reader, main, pack
-from zonda.asgi.http import ConnectionInfo, build_scope
+from zonda.asgi.http import build_scope
+from zonda.asgi.seams import ConnectionInfo
 from zonda.asgi.types import Scope
 from zonda.errors import ConfigError
 from zonda.protocols.events import Request

@@ -34,7 +34,7 @@ from hpack import Decoder, Encoder
 
 from h2wire import Frame, frame, parse
 from wire import Closed, Response, Wire
-from zonda.asgi.http import SessionContext
+from zonda.asgi.session import SessionContext
 from zonda.asgi.types import ASGIApp
 from zonda.config import Config
 from zonda.connection.base import Connection

@@ -7,7 +7,7 @@ import logging
 import socket
 from collections.abc import Callable
 
-from zonda.asgi.http import SessionContext
+from zonda.asgi.session import SessionContext
 from zonda.asgi.types import Receive, Scope, Send
 from zonda.config import Config, parse_bind
 from zonda.connection.http1 import HTTP1Connection

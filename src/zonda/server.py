@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 from zonda import __version__
 from zonda.accesslog import AccessLogWriter, build_access_log
-from zonda.asgi.http import SessionContext
 from zonda.asgi.lifespan import Lifespan
+from zonda.asgi.session import SessionContext
 from zonda.asgi.trace import traced
 from zonda.asgi.types import ASGIApp
 from zonda.asgi.wsgi import WSGIAdapter

@@ -21,7 +21,7 @@ import trio
 
 from helpers import raw_request, respond, simple_app, status_of, wait_for
 from tlsutil import make_tls_files
-from zonda.asgi.http import SessionContext
+from zonda.asgi.session import SessionContext
 from zonda.config import Config
 from zonda.connection.http1 import HTTP1Connection
 from zonda.connection.shared import ServerShared

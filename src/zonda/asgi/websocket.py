@@ -22,7 +22,7 @@ import logging
 from collections import deque
 from typing import TYPE_CHECKING, Any, Protocol
 
-from zonda.asgi.http import WebSocketTransport
+from zonda.asgi.seams import WebSocketTransport
 from zonda.asgi.types import ASGIApp, Message, Scope
 from zonda.errors import AppProtocolError, ClientDisconnected, split_cancellation
 from zonda.logging import describe_peer
@@ -31,7 +31,7 @@ from zonda.protocols.websocket import Handshake, PeerClosed, WSConnection, WSSet
 from zonda.protocols.websocket import Message as WSMessage
 
 if TYPE_CHECKING:
-    from zonda.asgi.http import HTTPSession
+    from zonda.asgi.session import HTTPSession
 
 error_log = logging.getLogger("zonda.error")
 

@@ -1,7 +1,7 @@
 """What every connection does between a driver's byte stream and the bridge, whatever its protocol.
 
 A ``Connection`` is the stream's protocol object (``io.base.StreamProtocol``: the driver calls
-``data_received`` and the rest on it) and the bridge's transport (``asgi.http.Transport``). It owns the
+``data_received`` and the rest on it) and the bridge's transport (``asgi.seams.Transport``). It owns the
 write-pause state and its drain waiters, the one timer that follows the core's deadline, closing, and the file
 sending the bridge asks for. Subclasses add a protocol: ``HTTP1Connection``, ``HTTP2Connection``. Nothing here
 knows the event loop: time, timers, waiters and tasks come from the server's ``io.base.Loop``.
@@ -34,7 +34,7 @@ from zonda.io.base import ByteStream, FileSender, Loop, Waiter
 from zonda.logging import describe_peer
 
 if TYPE_CHECKING:
-    from zonda.asgi.http import HTTPSession
+    from zonda.asgi.session import HTTPSession
     from zonda.connection.shared import ServerShared
 
 

@@ -15,7 +15,8 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from zonda.asgi._files import FILE_OFFERS
-from zonda.asgi.http import ConnectionInfo, HTTPSession
+from zonda.asgi.seams import ConnectionInfo
+from zonda.asgi.session import HTTPSession
 from zonda.connection.base import ActiveCore, Connection, EventHandler
 from zonda.connection.log import log_opened
 from zonda.errors import ProtocolError, RequestTimeout

@@ -13,7 +13,8 @@ import logging
 from typing import TYPE_CHECKING, Any, Protocol
 
 from zonda.asgi._files import FILE_OFFERS
-from zonda.asgi.http import ConnectionInfo, HTTPSession
+from zonda.asgi.seams import ConnectionInfo
+from zonda.asgi.session import HTTPSession
 from zonda.connection.multiplexed import StreamDispatch
 from zonda.connection.streams import StreamChannel, WebSocketChannel
 from zonda.connection.timer import DeadlineTimer

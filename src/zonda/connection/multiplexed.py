@@ -10,7 +10,7 @@ from zonda.connection.streams import route_websockets
 from zonda.protocols.events import Event, StreamReset
 
 if TYPE_CHECKING:
-    from zonda.asgi.http import HTTPSession
+    from zonda.asgi.session import HTTPSession
     from zonda.connection.streams import WebSocketChannel
     from zonda.io.base import Loop, Waiter
 

@@ -33,7 +33,7 @@ from aioquic.tls import SessionTicket
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from zonda.asgi.http import ConnectionInfo
+from zonda.asgi.seams import ConnectionInfo
 from zonda.connection.http3 import HTTP3Connection
 from zonda.errors import ConfigError
 from zonda.protocols.http3 import H3Core, H3Settings, ServerQuicConnection

@@ -9,7 +9,7 @@ from email.utils import formatdate
 from typing import TYPE_CHECKING, Protocol
 
 from zonda.accesslog import uses_request_id
-from zonda.asgi.http import SessionContext
+from zonda.asgi.session import SessionContext
 from zonda.config import Config
 from zonda.protocols.http1 import DefaultHeaders, H1Limits
 from zonda.protocols.http2 import H2Settings

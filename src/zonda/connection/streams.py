@@ -14,7 +14,7 @@ import os
 from collections.abc import Coroutine, Iterable
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
-from zonda.asgi.http import Core
+from zonda.asgi.seams import Core
 from zonda.connection.base import SMALL_FILE
 from zonda.connection.timer import DeadlineTimer
 from zonda.errors import ClientDisconnected

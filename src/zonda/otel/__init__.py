@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from zonda.asgi.http import SessionContext
+from zonda.asgi.session import SessionContext
 from zonda.asgi.wsgi import WSGIAdapter
 from zonda.otel.cycles import TracedHTTPCycle
 from zonda.otel.spans import Tracing, start_tracing

@@ -15,7 +15,7 @@ from typing import Any
 
 from opentelemetry.trace import INVALID_SPAN, Span
 
-from zonda.asgi.http import HTTPSession
+from zonda.asgi.session import HTTPSession
 from zonda.asgi.types import Message, Scope
 from zonda.asgi.websocket import WebSocketCycle, WSState
 from zonda.otel.spans import FIRST_BYTE, LAST_BYTE, close_span, record_failure
