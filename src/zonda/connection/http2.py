@@ -7,7 +7,7 @@ methods on the old object would not reach it).
 
 Output is batched per loop turn: frames queued while a read's events are handled, and by the app tasks that
 read started when they take their turns, go out in one ``transport.write`` queued behind those tasks on the
-loop (``flush``), not one a response: with many streams a connection writes once per read, not per stream.
+loop (``StreamDispatch._flush_soon``): with many streams a connection writes once per read, not per stream.
 
 WebSocket (RFC 8441): an extended CONNECT with ``:protocol websocket`` gets a ``WebSocketChannel``. Accepting
 sends a 200 that leaves the stream open; from then on the stream's DATA is the WebSocket's byte stream, fed to
@@ -81,7 +81,7 @@ class HTTP2Connection(StreamDispatch, Connection):
         info.extensions.update(HTTP2_EXTENSIONS)
         self.session = self.handler = HTTPSession(self, info, shared.context, channels=self)
         self.batching = False
-        self._write_soon = False  # a write of the core's output is queued on the loop (flush)
+        self._flush_queued = False
         self._stream_waiters: dict[int, Waiter] = {}
         self.websockets: dict[int, WebSocketChannel] = {}  # accepted WebSocket streams still open
 
@@ -214,18 +214,13 @@ class HTTP2Connection(StreamDispatch, Connection):
     def flush(self) -> None:
         core = self.core
         if core.queued() < BATCH_PIECES and not core.closing:
-            if self.batching:
-                return  # written once the read's events are all handled
-            if not self._write_soon:
-                # Apps answering a read's requests run as tasks queued by that read: written once all of them
-                # have had their turn (the loop's ready queue runs before this), one write for the lot
-                self._write_soon = True
-                self.loop.call_soon(self._write_queued)
+            if not self.batching:  # else written once the read's events are all handled
+                self._flush_soon()
             return
-        self._write_queued()
+        self._flush_now()
 
-    def _write_queued(self) -> None:
-        self._write_soon = False
+    def _flush_now(self) -> None:
+        self._flush_queued = False
         core = self.core
         data = core.data_to_send()
         if data and not self._closed:

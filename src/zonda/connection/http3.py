@@ -3,8 +3,9 @@
 The QUIC endpoint (``connection.quic``) makes one per new connection and hands it the datagrams routed to it.
 Everything else is as on HTTP/2: one ``HTTPSession`` for all the streams, the same stream channels, the same
 bridge; output is batched per loop turn (frames queued while a datagram is handled, and by the app tasks it
-started when they take their turns, go out in one round of packets queued behind those tasks), and one timer follows the QUIC connection's own
-(``QuicConnection.get_timer``: loss detection, acknowledgements, the idle timeout).
+started when they take their turns, go out in one round of packets queued behind those tasks), and one timer
+follows the QUIC connection's own (``QuicConnection.get_timer``: loss detection, acknowledgements, the idle
+timeout).
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ class HTTP3Connection(StreamDispatch):
         self.session = HTTPSession(self, info, shared.context, channels=self)
         self.timer = DeadlineTimer(loop, self._on_timer)
         self.batching = False
-        self._send_soon = False  # a send of the core's packets is queued on the loop (flush)
+        self._flush_queued = False
         self._closed = False
         self._stream_waiters: dict[int, Waiter] = {}
         self._tls_pending = True  # the tls scope extension, once the handshake says what it agreed
@@ -140,16 +141,11 @@ class HTTP3Connection(StreamDispatch):
     # ------------------------------------------------------------ the bridge's side
 
     def flush(self) -> None:
-        if self.batching:
-            return  # sent once the datagram's events are all handled
-        if not self._send_soon:
-            # Apps answering a datagram's requests run as tasks queued by it: their frames go out once all of
-            # them have had their turn (the loop's ready queue runs before this), in as few packets as fit
-            self._send_soon = True
-            self.loop.call_soon(self._send_queued)
+        if not self.batching:  # else sent once the datagram's events are all handled
+            self._flush_soon()
 
-    def _send_queued(self) -> None:
-        self._send_soon = False
+    def _flush_now(self) -> None:
+        self._flush_queued = False
         core = self.core
         if not self._closed:
             self._send(core.datagrams_to_send())

@@ -22,7 +22,20 @@ class StreamDispatch:
     session: HTTPSession
     websockets: dict[int, WebSocketChannel]
     batching: bool
+    _flush_queued: bool  # a _flush_now is queued on the loop
     _stream_waiters: dict[int, Waiter]
+
+    def _flush_now(self) -> None:
+        """Hand the core's output to the socket (HTTP/2's one write, HTTP/3's round of packets)."""
+        raise NotImplementedError
+
+    def _flush_soon(self) -> None:
+        """Apps answering a read's requests run as tasks that read queued: their output goes out once all of
+        them have had their turn (the loop's ready queue runs before this callback), on the same loop turn, in
+        one write (HTTP/2) or as few packets as fit (HTTP/3) instead of one a response."""
+        if not self._flush_queued:
+            self._flush_queued = True
+            self.loop.call_soon(self._flush_now)
 
     def _dispatch(self, events: list[Event], unblocked: list[int]) -> bool:
         """Hand ``events`` on; wake the senders of reset streams and of ``unblocked`` ones (cleared). Returns
