@@ -10,9 +10,9 @@ picked up a job yet is waiting for the GIL while the loop works; more threads wo
 
 ``Channel`` is the mailbox between one request's app thread (producer) and its pump on the loop (consumer).
 Neither side holds the channel lock while it waits: the loop awaits a future that the thread resolves through
-the loop's ``Waker`` (one ``call_soon_threadsafe`` per burst of finished requests, through ``io.base.Loop``); the thread blocks on
-a plain lock the loop releases. See ``zonda.asgi.wsgi``
-for the invariants (bounded buffering, back-pressure, unwinding on disconnect).
+the loop's ``Waker`` (one ``call_soon_threadsafe`` per burst of finished requests, through ``io.base.Loop``);
+the thread blocks on a plain lock the loop releases. See ``zonda.asgi.wsgi`` for the invariants (bounded
+buffering, back-pressure, unwinding on disconnect).
 """
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
 """The one ASGI HTTP bridge: core events in, ``scope``/``receive``/``send`` out, for every HTTP version.
 
 An ``HTTPCycle`` is one request and its response; the connection's ``HTTPSession`` (``zonda.asgi.session``)
-makes one per request (``build_scope`` gives it its scope) and runs the app. Event handlers are plain methods; only the app-facing ``receive()`` and ``send()`` are awaitable, and they
-await only waiters the connection hands them (``Transport.create_waiter``, ``Transport.drain``). Both are
-coroutine functions, as apps and their libraries expect (``create_task(send(...))``, anyio's ``start_soon``,
-asgiref's ``async_to_sync``), though ``send()`` nearly never waits.
+makes one per request (``build_scope`` gives it its scope) and runs the app. Event handlers are plain methods;
+only the app-facing ``receive()`` and ``send()`` are awaitable, and they await only waiters the connection
+hands them (``Transport.create_waiter``, ``Transport.drain``). Both are coroutine functions, as apps and their
+libraries expect (``create_task(send(...))``, anyio's ``start_soon``, asgiref's ``async_to_sync``), though
+``send()`` nearly never waits.
 """
 
 from __future__ import annotations

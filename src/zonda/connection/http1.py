@@ -2,9 +2,9 @@
 
 ``data_received`` -> core -> bridge -> ``stream.write`` runs synchronously. A connection opens as HTTP/1.1 and
 may leave it: ALPN ``h2`` (TLS), ``--http 2`` (every connection, at once) or the client preface (prior
-knowledge) hand the stream to an ``HTTP2Connection``; an ``Upgrade: h2c`` request is answered with 101 and served over HTTP/2; an accepted
-WebSocket swaps the frame core in and makes the cycle the event handler. Over the limit of open connections a
-new one gets a 503 and is closed.
+knowledge) hand the stream to an ``HTTP2Connection``; an ``Upgrade: h2c`` request is answered with 101 and
+served over HTTP/2; an accepted WebSocket swaps the frame core in and makes the cycle the event handler. Over
+the limit of open connections a new one gets a 503 and is closed.
 """
 
 from __future__ import annotations

@@ -17,8 +17,9 @@ fixed per connection at its first file:
   ``_shared.CHUNK`` bytes in the loop's default executor, written through the transport. On plaintext it moved a
   200 MiB file at ~1.1 GB/s and ~700 ms CPU/GiB against ``OS``'s ~1.7 GB/s and ~300-400 ms.
 
-Files of at most ``SMALL_FILE`` bytes (``zonda.connection.base``) are read on the loop thread and written with the head in one write, either
-way: one ``pread`` of a few KiB costs less than a ``dup``/``sendfile``/``close`` round or a thread hop.
+Files of at most ``SMALL_FILE`` bytes (``zonda.connection.base``) are read on the loop thread and written with
+the head in one write, either way: one ``pread`` of a few KiB costs less than a ``dup``/``sendfile``/``close``
+round or a thread hop.
 
 Back-pressure: ``OS`` sends only as fast as the socket drains, and ``CHUNKS`` awaits the protocol's
 ``resume_writing`` above the transport's high-water mark, so memory stays at one block per connection, never

@@ -13,11 +13,12 @@ Tasks: one system nursery holds the timer task, accept loops, connections' reade
 server's own tasks (``Runtime.start``: lifespan); app calls (``Loop.spawn``) run in a nursery of their own
 (``AppTasks``), which the server cancels after the graceful timeout without touching the rest.
 
-Timers: one timer task per loop with a heap (``zonda.timers``, as asyncio keeps its ``TimerHandle`` s), sleeping in
-a cancel scope whose deadline is the earliest timer. ``call_at`` is a heap push, plus moving that deadline when the new timer
-is the earliest; ``cancel()`` marks the entry, and the heap is compacted when most of it is cancelled. Measured
-on trio 0.35: ``call_at`` plus ``cancel`` ~0.4 us, against ~8 us to enter and leave a cancel scope with a
-deadline (a task per timer costs more still), and each connection re-arms its timer as its deadlines move.
+Timers: one timer task per loop with a heap (``zonda.timers``, as asyncio keeps its ``TimerHandle`` s),
+sleeping in a cancel scope whose deadline is the earliest timer. ``call_at`` is a heap push, plus moving that
+deadline when the new timer is the earliest; ``cancel()`` marks the entry, and the heap is compacted when most
+of it is cancelled. Measured on trio 0.35: ``call_at`` plus ``cancel`` ~0.4 us, against ~8 us to enter and
+leave a cancel scope with a deadline (a task per timer costs more still), and each connection re-arms its timer
+as its deadlines move.
 """
 
 from __future__ import annotations
