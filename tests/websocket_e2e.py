@@ -88,6 +88,16 @@ def make_app(record: Record) -> Any:
             await send_denial(send)
         elif path == "/raise-before":
             raise RuntimeError("boom before accept")
+        elif path == "/bad-accept-headers":  # refused by the server's checks: still connecting, so a 500
+            await send({**accept, "headers": [(b"x-bad", None)]})
+        elif path == "/denial-bytearray":  # bytes-like bodies, as in http.response.body
+            await send(
+                {"type": "websocket.http.response.start", "status": 418, "headers": [(b"x-denied", b"yes")]}
+            )
+            await send(
+                {"type": "websocket.http.response.body", "body": bytearray(b"no web"), "more_body": True}
+            )
+            await send({"type": "websocket.http.response.body", "body": memoryview(b"sockets here")})
         elif path == "/raise-after":
             await send(accept)
             await receive()

@@ -227,20 +227,33 @@ def test_server_shutdown_sends_going_away(ws_client: WebSocketClient, record: Re
         ("/deny", 403, b"Forbidden\n"),
         ("/denial", 418, b"no websockets here"),
         ("/raise-before", 500, b"Internal Server Error\n"),
+        ("/bad-accept-headers", 500, b"Internal Server Error\n"),
+        ("/denial-bytearray", 418, b"no websockets here"),
     ],
-    ids=["close-before-accept", "denial-response", "app-raises-before-accept"],
+    ids=[
+        "close-before-accept",
+        "denial-response",
+        "app-raises-before-accept",
+        "accept-headers-refused",
+        "denial-bytes-like-body",
+    ],
 )
 def test_refused(
     ws_client: WebSocketClient, logs: pytest.LogCaptureFixture, path: str, status: int, body: bytes
 ) -> None:
     """websocket.close before the accept answers 403, websocket.http.response.* sends the app's response, an
-    app that raises first gets a 500; the connection (HTTP/2) or the server (HTTP/1.1) serves on."""
+    app that raises first gets a 500, and so does an accept whose headers the server refuses (it waited for a
+    close frame that never left, before); the connection (HTTP/2) or the server (HTTP/1.1) serves on."""
     with ws_client.connect(path) as ws:
         assert ws.status == status
         assert ws.refusal_body() == body
-        assert ws.response_header("x-denied") == ("yes" if path == "/denial" else None)
+        assert ws.response_header("x-denied") == ("yes" if path.startswith("/denial") else None)
         ws.assert_still_serving()
-    assert app_errors(logs) == (["boom before accept"] if status == 500 else [])
+    errors = app_errors(logs)
+    if path == "/bad-accept-headers":
+        assert len(errors) == 1 and "headers" in errors[0]
+    else:
+        assert errors == (["boom before accept"] if status == 500 else [])
 
 
 def test_app_raises_after_accept(ws_client: WebSocketClient, logs: pytest.LogCaptureFixture) -> None:

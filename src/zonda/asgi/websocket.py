@@ -262,6 +262,12 @@ class WebSocketCycle:
             raise AppProtocolError(f"Expected 'websocket.http.response.body', got {message_type!r}")
         body = message.get("body", b"")
         more = message.get("more_body", False)
+        if type(body) is not bytes:  # as http.response.body's
+            if not isinstance(body, bytes | bytearray | memoryview):
+                raise AppProtocolError(
+                    f"websocket.http.response.body 'body' must be bytes, got {type(body).__name__}"
+                )
+            body = bytes(body)
         self.bytes_sent += len(body)
         self.transport.core.send_body(self.stream_id, body, not more)
         self.transport.flush()
@@ -289,7 +295,16 @@ class WebSocketCycle:
         self.status = 200 if self.handshake.extended_connect else 101
         self.state = WSState.OPEN
         self.accepted = True
-        self.transport.upgrade(self.stream_id, headers, self.core, self)
+        try:
+            self.transport.upgrade(self.stream_id, headers, self.core, self)
+        except AppProtocolError:
+            # Headers the app got wrong, found before anything was sent: still connecting, so the app's
+            # failure is answered with a 500 (as open, it would wait for a close frame that never left).
+            self.core = None
+            self.status = 0
+            self.state = WSState.CONNECTING
+            self.accepted = False
+            raise
         if self.session.context.access_log:
             self.log_access()  # the 101: the HTTP session has handed the connection over
 
