@@ -5,7 +5,11 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint pytest test-all bench clean
+# The modules mypyc compiles (zonda/_compiled.py lists them); `make build` compiles them again after an edit,
+# and the suite always runs on a fresh build.
+COMPILED_SOURCES := $(shell sed -n 's/^    "\(zonda\.[a-z0-9_.]*\)",$$/src\/\1.py/p' src/zonda/_compiled.py | sed 's,\.,/,g; s,/py$$,.py,')
+
+.PHONY: run test lint pytest test-all bench clean build
 
 $(BIN)/zonda: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,19 +19,26 @@ $(BIN)/zonda: pyproject.toml
 
 $(VENV)/.dev: $(BIN)/zonda
 	$(BIN)/pip install -q -e '.[standard,dev]'
-	touch $@
+	touch $@ $(VENV)/.compiled
 
 run: $(BIN)/zonda
 	$(BIN)/zonda examples.hello:app --host $(HOST) --port $(PORT)
 
 test: lint pytest
 
+# Compile the request path again in place (the editable install compiled it once), unless ZONDA_COMPILE=0.
+$(VENV)/.compiled: $(VENV)/.dev setup.py $(COMPILED_SOURCES)
+	$(BIN)/python setup.py -q build_ext --inplace
+	touch $@
+
+build: $(VENV)/.compiled
+
 lint: $(VENV)/.dev
 	$(BIN)/ruff check src tests bench examples fuzz
 	$(BIN)/ruff format --check src tests bench examples fuzz
 	$(BIN)/mypy
 
-pytest: $(VENV)/.dev
+pytest: $(VENV)/.dev $(VENV)/.compiled
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # The whole suite on each of Python 3.10-3.13 found here (pyenv or python3.X on PATH), each in its own
@@ -40,4 +51,4 @@ bench: $(VENV)/.dev
 	$(BIN)/python -m bench.run
 
 clean:
-	rm -rf $(VENV) .venvs build dist src/*.egg-info src/zonda/*.so
+	rm -rf $(VENV) .venvs build dist src/*.egg-info src/*.so src/zonda/*.so src/zonda/*/*.so

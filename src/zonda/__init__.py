@@ -4,8 +4,12 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from zonda.cli import run
-from zonda.config import Config
-from zonda.server import Server
+from zonda import _compiled
+
+_compiled.choose()  # before the modules it may compile are imported (below)
+
+from zonda.cli import run  # noqa: E402
+from zonda.config import Config  # noqa: E402
+from zonda.server import Server  # noqa: E402
 
 __all__ = ["Config", "Server", "__version__", "run"]

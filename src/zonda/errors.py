@@ -7,6 +7,7 @@ has to flush what the core queued and close. App errors name the ASGI message an
 from __future__ import annotations
 
 import sys
+from typing import TypeVar
 
 if sys.version_info < (3, 11):  # the backport: trio and anyio, the only makers of such groups, depend on it
     try:
@@ -111,3 +112,14 @@ def split_cancellation(exc: BaseException) -> tuple[Exception | None, BaseExcept
         return None, None
     failure, cancellation = rest.split(Exception)
     return failure, cancellation
+
+
+_Error = TypeVar("_Error", bound=BaseException)
+
+
+def caused_by(error: _Error, cause: BaseException | None) -> _Error:
+    """``error`` with ``cause`` as its ``__cause__`` (None: no context shown), for ``raise caused_by(error,
+    cause)``: what ``raise error from cause`` does, written out because the compiled modules
+    (``zonda._compiled``) drop a raise's ``from`` (mypyc 2.4) and an app or a log would see another chain."""
+    error.__cause__ = cause  # sets __suppress_context__ too, as ``from`` does
+    return error

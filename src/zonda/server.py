@@ -22,7 +22,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from zonda import __version__
+from zonda import __version__, _compiled
 from zonda.accesslog import AccessLogWriter, build_access_log
 from zonda.asgi.lifespan import Lifespan
 from zonda.asgi.session import SessionContext
@@ -539,6 +539,14 @@ class Server:
             loop_name,
             ", ".join(self._protocols_served(scheme)),
         )
+        if _compiled.why_source and _compiled.why_source != "ZONDA_PURE_PYTHON=1":
+            logger.warning(
+                "Running the request path as Python, not compiled: %s (reinstall zonda, or `make build` in a "
+                "checkout, to compile it again)",
+                _compiled.why_source,
+            )
+        else:
+            logger.debug("The request path runs %s", _compiled.mode)
         for sock in self.sockets:
             logger.info("Listening on %s (press CTRL+C to quit)", describe_address(sock, scheme))
         if self.quic_address is not None:

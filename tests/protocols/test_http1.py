@@ -20,6 +20,7 @@ from zonda.errors import (
     RequestTimeout,
     UnsupportedTransferCoding,
 )
+from zonda.protocols import http1
 from zonda.protocols.events import ConnectionTerminated, Data, Event, Request, StreamReset
 from zonda.protocols.http1 import DefaultHeaders, H1Connection, H1Limits, ReadState
 
@@ -660,6 +661,17 @@ def test_chunked_trailers_are_dropped_unjudged() -> None:
     assert events == [Data(1, b"", True)]
     assert request.headers == [(b"host", b"x"), (b"transfer-encoding", b"chunked")]
     assert request.keep_alive
+
+
+def test_the_shared_placeholder_lists_stay_empty() -> None:
+    """Between feeds and after the head, the core's events and headers are module-level empty lists, shared
+    by every connection: trailers, pipelined requests and a timer's 408 must leave them empty."""
+    conn = make()
+    chunked = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\nX-T: 1\r\n\r\n"
+    conn.receive_data(chunked * 3 + b"GET / HTTP/1.1\r\nHost: x\r\n\r\nPOST / HTTP/1.1\r\nHost: x\r\n")
+    assert conn.handle_timer(10**9)  # the last head stalled: 408
+
+    assert http1._BETWEEN_FEEDS == [] and http1._NO_HEADERS == []
 
 
 @pytest.mark.parametrize(

@@ -15,9 +15,10 @@ import logging
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote_to_bytes
 
+from zonda._compiled import mypyc_attr
 from zonda.asgi._files import PATHSEND, ZEROCOPYSEND, open_path, zerocopy_span
 from zonda.asgi.types import ASGIApp, Message, Scope
-from zonda.errors import AppProtocolError, ClientDisconnected, split_cancellation
+from zonda.errors import AppProtocolError, ClientDisconnected, caused_by, split_cancellation
 from zonda.protocols.events import Request
 from zonda.protocols.fields import checked_value, header_name, trailer_fields
 
@@ -90,6 +91,7 @@ def build_scope(request: Request, info: ConnectionInfo, state: dict[str, Any]) -
     return scope
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # zonda.otel's TracedHTTPCycle
 class HTTPCycle:
     """One request and its response: the app's ``receive`` and ``send``."""
 
@@ -215,9 +217,9 @@ class HTTPCycle:
         try:
             message_type = message["type"]
         except (KeyError, TypeError):
-            raise AppProtocolError(
-                f"ASGI message must be a dict with a 'type' key, got {message!r}"
-            ) from None
+            raise caused_by(
+                AppProtocolError(f"ASGI message must be a dict with a 'type' key, got {message!r}"), None
+            )
         state = self.state
         if state is _BODY:
             if message_type != "http.response.body":
@@ -318,9 +320,11 @@ class HTTPCycle:
         try:
             links = [checked_value(bytes(link)) for link in links]
         except TypeError:
-            raise AppProtocolError("http.response.early_hint 'links' must be an iterable of bytes") from None
+            raise caused_by(
+                AppProtocolError("http.response.early_hint 'links' must be an iterable of bytes"), None
+            )
         except AppProtocolError as exc:
-            raise AppProtocolError(f"{EARLY_HINT}: {exc}") from None
+            raise caused_by(AppProtocolError(f"{EARLY_HINT}: {exc}"), None)
         self.transport.core.send_early_hint(self.stream_id, links)
         self.transport.flush()
 
@@ -415,7 +419,7 @@ class HTTPCycle:
                 self.transport.abort()
             self.session.cycle_finished(self)
             if cancellation is not None:
-                raise cancellation  # noqa: B904  # passed on as it came, not chained to its own group
+                raise cancellation  # passed on as it came, not chained to its own group
             return
         else:
             if self.state is _START and not self.disconnected:
@@ -488,8 +492,8 @@ def _header_pairs(headers: Any, message_type: str) -> list[tuple[bytes, bytes]]:
     try:
         return [(header_name(bytes(name)), checked_value(bytes(value))) for name, value in headers]
     except (TypeError, ValueError):
-        raise AppProtocolError(
-            f"{message_type} 'headers' must be an iterable of [bytes, bytes] pairs"
-        ) from None
+        raise caused_by(
+            AppProtocolError(f"{message_type} 'headers' must be an iterable of [bytes, bytes] pairs"), None
+        )
     except AppProtocolError as exc:
-        raise AppProtocolError(f"{message_type}: {exc}") from None
+        raise caused_by(AppProtocolError(f"{message_type}: {exc}"), None)

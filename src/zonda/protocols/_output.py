@@ -4,11 +4,16 @@ wrapper's on every write."""
 
 from __future__ import annotations
 
+from zonda._compiled import mypyc_attr
 
+
+@mypyc_attr(allow_interpreted_subclasses=True)  # the HTTP/2 and WebSocket cores are not compiled
 class OutputBuffer:
     """A core queues bytes on ``_out``; the driver drains them with one ``data_to_send()`` per flush."""
 
-    __slots__ = ("bytes_sent", "count_bytes")
+    # ``_out`` is a slot here, not in each core's: compiled, a subclass's slot of the same name would hide this
+    # class's attribute from its methods
+    __slots__ = ("_out", "bytes_sent", "count_bytes")
     _out: list[bytes]
     count_bytes: bool  # count the bytes fed and handed out (metrics on); off, one test per read and flush
     bytes_sent: int  # every byte data_to_send() handed out, while counting

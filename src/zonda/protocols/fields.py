@@ -5,8 +5,9 @@ trailers, pushes and early hints, so each rule is the same whatever version carr
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
-from zonda.errors import AppProtocolError
+from zonda.errors import AppProtocolError, caused_by
 
 _TOKEN_CHARS = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 _OWS = b" \t"
@@ -19,7 +20,11 @@ TOKEN_BYTES = b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz"  # lowercas
 _lowered_names: dict[bytes, bytes] = {}
 
 
-def header_name(name: bytes) -> bytes:
+# ``header_name`` and ``header_value`` take what the app sent (``Any``): they are where it is checked, and the
+# compiled build (zonda._compiled) would check a ``bytes`` parameter on entry, refusing what the source accepts.
+
+
+def header_name(name: Any) -> bytes:
     """An app's response header name, checked as a token and lowercased: names are case-insensitive (RFC 9110
     §5.1), apps send them in any case (Django: ``Content-Type``), HTTP/2 and HTTP/3 need them lowercase."""
     lowered = _lowered_names.get(name)
@@ -33,13 +38,14 @@ def header_name(name: bytes) -> bytes:
     return lowered
 
 
-def header_value(value: bytes) -> bytes:
+def header_value(value: Any) -> bytes:
     """An app's header value without leading or trailing whitespace (RFC 9110 §5.5: not part of the value;
     HTTP/2 forbids it). CR, LF and NUL inside are checked on the whole block."""
     try:
-        return value.strip(_OWS)
+        stripped = value.strip(_OWS)
     except AttributeError:  # None, an int: the callers report TypeError as "must be [bytes, bytes] pairs"
-        raise TypeError(f"header value {value!r} is not bytes") from None
+        raise caused_by(TypeError(f"header value {value!r} is not bytes"), None)
+    return stripped if type(stripped) is bytes else bytes(stripped)  # a bytearray's: the same bytes
 
 
 def checked_value(value: bytes) -> bytes:

@@ -31,6 +31,7 @@ from zonda.errors import (
     RequestLineTooLong,
     RequestTimeout,
     UnsupportedTransferCoding,
+    caused_by,
 )
 from zonda.protocols._output import OutputBuffer
 from zonda.protocols.events import (
@@ -158,28 +159,15 @@ _SPECIAL_REQUEST_HEADERS = frozenset(
 )
 
 
-class _Discard(list[tuple[bytes, bytes]]):
-    """Where chunked trailers go once the head is handed out: dropped, as no ASGI message carries them (their
-    size is bounded by the body's framing check in ``receive_data``)."""
-
-    def append(self, item: tuple[bytes, bytes]) -> None:
-        pass
-
-
-_TRAILERS = _Discard()
-
-
-class _BetweenFeeds(list[Event]):
-    """``_events`` once a feed returned its list: the caller owns those events, and an idle keep-alive connection
-    must not hold its last request (head, headers and all) until its next one. Nothing is appended here (the
-    parser's callbacks run only inside a feed); were something appended, it would be dropped, as it would have
-    been in the list the caller already took."""
-
-    def append(self, item: Event) -> None:
-        pass
-
-
-_BETWEEN_FEEDS = _BetweenFeeds()
+# ``_events`` once a feed returned its list: the caller owns those events, and an idle keep-alive connection must
+# not hold its last request (head, headers and all) until its next one. Nothing is appended to it: the parser's
+# callbacks run only inside a feed (or a timer's ``_fail``), which first gives ``_events`` a list of its own.
+_BETWEEN_FEEDS: list[Event] = []
+# ``_headers`` once the head is handed out (the request holds that list): nothing is appended to it, as
+# ``on_header`` drops chunked trailers (no ASGI message carries them; their size is bounded by the body's
+# framing check in ``receive_data``). Plain lists, not subclasses that drop what is appended: compiled code
+# appends to a list without calling a subclass's ``append``.
+_NO_HEADERS: list[tuple[bytes, bytes]] = []
 
 
 # Validated response heads by (status, *headers): apps mostly send the same few header lists, and checking and
@@ -189,7 +177,10 @@ _HEADS: dict[tuple[Any, ...], tuple[bytes, int | None, bool, int]] = {}
 _HEADS_MAX = 512
 
 
-def _encode_head(status: Any, headers: Iterable[tuple[bytes, bytes]]) -> tuple[bytes, int | None, bool, int]:
+def _encode_head(status: Any, headers: Iterable[Any]) -> tuple[bytes, int | None, bool, int]:
+    """The response head's lines, its content-length, whether it says close, and which default headers it
+    lacks. ``status`` and ``headers`` are as the app sent them (``Any``: checked here, not on entry; see
+    zonda._compiled)."""
     status_line = _STATUS_LINES.get(status)
     if status_line is None:
         if type(status) is not int or not 100 <= status <= 999:
@@ -222,9 +213,10 @@ def _encode_head(status: Any, headers: Iterable[tuple[bytes, bytes]]) -> tuple[b
                     has_server = True
             lines.append(name + b": " + value + b"\r\n")
     except (TypeError, ValueError) as exc:
-        raise AppProtocolError(
-            "http.response.start: 'headers' must be an iterable of [bytes, bytes] pairs"
-        ) from exc
+        raise caused_by(
+            AppProtocolError("http.response.start: 'headers' must be an iterable of [bytes, bytes] pairs"),
+            exc,
+        )
     block = b"".join(lines)
     _check_header_block(block, len(lines))
     return block, length, close, has_server + 2 * has_date
@@ -252,7 +244,6 @@ class H1Connection(OutputBuffer):
         "_max_header_count",
         "_max_url",
         "_next_stream_id",
-        "_out",
         "_parser",
         "_rate_at",
         "_rate_mark",
@@ -445,6 +436,8 @@ class H1Connection(OutputBuffer):
         # The head's size is checked once it is complete (or at the end of a read), not here: a head within
         # one read is no larger than the read. The count is checked per header: it bounds the work a flood of
         # tiny headers in one read can cause.
+        if self.read_state is _BODY:
+            return  # a chunked trailer: dropped
         headers = self._headers
         if len(headers) >= self._max_header_count:
             self._raise(HeadersTooLarge(f"more than {self._max_header_count} request headers"))
@@ -452,7 +445,7 @@ class H1Connection(OutputBuffer):
         headers.append((name, value))
         if name in _SPECIAL_REQUEST_HEADERS:
             if name == b"host":
-                self._hosts += 1  # counted in trailers too, where nothing reads it any more
+                self._hosts += 1
             else:
                 self._special_header(name, value)
 
@@ -465,8 +458,6 @@ class H1Connection(OutputBuffer):
         return size
 
     def _special_header(self, name: bytes, value: bytes) -> None:
-        if self.read_state is _BODY:
-            return  # a chunked trailer (dropped)
         if name == b"connection":
             # RFC 9110 §7.6.1: a comma-separated list of tokens, possibly over several header lines
             self._connection_tokens = self._connection_tokens.union(
@@ -518,7 +509,9 @@ class H1Connection(OutputBuffer):
             path, query = url, b""
         else:
             try:
-                parsed = httptools.parse_url(url)
+                # Any, not httptools' URL: its stub says bytes where the parser gives None (userinfo, path,
+                # query), and compiled code would check the stub's types (zonda._compiled)
+                parsed: Any = httptools.parse_url(url)
             except httptools.HttpParserInvalidURLError:
                 self._raise(BadRequest(f"invalid request target {url[:64]!r}"))
             path, query = parsed.path or b"/", parsed.query or b""
@@ -540,7 +533,7 @@ class H1Connection(OutputBuffer):
         )
         self._exchanges.append(request)
         self._events.append(request)
-        self._headers = _TRAILERS
+        self._headers = _NO_HEADERS
         self.read_state = _BODY
 
     def _take_target_authority(self, url: bytes, userinfo: bytes | None) -> None:
@@ -638,11 +631,12 @@ class H1Connection(OutputBuffer):
         if request.stream_id != stream_id or not self._upgrade_pending:
             raise AppProtocolError(f"stream {stream_id} is not an upgrade request awaiting its answer")
         lines = [b"HTTP/1.1 101 Switching Protocols\r\n"]
+        pairs: Iterable[Any] = headers  # as the app sent them (websocket.accept): checked below, not on entry
         try:
-            for name, value in headers:
+            for name, value in pairs:
                 lines.append(header_name(name) + b": " + header_value(value) + b"\r\n")
         except (TypeError, ValueError) as exc:
-            raise AppProtocolError("upgrade response headers must be [bytes, bytes] pairs") from exc
+            raise caused_by(AppProtocolError("upgrade response headers must be [bytes, bytes] pairs"), exc)
         _check_header_block(b"".join(lines), len(lines))
         lines.append(self.defaults.server_line)
         lines.append(self.defaults.date_line)
@@ -708,9 +702,12 @@ class H1Connection(OutputBuffer):
         try:
             key = (status, *headers)  # once: a generator of headers can be iterated only once
         except TypeError:
-            raise AppProtocolError(
-                "http.response.start: 'headers' must be an iterable of [bytes, bytes] pairs"
-            ) from None
+            raise caused_by(
+                AppProtocolError(
+                    "http.response.start: 'headers' must be an iterable of [bytes, bytes] pairs"
+                ),
+                None,
+            )
         try:
             head = _HEADS.get(key)
             hashable = True
@@ -718,7 +715,7 @@ class H1Connection(OutputBuffer):
             head = None
             hashable = False
         if head is None:
-            head = _encode_head(status, key[1:])  # type: ignore[arg-type]  # checked inside
+            head = _encode_head(status, key[1:])
             if hashable:
                 if len(_HEADS) >= _HEADS_MAX:
                     _HEADS.clear()

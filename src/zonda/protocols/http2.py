@@ -173,7 +173,6 @@ class H2Connection(OutputBuffer):
         "_goaway_sent",
         "_last_stream_id",
         "_next_push_id",
-        "_out",
         "_preface_seen",
         "_reset_count",
         "_reset_since",
