@@ -44,7 +44,6 @@ COMPILED = (
     "zonda.protocols._output",
     "zonda.protocols.fields",
     "zonda.protocols.http1",
-    "zonda.asgi.http",
     "zonda.asgi.session",
 )
 

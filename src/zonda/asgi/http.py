@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import enum
 import logging
+from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote_to_bytes
 
-from zonda._compiled import mypyc_attr
 from zonda.asgi._files import PATHSEND, ZEROCOPYSEND, open_path, zerocopy_span
 from zonda.asgi.types import ASGIApp, Message, Scope
-from zonda.errors import AppProtocolError, ClientDisconnected, caused_by, split_cancellation
+from zonda.errors import AppProtocolError, ClientDisconnected, split_cancellation
 from zonda.protocols.events import Request
 from zonda.protocols.fields import checked_value, header_name, trailer_fields
 
@@ -91,7 +91,6 @@ def build_scope(request: Request, info: ConnectionInfo, state: dict[str, Any]) -
     return scope
 
 
-@mypyc_attr(allow_interpreted_subclasses=True)  # zonda.otel's TracedHTTPCycle
 class HTTPCycle:
     """One request and its response: the app's ``receive`` and ``send``."""
 
@@ -217,9 +216,9 @@ class HTTPCycle:
         try:
             message_type = message["type"]
         except (KeyError, TypeError):
-            raise caused_by(
-                AppProtocolError(f"ASGI message must be a dict with a 'type' key, got {message!r}"), None
-            )
+            raise AppProtocolError(
+                f"ASGI message must be a dict with a 'type' key, got {message!r}"
+            ) from None
         state = self.state
         if state is _BODY:
             if message_type != "http.response.body":
@@ -320,11 +319,9 @@ class HTTPCycle:
         try:
             links = [checked_value(bytes(link)) for link in links]
         except TypeError:
-            raise caused_by(
-                AppProtocolError("http.response.early_hint 'links' must be an iterable of bytes"), None
-            )
+            raise AppProtocolError("http.response.early_hint 'links' must be an iterable of bytes") from None
         except AppProtocolError as exc:
-            raise caused_by(AppProtocolError(f"{EARLY_HINT}: {exc}"), None)
+            raise AppProtocolError(f"{EARLY_HINT}: {exc}") from None
         self.transport.core.send_early_hint(self.stream_id, links)
         self.transport.flush()
 
@@ -419,7 +416,7 @@ class HTTPCycle:
                 self.transport.abort()
             self.session.cycle_finished(self)
             if cancellation is not None:
-                raise cancellation  # passed on as it came, not chained to its own group
+                raise cancellation  # noqa: B904  # passed on as it came, not chained to its own group
             return
         else:
             if self.state is _START and not self.disconnected:
@@ -492,8 +489,31 @@ def _header_pairs(headers: Any, message_type: str) -> list[tuple[bytes, bytes]]:
     try:
         return [(header_name(bytes(name)), checked_value(bytes(value))) for name, value in headers]
     except (TypeError, ValueError):
-        raise caused_by(
-            AppProtocolError(f"{message_type} 'headers' must be an iterable of [bytes, bytes] pairs"), None
-        )
+        raise AppProtocolError(
+            f"{message_type} 'headers' must be an iterable of [bytes, bytes] pairs"
+        ) from None
     except AppProtocolError as exc:
-        raise caused_by(AppProtocolError(f"{message_type}: {exc}"), None)
+        raise AppProtocolError(f"{message_type}: {exc}") from None
+
+
+def plain_response_app(status: int, text: str, headers: list[tuple[bytes, bytes]]) -> ASGIApp:
+    """An app that answers every request with ``status`` and a line of text, then closes the connection."""
+    body = f"{HTTPStatus(status).phrase}: {text}\n".encode()
+    response_headers = [
+        (b"content-type", b"text/plain; charset=utf-8"),
+        (b"content-length", b"%d" % len(body)),
+        (b"connection", b"close"),
+        *headers,
+    ]
+
+    async def respond(scope: Scope, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": status, "headers": response_headers})
+        await send({"type": "http.response.body", "body": body})
+
+    return respond
+
+
+# Stands in for the app when --limit-concurrency is reached.
+service_unavailable = plain_response_app(
+    503, "the server is at its concurrency limit", [(b"retry-after", b"1")]
+)

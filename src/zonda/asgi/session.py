@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from http import HTTPStatus
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 from zonda.accesslog import log_default
-from zonda.asgi.http import HTTPCycle, build_scope
+from zonda.asgi.http import HTTPCycle, build_scope, plain_response_app, service_unavailable
 from zonda.asgi.seams import ConnectionInfo, Cycle, StreamChannels, Transport, UpgradableConnection
 from zonda.asgi.types import ASGIApp, Scope
 from zonda.errors import AppProtocolError, ProtocolError
@@ -92,29 +91,6 @@ class ServerStats:
         self.rejected_concurrency = 0
         self.ws_messages_in = 0
         self.ws_messages_out = 0
-
-
-def plain_response_app(status: int, text: str, headers: list[tuple[bytes, bytes]]) -> ASGIApp:
-    """An app that answers every request with ``status`` and a line of text, then closes the connection."""
-    body = f"{HTTPStatus(status).phrase}: {text}\n".encode()
-    response_headers = [
-        (b"content-type", b"text/plain; charset=utf-8"),
-        (b"content-length", b"%d" % len(body)),
-        (b"connection", b"close"),
-        *headers,
-    ]
-
-    async def respond(scope: Scope, receive: Any, send: Any) -> None:
-        await send({"type": "http.response.start", "status": status, "headers": response_headers})
-        await send({"type": "http.response.body", "body": body})
-
-    return respond
-
-
-# Stands in for the app when --limit-concurrency is reached.
-service_unavailable = plain_response_app(
-    503, "the server is at its concurrency limit", [(b"retry-after", b"1")]
-)
 
 
 class HTTPSession:
