@@ -44,6 +44,7 @@ COMPILED = (
     "zonda.protocols._output",
     "zonda.protocols.fields",
     "zonda.protocols.http1",
+    "zonda.asgi.exchange",
     "zonda.asgi.session",
 )
 

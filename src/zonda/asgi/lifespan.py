@@ -12,7 +12,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from zonda.asgi.http import ASGI_VERSION
+from zonda.asgi.exchange import ASGI_VERSION
 from zonda.asgi.types import ASGIApp, Message
 from zonda.errors import AppProtocolError, LifespanFailure, split_cancellation
 from zonda.io.base import Waiter

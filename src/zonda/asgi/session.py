@@ -14,7 +14,8 @@ from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 from zonda.accesslog import log_default
-from zonda.asgi.http import HTTPCycle, build_scope, plain_response_app, service_unavailable
+from zonda.asgi.exchange import HTTPExchange, build_scope
+from zonda.asgi.http import HTTPCycle, plain_response_app, service_unavailable
 from zonda.asgi.seams import ConnectionInfo, Cycle, StreamChannels, Transport, UpgradableConnection
 from zonda.asgi.types import ASGIApp, Scope
 from zonda.errors import AppProtocolError, ProtocolError
@@ -290,7 +291,7 @@ class HTTPSession:
         stats.total_requests += 1
         if self.current is cycle:
             self.current = None  # it returned without a complete response; the connection is closing
-        if isinstance(cycle, HTTPCycle) and cycle.reading_paused:
+        if isinstance(cycle, HTTPExchange) and cycle.reading_paused:
             cycle.reading_paused = False
             cycle.transport.resume_reading()  # nobody reads this body now: read on, discarding the rest
 

@@ -12,7 +12,8 @@ from time import time_ns
 
 from opentelemetry.trace import INVALID_SPAN, Span
 
-from zonda.asgi.http import CycleState, HTTPCycle
+from zonda.asgi.exchange import CycleState
+from zonda.asgi.http import HTTPCycle
 from zonda.asgi.session import HTTPSession
 from zonda.asgi.types import ASGIApp, Message, Scope
 from zonda.otel.spans import FIRST_BYTE, LAST_BYTE, close_span, record_failure
