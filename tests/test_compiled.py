@@ -75,6 +75,22 @@ def test_compiled_modules_avoid_what_mypyc_compiles_differently() -> None:
             )
 
 
+def test_compiled_modules_keep_their_globals_final() -> None:
+    """mypyc reads a module-level name from the module's dict at every use (a dict lookup, ~140 instructions),
+    unless it is ``Final``: then it is a C static. The compiled modules' globals are constants (or shared
+    caches rebound never), so each is declared ``Final`` (type aliases: ``TypeAlias``); rebinding one in a
+    test would not reach compiled code anyway."""
+    root = Path(_compiled.__file__).parent.parent
+    for name in _compiled.COMPILED:
+        path = root.joinpath(*name.split(".")).with_suffix(".py")
+        for node in ast.parse(path.read_text(), str(path)).body:
+            where = f"{path.name}:{node.lineno}"
+            assert not isinstance(node, ast.Assign), f"{where}: a module-level name not declared Final"
+            if isinstance(node, ast.AnnAssign):
+                annotation = ast.unparse(node.annotation)
+                assert annotation.startswith(("Final", "TypeAlias")), f"{where}: {annotation}, not Final"
+
+
 def test_the_events_made_per_request_have_their_own_init() -> None:
     """mypyc leaves a dataclass's ``__init__`` to the dataclasses module (Python code, ~3.7k instructions a
     request as measured): the events every request and body piece makes write theirs, so it compiles."""

@@ -32,11 +32,11 @@ if TYPE_CHECKING:
     from zonda.asgi.seams import ConnectionInfo, Transport
     from zonda.asgi.session import HTTPSession
 
-error_log = logging.getLogger("zonda.error")
+error_log: Final = logging.getLogger("zonda.error")
 
-ASGI_VERSION = {"version": "3.0", "spec_version": "2.5"}
-HIGH_WATER = 65536  # unread request body per stream above which reading pauses
-_DISCONNECT: Message = {"type": "http.disconnect"}
+ASGI_VERSION: Final = {"version": "3.0", "spec_version": "2.5"}
+HIGH_WATER: Final = 65536  # unread request body per stream above which reading pauses
+_DISCONNECT: Final[Message] = {"type": "http.disconnect"}
 
 # What ``respond()`` leaves to the coroutine that called it (``HTTPCycle.send``).
 SENT: Final = 0  # nothing: the message is framed and flushed
@@ -58,7 +58,7 @@ _TRAILERS: Final = CycleState.TRAILERS
 TRAILERS: Final = "http.response.trailers"
 PUSH: Final = "http.response.push"
 EARLY_HINT: Final = "http.response.early_hint"
-_METHODS = {
+_METHODS: Final = {
     m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE")
 }
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from time import perf_counter
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from zonda.accesslog import log_default
 from zonda.asgi.exchange import HTTPExchange, build_scope
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from zonda.otel.spans import Tracing
     from zonda.protocols.websocket import WSSettings
 
-error_log = logging.getLogger("zonda.error")
+error_log: Final = logging.getLogger("zonda.error")
 
 
 class SessionContext:

@@ -13,10 +13,11 @@ Python code run per event; the dataclass still gives them ``__eq__`` and ``__rep
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TypeAlias
 
 from zonda.errors import ProtocolError
 
-Headers = list[tuple[bytes, bytes]]
+Headers: TypeAlias = list[tuple[bytes, bytes]]
 
 
 @dataclass(slots=True, init=False)
@@ -108,4 +109,4 @@ class HTTP2Preface:
     data: bytes
 
 
-Event = Request | Data | Trailers | StreamReset | ConnectionTerminated | HTTP2Preface
+Event: TypeAlias = Request | Data | Trailers | StreamReset | ConnectionTerminated | HTTP2Preface

@@ -5,19 +5,21 @@ trailers, pushes and early hints, so each rule is the same whatever version carr
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Final
 
 from zonda.errors import AppProtocolError, caused_by
 
-_TOKEN_CHARS = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
-_OWS = b" \t"
+_TOKEN_CHARS: Final = frozenset(
+    b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+)
+_OWS: Final = b" \t"
 # Header fields a request must not carry and a response drops (RFC 9113 §8.2.2); nor may trailers, any version
-CONNECTION_HEADERS = frozenset(
+CONNECTION_HEADERS: Final = frozenset(
     (b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade")
 )
-TOKEN_BYTES = b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz"  # lowercase token bytes (§8.2.1)
+TOKEN_BYTES: Final = b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz"  # lowercase token bytes (§8.2.1)
 # Response header names as apps send them -> checked and lowercased; shared by all connections and bounded.
-_lowered_names: dict[bytes, bytes] = {}
+_lowered_names: Final[dict[bytes, bytes]] = {}
 
 
 # ``header_name`` and ``header_value`` take what the app sent (``Any``): they are where it is checked, and the

@@ -17,7 +17,7 @@ import enum
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Any
+from typing import Any, Final
 
 import httptools
 
@@ -90,7 +90,7 @@ class DefaultHeaders:
         self.tails = (extra + server + date, extra + date, extra + server, extra)
 
 
-_H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"  # llhttp consumes it whole, then pauses
+_H2_PREFACE: Final = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"  # llhttp consumes it whole, then pauses
 
 
 def _is_h2_preface(exc: Exception, data: bytes) -> bool:
@@ -117,9 +117,9 @@ def _status_line(status: int) -> bytes:
     return b"HTTP/1.1 %d %s\r\n" % (status, phrase)
 
 
-_STATUS_LINES = {status.value: _status_line(status.value) for status in HTTPStatus}
-_NO_BODY_STATUSES = frozenset({204, 304}) | frozenset(range(100, 200))
-_SPECIAL_RESPONSE_HEADERS = frozenset(
+_STATUS_LINES: Final = {status.value: _status_line(status.value) for status in HTTPStatus}
+_NO_BODY_STATUSES: Final = frozenset({204, 304}) | frozenset(range(100, 200))
+_SPECIAL_RESPONSE_HEADERS: Final = frozenset(
     (b"content-length", b"connection", b"transfer-encoding", b"date", b"server")
 )
 
@@ -147,14 +147,14 @@ def error_response(exc: ProtocolError, defaults: DefaultHeaders, extra_lines: by
     )
 
 
-_RATE_STEP = 0.25  # seconds at least between two checks of one body's rate
-_IDLE = ReadState.IDLE
-_HEADERS = ReadState.HEADERS
-_BODY = ReadState.BODY
-_ERROR = ReadState.ERROR
-_STOPPED = ReadState.STOPPED
-_NO_TOKENS: frozenset[bytes] = frozenset()
-_SPECIAL_REQUEST_HEADERS = frozenset(
+_RATE_STEP: Final = 0.25  # seconds at least between two checks of one body's rate
+_IDLE: Final = ReadState.IDLE
+_HEADERS: Final = ReadState.HEADERS
+_BODY: Final = ReadState.BODY
+_ERROR: Final = ReadState.ERROR
+_STOPPED: Final = ReadState.STOPPED
+_NO_TOKENS: Final[frozenset[bytes]] = frozenset()
+_SPECIAL_REQUEST_HEADERS: Final = frozenset(
     (b"host", b"connection", b"content-length", b"transfer-encoding", b"expect", b"upgrade")
 )
 
@@ -162,19 +162,19 @@ _SPECIAL_REQUEST_HEADERS = frozenset(
 # ``_events`` once a feed returned its list: the caller owns those events, and an idle keep-alive connection must
 # not hold its last request (head, headers and all) until its next one. Nothing is appended to it: the parser's
 # callbacks run only inside a feed (or a timer's ``_fail``), which first gives ``_events`` a list of its own.
-_BETWEEN_FEEDS: list[Event] = []
+_BETWEEN_FEEDS: Final[list[Event]] = []
 # ``_headers`` once the head is handed out (the request holds that list): nothing is appended to it, as
 # ``on_header`` drops chunked trailers (no ASGI message carries them; their size is bounded by the body's
 # framing check in ``receive_data``). Plain lists, not subclasses that drop what is appended: compiled code
 # appends to a list without calling a subclass's ``append``.
-_NO_HEADERS: list[tuple[bytes, bytes]] = []
+_NO_HEADERS: Final[list[tuple[bytes, bytes]]] = []
 
 
 # Validated response heads by (status, *headers): apps mostly send the same few header lists, and checking and
 # joining them costs more than hashing them. Entries: (status line + header lines, content-length, the app
 # asked to close, which of DefaultHeaders.tails follows: has server + 2 * has date).
-_HEADS: dict[tuple[Any, ...], tuple[bytes, int | None, bool, int]] = {}
-_HEADS_MAX = 512
+_HEADS: Final[dict[tuple[Any, ...], tuple[bytes, int | None, bool, int]]] = {}
+_HEADS_MAX: Final = 512
 
 
 def _encode_head(status: Any, headers: Iterable[Any]) -> tuple[bytes, int | None, bool, int]:
